@@ -1,0 +1,162 @@
+"""The command line: serve, migrate, token create/revoke, export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from app.settings import Settings, get_settings
+
+
+def load_settings() -> Settings:
+    """Read the configuration; on a bad value, say which variable and stop."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "ORDERPULSE_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"configuration error: {name}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _services(settings: Settings):  # type: ignore[no-untyped-def]
+    from app.db import database_from_settings
+    from app.services import Services
+
+    return Services(settings=settings, db=database_from_settings(settings))
+
+
+def cmd_migrate(settings: Settings) -> None:
+    from app.migrate import migrate
+
+    migrate(settings.database_url)
+
+
+async def _seed_and_print(settings: Settings, host: str, port: int) -> None:
+    from app.demo import seed_demo
+
+    services = _services(settings)
+    try:
+        tokens = await seed_demo(services)
+    finally:
+        await services.db.dispose()
+    print("Demo data is ready. Tokens (send as 'Authorization: Bearer <token>'):")
+    for role, token in tokens.items():
+        print(f"  {role:<9} {token}")
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    cmd_migrate(settings)
+    if args.demo:
+        asyncio.run(_seed_and_print(settings, args.host, args.port))
+    print(f"GraphiQL: http://{args.host}:{args.port}/graphql", flush=True)
+    uvicorn.run(
+        "app.asgi:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )
+
+
+async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
+    from app.access.tokens import create_token
+    from app.errors import DomainError
+    from app.graphql.ids import parse_pk
+    from app.orders.flow import Role
+
+    try:
+        role = Role(args.role.upper())
+    except ValueError:
+        raise SystemExit(f"unknown role {args.role!r}; one of SUPPORT, RESELLER, CUSTOMER, SYSTEM")
+    reseller_id = _parse_id(args.reseller, "Reseller", parse_pk)
+    customer_id = _parse_id(args.customer, "Customer", parse_pk)
+    services = _services(settings)
+    try:
+        async with services.transaction() as session:
+            return await create_token(
+                session,
+                role=role,
+                reseller_id=reseller_id,
+                customer_id=customer_id,
+                now=services.clock.now(),
+            )
+    except DomainError as exc:
+        raise SystemExit(f"error: {exc.message}") from None
+    finally:
+        await services.db.dispose()
+
+
+def _parse_id(value: str | None, type_name: str, parse_pk) -> int | None:  # type: ignore[no-untyped-def]
+    if value is None:
+        return None
+    pk = parse_pk(value, type_name)
+    if pk is None:
+        raise SystemExit(f"error: {value!r} is not a {type_name} id")
+    return int(pk)
+
+
+async def _token_revoke(settings: Settings, token: str) -> bool:
+    from app.access.tokens import revoke_token
+
+    services = _services(settings)
+    try:
+        async with services.transaction() as session:
+            return await revoke_token(session, token=token, now=services.clock.now())
+    finally:
+        await services.db.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app", description="OrderPulse order desk API")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="migrate, then run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--demo", action="store_true", help="seed demo data, print a token per role")
+    commands.add_parser("migrate", help="bring the database to the current schema")
+    commands.add_parser("export-schema", help="print the GraphQL SDL")
+    token = commands.add_parser("token", help="API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="make a token and print it")
+    create.add_argument("--role", required=True)
+    create.add_argument("--reseller", help="the reseller's GraphQL id (RESELLER tokens)")
+    create.add_argument("--customer", help="the customer's GraphQL id (CUSTOMER tokens)")
+    revoke = token_commands.add_parser("revoke", help="revoke a token")
+    revoke.add_argument("token")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "export-schema":
+        from app.graphql.schema import export_schema
+
+        sys.stdout.write(export_schema())
+        return
+    settings = load_settings()
+    if args.command == "migrate":
+        cmd_migrate(settings)
+    elif args.command == "serve":
+        if args.workers < 1:
+            parser.error("--workers must be at least 1")
+        cmd_serve(args, settings)
+    elif args.token_command == "create":
+        cmd_migrate(settings)
+        print(asyncio.run(_token_create(settings, args)))
+    else:
+        if not asyncio.run(_token_revoke(settings, args.token)):
+            raise SystemExit("error: unknown or already revoked token")
+        print("revoked")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Opaque API tokens: made, looked up by hash, revoked."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.access.models import ApiToken
+from app.access.viewer import Viewer
+from app.errors import BadInput
+from app.orders.flow import Role
+from app.orders.models import Customer, Reseller
+
+TOKEN_PREFIX = "op_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_token(
+    session: AsyncSession,
+    *,
+    role: Role,
+    reseller_id: int | None,
+    customer_id: int | None,
+    now: datetime,
+) -> str:
+    """Make a token bound to a role and, for RESELLER/CUSTOMER, to its tenant; return it once."""
+    if role is Role.RESELLER:
+        if reseller_id is None or customer_id is not None:
+            raise BadInput("a RESELLER token needs --reseller and no --customer")
+        if await session.get(Reseller, reseller_id) is None:
+            raise BadInput("no such reseller")
+    elif role is Role.CUSTOMER:
+        if customer_id is None:
+            raise BadInput("a CUSTOMER token needs --customer")
+        customer = await session.get(Customer, customer_id)
+        if customer is None:
+            raise BadInput("no such customer")
+        if reseller_id is not None and reseller_id != customer.reseller_id:
+            raise BadInput("that customer belongs to another reseller")
+        reseller_id = customer.reseller_id
+    elif reseller_id is not None or customer_id is not None:
+        raise BadInput(f"a {role.value} token is not bound to a reseller or customer")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiToken(
+            token_hash=hash_token(token),
+            role=role.value,
+            reseller_id=reseller_id,
+            customer_id=customer_id,
+            created_at=now,
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def revoke_token(session: AsyncSession, *, token: str, now: datetime) -> bool:
+    """Revoke a token; False if it was unknown or already revoked."""
+    row = (
+        await session.exec(select(ApiToken).where(col(ApiToken.token_hash) == hash_token(token)))
+    ).first()
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = now
+    session.add(row)
+    return True
+
+
+async def viewer_for_token(session: AsyncSession, token: str) -> Viewer | None:
+    """The viewer a live token stands for, or None for an unknown or revoked token."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = (
+        await session.exec(select(ApiToken).where(col(ApiToken.token_hash) == hash_token(token)))
+    ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return Viewer(
+        role=Role(row.role),
+        token_id=row.id,
+        reseller_id=row.reseller_id,
+        customer_id=row.customer_id,
+    )
+
+
+async def is_token_live(session: AsyncSession, token_id: int) -> bool:
+    row = await session.get(ApiToken, token_id)
+    return row is not None and row.revoked_at is None

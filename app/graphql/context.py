@@ -1,0 +1,51 @@
+"""The GraphQL context: the process's services, the viewer, and per-request loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+
+from app.access.viewer import Viewer
+from app.graphql.loaders import Loaders
+from app.services import Services
+
+
+@dataclass
+class Context:
+    services: Services
+    viewer: Viewer | None
+    loaders: Loaders
+    request: Any = None
+    response: Any = None
+    connection_params: Any = None
+    token: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+Info = strawberry.Info[Context, None]
+
+
+def unauthenticated() -> GraphQLError:
+    return GraphQLError(
+        "authentication required: send Authorization: Bearer <token>",
+        extensions={"code": "UNAUTHENTICATED"},
+    )
+
+
+def forbidden(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "FORBIDDEN"})
+
+
+def bad_input(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
+
+
+def viewer_of(info: Info) -> Viewer:
+    """The authenticated viewer, or a top-level UNAUTHENTICATED error."""
+    viewer = info.context.viewer
+    if viewer is None:
+        raise unauthenticated()
+    return viewer

@@ -1,0 +1,103 @@
+"""Per-request (and, for subscriptions, per-event) dataloaders: one SQL statement per batch."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from sqlmodel import SQLModel, col, select
+from strawberry.dataloader import DataLoader
+
+from app.db import Database
+from app.events.models import TOPIC_ORDER_STATUS, Event
+from app.notifications.models import Notification, NotificationTemplate
+from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+class _ById(DataLoader[int, Any]):
+    model: type[SQLModel]
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        super().__init__(load_fn=self._load)
+
+    async def _load(self, keys: Sequence[int]) -> list[Any]:
+        pk = self.model.id  # type: ignore[attr-defined]
+        async with self.db.read() as session:
+            rows = (await session.exec(select(self.model).where(col(pk).in_(keys)))).all()
+        by_id = {row.id: row for row in rows}  # type: ignore[attr-defined]
+        return [by_id.get(key) for key in keys]
+
+
+class ResellerByIdLoader(_ById):
+    model = Reseller
+
+
+class CustomerByIdLoader(_ById):
+    model = Customer
+
+
+class OrderByIdLoader(_ById):
+    model = SalesOrder
+
+
+class NotificationByIdLoader(_ById):
+    model = Notification
+
+
+class TemplateByIdLoader(_ById):
+    model = NotificationTemplate
+
+
+class _ManyByOrderId(DataLoader[int, list[Any]]):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        super().__init__(load_fn=self._load)
+
+    async def _fetch(self, session: Any, keys: Sequence[int]) -> Sequence[Any]:
+        raise NotImplementedError
+
+    async def _load(self, keys: Sequence[int]) -> list[list[Any]]:
+        async with self.db.read() as session:
+            rows = await self._fetch(session, keys)
+        grouped: dict[int, list[Any]] = defaultdict(list)
+        for row in rows:
+            grouped[row.order_id].append(row)
+        return [grouped.get(key, []) for key in keys]
+
+
+class ItemsByOrderIdLoader(_ManyByOrderId):
+    async def _fetch(self, session: Any, keys: Sequence[int]) -> Sequence[Any]:
+        query = select(OrderItem).where(col(OrderItem.order_id).in_(keys))
+        return list((await session.exec(query.order_by(col(OrderItem.position)))).all())
+
+
+class HistoryByOrderIdLoader(_ManyByOrderId):
+    async def _fetch(self, session: Any, keys: Sequence[int]) -> Sequence[Any]:
+        query = select(Event).where(
+            col(Event.order_id).in_(keys), col(Event.topic) == TOPIC_ORDER_STATUS
+        )
+        return list((await session.exec(query.order_by(col(Event.id)))).all())
+
+
+class NotificationsByOrderIdLoader(_ManyByOrderId):
+    async def _fetch(self, session: Any, keys: Sequence[int]) -> Sequence[Any]:
+        query = select(Notification).where(col(Notification.order_id).in_(keys))
+        return list((await session.exec(query.order_by(col(Notification.id)))).all())
+
+
+class Loaders:
+    """One set per HTTP request or per subscription event; never reused across them."""
+
+    def __init__(self, db: Database) -> None:
+        self.reseller = ResellerByIdLoader(db)
+        self.customer = CustomerByIdLoader(db)
+        self.order = OrderByIdLoader(db)
+        self.notification = NotificationByIdLoader(db)
+        self.template = TemplateByIdLoader(db)
+        self.items = ItemsByOrderIdLoader(db)
+        self.history = HistoryByOrderIdLoader(db)
+        self.notifications = NotificationsByOrderIdLoader(db)

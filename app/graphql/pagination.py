@@ -1,0 +1,123 @@
+"""Relay connections over keyset pagination (the cursor is the last row's id)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
+
+import strawberry
+from sqlalchemy import ColumnElement, func
+from sqlmodel import SQLModel, col, select
+
+from app.db import Database
+from app.graphql.context import bad_input
+from app.graphql.ids import parse_cursor, to_cursor
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+T = TypeVar("T")
+
+First = Annotated[
+    int | None, strawberry.argument(description="How many items, at most 100 (default 20).")
+]
+After = Annotated[
+    str | None, strawberry.argument(description="Continue after this cursor (from `pageInfo`).")
+]
+M = TypeVar("M", bound=SQLModel)
+
+
+@strawberry.type(description="Where a page stands in its list.")
+class PageInfo:
+    has_next_page: bool = strawberry.field(description="Whether more items follow this page.")
+    has_previous_page: bool = strawberry.field(description="Whether items precede this page.")
+    start_cursor: str | None = strawberry.field(description="The cursor of the first edge.")
+    end_cursor: str | None = strawberry.field(
+        description="The cursor of the last edge; pass it as `after` for the next page."
+    )
+
+
+@strawberry.type(description="One item of a connection with its cursor.")
+class Edge(Generic[T]):
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this item.")
+    node: T = strawberry.field(description="The item.")
+
+
+@strawberry.type(description="A page of a list, Relay style.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]] = strawberry.field(description="The items of this page.")
+    page_info: PageInfo = strawberry.field(description="Pagination state.")
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="How many items the whole list has, for this viewer.")
+    async def total_count(self) -> int:
+        return await self.count()
+
+
+@dataclass
+class Page(Generic[M]):
+    rows: Sequence[M]
+    has_next: bool
+    has_previous: bool
+    count: Callable[[], Awaitable[int]]
+
+
+def page_size(first: int | None) -> int:
+    if first is None:
+        return DEFAULT_PAGE
+    if first < 0 or first > MAX_PAGE:
+        raise bad_input(f"`first` must be between 0 and {MAX_PAGE}")
+    return first
+
+
+async def fetch_page(
+    db: Database,
+    *,
+    model: type[M],
+    where: Sequence[ColumnElement[bool]],
+    first: int | None,
+    after: str | None,
+    kind: str,
+    newest_first: bool,
+) -> Page[M]:
+    """One page of `model` rows matching `where`, after the cursor `after`."""
+    size = page_size(first)
+    pk = col(model.id)  # type: ignore[attr-defined]
+    conditions = list(where)
+    if after is not None:
+        after_pk = parse_cursor(after, kind)
+        if after_pk is None:
+            raise bad_input("`after` is not a cursor of this list")
+        conditions.append(pk < after_pk if newest_first else pk > after_pk)
+    query = (
+        select(model)
+        .where(*conditions)
+        .order_by(pk.desc() if newest_first else pk.asc())
+        .limit(size + 1)
+    )
+    async with db.read() as session:
+        rows = list((await session.exec(query)).all())
+
+    async def count() -> int:
+        async with db.read() as session:
+            total = await session.exec(select(func.count()).select_from(model).where(*where))
+            return int(total.one())
+
+    return Page(
+        rows=rows[:size], has_next=len(rows) > size, has_previous=after is not None, count=count
+    )
+
+
+def to_connection(page: Page[M], kind: str, wrap: Callable[[M], Any]) -> Connection[Any]:
+    edges = [Edge(cursor=to_cursor(kind, row.id), node=wrap(row)) for row in page.rows]  # type: ignore[attr-defined]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=page.has_next,
+            has_previous_page=page.has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        count=page.count,
+    )

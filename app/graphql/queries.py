@@ -1,0 +1,345 @@
+"""Query root: thin resolvers that ask `access.policy` for the viewer's scope."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import strawberry
+from sqlalchemy import ColumnElement, false, func
+from sqlmodel import col, select
+
+from app.access import policy
+from app.access.viewer import Viewer as DomainViewer
+from app.errors import OperationForbidden
+from app.graphql.context import Info, forbidden, viewer_of
+from app.graphql.ids import parse_global_id, parse_pk
+from app.graphql.pagination import After, Connection, First, fetch_page, to_connection
+from app.graphql.types import (
+    Customer,
+    DeliveryStatus,
+    FailureReasonInfo,
+    Node,
+    Notification,
+    NotificationKind,
+    NotificationSettings,
+    NotificationTemplate,
+    Order,
+    OrderStatus,
+    OrderStatusCount,
+    OrderStatusInfo,
+    RecipientRole,
+    Reseller,
+    Viewer,
+)
+from app.notifications import models as nm
+from app.notifications import service as notification_service
+from app.orders import flow
+from app.orders import models as om
+
+
+@strawberry.input(description="Narrows a list of orders; all given conditions must hold.")
+class OrderFilter:
+    status: list[OrderStatus] | None = strawberry.field(
+        default=None, description="Orders in any of these statuses."
+    )
+    customer_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Orders of this customer."
+    )
+    reseller_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Orders of this reseller's customers."
+    )
+    requires_manual_action: bool | None = strawberry.field(
+        default=None, description="Orders whose status does (true) or does not need someone to act."
+    )
+    number: str | None = strawberry.field(default=None, description="The order with this number.")
+
+
+@strawberry.input(description="Narrows a list of notifications.")
+class NotificationFilter:
+    order_id: strawberry.ID | None = strawberry.field(default=None, description="About this order.")
+    recipient_role: RecipientRole | None = strawberry.field(
+        default=None, description="Addressed to this role."
+    )
+    status: DeliveryStatus | None = strawberry.field(default=None, description="In this status.")
+    kind: NotificationKind | None = strawberry.field(default=None, description="Of this kind.")
+
+
+def _id_condition(
+    column: ColumnElement[int] | object, value: strawberry.ID | None, type_name: str
+) -> list[ColumnElement[bool]]:
+    """A filter on an ID; a malformed or foreign-typed ID matches nothing."""
+    if value is None:
+        return []
+    pk = parse_pk(value, type_name)
+    return [false()] if pk is None else [col(column) == pk]  # type: ignore[arg-type]
+
+
+def order_conditions(viewer: DomainViewer, filter: OrderFilter | None) -> list[ColumnElement[bool]]:
+    conditions = [policy.order_scope(viewer)]
+    if filter is None:
+        return conditions
+    if filter.status is not None:
+        conditions.append(col(om.SalesOrder.status).in_([s.value for s in filter.status]))
+    conditions += _id_condition(om.SalesOrder.customer_id, filter.customer_id, "Customer")
+    conditions += _id_condition(om.SalesOrder.reseller_id, filter.reseller_id, "Reseller")
+    if filter.requires_manual_action is not None:
+        manual = [s.value for s in flow.MANUAL_ACTION_STATUSES]
+        status = col(om.SalesOrder.status)
+        conditions.append(status.in_(manual) if filter.requires_manual_action else status.not_in(manual))
+    if filter.number is not None:
+        conditions.append(col(om.SalesOrder.number) == filter.number.strip().upper())
+    return conditions
+
+
+def notification_conditions(
+    viewer: DomainViewer, filter: NotificationFilter | None
+) -> list[ColumnElement[bool]]:
+    conditions = [policy.notification_scope(viewer)]
+    if filter is None:
+        return conditions
+    conditions += _id_condition(nm.Notification.order_id, filter.order_id, "Order")
+    if filter.recipient_role is not None:
+        conditions.append(col(nm.Notification.recipient_role) == filter.recipient_role.value)
+    if filter.status is not None:
+        conditions.append(col(nm.Notification.status) == filter.status.value)
+    if filter.kind is not None:
+        conditions.append(col(nm.Notification.kind) == filter.kind.value)
+    return conditions
+
+
+async def _first_visible(info: Info, model: type, where: Sequence[ColumnElement[bool]]) -> object:
+    async with info.context.services.db.read() as session:
+        return (await session.exec(select(model).where(*where))).first()
+
+
+async def load_node(info: Info, type_name: str, pk: int) -> Node | None:
+    """The object behind a global ID if the viewer may see it; None exactly as if missing."""
+    viewer = viewer_of(info)
+    loaders = info.context.loaders
+    if type_name == "Order":
+        row = await _first_visible(
+            info, om.SalesOrder, [col(om.SalesOrder.id) == pk, policy.order_scope(viewer)]
+        )
+        return Order.wrap(row, loaders) if isinstance(row, om.SalesOrder) else None
+    if type_name == "Customer":
+        row = await _first_visible(
+            info, om.Customer, [col(om.Customer.id) == pk, policy.customer_scope(viewer)]
+        )
+        return Customer.wrap(row, loaders) if isinstance(row, om.Customer) else None
+    if type_name == "Reseller":
+        row = await _first_visible(
+            info, om.Reseller, [col(om.Reseller.id) == pk, policy.reseller_scope(viewer)]
+        )
+        return Reseller.wrap(row, loaders) if isinstance(row, om.Reseller) else None
+    if type_name == "Notification":
+        row = await _first_visible(
+            info,
+            nm.Notification,
+            [col(nm.Notification.id) == pk, policy.notification_scope(viewer)],
+        )
+        return Notification.wrap(row, loaders) if isinstance(row, nm.Notification) else None
+    if type_name == "NotificationTemplate":
+        if viewer.role not in policy.Operation.LIST_TEMPLATES:
+            return None
+        row = await loaders.template.load(pk)
+        return NotificationTemplate.wrap(row) if row is not None else None
+    return None
+
+
+async def _typed_node(info: Info, value: strawberry.ID, type_name: str) -> Node | None:
+    viewer_of(info)
+    parsed = parse_global_id(value, type_name)
+    return await load_node(info, type_name, parsed[1]) if parsed else None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Who is asking.")
+    async def viewer(self, info: Info) -> Viewer:
+        viewer = viewer_of(info)
+        loaders = info.context.loaders
+        reseller = await loaders.reseller.load(viewer.reseller_id) if viewer.reseller_id else None
+        customer = await loaders.customer.load(viewer.customer_id) if viewer.customer_id else None
+        return Viewer(
+            role=viewer.role,
+            reseller=Reseller.wrap(reseller, loaders) if reseller else None,
+            customer=Customer.wrap(customer, loaders) if customer else None,
+        )
+
+    @strawberry.field(description="Any object by its global ID; null if missing or not visible.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        viewer_of(info)
+        parsed = parse_global_id(id)
+        return await load_node(info, *parsed) if parsed else None
+
+    @strawberry.field(description="An order by ID; null if missing or not visible.")
+    async def order(self, info: Info, id: strawberry.ID) -> Order | None:
+        return await _typed_node(info, id, "Order")  # type: ignore[return-value]
+
+    @strawberry.field(description="The orders the viewer may see, newest first.")
+    async def orders(
+        self,
+        info: Info,
+        filter: OrderFilter | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> Connection[Order]:
+        viewer = viewer_of(info)
+        page = await fetch_page(
+            info.context.services.db,
+            model=om.SalesOrder,
+            where=order_conditions(viewer, filter),
+            first=first,
+            after=after,
+            kind="order",
+            newest_first=True,
+        )
+        return to_connection(page, "order", lambda r: Order.wrap(r, info.context.loaders))
+
+    @strawberry.field(description="A customer by ID; null if missing or not visible.")
+    async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
+        return await _typed_node(info, id, "Customer")  # type: ignore[return-value]
+
+    @strawberry.field(description="The customers the viewer may see.")
+    async def customers(
+        self,
+        info: Info,
+        reseller_id: strawberry.ID | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> Connection[Customer]:
+        viewer = viewer_of(info)
+        page = await fetch_page(
+            info.context.services.db,
+            model=om.Customer,
+            where=[
+                policy.customer_scope(viewer),
+                *_id_condition(om.Customer.reseller_id, reseller_id, "Reseller"),
+            ],
+            first=first,
+            after=after,
+            kind="customer",
+            newest_first=False,
+        )
+        return to_connection(page, "customer", lambda r: Customer.wrap(r, info.context.loaders))
+
+    @strawberry.field(description="A reseller by ID; null if missing or not visible.")
+    async def reseller(self, info: Info, id: strawberry.ID) -> Reseller | None:
+        return await _typed_node(info, id, "Reseller")  # type: ignore[return-value]
+
+    @strawberry.field(description="The resellers the viewer may see.")
+    async def resellers(
+        self, info: Info, first: First = None, after: After = None
+    ) -> Connection[Reseller]:
+        viewer = viewer_of(info)
+        page = await fetch_page(
+            info.context.services.db,
+            model=om.Reseller,
+            where=[policy.reseller_scope(viewer)],
+            first=first,
+            after=after,
+            kind="reseller",
+            newest_first=False,
+        )
+        return to_connection(page, "reseller", lambda r: Reseller.wrap(r, info.context.loaders))
+
+    @strawberry.field(description="The status catalogue.")
+    def order_statuses(self, info: Info) -> list[OrderStatusInfo]:
+        viewer_of(info)
+        return [
+            OrderStatusInfo(
+                code=s.code,
+                name=s.name,
+                description=s.description,
+                probable_causes=list(s.probable_causes),
+                requires_manual_action=s.requires_manual_action,
+                actions=flow.actions_from(s.code),
+            )
+            for s in flow.STATUSES.values()
+        ]
+
+    @strawberry.field(description="The failure reason catalogue.")
+    def failure_reasons(self, info: Info) -> list[FailureReasonInfo]:
+        viewer_of(info)
+        return [
+            FailureReasonInfo(reason=r.reason, message=r.message, remedy=r.remedy)
+            for r in flow.FAILURE_REASONS.values()
+        ]
+
+    @strawberry.field(description="How many visible orders are in each status (zeros omitted).")
+    async def order_status_counts(
+        self, info: Info, filter: OrderFilter | None = None
+    ) -> list[OrderStatusCount]:
+        viewer = viewer_of(info)
+        status = col(om.SalesOrder.status)
+        query = (
+            select(status, func.count())
+            .where(*order_conditions(viewer, filter))
+            .group_by(status)
+            .order_by(status)
+        )
+        async with info.context.services.db.read() as session:
+            rows = (await session.exec(query)).all()
+        return [OrderStatusCount(status=flow.Status(s), count=int(n)) for s, n in rows]
+
+    @strawberry.field(description="The notifications the viewer may see, newest first.")
+    async def notifications(
+        self,
+        info: Info,
+        filter: NotificationFilter | None = None,
+        first: First = None,
+        after: After = None,
+    ) -> Connection[Notification]:
+        viewer = viewer_of(info)
+        if viewer.role not in policy.Operation.READ_NOTIFICATIONS:
+            raise forbidden(f"the {viewer.role.value} role may not read notifications")
+        page = await fetch_page(
+            info.context.services.db,
+            model=nm.Notification,
+            where=notification_conditions(viewer, filter),
+            first=first,
+            after=after,
+            kind="notification",
+            newest_first=True,
+        )
+        return to_connection(
+            page, "notification", lambda r: Notification.wrap(r, info.context.loaders)
+        )
+
+    @strawberry.field(
+        description="A reseller's notification settings (default: the viewer's reseller); null "
+        "if the reseller is missing or not the viewer's."
+    )
+    async def notification_settings(
+        self, info: Info, reseller_id: strawberry.ID | None = None
+    ) -> NotificationSettings | None:
+        viewer = viewer_of(info)
+        pk = parse_pk(reseller_id, "Reseller") if reseller_id is not None else viewer.reseller_id
+        if pk is None:
+            return None
+        try:
+            async with info.context.services.db.read() as session:
+                settings, template = await notification_service.read_settings(
+                    session, viewer=viewer, reseller_id=pk
+                )
+        except OperationForbidden as exc:
+            raise forbidden(str(exc)) from exc
+        except Exception as exc:
+            from app.errors import NotFound
+
+            if isinstance(exc, NotFound):
+                return None
+            raise
+        return NotificationSettings(
+            settings=settings, template_row=template, loaders=info.context.loaders
+        )
+
+    @strawberry.field(description="Every notification template.")
+    async def notification_templates(self, info: Info) -> list[NotificationTemplate]:
+        viewer = viewer_of(info)
+        try:
+            async with info.context.services.db.read() as session:
+                rows = await notification_service.list_templates(session, viewer=viewer)
+        except OperationForbidden as exc:
+            raise forbidden(str(exc)) from exc
+        return [NotificationTemplate.wrap(r) for r in rows]

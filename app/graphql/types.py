@@ -1,0 +1,507 @@
+"""The GraphQL object types. Each wraps a domain row plus the loaders of its request or event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+
+import strawberry
+from sqlmodel import col
+
+from app.access import policy
+from app.events.models import Event
+from app.graphql.context import Info, viewer_of
+from app.graphql.ids import to_cursor, to_global_id
+from app.graphql.loaders import Loaders
+from app.graphql.pagination import After, Connection, First, fetch_page, to_connection
+from app.notifications import models as nm
+from app.orders import flow
+from app.orders import models as om
+
+# --- enums (the domain's own enums, exposed under their API names) ------------------------------
+
+OrderStatus = strawberry.enum(
+    flow.Status, name="OrderStatus", description="The platform's two-letter order status codes."
+)
+OrderType = strawberry.enum(
+    flow.OrderType,
+    name="OrderType",
+    description="SO sales, RN renewal, CH change, CL cancellation.",
+)
+OrderAction = strawberry.enum(
+    flow.Action, name="OrderAction", description="What an operator can do to an order."
+)
+FailureReason = strawberry.enum(
+    flow.FailureReason, name="FailureReason", description="Why provisioning failed."
+)
+ProvisioningOutcome = strawberry.enum(
+    flow.Outcome, name="ProvisioningOutcome", description="What the provisioning platform reports."
+)
+PaymentMethod = strawberry.enum(
+    flow.PaymentMethod, name="PaymentMethod", description="How a customer pays."
+)
+Role = strawberry.enum(flow.Role, name="Role", description="Who the viewer is.")
+
+
+@strawberry.enum(description="Why a notification was sent.")
+class NotificationKind(Enum):
+    ORDER_PROVISIONING_FAILED = "ORDER_PROVISIONING_FAILED"
+    FAILED_ORDER_UNRESOLVED = "FAILED_ORDER_UNRESOLVED"
+
+
+@strawberry.enum(description="Whom a notification is addressed to.")
+class RecipientRole(Enum):
+    SUPPORT = "SUPPORT"
+    RESELLER = "RESELLER"
+    CUSTOMER = "CUSTOMER"
+
+
+@strawberry.enum(description="Where a notification's mail stands.")
+class DeliveryStatus(Enum):
+    PENDING = "PENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+
+
+# --- nodes ------------------------------------------------------------------------------------
+
+
+@strawberry.interface(description="An object with a global ID, fetchable with `node(id:)`.")
+class Node:
+    id: strawberry.ID = strawberry.field(description="The opaque global ID.")
+
+
+@strawberry.type(description="An amount of money.")
+class Money:
+    amount: Decimal = strawberry.field(description="The amount, as a decimal string.")
+    currency: str = strawberry.field(description="ISO 4217 currency code.")
+
+
+@strawberry.type(description="A value-added reseller (VAR).")
+class Reseller(Node):
+    row: strawberry.Private[om.Reseller]
+    loaders: strawberry.Private[Loaders]
+
+    @classmethod
+    def wrap(cls, row: om.Reseller, loaders: Loaders) -> Reseller:
+        assert row.id is not None
+        return cls(id=to_global_id("Reseller", row.id), row=row, loaders=loaders)
+
+    @strawberry.field(description="The reseller's name.")
+    def name(self) -> str:
+        return self.row.name
+
+    @strawberry.field(
+        description="Where the reseller's notifications go. Empty for viewers other than "
+        "support and the reseller itself."
+    )
+    def email(self, info: Info) -> str:
+        assert self.row.id is not None
+        return self.row.email if policy.may_see_reseller_contact(viewer_of(info), self.row.id) else ""
+
+    @strawberry.field(description="The reseller's customers that the viewer may see.")
+    async def customers(
+        self, info: Info, first: First = None, after: After = None
+    ) -> Connection[Customer]:
+        viewer = viewer_of(info)
+        page = await fetch_page(
+            info.context.services.db,
+            model=om.Customer,
+            where=[col(om.Customer.reseller_id) == self.row.id, policy.customer_scope(viewer)],
+            first=first,
+            after=after,
+            kind="customer",
+            newest_first=False,
+        )
+        return to_connection(page, "customer", lambda r: Customer.wrap(r, self.loaders))
+
+    @strawberry.field(description="When the reseller was created.")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+
+@strawberry.type(description="A customer of a reseller.")
+class Customer(Node):
+    row: strawberry.Private[om.Customer]
+    loaders: strawberry.Private[Loaders]
+
+    @classmethod
+    def wrap(cls, row: om.Customer, loaders: Loaders) -> Customer:
+        assert row.id is not None
+        return cls(id=to_global_id("Customer", row.id), row=row, loaders=loaders)
+
+    @strawberry.field(description="The customer's name.")
+    def name(self) -> str:
+        return self.row.name
+
+    @strawberry.field(
+        description="The contact e-mail; customer notifications go here (changes apply to later "
+        "notifications)."
+    )
+    def contact_email(self) -> str:
+        return self.row.contact_email
+
+    @strawberry.field(description="How the customer pays.")
+    def payment_method(self) -> PaymentMethod:
+        return flow.PaymentMethod(self.row.payment_method)
+
+    @strawberry.field(description="Whether the customer account is on hold.")
+    def on_hold(self) -> bool:
+        return self.row.on_hold
+
+    @strawberry.field(description="Whether the account still needs manual verification.")
+    def requires_verification(self) -> bool:
+        return self.row.requires_verification
+
+    @strawberry.field(description="Cash/check orders up to this total are provisioned on credit.")
+    def credit_limit(self) -> Decimal:
+        return self.row.credit_limit
+
+    @strawberry.field(description="The customer's reseller.")
+    async def reseller(self) -> Reseller:
+        row = await self.loaders.reseller.load(self.row.reseller_id)
+        return Reseller.wrap(row, self.loaders)
+
+    @strawberry.field(description="The customer's orders, newest first.")
+    async def orders(
+        self, info: Info, first: First = None, after: After = None
+    ) -> Connection[Order]:
+        viewer = viewer_of(info)
+        page = await fetch_page(
+            info.context.services.db,
+            model=om.SalesOrder,
+            where=[col(om.SalesOrder.customer_id) == self.row.id, policy.order_scope(viewer)],
+            first=first,
+            after=after,
+            kind="order",
+            newest_first=True,
+        )
+        return to_connection(page, "order", lambda r: Order.wrap(r, self.loaders))
+
+    @strawberry.field(description="When the customer was created.")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+
+@strawberry.type(description="One line of an order.")
+class OrderItem:
+    description: str = strawberry.field(description="What is sold.")
+    quantity: int = strawberry.field(description="How many.")
+    unit_price: Decimal = strawberry.field(description="Price of one, in the order's currency.")
+
+
+@strawberry.type(description="Why and when an order failed, and what to do about it.")
+class OrderFailure:
+    reason: FailureReason = strawberry.field(description="The failure reason code.")
+    message: str = strawberry.field(description="What went wrong, for people.")
+    remedy: str = strawberry.field(description="What to do about it.")
+    details: str | None = strawberry.field(description="Details from the platform or operator.")
+    failed_at: datetime = strawberry.field(description="When the order entered PF.")
+    sla_deadline: datetime = strawberry.field(
+        description="When support's business-hours service level runs out."
+    )
+    escalated_at: datetime | None = strawberry.field(
+        description="When the unresolved failure was escalated to the reseller."
+    )
+
+
+@strawberry.type(description="One status change of an order (also the order's history).")
+class OrderStatusChange:
+    event: strawberry.Private[Event]
+    loaders: strawberry.Private[Loaders]
+
+    @strawberry.field(description="Pass as `after` to resume the stream after this change.")
+    def cursor(self) -> str:
+        assert self.event.id is not None
+        return to_cursor("event", self.event.id)
+
+    @strawberry.field(description="The order, as it is now.")
+    async def order(self) -> Order:
+        row = await self.loaders.order.load(self.event.order_id)
+        return Order.wrap(row, self.loaders)
+
+    @strawberry.field(name="from", description="The status before; null for a new order.")
+    def from_(self) -> OrderStatus | None:
+        return flow.Status(self.event.from_status) if self.event.from_status else None
+
+    @strawberry.field(description="The status the order rests in after the change.")
+    def to(self) -> OrderStatus:
+        return flow.Status(self.event.to_status)
+
+    @strawberry.field(description="What caused it: an OrderAction, PLACE_ORDER or REPORT_<outcome>.")
+    def action(self) -> str | None:
+        return self.event.action
+
+    @strawberry.field(description="The failure reason, for a change into PF.")
+    def reason(self) -> FailureReason | None:
+        return flow.FailureReason(self.event.reason) if self.event.reason else None
+
+    @strawberry.field(description="Who did it.")
+    def actor(self) -> str | None:
+        return self.event.actor
+
+    @strawberry.field(description="The operator's comment, if any.")
+    def comment(self) -> str | None:
+        return self.event.comment
+
+    @strawberry.field(description="When it happened.")
+    def occurred_at(self) -> datetime:
+        return self.event.occurred_at
+
+
+@strawberry.type(description="A sales order and its provisioning state.")
+class Order(Node):
+    row: strawberry.Private[om.SalesOrder]
+    loaders: strawberry.Private[Loaders]
+
+    @classmethod
+    def wrap(cls, row: om.SalesOrder, loaders: Loaders) -> Order:
+        assert row.id is not None
+        return cls(id=to_global_id("Order", row.id), row=row, loaders=loaders)
+
+    @strawberry.field(description="The human order number, e.g. SO-000042.")
+    def number(self) -> str:
+        return self.row.number
+
+    @strawberry.field(description="The order type.")
+    def type(self) -> OrderType:
+        return flow.OrderType(self.row.type)
+
+    @strawberry.field(description="The current status.")
+    def status(self) -> OrderStatus:
+        return flow.Status(self.row.status)
+
+    @strawberry.field(
+        description="Bumped on every change; pass as `expectedVersion` for optimistic concurrency."
+    )
+    def version(self) -> int:
+        return self.row.version
+
+    @strawberry.field(description="The order total.")
+    def total(self) -> Money:
+        return Money(amount=self.row.total, currency=self.row.currency)
+
+    @strawberry.field(description="Whether the current status needs someone to act.")
+    def requires_manual_action(self) -> bool:
+        return flow.Status(self.row.status) in flow.MANUAL_ACTION_STATUSES
+
+    @strawberry.field(description="The line items.")
+    async def items(self) -> list[OrderItem]:
+        rows = await self.loaders.items.load(self.row.id or 0)
+        return [
+            OrderItem(description=r.description, quantity=r.quantity, unit_price=r.unit_price)
+            for r in rows
+        ]
+
+    @strawberry.field(description="The customer the order is for.")
+    async def customer(self) -> Customer:
+        row = await self.loaders.customer.load(self.row.customer_id)
+        return Customer.wrap(row, self.loaders)
+
+    @strawberry.field(description="The customer's reseller.")
+    async def reseller(self) -> Reseller:
+        row = await self.loaders.reseller.load(self.row.reseller_id)
+        return Reseller.wrap(row, self.loaders)
+
+    @strawberry.field(description="When the order was placed.")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @strawberry.field(description="When the order last changed.")
+    def updated_at(self) -> datetime:
+        return self.row.updated_at
+
+    @strawberry.field(description="The latest provisioning failure, while or after it failed.")
+    def failure(self) -> OrderFailure | None:
+        row = self.row
+        if row.failure_reason is None or row.failed_at is None or row.sla_deadline is None:
+            return None
+        reason = flow.FailureReason(row.failure_reason)
+        return OrderFailure(
+            reason=reason,
+            message=flow.failure_message(reason, row.failure_details),
+            remedy=flow.FAILURE_REASONS[reason].remedy,
+            details=row.failure_details,
+            failed_at=row.failed_at,
+            sla_deadline=row.sla_deadline,
+            escalated_at=row.escalated_at,
+        )
+
+    @strawberry.field(description="Every status change, oldest first.")
+    async def history(self) -> list[OrderStatusChange]:
+        events = await self.loaders.history.load(self.row.id or 0)
+        return [OrderStatusChange(event=e, loaders=self.loaders) for e in events]
+
+    @strawberry.field(description="What this viewer may do to the order now.")
+    def available_actions(self, info: Info) -> list[OrderAction]:
+        return flow.available_actions(flow.Status(self.row.status), viewer_of(info).role)
+
+    @strawberry.field(description="The order's notifications that the viewer may see.")
+    async def notifications(self, info: Info) -> list[Notification]:
+        viewer = viewer_of(info)
+        rows = await self.loaders.notifications.load(self.row.id or 0)
+        return [
+            Notification.wrap(r, self.loaders)
+            for r in rows
+            if policy.may_see_notification(
+                viewer,
+                reseller_id=r.reseller_id,
+                customer_id=r.customer_id,
+                recipient_role=r.recipient_role,
+            )
+        ]
+
+
+@strawberry.type(description="A message about an order to one recipient, and its delivery.")
+class Notification(Node):
+    row: strawberry.Private[nm.Notification]
+    loaders: strawberry.Private[Loaders]
+
+    @classmethod
+    def wrap(cls, row: nm.Notification, loaders: Loaders) -> Notification:
+        assert row.id is not None
+        return cls(id=to_global_id("Notification", row.id), row=row, loaders=loaders)
+
+    @strawberry.field(description="The order it is about.")
+    async def order(self) -> Order:
+        row = await self.loaders.order.load(self.row.order_id)
+        return Order.wrap(row, self.loaders)
+
+    @strawberry.field(description="Why it was sent.")
+    def kind(self) -> NotificationKind:
+        return NotificationKind(self.row.kind)
+
+    @strawberry.field(description="Whom it is addressed to.")
+    def recipient_role(self) -> RecipientRole:
+        return RecipientRole(self.row.recipient_role)
+
+    @strawberry.field(description="The recipient's e-mail address.")
+    def email(self) -> str:
+        return self.row.email
+
+    @strawberry.field(description="The rendered subject.")
+    def subject(self) -> str:
+        return self.row.subject
+
+    @strawberry.field(description="The rendered plain-text body.")
+    def body(self) -> str:
+        return self.row.body
+
+    @strawberry.field(description="Where delivery stands.")
+    def status(self) -> DeliveryStatus:
+        return DeliveryStatus(self.row.status)
+
+    @strawberry.field(description="How many delivery attempts were made.")
+    def attempts(self) -> int:
+        return self.row.attempts
+
+    @strawberry.field(description="The last delivery error, if any.")
+    def last_error(self) -> str | None:
+        return self.row.last_error
+
+    @strawberry.field(description="The mail's Message-ID (the same on every resend).")
+    def message_id(self) -> str:
+        return self.row.message_id
+
+    @strawberry.field(description="When it was created.")
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @strawberry.field(description="When the mail server accepted it.")
+    def sent_at(self) -> datetime | None:
+        return self.row.sent_at
+
+
+@strawberry.type(description="A Jinja template for notification mail.")
+class NotificationTemplate(Node):
+    row: strawberry.Private[nm.NotificationTemplate]
+
+    @classmethod
+    def wrap(cls, row: nm.NotificationTemplate) -> NotificationTemplate:
+        assert row.id is not None
+        return cls(id=to_global_id("NotificationTemplate", row.id), row=row)
+
+    @strawberry.field(description="A unique name.")
+    def name(self) -> str:
+        return self.row.name
+
+    @strawberry.field(description="The subject template.")
+    def subject(self) -> str:
+        return self.row.subject
+
+    @strawberry.field(description="The plain-text body template.")
+    def body(self) -> str:
+        return self.row.body
+
+    @strawberry.field(description="Whether it ships with OrderPulse.")
+    def is_builtin(self) -> bool:
+        return self.row.is_builtin
+
+
+@strawberry.type(description="Who a reseller's failed-order notifications go to.")
+class NotificationSettings:
+    settings: strawberry.Private[nm.NotificationSettings]
+    template_row: strawberry.Private[nm.NotificationTemplate]
+    loaders: strawberry.Private[Loaders]
+
+    @strawberry.field(description="The reseller these settings belong to.")
+    async def reseller(self) -> Reseller:
+        row = await self.loaders.reseller.load(self.settings.reseller_id)
+        return Reseller.wrap(row, self.loaders)
+
+    @strawberry.field(description="Whether the reseller's e-mail is notified.")
+    def notify_reseller(self) -> bool:
+        return self.settings.notify_reseller
+
+    @strawberry.field(description="Whether the customer's contact e-mail is notified.")
+    def notify_customer(self) -> bool:
+        return self.settings.notify_customer
+
+    @strawberry.field(description="The template of failed-order notifications.")
+    def order_notification_template(self) -> NotificationTemplate:
+        return NotificationTemplate.wrap(self.template_row)
+
+    @strawberry.field(description="Support is always notified; this cannot be switched off.")
+    def support_always_notified(self) -> bool:
+        return True
+
+
+@strawberry.type(description="Who is asking.")
+class Viewer:
+    role: Role = strawberry.field(description="The viewer's role.")
+    reseller: Reseller | None = strawberry.field(description="The viewer's reseller, if any.")
+    customer: Customer | None = strawberry.field(description="The viewer's customer, if any.")
+
+
+@strawberry.type(description="An expected failure of a mutation; nothing was written.")
+class UserError:
+    field: list[str] | None = strawberry.field(description="The path of the input field at fault.")
+    message: str = strawberry.field(description="What is wrong, for people.")
+    code: str = strawberry.field(
+        description="BAD_USER_INPUT, NOT_FOUND, INVALID_TRANSITION, CONFLICT or FORBIDDEN."
+    )
+
+
+@strawberry.type(description="A row of the status catalogue.")
+class OrderStatusInfo:
+    code: OrderStatus = strawberry.field(description="The two-letter code.")
+    name: str = strawberry.field(description="The status name.")
+    description: str = strawberry.field(description="What it means.")
+    probable_causes: list[str] = strawberry.field(description="Typical causes.")
+    requires_manual_action: bool = strawberry.field(description="Whether someone must act.")
+    actions: list[OrderAction] = strawberry.field(description="Actions possible from it.")
+
+
+@strawberry.type(description="A row of the failure reason catalogue.")
+class FailureReasonInfo:
+    reason: FailureReason = strawberry.field(description="The reason code.")
+    message: str = strawberry.field(description="The message panels show.")
+    remedy: str = strawberry.field(description="What to do about it.")
+
+
+@strawberry.type(description="How many visible orders are in a status.")
+class OrderStatusCount:
+    status: OrderStatus = strawberry.field(description="The status.")
+    count: int = strawberry.field(description="How many orders.")
+

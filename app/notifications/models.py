@@ -1,0 +1,63 @@
+"""Notification records (also the durable mail outbox), templates and per-reseller settings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, String, Text
+from sqlmodel import Field, SQLModel
+
+from app.db import UTCDateTime
+
+
+class NotificationTemplate(SQLModel, table=True):
+    __tablename__ = "notification_template"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    subject: str = Field(max_length=500)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    is_builtin: bool = False
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class NotificationSettings(SQLModel, table=True):
+    """A reseller's choices; a reseller without a row uses the defaults."""
+
+    __tablename__ = "notification_settings"
+
+    reseller_id: int = Field(foreign_key="reseller.id", primary_key=True)
+    notify_reseller: bool = True
+    notify_customer: bool = False
+    template_id: int | None = Field(default=None, foreign_key="notification_template.id")
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Notification(SQLModel, table=True):
+    """One message to one recipient. PENDING rows form the outbox, claimed by lease."""
+
+    __table_args__ = (
+        Index("ix_notification_order_id", "order_id"),
+        Index("ix_notification_reseller_id_id", "reseller_id", "id"),
+        Index("ix_notification_customer_id_id", "customer_id", "id"),
+        Index("ix_notification_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="sales_order.id")
+    reseller_id: int
+    customer_id: int
+    kind: str = Field(max_length=40)
+    recipient_role: str = Field(max_length=10)
+    email: str = Field(max_length=320)
+    subject: str = Field(max_length=1000)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    message_id: str = Field(max_length=300)
+    status: str = Field(default="PENDING", max_length=10)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=1000)
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

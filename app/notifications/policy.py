@@ -1,0 +1,186 @@
+"""Who is told, and when: failed-order notifications and the SLA escalation.
+
+Both write notification rows (the outbox) and their events in the caller's transaction; the
+outbox worker sends them after commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.events.log import mark_notifications_written, record_notification_event
+from app.notifications.mailer import new_message_id
+from app.notifications.models import Notification, NotificationSettings, NotificationTemplate
+from app.notifications.templates import (
+    ORDER_FAILED_TEMPLATE_NAME,
+    UNRESOLVED_TEMPLATE_NAME,
+    render_template,
+    template_context,
+)
+from app.orders import flow
+from app.orders.models import Customer, Reseller, SalesOrder
+
+KIND_ORDER_FAILED = "ORDER_PROVISIONING_FAILED"
+KIND_UNRESOLVED = "FAILED_ORDER_UNRESOLVED"
+
+
+async def settings_for(session: AsyncSession, reseller_id: int) -> NotificationSettings:
+    """The reseller's settings row, or the defaults (not saved) when it has none."""
+    row = await session.get(NotificationSettings, reseller_id)
+    if row is not None:
+        return row
+    return NotificationSettings(reseller_id=reseller_id, notify_reseller=True, notify_customer=False)
+
+
+async def template_by_name(session: AsyncSession, name: str) -> NotificationTemplate:
+    row = (
+        await session.exec(select(NotificationTemplate).where(col(NotificationTemplate.name) == name))
+    ).first()
+    if row is None:
+        raise LookupError(f"the built-in template {name!r} is missing; run migrations")
+    return row
+
+
+async def _context(session: AsyncSession, order: SalesOrder) -> tuple[dict[str, object], Reseller]:
+    customer = await session.get(Customer, order.customer_id)
+    reseller = await session.get(Reseller, order.reseller_id)
+    assert customer is not None and reseller is not None
+    reason = flow.FailureReason(order.failure_reason or flow.FailureReason.OTHER)
+    info = flow.FAILURE_REASONS[reason]
+    context = template_context(
+        order_number=order.number,
+        order_type=order.type,
+        order_status=order.status,
+        order_total=f"{order.total.quantize(flow.CENTS)} {order.currency}",
+        customer_name=customer.name,
+        reseller_name=reseller.name,
+        reason=reason.value,
+        message=flow.failure_message(reason, order.failure_details),
+        remedy=info.remedy,
+        details=order.failure_details,
+        sla_deadline=order.sla_deadline.isoformat() if order.sla_deadline else "",
+    )
+    context["_customer_email"] = customer.contact_email
+    return context, reseller
+
+
+async def _add(
+    session: AsyncSession,
+    *,
+    order: SalesOrder,
+    kind: str,
+    recipient_role: str,
+    email: str,
+    template: NotificationTemplate,
+    context: dict[str, object],
+    now: datetime,
+) -> Notification:
+    rendered = render_template(subject=template.subject, body=template.body, context=context)
+    notification = Notification(
+        order_id=order.id or 0,
+        reseller_id=order.reseller_id,
+        customer_id=order.customer_id,
+        kind=kind,
+        recipient_role=recipient_role,
+        email=email,
+        subject=rendered.subject,
+        body=rendered.body,
+        message_id=new_message_id(),
+        status="PENDING",
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(notification)
+    await session.flush()
+    await record_notification_event(session, notification=notification, at=now)
+    return notification
+
+
+async def notify_order_failed(
+    session: AsyncSession, *, order: SalesOrder, support_email: str, now: datetime
+) -> list[Notification]:
+    """The order just entered PF: tell support always, and the reseller/customer per settings."""
+    settings = await settings_for(session, order.reseller_id)
+    template = (
+        await session.get(NotificationTemplate, settings.template_id)
+        if settings.template_id is not None
+        else None
+    ) or await template_by_name(session, ORDER_FAILED_TEMPLATE_NAME)
+    context, reseller = await _context(session, order)
+    customer_email = str(context.pop("_customer_email"))
+    recipients = [("SUPPORT", support_email)]
+    if settings.notify_reseller:
+        recipients.append(("RESELLER", reseller.email))
+    if settings.notify_customer:
+        recipients.append(("CUSTOMER", customer_email))
+    created = [
+        await _add(
+            session,
+            order=order,
+            kind=KIND_ORDER_FAILED,
+            recipient_role=role,
+            email=email,
+            template=template,
+            context=context,
+            now=now,
+        )
+        for role, email in recipients
+    ]
+    mark_notifications_written(session)
+    return created
+
+
+async def overdue_failure_ids(session: AsyncSession, *, now: datetime, limit: int = 100) -> list[int]:
+    """Orders still in PF past their SLA deadline and not yet escalated."""
+    rows = await session.exec(
+        select(SalesOrder.id)
+        .where(
+            col(SalesOrder.status) == flow.Status.PF.value,
+            col(SalesOrder.sla_deadline) <= now,
+            col(SalesOrder.escalated_at).is_(None),
+        )
+        .order_by(col(SalesOrder.sla_deadline))
+        .limit(limit)
+    )
+    return [i for i in rows.all() if i is not None]
+
+
+async def escalate_failure(session: AsyncSession, *, order_id: int, now: datetime) -> bool:
+    """Escalate one overdue failure, exactly once across processes.
+
+    The conditional UPDATE is the claim: only the transaction that flips `escalated_at` from
+    NULL (while the order is still in PF) writes the notification.
+    """
+    result = await session.execute(
+        update(SalesOrder)
+        .where(
+            col(SalesOrder.id) == order_id,
+            col(SalesOrder.status) == flow.Status.PF.value,
+            col(SalesOrder.sla_deadline) <= now,
+            col(SalesOrder.escalated_at).is_(None),
+        )
+        .values(escalated_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    order = await session.get(SalesOrder, order_id, populate_existing=True)
+    assert order is not None
+    template = await template_by_name(session, UNRESOLVED_TEMPLATE_NAME)
+    context, reseller = await _context(session, order)
+    context.pop("_customer_email")
+    await _add(
+        session,
+        order=order,
+        kind=KIND_UNRESOLVED,
+        recipient_role="RESELLER",
+        email=reseller.email,
+        template=template,
+        context=context,
+        now=now,
+    )
+    mark_notifications_written(session)
+    return True

@@ -1,0 +1,468 @@
+"""The order desk's use cases: resellers, customers, placing orders, actions and outcomes.
+
+Each function runs inside the caller's transaction (a session from `Database.write()`), checks
+what the viewer may do, writes the rows plus their event-log and outbox rows, and raises a
+`DomainError` -- before writing anything -- when the request cannot be done.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.access import policy
+from app.access.viewer import Viewer
+from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
+from app.events.log import record_order_event
+from app.notifications.policy import notify_order_failed
+from app.orders import flow
+from app.orders.flow import Action, Check, FailureReason, Outcome, PaymentMethod, Status
+from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+MAX_ITEMS = 100
+MAX_QUANTITY = 1_000_000
+MAX_AMOUNT = Decimal("1e12")
+
+
+@dataclass(frozen=True)
+class OrderDeskConfig:
+    """The configuration the flow needs, narrowed from Settings."""
+
+    approval_threshold: Decimal
+    blocked_email_domains: frozenset[str]
+    support_email: str
+    sla_deadline: Callable[[datetime], datetime]
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    description: str
+    quantity: int
+    unit_price: Decimal
+
+
+# --- validation helpers ---------------------------------------------------------------------------
+
+
+def clean_name(value: str, *, field: tuple[str, ...], max_length: int = 200) -> str:
+    name = value.strip()
+    if not name:
+        raise BadInput("must not be blank", field=field)
+    if len(name) > max_length:
+        raise BadInput(f"must be at most {max_length} characters", field=field)
+    return name
+
+
+def clean_email(value: str, *, field: tuple[str, ...]) -> str:
+    email = value.strip()
+    if len(email) > 254 or not EMAIL.match(email):
+        raise BadInput("is not a valid e-mail address", field=field)
+    return email
+
+
+def clean_money(value: Decimal, *, field: tuple[str, ...], allow_zero: bool = True) -> Decimal:
+    try:
+        if not value.is_finite():
+            raise BadInput("must be a finite number", field=field)
+        exponent = value.as_tuple().exponent
+    except InvalidOperation as exc:  # pragma: no cover - Decimal parsing guards this
+        raise BadInput("must be a number", field=field) from exc
+    if value < 0 or (value == 0 and not allow_zero):
+        raise BadInput("must not be negative", field=field)
+    if value >= MAX_AMOUNT:
+        raise BadInput("is too large", field=field)
+    if isinstance(exponent, int) and exponent < -4:
+        raise BadInput("must have at most 4 decimal places", field=field)
+    return value
+
+
+# --- lookups that respect tenancy ---------------------------------------------------------------
+
+
+async def get_visible_reseller(session: AsyncSession, viewer: Viewer, reseller_id: int) -> Reseller:
+    reseller = await session.get(Reseller, reseller_id)
+    if reseller is None or not policy.may_see_reseller(viewer, reseller_id):
+        raise NotFound("reseller not found", field=("resellerId",))
+    return reseller
+
+
+async def get_visible_customer(
+    session: AsyncSession, viewer: Viewer, customer_id: int, *, field: str = "customerId"
+) -> Customer:
+    customer = await session.get(Customer, customer_id)
+    if customer is None or not policy.may_see_customer(viewer, customer):
+        raise NotFound("customer not found", field=(field,))
+    return customer
+
+
+async def get_visible_order(
+    session: AsyncSession, viewer: Viewer, order_id: int, *, for_update: bool = False
+) -> SalesOrder:
+    query = select(SalesOrder).where(col(SalesOrder.id) == order_id, policy.order_scope(viewer))
+    order = (await session.exec(query)).first()
+    if order is None:
+        raise NotFound("order not found", field=("orderId",))
+    return order
+
+
+# --- resellers and customers --------------------------------------------------------------------
+
+
+async def create_reseller(
+    session: AsyncSession, *, viewer: Viewer, name: str, email: str, now: datetime
+) -> Reseller:
+    policy.require(viewer, policy.Operation.CREATE_RESELLER)
+    reseller = Reseller(
+        name=clean_name(name, field=("name",)),
+        email=clean_email(email, field=("email",)),
+        created_at=now,
+    )
+    session.add(reseller)
+    await session.flush()
+    return reseller
+
+
+async def create_customer(
+    session: AsyncSession,
+    *,
+    viewer: Viewer,
+    reseller_id: int,
+    name: str,
+    contact_email: str,
+    payment_method: PaymentMethod = PaymentMethod.AUTOMATIC,
+    on_hold: bool = False,
+    requires_verification: bool = False,
+    credit_limit: Decimal = Decimal(0),
+    now: datetime,
+) -> Customer:
+    policy.require(viewer, policy.Operation.CREATE_CUSTOMER)
+    await get_visible_reseller(session, viewer, reseller_id)
+    customer = Customer(
+        reseller_id=reseller_id,
+        name=clean_name(name, field=("name",)),
+        contact_email=clean_email(contact_email, field=("contactEmail",)),
+        payment_method=payment_method.value,
+        on_hold=on_hold,
+        requires_verification=requires_verification,
+        credit_limit=clean_money(credit_limit, field=("creditLimit",)),
+        created_at=now,
+    )
+    session.add(customer)
+    await session.flush()
+    return customer
+
+
+async def update_customer_contact(
+    session: AsyncSession, *, viewer: Viewer, customer_id: int, email: str
+) -> Customer:
+    policy.require(viewer, policy.Operation.UPDATE_CUSTOMER_CONTACT)
+    customer = await get_visible_customer(session, viewer, customer_id)
+    customer.contact_email = clean_email(email, field=("email",))
+    session.add(customer)
+    await session.flush()
+    return customer
+
+
+# --- orders ---------------------------------------------------------------------------------------
+
+
+def _check_facts(customer: Customer, order_total: Decimal, config: OrderDeskConfig) -> flow.CheckFacts:
+    return flow.CheckFacts(
+        customer_on_hold=customer.on_hold,
+        customer_requires_verification=customer.requires_verification,
+        payment_method=PaymentMethod(customer.payment_method),
+        contact_email=customer.contact_email,
+        credit_limit=customer.credit_limit,
+        total=order_total,
+        approval_threshold=config.approval_threshold,
+        blocked_email_domains=config.blocked_email_domains,
+    )
+
+
+def _settled(order: SalesOrder) -> frozenset[Check]:
+    return frozenset(Check(c) for c in order.settled_checks.split(",") if c)
+
+
+def validate_items(items: Sequence[ItemInput]) -> list[ItemInput]:
+    if not items:
+        raise BadInput("an order needs at least one item", field=("items",))
+    if len(items) > MAX_ITEMS:
+        raise BadInput(f"an order has at most {MAX_ITEMS} items", field=("items",))
+    cleaned = []
+    for index, item in enumerate(items):
+        path = ("items", str(index))
+        if not 0 < item.quantity <= MAX_QUANTITY:
+            raise BadInput(f"must be between 1 and {MAX_QUANTITY}", field=(*path, "quantity"))
+        cleaned.append(
+            ItemInput(
+                description=clean_name(
+                    item.description, field=(*path, "description"), max_length=500
+                ),
+                quantity=item.quantity,
+                unit_price=clean_money(item.unit_price, field=(*path, "unitPrice")),
+            )
+        )
+    return cleaned
+
+
+async def place_order(
+    session: AsyncSession,
+    *,
+    viewer: Viewer,
+    customer_id: int,
+    order_type: flow.OrderType,
+    currency: str,
+    items: Sequence[ItemInput],
+    config: OrderDeskConfig,
+    now: datetime,
+) -> SalesOrder:
+    """Place an order, run the automatic checks, and record one event (None -> resting status)."""
+    policy.require(viewer, policy.Operation.PLACE_ORDER)
+    customer = await get_visible_customer(session, viewer, customer_id)
+    currency = currency.strip().upper()
+    if not CURRENCY.match(currency):
+        raise BadInput("must be a three-letter currency code", field=("currency",))
+    cleaned = validate_items(items)
+    total = sum((i.unit_price * i.quantity for i in cleaned), Decimal(0))
+    if total >= MAX_AMOUNT:
+        raise BadInput("the order total is too large", field=("items",))
+    status, _ = flow.run_checks(_check_facts(customer, total, config), settled=frozenset())
+    order = SalesOrder(
+        number=f"pending-{uuid.uuid4().hex}",
+        type=order_type.value,
+        customer_id=customer_id,
+        reseller_id=customer.reseller_id,
+        currency=currency,
+        total=total,
+        status=status.value,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(order)
+    await session.flush()
+    assert order.id is not None
+    order.number = f"{order_type.value}-{order.id:06d}"
+    for position, item in enumerate(cleaned):
+        session.add(
+            OrderItem(
+                order_id=order.id,
+                position=position,
+                description=item.description,
+                quantity=item.quantity,
+                unit_price=item.unit_price,
+            )
+        )
+    await session.flush()
+    await record_order_event(
+        session,
+        order=order,
+        from_status=None,
+        to_status=status.value,
+        action="PLACE_ORDER",
+        actor=viewer.actor,
+        reason=None,
+        comment=None,
+        at=now,
+    )
+    return order
+
+
+async def _save_change(
+    session: AsyncSession, order: SalesOrder, values: dict[str, object], now: datetime
+) -> None:
+    """Write `values` only if nobody changed the order since it was read (else CONFLICT)."""
+    assert order.id is not None
+    values = {**values, "version": order.version + 1, "updated_at": now}
+    result = await session.execute(
+        update(SalesOrder)
+        .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
+        .values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("the order was changed by someone else; reload it and try again")
+    for key, value in values.items():
+        set_committed_value(order, key, value)
+
+
+async def _move(
+    session: AsyncSession,
+    *,
+    order: SalesOrder,
+    to: Status,
+    action: str,
+    viewer: Viewer,
+    config: OrderDeskConfig,
+    now: datetime,
+    reason: FailureReason | None = None,
+    details: str | None = None,
+    comment: str | None = None,
+    extra: dict[str, object] | None = None,
+) -> None:
+    """Move the order to `to`, record the event, and raise the failure notifications on PF."""
+    source = order.status
+    values: dict[str, object] = {"status": to.value, **(extra or {})}
+    if to is Status.PF:
+        failure = reason or FailureReason.SERVICE_CREATION_FAILED
+        values.update(
+            failure_reason=failure.value,
+            failure_details=details,
+            failed_at=now,
+            sla_deadline=config.sla_deadline(now),
+            escalated_at=None,
+        )
+    await _save_change(session, order, values, now)
+    await record_order_event(
+        session,
+        order=order,
+        from_status=source,
+        to_status=to.value,
+        action=action,
+        actor=viewer.actor,
+        reason=order.failure_reason if to is Status.PF else None,
+        comment=comment,
+        at=now,
+    )
+    if to is Status.PF:
+        await notify_order_failed(session, order=order, support_email=config.support_email, now=now)
+
+
+def clean_comment(value: str | None, *, field: str) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > 2000:
+        raise BadInput("must be at most 2000 characters", field=(field,))
+    return value or None
+
+
+async def perform_order_action(
+    session: AsyncSession,
+    *,
+    viewer: Viewer,
+    order_id: int,
+    action: Action,
+    reason: FailureReason | None = None,
+    comment: str | None = None,
+    expected_version: int | None = None,
+    config: OrderDeskConfig,
+    now: datetime,
+) -> SalesOrder:
+    """Apply one row of the action table to the order."""
+    policy.require(viewer, policy.Operation.ORDER_ACTION)
+    order = await get_visible_order(session, viewer, order_id)
+    comment = clean_comment(comment, field="comment")
+    if expected_version is not None and expected_version != order.version:
+        raise Conflict(
+            f"the order is at version {order.version}, not {expected_version}",
+            field=("expectedVersion",),
+        )
+    source = Status(order.status)
+    transition = flow.find_transition(action, source)
+    if transition is None:
+        raise InvalidTransition(
+            f"{action.value} is not possible from {source.value}", field=("action",)
+        )
+    if viewer.role not in transition.roles:
+        raise Forbidden(
+            f"the {viewer.role.value} role may not {action.value} from {source.value}",
+            field=("action",),
+        )
+    if reason is not None and action is not Action.MARK_FAILED:
+        raise BadInput("a reason is only given with MARK_FAILED", field=("reason",))
+
+    extra: dict[str, object] = {}
+    target = transition.target
+    if target is None:  # "checks": settle one check, then continue from the next
+        assert transition.settles is not None
+        customer = await session.get(Customer, order.customer_id)
+        assert customer is not None
+        if action is Action.ACTIVATE_ACCOUNT:
+            customer.requires_verification = False
+            session.add(customer)
+        elif action is Action.ATTACH_PAYMENT_METHOD:
+            customer.payment_method = PaymentMethod.AUTOMATIC.value
+            session.add(customer)
+        settled = _settled(order) | {transition.settles}
+        extra["settled_checks"] = ",".join(sorted(settled))
+        target, _ = flow.run_checks(
+            _check_facts(customer, order.total, config), settled=settled, after=transition.settles
+        )
+    failure_reason = None
+    if target is Status.PF:
+        failure_reason = reason or FailureReason.MARKED_FAILED_MANUALLY
+    await _move(
+        session,
+        order=order,
+        to=target,
+        action=action.value,
+        viewer=viewer,
+        config=config,
+        now=now,
+        reason=failure_reason,
+        details=comment if target is Status.PF else None,
+        comment=comment,
+        extra=extra,
+    )
+    return order
+
+
+async def report_provisioning_result(
+    session: AsyncSession,
+    *,
+    viewer: Viewer,
+    order_id: int,
+    outcome: Outcome,
+    reason: FailureReason | None,
+    details: str | None,
+    config: OrderDeskConfig,
+    now: datetime,
+) -> SalesOrder:
+    """The provisioning platform reports what happened to an order in PR or LO."""
+    policy.require(viewer, policy.Operation.REPORT_PROVISIONING)
+    order = await get_visible_order(session, viewer, order_id)
+    details = clean_comment(details, field="details")
+    source = Status(order.status)
+    if source not in flow.OUTCOME_SOURCES:
+        raise InvalidTransition(
+            f"a provisioning result is only accepted in PR or LO, not {source.value}",
+            field=("outcome",),
+        )
+    if outcome is Outcome.FAILED:
+        if reason is None:
+            raise BadInput("a failed outcome needs a reason", field=("reason",))
+        if reason is FailureReason.OTHER and not details:
+            raise BadInput("the OTHER reason needs details", field=("details",))
+    elif reason is not None:
+        raise BadInput("a reason is only given with a FAILED outcome", field=("reason",))
+    target = flow.OUTCOME_TARGETS[outcome]
+    if target is Status.CP:
+        customer = await session.get(Customer, order.customer_id)
+        assert customer is not None
+        target = flow.succeeded_status(
+            payment_method=PaymentMethod(customer.payment_method),
+            payment_recorded=Check.PAYMENT in _settled(order),
+        )
+    await _move(
+        session,
+        order=order,
+        to=target,
+        action=f"REPORT_{outcome.value}",
+        viewer=viewer,
+        config=config,
+        now=now,
+        reason=reason,
+        details=details,
+        comment=details,
+    )
+    return order

@@ -1,0 +1,50 @@
+"""What a running process holds: settings, database, clock, bus, and the unit of work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.db import Clock, Database, SystemClock
+from app.events.bus import EventBus
+from app.events.log import WROTE_EVENTS, WROTE_NOTIFICATIONS
+from app.notifications.sla import BusinessCalendar, add_business_hours
+from app.orders.service import OrderDeskConfig
+from app.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+    bus: EventBus = field(default_factory=EventBus)
+    outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    calendar: BusinessCalendar = field(init=False)
+    desk: OrderDeskConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.calendar = BusinessCalendar.from_settings(self.settings)
+        hours = self.settings.failure_sla_hours
+        self.desk = OrderDeskConfig(
+            approval_threshold=self.settings.approval_threshold,
+            blocked_email_domains=self.settings.blocked_email_domains,
+            support_email=self.settings.support_email,
+            sla_deadline=lambda failed_at: add_business_hours(self.calendar, failed_at, hours),
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction; after it commits, wake the fan-out and the outbox."""
+        async with self.db.write() as session:
+            yield session
+            wrote_events = bool(session.info.get(WROTE_EVENTS))
+            wrote_notifications = bool(session.info.get(WROTE_NOTIFICATIONS))
+        if wrote_notifications:
+            self.outbox_wake.set()
+        if wrote_events:
+            await self.bus.announce()

@@ -1,0 +1,152 @@
+"""The one Settings class: every ORDERPULSE_* variable, read once, validated at start."""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from decimal import Decimal
+from functools import lru_cache
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_business_days(value: str) -> frozenset[int]:
+    """Parse `mon-fri` or `mon,wed,fri` (or a mix) into weekday numbers (Monday = 0)."""
+    days: set[int] = set()
+    for part in value.lower().replace(" ", "").split(","):
+        if not part:
+            continue
+        if "-" in part:
+            start, end = part.split("-", 1)
+            if start not in WEEKDAYS or end not in WEEKDAYS:
+                raise ValueError(f"unknown weekday in {part!r}")
+            first, last = WEEKDAYS.index(start), WEEKDAYS.index(end)
+            span = range(first, last + 1) if first <= last else [*range(first, 7), *range(0, last + 1)]
+            days.update(span)
+        elif part in WEEKDAYS:
+            days.add(WEEKDAYS.index(part))
+        else:
+            raise ValueError(f"unknown weekday {part!r}")
+    if not days:
+        raise ValueError("at least one business day is required")
+    return frozenset(days)
+
+
+_HOURS = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+
+
+def parse_business_hours(value: str) -> tuple[time, time | None]:
+    """Parse `09:00-17:00`; an end of `24:00` is returned as None (end of day)."""
+    match = _HOURS.match(value.strip())
+    if not match:
+        raise ValueError("expected HH:MM-HH:MM, e.g. 09:00-17:00")
+    sh, sm, eh, em = (int(g) for g in match.groups())
+    if sh > 23 or sm > 59 or em > 59 or eh > 24 or (eh == 24 and em != 0):
+        raise ValueError("hours out of range")
+    start = time(sh, sm)
+    end = None if eh == 24 else time(eh, em)
+    if end is not None and end <= start:
+        raise ValueError("the end of business hours must be after the start")
+    return start, end
+
+
+class Settings(BaseSettings):
+    """Configuration from ORDERPULSE_* environment variables (and a `.env` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERPULSE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite:///./orderpulse.db"
+    redis_url: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "orderpulse@localhost"
+    support_email: str = "support@localhost"
+    mail_dir: str = "./outbox-mail"
+    failure_sla_hours: float = Field(default=2.0, gt=0)
+    timezone: str = "UTC"
+    business_days: str = "mon-fri"
+    business_hours: str = "09:00-17:00"
+    holidays: str | None = None
+    approval_threshold: Decimal = Field(default=Decimal("5000"), ge=0)
+    blocked_email_domains: Annotated[frozenset[str], NoDecode] = frozenset()
+    delivery_retry_seconds: float = Field(default=30.0, gt=0)
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_lease_seconds: float = Field(default=120.0, gt=0)
+    allowed_origins: Annotated[frozenset[str], NoDecode] = frozenset()
+    ws_init_timeout_seconds: float = Field(default=5.0, gt=0)
+    ws_max_subscriptions: int = Field(default=50, ge=1)
+    ws_queue_size: int = Field(default=256, ge=1)
+    escalation_poll_seconds: float = Field(default=5.0, gt=0)
+    max_query_depth: int = Field(default=12, ge=2)
+    max_query_tokens: int = Field(default=2000, ge=50)
+    max_aliases: int = Field(default=30, ge=1)
+
+    @field_validator("blocked_email_domains", "allowed_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(p.strip().lower() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("business_days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        parse_business_days(value)
+        return value
+
+    @field_validator("business_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_business_hours(value)
+        return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        import holidays as holidays_lib
+
+        code = value.strip().upper()
+        if code not in holidays_lib.list_supported_countries():
+            raise ValueError(f"unknown holiday country code {value!r}")
+        return code
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("smtp://", "smtps://")):
+            raise ValueError("must be an smtp:// or smtps:// URL")
+        return value or None
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql", "postgres"))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,219 @@
+"""Notification templates: the built-ins, rendering, and what validation refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.notifications.templates import (
+    BUILTIN_TEMPLATES,
+    MAX_BODY_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    ORDER_FAILED_TEMPLATE_NAME,
+    SAMPLE_CONTEXT,
+    UNRESOLVED_TEMPLATE_NAME,
+    BuiltinTemplate,
+    RenderedMail,
+    TemplateError,
+    render_template,
+    template_context,
+    validate_template,
+)
+
+
+def context(**overrides: str | None) -> dict[str, object]:
+    values: dict[str, str | None] = {
+        "order_number": "SO-000123",
+        "order_type": "RN",
+        "order_status": "PF",
+        "order_total": "99.90 EUR",
+        "customer_name": "Globex",
+        "reseller_name": "Initech",
+        "reason": "PAYMENT_DECLINED",
+        "message": "The card was declined.",
+        "remedy": "Ask the customer for another payment method.",
+        "details": "issuer code 05",
+        "sla_deadline": "2026-01-19T11:00:00+00:00",
+    }
+    values.update(overrides)
+    return template_context(**values)  # type: ignore[arg-type]
+
+
+def builtin(name: str) -> BuiltinTemplate:
+    (template,) = (t for t in BUILTIN_TEMPLATES if t.name == name)
+    return template
+
+
+def render(template: BuiltinTemplate, **overrides: str | None) -> RenderedMail:
+    return render_template(
+        subject=template.subject, body=template.body, context=context(**overrides)
+    )
+
+
+def test_builtin_names() -> None:
+    assert [t.name for t in BUILTIN_TEMPLATES] == [
+        "Order Provisioning Failed",
+        "Failed Order Unresolved",
+    ]
+    assert ORDER_FAILED_TEMPLATE_NAME == "Order Provisioning Failed"
+    assert UNRESOLVED_TEMPLATE_NAME == "Failed Order Unresolved"
+
+
+def test_order_failed_template() -> None:
+    mail = render(builtin(ORDER_FAILED_TEMPLATE_NAME))
+    assert mail.subject == "Order SO-000123 failed: The card was declined."
+    for text in (
+        "Provisioning of order SO-000123 failed.",
+        "What happened: The card was declined.\n",
+        "What to do:    Ask the customer for another payment method.\n",
+        "Customer:      Globex\n",
+        "Reseller:      Initech\n",
+        "Reason:        PAYMENT_DECLINED\n",
+        "Details:       issuer code 05\n",
+        "by 2026-01-19T11:00:00+00:00.",
+    ):
+        assert text in mail.body
+
+
+def test_order_failed_template_without_details_has_no_details_line() -> None:
+    mail = render(builtin(ORDER_FAILED_TEMPLATE_NAME), details=None)
+    assert "Details" not in mail.body
+    assert "Reason:        PAYMENT_DECLINED\n\nSupport will act" in mail.body
+
+
+def test_unresolved_template() -> None:
+    mail = render(builtin(UNRESOLVED_TEMPLATE_NAME))
+    assert mail.subject == "Order SO-000123 is still failed past its SLA deadline"
+    assert "Order SO-000123 is still failed past its SLA deadline of 2026-01-19T11:00" in mail.body
+    assert "The card was declined." in mail.body
+    assert "Ask the customer for another payment method." in mail.body
+
+
+@pytest.mark.parametrize("template", BUILTIN_TEMPLATES, ids=lambda t: t.name)
+def test_builtins_pass_validation(template: BuiltinTemplate) -> None:
+    validate_template(name=template.name, subject=template.subject, body=template.body)
+
+
+def test_every_variable_renders() -> None:
+    body = (
+        "{{ order.number }}|{{ order.type }}|{{ order.status }}|{{ order.total }}|"
+        "{{ customer.name }}|{{ reseller.name }}|{{ reason }}|{{ message }}|{{ remedy }}|"
+        "{{ details }}|{{ sla_deadline }}"
+    )
+    validate_template(name="All", subject="x", body=body)
+    mail = render_template(subject="x", body=body, context=context())
+    assert mail.body == (
+        "SO-000123|RN|PF|99.90 EUR|Globex|Initech|PAYMENT_DECLINED|The card was declined.|"
+        "Ask the customer for another payment method.|issuer code 05|2026-01-19T11:00:00+00:00"
+    )
+
+
+def test_values_are_not_html_escaped() -> None:
+    mail = render_template(
+        subject="{{ customer.name }}",
+        body="{{ message }}",
+        context=context(customer_name="Smith & <Sons>", message='a < b & "c"'),
+    )
+    assert mail == RenderedMail(subject="Smith & <Sons>", body='a < b & "c"')
+
+
+def test_newlines_in_subject_are_collapsed() -> None:
+    mail = render_template(
+        subject="  Order {{ order.number }}\r\nBcc: victim@example.com\n\n{{ message }}  ",
+        body="x",
+        context=context(message="line one\nline two"),
+    )
+    assert mail.subject == "Order SO-000123 Bcc: victim@example.com line one line two"
+
+
+def test_sample_context_renders_every_builtin() -> None:
+    for template in BUILTIN_TEMPLATES:
+        mail = render_template(subject=template.subject, body=template.body, context=SAMPLE_CONTEXT)
+        assert "SO-000042" in mail.subject
+
+
+def refusal(
+    *, name: str = "Mine", subject: str = "Order {{ order.number }}", body: str = "ok"
+) -> TemplateError:
+    with pytest.raises(TemplateError) as caught:
+        validate_template(name=name, subject=subject, body=body)
+    assert str(caught.value) == caught.value.message
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"body": "Hello {{ foo }}"}, "body", "body: unknown variable 'foo'"),
+        ({"subject": "{{ order.nmber }}"}, "subject", "subject: unknown variable 'order.nmber'"),
+        ({"body": "{{ customer.email }}"}, "body", "body: unknown variable 'customer.email'"),
+        (
+            {"body": "{% if details %}x"},
+            "body",
+            "body: syntax error on line 1: Unexpected end of template. Jinja was looking for the "
+            "following tags: 'endif' or 'else' or 'elif'. The innermost block that needs to be "
+            "closed is 'if'.",
+        ),
+        ({"subject": "{{ order.number }"}, "subject", None),
+        (
+            {"body": "{{ 1 / 0 }}"},
+            "body",
+            "body: cannot be rendered: ZeroDivisionError: division by zero",
+        ),
+        ({"subject": "   "}, "subject", "subject: must not be blank"),
+        ({"body": "\n"}, "body", "body: must not be blank"),
+        ({"subject": "{% if false %}x{% endif %}"}, "subject", "subject: renders as an empty line"),
+        ({"name": " "}, "name", "name: must not be blank"),
+        ({"name": "n" * (MAX_NAME_LENGTH + 1)}, "name", "name: must be at most 200 characters"),
+        (
+            {"subject": "s" * (MAX_SUBJECT_LENGTH + 1)},
+            "subject",
+            "subject: must be at most 500 characters",
+        ),
+        ({"body": "b" * (MAX_BODY_LENGTH + 1)}, "body", "body: must be at most 20000 characters"),
+        (
+            {"body": "{% for i in range(99999) %}{{ message }}{% endfor %}"},
+            "body",
+            None,
+        ),
+    ],
+)
+def test_refused(fields: dict[str, str], field: str, message: str | None) -> None:
+    error = refusal(**fields)
+    assert error.field == field
+    if message is not None:
+        assert error.message == message
+    else:
+        assert error.message.startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ lipsum.__globals__['os'] }}",
+        "{{ order.__class__ }}",
+        "{{ 'x' * 1000000000 }}",
+        "{{ 9 ** 999999999 }}",
+    ],
+)
+def test_sandbox_escapes_are_refused(source: str) -> None:
+    error = refusal(body=source)
+    assert error.field == "body"
+    assert error.message.startswith("body: not allowed in a template: ")
+    error = refusal(subject=source)
+    assert error.field == "subject"
+
+
+def test_render_raises_for_unknown_variables_at_send_time() -> None:
+    from jinja2 import UndefinedError
+
+    with pytest.raises(UndefinedError):
+        render_template(subject="{{ nope }}", body="x", context=context())
+
+
+def test_variables_assigned_in_the_template_are_allowed() -> None:
+    body = "{% set who = customer.name %}{% for c in [1, 2] %}{{ who }}{{ c }}{% endfor %}"
+    validate_template(name="Loop", subject="{{ order.number }}", body=body)
+    assert render_template(subject="s", body=body, context=context()).body == "Globex1Globex2"
