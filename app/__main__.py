@@ -77,7 +77,9 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
     try:
         role = Role(args.role.upper())
     except ValueError:
-        raise SystemExit(f"unknown role {args.role!r}; one of SUPPORT, RESELLER, CUSTOMER, SYSTEM")
+        raise SystemExit(
+            f"unknown role {args.role!r}; one of SUPPORT, RESELLER, CUSTOMER, SYSTEM"
+        ) from None
     reseller_id = _parse_id(args.reseller, "Reseller", parse_pk)
     customer_id = _parse_id(args.customer, "Customer", parse_pk)
     services = _services(settings)
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     revoke.add_argument("token")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "export-schema":
         from app.graphql.schema import export_schema
 
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.workers < 1:
             parser.error("--workers must be at least 1")
         cmd_serve(args, settings)
-    elif args.token_command == "create":
+    elif args.token_command == "create":  # noqa: S105 (a command name)
         cmd_migrate(settings)
         print(asyncio.run(_token_create(settings, args)))
     else:

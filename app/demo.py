@@ -1,4 +1,4 @@
-"""Demo data for `serve --demo`: a reseller, customers, orders in several statuses, one token per role."""
+"""Demo data for `serve --demo`: a reseller, customers, orders in several statuses, tokens."""
 
 from __future__ import annotations
 
@@ -113,9 +113,7 @@ async def seed_demo(services: Services) -> dict[str, str]:
             )
         assert reseller.id is not None
         customer = (
-            await s.exec(
-                select(Customer).where(col(Customer.reseller_id) == reseller.id)
-            )
+            await s.exec(select(Customer).where(col(Customer.reseller_id) == reseller.id))
         ).first()
         assert customer is not None
         tokens = {

@@ -26,7 +26,9 @@ def parse_business_days(value: str) -> frozenset[int]:
             if start not in WEEKDAYS or end not in WEEKDAYS:
                 raise ValueError(f"unknown weekday in {part!r}")
             first, last = WEEKDAYS.index(start), WEEKDAYS.index(end)
-            span = range(first, last + 1) if first <= last else [*range(first, 7), *range(0, last + 1)]
+            span = (
+                range(first, last + 1) if first <= last else [*range(first, 7), *range(0, last + 1)]
+            )
             days.update(span)
         elif part in WEEKDAYS:
             days.add(WEEKDAYS.index(part))

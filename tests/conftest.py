@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,12 @@ from app.services import Services
 from app.settings import Settings
 from tests.support.api import Factory, GraphQLClient
 from tests.support.clock import FakeClock
+from tests.support.postgres import PostgresServer
+from tests.support.smtp import smtp_server  # noqa: F401  (the real SMTP server fixture)
+
+# ORDERPULSE_TEST_DATABASE=postgres runs every test on a fresh PostgreSQL database
+# (ORDERPULSE_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres).
+TEST_DATABASE = os.environ.get("ORDERPULSE_TEST_DATABASE", "sqlite").strip().lower()
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +33,32 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[tuple[PostgresServer, str]]:
+    """A PostgreSQL database migrated once per session; each test gets a copy of it."""
+    server = PostgresServer.from_env()
+    reason = server.unreachable_reason()
+    if reason is not None:
+        pytest.fail(f"ORDERPULSE_TEST_DATABASE=postgres, but {reason}", pytrace=False)
+    template = server.create_migrated_template()
+    yield server, template
+    server.drop_database(template)
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of its own for one test, dropped afterwards."""
+    if TEST_DATABASE in ("postgres", "postgresql"):
+        server, template = request.getfixturevalue("postgres_template")
+        url = server.create_database(template=template)
+        yield url
+        server.drop_database(url)
+        return
+    db_path = tmp_path / "orderpulse.db"
+    shutil.copy(request.getfixturevalue("migrated_template"), db_path)
+    yield f"sqlite:///{db_path}"
+
+
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     """Override in a test module to change the configuration."""
@@ -33,13 +66,9 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(
-    tmp_path: Path, migrated_template: Path, settings_overrides: dict[str, Any]
-) -> Settings:
-    db_path = tmp_path / "orderpulse.db"
-    shutil.copy(migrated_template, db_path)
+def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any]) -> Settings:
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{db_path}",
+        "database_url": database_url,
         "support_email": "support@distributor.example",
         "mail_from": "orderpulse@distributor.example",
         "mail_dir": str(tmp_path / "mail"),
@@ -79,3 +108,4 @@ async def api(app: Starlette) -> AsyncIterator[GraphQLClient]:
 @pytest.fixture
 def factory(services: Services) -> Factory:
     return Factory(services)
+

@@ -239,7 +239,9 @@ class RetryNotificationPayload:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Add a reseller (support only).")
-    async def create_reseller(self, info: Info, input: CreateResellerInput) -> CreateResellerPayload:
+    async def create_reseller(
+        self, info: Info, input: CreateResellerInput
+    ) -> CreateResellerPayload:
         result = await run_mutation(
             info,
             lambda s, v, now: orders.create_reseller(
@@ -253,7 +255,9 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Add a customer to a reseller.")
-    async def create_customer(self, info: Info, input: CreateCustomerInput) -> CreateCustomerPayload:
+    async def create_customer(
+        self, info: Info, input: CreateCustomerInput
+    ) -> CreateCustomerPayload:
         async def work(s: AsyncSession, v: DomainViewer, now: datetime) -> object:
             return await orders.create_customer(
                 s,
@@ -295,7 +299,9 @@ class Mutation:
     @strawberry.mutation(description="Place an order; the automatic checks decide its status.")
     async def place_order(self, info: Info, input: PlaceOrderInput) -> PlaceOrderPayload:
         items = [
-            orders.ItemInput(description=i.description, quantity=i.quantity, unit_price=i.unit_price)
+            orders.ItemInput(
+                description=i.description, quantity=i.quantity, unit_price=i.unit_price
+            )
             for i in input.items
         ]
         result = await run_mutation(

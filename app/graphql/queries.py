@@ -85,7 +85,9 @@ def order_conditions(viewer: DomainViewer, filter: OrderFilter | None) -> list[C
     if filter.requires_manual_action is not None:
         manual = [s.value for s in flow.MANUAL_ACTION_STATUSES]
         status = col(om.SalesOrder.status)
-        conditions.append(status.in_(manual) if filter.requires_manual_action else status.not_in(manual))
+        conditions.append(
+            status.in_(manual) if filter.requires_manual_action else status.not_in(manual)
+        )
     if filter.number is not None:
         conditions.append(col(om.SalesOrder.number) == filter.number.strip().upper())
     return conditions

@@ -51,11 +51,11 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         subscription=Subscription,
         types=[Order, Customer, Reseller, Notification, NotificationTemplate],
         extensions=[
-            QueryDepthLimiter(max_depth=settings.max_query_depth),
-            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
-            MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             HideSuggestionsFromStrangers,
-            MaskErrors(should_mask_error=is_unexpected, error_message="Unexpected error."),
+            lambda: MaskErrors(should_mask_error=is_unexpected, error_message="Unexpected error."),
         ],
         config=StrawberryConfig(),
     )

@@ -72,6 +72,12 @@ class Node:
     id: strawberry.ID = strawberry.field(description="The opaque global ID.")
 
 
+def amount(value: Decimal) -> Decimal:
+    """Money as people write it: cents always shown, finer digits only when there are any."""
+    cents = value.quantize(flow.CENTS)
+    return cents if cents == value else value.normalize()
+
+
 @strawberry.type(description="An amount of money.")
 class Money:
     amount: Decimal = strawberry.field(description="The amount, as a decimal string.")
@@ -98,7 +104,9 @@ class Reseller(Node):
     )
     def email(self, info: Info) -> str:
         assert self.row.id is not None
-        return self.row.email if policy.may_see_reseller_contact(viewer_of(info), self.row.id) else ""
+        return (
+            self.row.email if policy.may_see_reseller_contact(viewer_of(info), self.row.id) else ""
+        )
 
     @strawberry.field(description="The reseller's customers that the viewer may see.")
     async def customers(
@@ -156,7 +164,7 @@ class Customer(Node):
 
     @strawberry.field(description="Cash/check orders up to this total are provisioned on credit.")
     def credit_limit(self) -> Decimal:
-        return self.row.credit_limit
+        return amount(self.row.credit_limit)
 
     @strawberry.field(description="The customer's reseller.")
     async def reseller(self) -> Reseller:
@@ -229,7 +237,9 @@ class OrderStatusChange:
     def to(self) -> OrderStatus:
         return flow.Status(self.event.to_status)
 
-    @strawberry.field(description="What caused it: an OrderAction, PLACE_ORDER or REPORT_<outcome>.")
+    @strawberry.field(
+        description="What caused it: an OrderAction, PLACE_ORDER or REPORT_<outcome>."
+    )
     def action(self) -> str | None:
         return self.event.action
 
@@ -280,7 +290,7 @@ class Order(Node):
 
     @strawberry.field(description="The order total.")
     def total(self) -> Money:
-        return Money(amount=self.row.total, currency=self.row.currency)
+        return Money(amount=amount(self.row.total), currency=self.row.currency)
 
     @strawberry.field(description="Whether the current status needs someone to act.")
     def requires_manual_action(self) -> bool:
@@ -290,7 +300,9 @@ class Order(Node):
     async def items(self) -> list[OrderItem]:
         rows = await self.loaders.items.load(self.row.id or 0)
         return [
-            OrderItem(description=r.description, quantity=r.quantity, unit_price=r.unit_price)
+            OrderItem(
+                description=r.description, quantity=r.quantity, unit_price=amount(r.unit_price)
+            )
             for r in rows
         ]
 
@@ -504,4 +516,3 @@ class FailureReasonInfo:
 class OrderStatusCount:
     status: OrderStatus = strawberry.field(description="The status.")
     count: int = strawberry.field(description="How many orders.")
-

@@ -33,12 +33,16 @@ async def settings_for(session: AsyncSession, reseller_id: int) -> NotificationS
     row = await session.get(NotificationSettings, reseller_id)
     if row is not None:
         return row
-    return NotificationSettings(reseller_id=reseller_id, notify_reseller=True, notify_customer=False)
+    return NotificationSettings(
+        reseller_id=reseller_id, notify_reseller=True, notify_customer=False
+    )
 
 
 async def template_by_name(session: AsyncSession, name: str) -> NotificationTemplate:
     row = (
-        await session.exec(select(NotificationTemplate).where(col(NotificationTemplate.name) == name))
+        await session.exec(
+            select(NotificationTemplate).where(col(NotificationTemplate.name) == name)
+        )
     ).first()
     if row is None:
         raise LookupError(f"the built-in template {name!r} is missing; run migrations")
@@ -134,7 +138,9 @@ async def notify_order_failed(
     return created
 
 
-async def overdue_failure_ids(session: AsyncSession, *, now: datetime, limit: int = 100) -> list[int]:
+async def overdue_failure_ids(
+    session: AsyncSession, *, now: datetime, limit: int = 100
+) -> list[int]:
     """Orders still in PF past their SLA deadline and not yet escalated."""
     rows = await session.exec(
         select(SalesOrder.id)
@@ -155,7 +161,7 @@ async def escalate_failure(session: AsyncSession, *, order_id: int, now: datetim
     The conditional UPDATE is the claim: only the transaction that flips `escalated_at` from
     NULL (while the order is still in PF) writes the notification.
     """
-    result = await session.execute(
+    result = await session.exec(
         update(SalesOrder)
         .where(
             col(SalesOrder.id) == order_id,

@@ -97,7 +97,9 @@ async def create_template(
     name, subject, body = _validated(name, subject, body)
     if await _name_taken(session, name):
         raise Conflict("a template with this name exists", field=("name",))
-    row = NotificationTemplate(name=name, subject=subject, body=body, created_at=now, updated_at=now)
+    row = NotificationTemplate(
+        name=name, subject=subject, body=body, created_at=now, updated_at=now
+    )
     session.add(row)
     try:
         await session.flush()
@@ -144,8 +146,9 @@ async def retry_notification(
     if row is None:
         raise NotFound("notification not found", field=("id",))
     if row.status != "FAILED":
-        raise BadInput(f"only a FAILED notification can be retried; this one is {row.status}",
-                       field=("id",))
+        raise BadInput(
+            f"only a FAILED notification can be retried; this one is {row.status}", field=("id",)
+        )
     row.status = "PENDING"
     row.attempts = 0
     row.next_attempt_at = now

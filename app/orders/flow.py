@@ -338,7 +338,11 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
         *_rows(Action.RELEASE_HOLD, "HL", CHECKS_NEXT, _STAFF, Check.HOLD),
         *_rows(Action.ACTIVATE_ACCOUNT, "TM", CHECKS_NEXT, _STAFF, Check.VERIFICATION),
         *_rows(
-            Action.ATTACH_PAYMENT_METHOD, "NP", CHECKS_NEXT, _STAFF_AND_RESELLER, Check.PAYMENT_METHOD
+            Action.ATTACH_PAYMENT_METHOD,
+            "NP",
+            CHECKS_NEXT,
+            _STAFF_AND_RESELLER,
+            Check.PAYMENT_METHOD,
         ),
         *_rows(Action.APPROVE, "SS", CHECKS_NEXT, _STAFF, Check.FRAUD),
         *_rows(Action.APPROVE, "WA", CHECKS_NEXT, _STAFF, Check.APPROVAL),

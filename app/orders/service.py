@@ -28,7 +28,9 @@ from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, Outcome, PaymentMethod, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
 
-EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
+EMAIL = re.compile(
+    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$"
+)
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_ITEMS = 100
 MAX_QUANTITY = 1_000_000
@@ -177,7 +179,9 @@ async def update_customer_contact(
 # --- orders ---------------------------------------------------------------------------------------
 
 
-def _check_facts(customer: Customer, order_total: Decimal, config: OrderDeskConfig) -> flow.CheckFacts:
+def _check_facts(
+    customer: Customer, order_total: Decimal, config: OrderDeskConfig
+) -> flow.CheckFacts:
     return flow.CheckFacts(
         customer_on_hold=customer.on_hold,
         customer_requires_verification=customer.requires_verification,
@@ -239,7 +243,7 @@ async def place_order(
         raise BadInput("the order total is too large", field=("items",))
     status, _ = flow.run_checks(_check_facts(customer, total, config), settled=frozenset())
     order = SalesOrder(
-        number=f"pending-{uuid.uuid4().hex}",
+        number=f"pending-{uuid.uuid4().hex[:24]}",  # fits String(32)
         type=order_type.value,
         customer_id=customer_id,
         reseller_id=customer.reseller_id,
@@ -284,7 +288,7 @@ async def _save_change(
     """Write `values` only if nobody changed the order since it was read (else CONFLICT)."""
     assert order.id is not None
     values = {**values, "version": order.version + 1, "updated_at": now}
-    result = await session.execute(
+    result = await session.exec(
         update(SalesOrder)
         .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
         .values(**values)

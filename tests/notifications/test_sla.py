@@ -40,11 +40,11 @@ def _country(code: str | None) -> holidays.HolidayBase | None:
 
 
 def local(zone: ZoneInfo, *args: int) -> datetime:
-    return datetime(*args, tzinfo=zone)  # type: ignore[misc]
+    return datetime(*args, tzinfo=zone)  # type: ignore[arg-type,misc]
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[arg-type,misc]
 
 
 # --- Exact examples ----------------------------------------------------------------------------

@@ -150,9 +150,7 @@ def refusal(
         (
             {"body": "{% if details %}x"},
             "body",
-            "body: syntax error on line 1: Unexpected end of template. Jinja was looking for the "
-            "following tags: 'endif' or 'else' or 'elif'. The innermost block that needs to be "
-            "closed is 'if'.",
+            "body: syntax error on line 1: Unexpected end of template.",
         ),
         ({"subject": "{{ order.number }"}, "subject", None),
         (
@@ -182,7 +180,7 @@ def test_refused(fields: dict[str, str], field: str, message: str | None) -> Non
     error = refusal(**fields)
     assert error.field == field
     if message is not None:
-        assert error.message == message
+        assert error.message.startswith(message)
     else:
         assert error.message.startswith(f"{field}: ")
 
@@ -193,7 +191,7 @@ def test_refused(fields: dict[str, str], field: str, message: str | None) -> Non
         "{{ ''.__class__.__mro__ }}",
         "{{ cycler.__init__.__globals__ }}",
         "{{ lipsum.__globals__['os'] }}",
-        "{{ order.__class__ }}",
+        "{{ (1).__class__.__base__.__subclasses__() }}",
         "{{ 'x' * 1000000000 }}",
         "{{ 9 ** 999999999 }}",
     ],
@@ -204,6 +202,12 @@ def test_sandbox_escapes_are_refused(source: str) -> None:
     assert error.message.startswith("body: not allowed in a template: ")
     error = refusal(subject=source)
     assert error.field == "subject"
+
+
+def test_dunder_on_a_variable_is_refused() -> None:
+    error = refusal(subject="{{ order.__class__ }}")
+    assert error.field == "subject"
+    assert error.message == "subject: unknown variable 'order.__class__'"
 
 
 def test_render_raises_for_unknown_variables_at_send_time() -> None:

@@ -78,7 +78,8 @@ class Factory:
                 reseller_id=reseller.id,
                 name=options.pop("name", f"Customer {n}"),
                 contact_email=options.pop("contact_email", f"customer{n}@customers.example"),
-                payment_method=options.pop("payment_method", PaymentMethod.AUTOMATIC),
+                payment_method=PaymentMethod(options.pop("payment_method", "AUTOMATIC")),
+                credit_limit=Decimal(str(options.pop("credit_limit", 0))),
                 now=self.services.clock.now(),
                 **options,
             )
@@ -143,7 +144,12 @@ class Factory:
                 )
             elif target is Status.CL:
                 order = await service.perform_order_action(
-                    s, viewer=SUPPORT, order_id=order.id, action=Action.CANCEL, config=desk, now=now()
+                    s,
+                    viewer=SUPPORT,
+                    order_id=order.id,
+                    action=Action.CANCEL,
+                    config=desk,
+                    now=now(),
                 )
         assert order.status == target.value, (order.status, target)
         return order

@@ -52,7 +52,7 @@ class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
 
-    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_RCPT(
         self,
         server: SMTP,
         session: Session,
@@ -66,14 +66,14 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(  # noqa: N802 (aiosmtpd's hook name)
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         reply = self.server._next_failure("DATA")
         if reply is not None:
             return reply
         content = envelope.original_content or envelope.content
         assert isinstance(content, bytes)
+        # As a mail store would: wire line endings (CRLF) become local ones.
+        content = content.replace(b"\r\n", b"\n")
         message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.server._receive(

@@ -1,0 +1,251 @@
+"""Every read and write path, for every role: another tenant's data behaves exactly as missing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from app.graphql.ids import to_global_id
+from tests.support.api import Factory, GraphQLClient, gid
+
+
+@dataclass
+class World:
+    orders: dict[str, Any]  # label -> SalesOrder
+    customers: dict[str, Any]
+    resellers: dict[str, Any]
+    tokens: dict[str, str]
+
+
+@pytest.fixture
+async def world(factory: Factory) -> World:
+    ra, rb = await factory.reseller("Alpha VAR"), await factory.reseller("Beta VAR")
+    a1 = await factory.customer(ra, name="A1")
+    a2 = await factory.customer(ra, name="A2")
+    b1 = await factory.customer(rb, name="B1")
+    orders = {
+        "a1_pr": await factory.order(a1, status="PR"),
+        "a1_pf": await factory.order(a1, status="PF"),
+        "a2_pr": await factory.order(a2, status="PR"),
+        "b1_pr": await factory.order(b1, status="PR"),
+        "b1_pf": await factory.order(b1, status="PF"),
+    }
+    tokens = {
+        "SUPPORT": await factory.token("SUPPORT"),
+        "SYSTEM": await factory.token("SYSTEM"),
+        "RESELLER": await factory.token("RESELLER", reseller=ra),
+        "CUSTOMER": await factory.token("CUSTOMER", customer=a1),
+    }
+    return World(orders, {"a1": a1, "a2": a2, "b1": b1}, {"a": ra, "b": rb}, tokens)
+
+
+# What each role may see, by label.
+VISIBLE_ORDERS = {
+    "SUPPORT": {"a1_pr", "a1_pf", "a2_pr", "b1_pr", "b1_pf"},
+    "SYSTEM": {"a1_pr", "a1_pf", "a2_pr", "b1_pr", "b1_pf"},
+    "RESELLER": {"a1_pr", "a1_pf", "a2_pr"},
+    "CUSTOMER": {"a1_pr", "a1_pf"},
+}
+VISIBLE_CUSTOMERS = {
+    "SUPPORT": {"a1", "a2", "b1"},
+    "SYSTEM": {"a1", "a2", "b1"},
+    "RESELLER": {"a1", "a2"},
+    "CUSTOMER": {"a1"},
+}
+VISIBLE_RESELLERS = {
+    "SUPPORT": {"a", "b"},
+    "SYSTEM": {"a", "b"},
+    "RESELLER": {"a"},
+    "CUSTOMER": {"a"},
+}
+ROLES = ["SUPPORT", "SYSTEM", "RESELLER", "CUSTOMER"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_single_object_lookups(role: str, world: World, api: GraphQLClient) -> None:
+    client = api.as_(world.tokens[role])
+    for label, order in world.orders.items():
+        data = await client.data(
+            "query($id: ID!) { order(id: $id) { number } node(id: $id) { id } }",
+            {"id": gid("Order", order)},
+        )
+        visible = label in VISIBLE_ORDERS[role]
+        assert data["order"] == ({"number": order.number} if visible else None), label
+        assert data["node"] == ({"id": gid("Order", order)} if visible else None), label
+    for label, customer in world.customers.items():
+        data = await client.data(
+            "query($id: ID!) { customer(id: $id) { name } node(id: $id) { id } }",
+            {"id": gid("Customer", customer)},
+        )
+        visible = label in VISIBLE_CUSTOMERS[role]
+        assert data["customer"] == ({"name": customer.name} if visible else None), label
+        assert (data["node"] is not None) == visible
+    for label, reseller in world.resellers.items():
+        data = await client.data(
+            "query($id: ID!) { reseller(id: $id) { name } node(id: $id) { id } }",
+            {"id": gid("Reseller", reseller)},
+        )
+        visible = label in VISIBLE_RESELLERS[role]
+        assert data["reseller"] == ({"name": reseller.name} if visible else None), label
+        assert (data["node"] is not None) == visible
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_lists_and_counts(role: str, world: World, api: GraphQLClient) -> None:
+    client = api.as_(world.tokens[role])
+    data = await client.data(
+        """{ orders(first: 100) { totalCount edges { node { number } } }
+             customers { totalCount edges { node { name } } }
+             resellers { totalCount edges { node { name } } }
+             orderStatusCounts { status count } }"""
+    )
+    numbers = {e["node"]["number"] for e in data["orders"]["edges"]}
+    expected = {world.orders[label].number for label in VISIBLE_ORDERS[role]}
+    assert numbers == expected
+    assert data["orders"]["totalCount"] == len(expected)
+    assert {e["node"]["name"] for e in data["customers"]["edges"]} == {
+        world.customers[c].name for c in VISIBLE_CUSTOMERS[role]
+    }
+    assert data["customers"]["totalCount"] == len(VISIBLE_CUSTOMERS[role])
+    assert {e["node"]["name"] for e in data["resellers"]["edges"]} == {
+        world.resellers[r].name for r in VISIBLE_RESELLERS[role]
+    }
+    assert data["resellers"]["totalCount"] == len(VISIBLE_RESELLERS[role])
+    counts = {row["status"]: row["count"] for row in data["orderStatusCounts"]}
+    expected_counts: dict[str, int] = {}
+    for label in VISIBLE_ORDERS[role]:
+        status = world.orders[label].status
+        expected_counts[status] = expected_counts.get(status, 0) + 1
+    assert counts == expected_counts
+
+
+@pytest.mark.parametrize("role", ["RESELLER", "CUSTOMER"])
+async def test_filtering_by_another_tenant_yields_nothing(
+    role: str, world: World, api: GraphQLClient
+) -> None:
+    client = api.as_(world.tokens[role])
+    for filter in (
+        {"resellerId": gid("Reseller", world.resellers["b"])},
+        {"customerId": gid("Customer", world.customers["b1"])},
+        {"number": world.orders["b1_pf"].number},
+    ):
+        data = await client.data(
+            """query($f: OrderFilter) { orders(filter: $f) { totalCount edges { cursor } }
+                 orderStatusCounts(filter: $f) { status count } }""",
+            {"f": filter},
+        )
+        assert data == {"orders": {"totalCount": 0, "edges": []}, "orderStatusCounts": []}, filter
+    data = await client.data(
+        "query($r: ID) { customers(resellerId: $r) { totalCount } }",
+        {"r": gid("Reseller", world.resellers["b"])},
+    )
+    assert data == {"customers": {"totalCount": 0}}
+
+
+async def test_nested_lists_are_scoped_to_the_viewer(world: World, api: GraphQLClient) -> None:
+    client = api.as_(world.tokens["CUSTOMER"])
+    data = await client.data(
+        """{ viewer { role customer { name orders { totalCount } reseller { name email
+             customers { totalCount edges { node { name } } } } } } }"""
+    )
+    customer = data["viewer"]["customer"]
+    assert data["viewer"]["role"] == "CUSTOMER"
+    assert customer["name"] == "A1"
+    assert customer["orders"]["totalCount"] == 2
+    # A customer sees its reseller's name, not its e-mail, and no other customer of it.
+    assert customer["reseller"]["name"] == "Alpha VAR"
+    assert customer["reseller"]["email"] == ""
+    assert customer["reseller"]["customers"] == {
+        "totalCount": 1,
+        "edges": [{"node": {"name": "A1"}}],
+    }
+
+
+async def test_a_foreign_id_and_a_missing_id_give_the_same_error(
+    world: World, api: GraphQLClient
+) -> None:
+    client = api.as_(world.tokens["RESELLER"])
+    mutation = """mutation($id: ID!) { performOrderAction(input: {orderId: $id, action: CANCEL}) {
+        order { id } userErrors { field message code } } }"""
+    foreign = await client.data(mutation, {"id": gid("Order", world.orders["b1_pf"])})
+    missing = await client.data(mutation, {"id": str(to_global_id("Order", 999_999))})
+    malformed = await client.data(mutation, {"id": "not-an-id"})
+    wrong_type = await client.data(mutation, {"id": gid("Customer", world.customers["a1"])})
+    expected = {
+        "performOrderAction": {
+            "order": None,
+            "userErrors": [
+                {"field": ["input", "orderId"], "message": "order not found", "code": "NOT_FOUND"}
+            ],
+        }
+    }
+    assert foreign == missing == malformed == wrong_type == expected
+    # and nothing changed
+    support = api.as_(world.tokens["SUPPORT"])
+    data = await support.data(
+        "query($id: ID!) { order(id: $id) { status version history { to } } }",
+        {"id": gid("Order", world.orders["b1_pf"])},
+    )
+    assert data["order"] == {"status": "PF", "version": 2, "history": [{"to": "PR"}, {"to": "PF"}]}
+
+
+@pytest.mark.parametrize("role", ["RESELLER", "CUSTOMER"])
+async def test_writes_on_foreign_objects_are_not_found(
+    role: str, world: World, api: GraphQLClient
+) -> None:
+    client = api.as_(world.tokens[role])
+    b1 = gid("Customer", world.customers["b1"])
+    place = await client.data(
+        """mutation($c: ID!) { placeOrder(input: {customerId: $c, items: [{description: "x",
+            quantity: 1, unitPrice: "1"}]}) { order { id } userErrors { field code } } }""",
+        {"c": b1},
+    )
+    assert place["placeOrder"] == {
+        "order": None,
+        "userErrors": [{"field": ["input", "customerId"], "code": "NOT_FOUND"}],
+    }
+    if role == "RESELLER":
+        contact = await client.data(
+            """mutation($c: ID!) { updateCustomerContact(input: {customerId: $c, email: "a@b.example"})
+                { customer { id } userErrors { code } } }""",
+            {"c": b1},
+        )
+        assert contact["updateCustomerContact"] == {
+            "customer": None,
+            "userErrors": [{"code": "NOT_FOUND"}],
+        }
+        created = await client.data(
+            """mutation($r: ID!) { createCustomer(input: {resellerId: $r, name: "Spy",
+                contactEmail: "spy@x.example"}) { customer { id } userErrors { code } } }""",
+            {"r": gid("Reseller", world.resellers["b"])},
+        )
+        assert created["createCustomer"]["userErrors"] == [{"code": "NOT_FOUND"}]
+    support = api.as_(world.tokens["SUPPORT"])
+    data = await support.data("{ orders { totalCount } customers { totalCount } }")
+    assert data == {"orders": {"totalCount": 5}, "customers": {"totalCount": 3}}
+
+
+async def test_customer_places_orders_only_for_itself(world: World, api: GraphQLClient) -> None:
+    client = api.as_(world.tokens["CUSTOMER"])
+    data = await client.data(
+        """mutation($c: ID!) { placeOrder(input: {customerId: $c, items: [{description: "Seat",
+            quantity: 2, unitPrice: "10.50"}]}) { order { status total { amount currency }
+            customer { name } } userErrors { code } } }""",
+        {"c": gid("Customer", world.customers["a1"])},
+    )
+    assert data["placeOrder"] == {
+        "order": {
+            "status": "PR",
+            "total": {"amount": "21.00", "currency": "USD"},
+            "customer": {"name": "A1"},
+        },
+        "userErrors": [],
+    }
+    sibling = await client.data(
+        """mutation($c: ID!) { placeOrder(input: {customerId: $c, items: [{description: "Seat",
+            quantity: 1, unitPrice: "1"}]}) { order { id } userErrors { code } } }""",
+        {"c": gid("Customer", world.customers["a2"])},
+    )
+    assert sibling["placeOrder"] == {"order": None, "userErrors": [{"code": "NOT_FOUND"}]}

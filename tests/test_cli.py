@@ -1,0 +1,94 @@
+"""The command line, run as a user would: migrate, token create/revoke, bad arguments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from app.asgi import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ORDERPULSE_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_tokens_from_the_cli_work_and_can_be_revoked(tmp_path: Path) -> None:
+    assert run(tmp_path, "migrate").returncode == 0
+    created = run(tmp_path, "token", "create", "--role", "support")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("op_") and "\n" not in token
+
+    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path / 'cli.db'}")  # type: ignore[call-arg]
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            headers = {"Authorization": f"Bearer {token}"}
+            response = await http.post(
+                "/graphql",
+                json={
+                    "query": 'mutation { createReseller(input: {name: "R", email: "r@r.example"}) '
+                    "{ reseller { id } } }"
+                },
+                headers=headers,
+            )
+            reseller_id = response.json()["data"]["createReseller"]["reseller"]["id"]
+
+            reseller_token = run(
+                tmp_path, "token", "create", "--role", "RESELLER", "--reseller", reseller_id
+            )
+            assert reseller_token.returncode == 0, reseller_token.stderr
+            response = await http.post(
+                "/graphql",
+                json={"query": "{ viewer { role reseller { id } } }"},
+                headers={"Authorization": f"Bearer {reseller_token.stdout.strip()}"},
+            )
+            assert response.json()["data"] == {
+                "viewer": {"role": "RESELLER", "reseller": {"id": reseller_id}}
+            }
+
+            revoked = run(tmp_path, "token", "revoke", token)
+            assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked"
+            response = await http.post(
+                "/graphql", json={"query": "{ viewer { role } }"}, headers=headers
+            )
+            assert response.json()["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
+    again = run(tmp_path, "token", "revoke", token)
+    assert again.returncode != 0 and "unknown or already revoked" in again.stderr
+
+
+def test_token_create_refuses_bad_arguments(tmp_path: Path) -> None:
+    assert run(tmp_path, "migrate").returncode == 0
+    for args, message in [
+        (("--role", "wizard"), "unknown role"),
+        (("--role", "RESELLER"), "a RESELLER token needs --reseller"),
+        (("--role", "RESELLER", "--reseller", "garbage"), "is not a Reseller id"),
+        (("--role", "CUSTOMER", "--customer", "Q3VzdG9tZXI6OTk"), "no such customer"),
+        (
+            ("--role", "SUPPORT", "--customer", "Q3VzdG9tZXI6OTk"),
+            "not bound to a reseller or customer",
+        ),
+    ]:
+        result = run(tmp_path, "token", "create", *args)
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
