@@ -82,7 +82,7 @@ class OrderPulseGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError({"message": "a valid token is required"})
         context.viewer = viewer
         context.token = token
-        return UNSET
+        return UNSET  # type: ignore[no-any-return]
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:

@@ -28,9 +28,8 @@ async def _serialize_event_writers(session: AsyncSession) -> None:
     session.info[WROTE_EVENTS] = True
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
-        await session.exec(
-            text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=EVENT_LOCK_KEY)
-        )
+        connection = await session.connection()
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
 
 
 async def record_order_event(

@@ -29,6 +29,7 @@ from app.graphql.types import (
     Reseller,
     UserError,
 )
+from app.notifications import models as nm
 from app.notifications import service as notifications
 from app.orders import flow
 from app.orders import service as orders
@@ -373,7 +374,9 @@ class Mutation:
     ) -> UpdateNotificationSettingsPayload:
         template_given = input.order_notification_template_id is not strawberry.UNSET
 
-        async def work(s: AsyncSession, v: DomainViewer, now: datetime) -> object:
+        async def work(
+            s: AsyncSession, v: DomainViewer, now: datetime
+        ) -> tuple[nm.NotificationSettings, nm.NotificationTemplate]:
             template_id = None
             if template_given and input.order_notification_template_id is not None:
                 template_id = require_pk(
@@ -395,7 +398,7 @@ class Mutation:
         result = await run_mutation(info, work)
         settings = None
         if result.value is not None:
-            row, template = result.value  # type: ignore[misc]
+            row, template = result.value
             settings = NotificationSettings(
                 settings=row, template_row=template, loaders=info.context.loaders
             )

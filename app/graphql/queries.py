@@ -71,7 +71,7 @@ def _id_condition(
     if value is None:
         return []
     pk = parse_pk(value, type_name)
-    return [false()] if pk is None else [col(column) == pk]  # type: ignore[arg-type]
+    return [false()] if pk is None else [col(column) == pk]
 
 
 def order_conditions(viewer: DomainViewer, filter: OrderFilter | None) -> list[ColumnElement[bool]]:

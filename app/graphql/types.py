@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from typing import TypeAlias
 
 import strawberry
 from sqlmodel import col
@@ -21,27 +22,25 @@ from app.orders import models as om
 
 # --- enums (the domain's own enums, exposed under their API names) ------------------------------
 
-OrderStatus = strawberry.enum(
-    flow.Status, name="OrderStatus", description="The platform's two-letter order status codes."
+# strawberry.enum registers the domain class in place; the aliases give it its API name in Python.
+strawberry.enum(flow.Status, name="OrderStatus", description="The platform's order status codes.")
+strawberry.enum(
+    flow.OrderType, name="OrderType", description="SO sales, RN renewal, CH change, CL cancellation."
 )
-OrderType = strawberry.enum(
-    flow.OrderType,
-    name="OrderType",
-    description="SO sales, RN renewal, CH change, CL cancellation.",
-)
-OrderAction = strawberry.enum(
-    flow.Action, name="OrderAction", description="What an operator can do to an order."
-)
-FailureReason = strawberry.enum(
-    flow.FailureReason, name="FailureReason", description="Why provisioning failed."
-)
-ProvisioningOutcome = strawberry.enum(
+strawberry.enum(flow.Action, name="OrderAction", description="What an operator can do to an order.")
+strawberry.enum(flow.FailureReason, name="FailureReason", description="Why provisioning failed.")
+strawberry.enum(
     flow.Outcome, name="ProvisioningOutcome", description="What the provisioning platform reports."
 )
-PaymentMethod = strawberry.enum(
-    flow.PaymentMethod, name="PaymentMethod", description="How a customer pays."
-)
-Role = strawberry.enum(flow.Role, name="Role", description="Who the viewer is.")
+strawberry.enum(flow.PaymentMethod, name="PaymentMethod", description="How a customer pays.")
+strawberry.enum(flow.Role, name="Role", description="Who the viewer is.")
+OrderStatus: TypeAlias = flow.Status
+OrderType: TypeAlias = flow.OrderType
+OrderAction: TypeAlias = flow.Action
+FailureReason: TypeAlias = flow.FailureReason
+ProvisioningOutcome: TypeAlias = flow.Outcome
+PaymentMethod: TypeAlias = flow.PaymentMethod
+Role: TypeAlias = flow.Role
 
 
 @strawberry.enum(description="Why a notification was sent.")
@@ -235,7 +234,7 @@ class OrderStatusChange:
 
     @strawberry.field(description="The status the order rests in after the change.")
     def to(self) -> OrderStatus:
-        return flow.Status(self.event.to_status)
+        return flow.Status(self.event.to_status or "")
 
     @strawberry.field(
         description="What caused it: an OrderAction, PLACE_ORDER or REPORT_<outcome>."

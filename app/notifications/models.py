@@ -31,7 +31,7 @@ class NotificationSettings(SQLModel, table=True):
     notify_reseller: bool = True
     notify_customer: bool = False
     template_id: int | None = Field(default=None, foreign_key="notification_template.id")
-    updated_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Notification(SQLModel, table=True):

@@ -171,7 +171,7 @@ async def escalate_failure(session: AsyncSession, *, order_id: int, now: datetim
         )
         .values(escalated_at=now)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         return False
     order = await session.get(SalesOrder, order_id, populate_existing=True)
     assert order is not None

@@ -13,8 +13,8 @@ from app.access.viewer import Viewer
 from app.errors import BadInput, Conflict, NotFound
 from app.events.log import mark_notifications_written, record_notification_event
 from app.notifications.models import Notification, NotificationSettings, NotificationTemplate
-from app.notifications.policy import ORDER_FAILED_TEMPLATE_NAME, settings_for, template_by_name
-from app.notifications.templates import TemplateError, validate_template
+from app.notifications.policy import settings_for, template_by_name
+from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME, TemplateError, validate_template
 from app.orders.models import Reseller
 
 

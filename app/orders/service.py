@@ -293,7 +293,7 @@ async def _save_change(
         .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
         .values(**values)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise Conflict("the order was changed by someone else; reload it and try again")
     for key, value in values.items():
         set_committed_value(order, key, value)

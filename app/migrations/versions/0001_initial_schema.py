@@ -69,7 +69,7 @@ def upgrade() -> None:
         sa.Column("notify_reseller", sa.Boolean(), nullable=False),
         sa.Column("notify_customer", sa.Boolean(), nullable=False),
         sa.Column("template_id", sa.Integer(), nullable=True),
-        sa.Column("updated_at", app.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", app.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["reseller_id"],
             ["reseller.id"],
