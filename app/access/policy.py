@@ -7,6 +7,8 @@ answers the same question for a row already in memory (the fan-out uses those).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, and_, false, true
 from sqlmodel import col
 
@@ -57,55 +59,49 @@ def customer_scope(viewer: Viewer) -> ColumnElement[bool]:
     return col(Customer.id) == viewer.customer_id
 
 
-def order_scope(viewer: Viewer) -> ColumnElement[bool]:
+def _tenant_rows(viewer: Viewer, reseller_id: Any, customer_id: Any) -> ColumnElement[bool]:
+    """Rows of an order's tenant: everything, the reseller's, or the customer's."""
     if viewer.role in (Role.SUPPORT, Role.SYSTEM):
         return true()
     if viewer.role is Role.RESELLER:
-        return col(SalesOrder.reseller_id) == viewer.reseller_id
-    return col(SalesOrder.customer_id) == viewer.customer_id
+        return col(reseller_id) == viewer.reseller_id
+    return col(customer_id) == viewer.customer_id
 
 
-def notification_scope(viewer: Viewer) -> ColumnElement[bool]:
+def _addressed_rows(
+    viewer: Viewer, reseller_id: Any, customer_id: Any, recipient_role: Any
+) -> ColumnElement[bool]:
+    """Notifications addressed to the viewer (a reseller: to it or to its customers)."""
     if viewer.role is Role.SUPPORT:
         return true()
     if viewer.role is Role.RESELLER:
         return and_(
-            col(Notification.reseller_id) == viewer.reseller_id,
-            col(Notification.recipient_role).in_([Role.RESELLER.value, Role.CUSTOMER.value]),
+            col(reseller_id) == viewer.reseller_id,
+            col(recipient_role).in_([Role.RESELLER.value, Role.CUSTOMER.value]),
         )
     if viewer.role is Role.CUSTOMER:
         return and_(
-            col(Notification.customer_id) == viewer.customer_id,
-            col(Notification.recipient_role) == Role.CUSTOMER.value,
+            col(customer_id) == viewer.customer_id,
+            col(recipient_role) == Role.CUSTOMER.value,
         )
     return false()
+
+
+def order_scope(viewer: Viewer) -> ColumnElement[bool]:
+    return _tenant_rows(viewer, SalesOrder.reseller_id, SalesOrder.customer_id)
+
+
+def notification_scope(viewer: Viewer) -> ColumnElement[bool]:
+    return _addressed_rows(
+        viewer, Notification.reseller_id, Notification.customer_id, Notification.recipient_role
+    )
 
 
 def event_scope(viewer: Viewer, topic: str) -> ColumnElement[bool]:
     """Which rows of the event log the viewer may replay, for one topic."""
     if topic == TOPIC_ORDER_STATUS:
-        if viewer.role in (Role.SUPPORT, Role.SYSTEM):
-            return true()
-        if viewer.role is Role.RESELLER:
-            return col(Event.reseller_id) == viewer.reseller_id
-        return col(Event.customer_id) == viewer.customer_id
-    return _notification_event_scope(viewer)
-
-
-def _notification_event_scope(viewer: Viewer) -> ColumnElement[bool]:
-    if viewer.role is Role.SUPPORT:
-        return true()
-    if viewer.role is Role.RESELLER:
-        return and_(
-            col(Event.reseller_id) == viewer.reseller_id,
-            col(Event.recipient_role).in_([Role.RESELLER.value, Role.CUSTOMER.value]),
-        )
-    if viewer.role is Role.CUSTOMER:
-        return and_(
-            col(Event.customer_id) == viewer.customer_id,
-            col(Event.recipient_role) == Role.CUSTOMER.value,
-        )
-    return false()
+        return _tenant_rows(viewer, Event.reseller_id, Event.customer_id)
+    return _addressed_rows(viewer, Event.reseller_id, Event.customer_id, Event.recipient_role)
 
 
 # --- In-memory checks (same rules as above) -----------------------------------------------------
