@@ -65,6 +65,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         log_level="info",
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        # permessage-deflate keeps ~45 KB of zlib state per socket and compresses every message
+        # once per subscriber; live messages are small, so sockets stay uncompressed.
+        ws_per_message_deflate=False,
     )
 
 

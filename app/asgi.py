@@ -5,18 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.types.unset import UNSET, UnsetType
 
 from app.access.tokens import viewer_for_token
 from app.access.viewer import Viewer
@@ -24,6 +22,7 @@ from app.db import Clock, SystemClock, database_from_settings
 from app.graphql.context import Context
 from app.graphql.loaders import Loaders
 from app.graphql.schema import build_schema
+from app.graphql.websocket import GraphQLWebSocket, WebSocketShortcut
 from app.services import Services
 from app.settings import Settings, get_settings
 
@@ -47,15 +46,14 @@ async def authenticate(services: Services, token: str | None) -> Viewer | None:
 
 
 class OrderPulseGraphQL(GraphQL[Context, None]):
+    """POST and GraphiQL; websockets go to `app.graphql.websocket` (see `create_app`)."""
+
     def __init__(self, services: Services) -> None:
         super().__init__(
             build_schema(services.settings),
             graphql_ide="graphiql",
             allow_queries_via_get=False,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-            connection_init_wait_timeout=timedelta(
-                seconds=services.settings.ws_init_timeout_seconds
-            ),
         )
         self.services = services
 
@@ -74,16 +72,6 @@ class OrderPulseGraphQL(GraphQL[Context, None]):
             token=token,
         )
 
-    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        params = context.connection_params
-        token = bearer_token(params) if isinstance(params, Mapping) else None
-        viewer = await authenticate(self.services, token)
-        if viewer is None:
-            raise ConnectionRejectionError({"message": "a valid token is required"})
-        context.viewer = viewer
-        context.token = token
-        return UNSET  # type: ignore[no-any-return]
-
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
     """The ASGI app. Background workers start with the lifespan."""
@@ -92,6 +80,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         settings=settings, db=database_from_settings(settings), clock=clock or SystemClock()
     )
     graphql_app = OrderPulseGraphQL(services)
+    websocket_app = GraphQLWebSocket(  # live subscriptions, grouped for fan-out
+        services,
+        graphql_app.schema,
+        authenticate=lambda params: authenticate(services, bearer_token(params)),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -115,10 +108,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app = Starlette(
         routes=[
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
+        # websockets on /graphql go straight to the subscription endpoint
+        middleware=[Middleware(WebSocketShortcut, path="/graphql", endpoint=websocket_app)],
         lifespan=lifespan,
     )
     app.state.services = services

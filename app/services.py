@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import Clock, Database, SystemClock
 from app.events.bus import EventBus
+from app.events.fanout import Fanout
 from app.events.log import WROTE_EVENTS, WROTE_NOTIFICATIONS
 from app.notifications.sla import BusinessCalendar, add_business_hours
 from app.orders.service import OrderDeskConfig
@@ -26,6 +27,7 @@ class Services:
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
     calendar: BusinessCalendar = field(init=False)
     desk: OrderDeskConfig = field(init=False)
+    fanout: Fanout = field(init=False)
 
     def __post_init__(self) -> None:
         self.calendar = BusinessCalendar.from_settings(self.settings)
@@ -35,6 +37,12 @@ class Services:
             blocked_email_domains=self.settings.blocked_email_domains,
             support_email=self.settings.support_email,
             sla_deadline=lambda failed_at: add_business_hours(self.calendar, failed_at, hours),
+        )
+        self.fanout = Fanout(
+            db=self.db,
+            bus=self.bus,
+            queue_size=self.settings.ws_queue_size,
+            poll_seconds=self.settings.fanout_poll_seconds,
         )
 
     @asynccontextmanager

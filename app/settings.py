@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     delivery_retry_seconds: float = Field(default=30.0, gt=0)
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_lease_seconds: float = Field(default=120.0, gt=0)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)  # rows of other processes, retries
+    fanout_poll_seconds: float = Field(default=1.0, gt=0)  # a lost cross-process wake-up
     allowed_origins: Annotated[frozenset[str], NoDecode] = frozenset()
     ws_init_timeout_seconds: float = Field(default=5.0, gt=0)
     ws_max_subscriptions: int = Field(default=50, ge=1)

@@ -18,6 +18,7 @@ from app.settings import Settings
 from tests.support.api import Factory, GraphQLClient
 from tests.support.clock import FakeClock
 from tests.support.postgres import PostgresServer
+from tests.support.server import live_server  # noqa: F401  (a real uvicorn server)
 from tests.support.smtp import smtp_server  # noqa: F401  (the real SMTP server fixture)
 
 # ORDERPULSE_TEST_DATABASE=postgres runs every test on a fresh PostgreSQL database
@@ -108,4 +109,3 @@ async def api(app: Starlette) -> AsyncIterator[GraphQLClient]:
 @pytest.fixture
 def factory(services: Services) -> Factory:
     return Factory(services)
-

@@ -29,7 +29,9 @@ async def _serialize_event_writers(session: AsyncSession) -> None:
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         connection = await session.connection()
-        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY}
+        )
 
 
 async def record_order_event(

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from app.access import policy
 from app.access.viewer import Viewer as DomainViewer
-from app.errors import OperationForbidden
+from app.errors import NotFound, OperationForbidden
 from app.graphql.context import Info, forbidden, viewer_of
 from app.graphql.ids import parse_global_id, parse_pk
 from app.graphql.pagination import After, Connection, First, fetch_page, to_connection
@@ -326,12 +326,8 @@ class Query:
                 )
         except OperationForbidden as exc:
             raise forbidden(str(exc)) from exc
-        except Exception as exc:
-            from app.errors import NotFound
-
-            if isinstance(exc, NotFound):
-                return None
-            raise
+        except NotFound:  # missing, or another reseller's: the same null
+            return None
         return NotificationSettings(
             settings=settings, template_row=template, loaders=info.context.loaders
         )

@@ -1,19 +1,52 @@
-"""Subscription root (live order status changes and notification changes)."""
+"""Subscription root: live order status changes and notification changes.
+
+A resolver checks the viewer and the cursor and returns a `LiveStream`: which events it gets (an
+`EventFilter` made with `access.policy`), where it resumes (`after_id`), and the payload each event
+becomes. The websocket endpoint (`app/graphql/websocket.py`) reads the stream to put subscribers
+that see the same events the same way into one group, which executes each event once; any other
+transport iterates the stream, one subscriber at a time. Either way each event is read from the
+durable log after its commit, and its payload's loaders are those of the batch the event was read
+in, never the connection's.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Annotated, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 
-from app.graphql.context import Info
+from app.access.viewer import Viewer
+from app.events.fanout import Batch, EventFilter, SubscriberTooSlow, event_is_visible
+from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
+from app.graphql.context import Info, viewer_of
+from app.graphql.ids import parse_cursor, parse_pk, to_cursor
+from app.graphql.loaders import Loaders
 from app.graphql.types import Notification, OrderStatus, OrderStatusChange
+from app.services import Services
+
+CURSOR_KIND = "event"
+INVALID_CURSOR_MESSAGE = "Invalid cursor: `after` takes a cursor this subscription gave you."
+SLOW_CONSUMER_CODE = "SLOW_CONSUMER"
+LOADERS_KEY = "graphql.loaders"
+
+Payload = TypeVar("Payload")
+After = Annotated[
+    str | None,
+    strawberry.argument(description="Resume after this cursor (from an earlier change)."),
+]
 
 
 @strawberry.input(description="Which status changes to receive; all given conditions must hold.")
 class OrderStatusChangeFilter:
-    reseller_id: strawberry.ID | None = strawberry.field(default=None, description="This reseller's.")
-    customer_id: strawberry.ID | None = strawberry.field(default=None, description="This customer's.")
+    reseller_id: strawberry.ID | None = strawberry.field(
+        default=None, description="This reseller's."
+    )
+    customer_id: strawberry.ID | None = strawberry.field(
+        default=None, description="This customer's."
+    )
     status: list[OrderStatus] | None = strawberry.field(
         default=None, description="Changes into any of these statuses."
     )
@@ -21,26 +54,160 @@ class OrderStatusChangeFilter:
 
 @strawberry.type(description="A notification was created or changed delivery status.")
 class NotificationChange:
-    cursor: str = strawberry.field(description="Pass as `after` to resume after this change.")
-    notification: Notification = strawberry.field(description="The notification, as it is now.")
+    event: strawberry.Private[Event]
+    loaders: strawberry.Private[Loaders]
+
+    @strawberry.field(description="Pass as `after` to resume after this change.")
+    def cursor(self) -> str:
+        assert self.event.id is not None
+        return to_cursor(CURSOR_KIND, self.event.id)
+
+    @strawberry.field(description="The notification, as it is now.")
+    async def notification(self) -> Notification:
+        row = await self.loaders.notification.load(self.event.notification_id or 0)
+        return Notification.wrap(row, self.loaders)
+
+
+def invalid_cursor() -> GraphQLError:
+    """The one error for an unknown, malformed, foreign or wrong-topic cursor."""
+    return GraphQLError(INVALID_CURSOR_MESSAGE, extensions={"code": "BAD_USER_INPUT"})
+
+
+def too_slow(resume_after_id: int | None) -> GraphQLError:
+    """Ends a subscription whose subscriber fell behind; it resubscribes after the cursor given."""
+    cursor = to_cursor(CURSOR_KIND, resume_after_id) if resume_after_id is not None else None
+    return GraphQLError(
+        "Events came faster than this subscription read them, so it was ended. Subscribe again "
+        "with `after` set to the cursor in `extensions.after` (the last change you received).",
+        extensions={"code": SLOW_CONSUMER_CODE, "after": cursor},
+    )
+
+
+def interrupted(resume_after_id: int | None) -> GraphQLError:
+    """Ends a subscription the server could not continue; it resubscribes after the cursor given."""
+    cursor = to_cursor(CURSOR_KIND, resume_after_id) if resume_after_id is not None else None
+    return GraphQLError(
+        "Unexpected error. Subscribe again with `after` set to the cursor in `extensions.after`.",
+        extensions={"code": "INTERNAL_SERVER_ERROR", "after": cursor},
+    )
+
+
+class LiveStream(AsyncIterator[Payload]):
+    """What a subscription resolver returns: which events, from where, and what each becomes.
+
+    The websocket endpoint reads these to group its subscribers and never iterates the stream.
+    Iterated (by any other transport), it is one subscriber of the fan-out with its own queue.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        event_filter: EventFilter,
+        after_id: int | None,
+        make_payload: Callable[[Event, Loaders], Payload],
+    ) -> None:
+        self.services = services
+        self.event_filter = event_filter
+        self.after_id = after_id
+        self.make_payload = make_payload
+        self._payloads: AsyncGenerator[Payload, None] | None = None
+
+    def payload(self, event: Event, batch: Batch) -> Payload:
+        """The payload of `event`, with the loaders every subscriber of its batch shares."""
+        db = self.services.db
+        return self.make_payload(event, batch.shared(LOADERS_KEY, lambda: Loaders(db)))
+
+    async def __anext__(self) -> Payload:
+        if self._payloads is None:
+            self._payloads = self._subscribe()
+        return await anext(self._payloads)
+
+    async def aclose(self) -> None:
+        """Unsubscribe."""
+        if self._payloads is not None:
+            await self._payloads.aclose()
+
+    async def _subscribe(self) -> AsyncGenerator[Payload, None]:
+        subscriber = self.services.fanout.subscribe(self.event_filter, after_id=self.after_id)
+        try:
+            async with aclosing(subscriber.deliveries()) as deliveries:
+                async for delivery in deliveries:
+                    yield self.payload(delivery.event, delivery.batch)
+        except SubscriberTooSlow as exc:
+            raise too_slow(exc.resume_after_id) from None
+
+
+def order_event_filter(viewer: Viewer, filter: OrderStatusChangeFilter | None) -> EventFilter:
+    """The viewer's order events narrowed by `filter`; a malformed id matches nothing."""
+    if filter is None:
+        return EventFilter(viewer=viewer, topic=TOPIC_ORDER_STATUS)
+    reseller_id = parse_pk(filter.reseller_id, "Reseller")
+    customer_id = parse_pk(filter.customer_id, "Customer")
+    malformed = (filter.reseller_id is not None and reseller_id is None) or (
+        filter.customer_id is not None and customer_id is None
+    )
+    return EventFilter(
+        viewer=viewer,
+        topic=TOPIC_ORDER_STATUS,
+        statuses=frozenset(s.value for s in filter.status) if filter.status is not None else None,
+        reseller_id=reseller_id,
+        customer_id=customer_id,
+        matches_nothing=malformed,
+    )
+
+
+async def open_stream(
+    info: Info,
+    event_filter: EventFilter,
+    after: str | None,
+    make_payload: Callable[[Event, Loaders], Payload],
+) -> LiveStream[Payload]:
+    """Check the cursor, then describe the stream (nothing is registered until it is read)."""
+    services = info.context.services
+    after_id = None
+    if after is not None:
+        after_id = parse_cursor(after, CURSOR_KIND)
+        if after_id is None or not await event_is_visible(
+            services.db, event_id=after_id, event_filter=event_filter
+        ):
+            raise invalid_cursor()
+    return LiveStream(services, event_filter, after_id, make_payload)
+
+
+def _order_status_change(event: Event, loaders: Loaders) -> OrderStatusChange:
+    return OrderStatusChange(event=event, loaders=loaders)
+
+
+def _notification_change(event: Event, loaders: Loaders) -> NotificationChange:
+    return NotificationChange(event=event, loaders=loaders)
 
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Every status change the viewer may see; with `after`, replays later ones first."
+        description="Every status change the viewer may see, in commit order; with `after`, "
+        "first replays every later one."
     )
     async def order_status_changed(
-        self, info: Info, filter: OrderStatusChangeFilter | None = None, after: str | None = None
-    ) -> AsyncGenerator[OrderStatusChange, None]:
-        raise NotImplementedError
-        yield  # pragma: no cover
+        self,
+        info: Info,
+        filter: Annotated[
+            OrderStatusChangeFilter | None,
+            strawberry.argument(description="Only the changes that match this filter."),
+        ] = None,
+        after: After = None,
+    ) -> AsyncIterator[OrderStatusChange]:
+        event_filter = order_event_filter(viewer_of(info), filter)
+        return await open_stream(info, event_filter, after, _order_status_change)
 
     @strawberry.subscription(
-        description="Every notification change the viewer may see; `after` replays as above."
+        description="Every notification the viewer may see that is created or changes delivery "
+        "status, in commit order; `after` replays as above."
     )
     async def notification_changed(
-        self, info: Info, after: str | None = None
-    ) -> AsyncGenerator[NotificationChange, None]:
-        raise NotImplementedError
-        yield  # pragma: no cover
+        self,
+        info: Info,
+        after: After = None,
+    ) -> AsyncIterator[NotificationChange]:
+        event_filter = EventFilter(viewer=viewer_of(info), topic=TOPIC_NOTIFICATION)
+        return await open_stream(info, event_filter, after, _notification_change)

@@ -25,7 +25,9 @@ from app.orders import models as om
 # strawberry.enum registers the domain class in place; the aliases give it its API name in Python.
 strawberry.enum(flow.Status, name="OrderStatus", description="The platform's order status codes.")
 strawberry.enum(
-    flow.OrderType, name="OrderType", description="SO sales, RN renewal, CH change, CL cancellation."
+    flow.OrderType,
+    name="OrderType",
+    description="SO sales, RN renewal, CH change, CL cancellation.",
 )
 strawberry.enum(flow.Action, name="OrderAction", description="What an operator can do to an order.")
 strawberry.enum(flow.FailureReason, name="FailureReason", description="Why provisioning failed.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -12,6 +13,7 @@ from app.db import async_url
 from app.models import metadata
 
 config = context.config
+MIGRATION_LOCK = 0x4F50_4D49  # "OPMI"
 
 
 def run_on(connection: Connection) -> None:
@@ -22,6 +24,10 @@ def run_on(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Servers starting at once on several hosts migrate one after another; the
+            # others then find the schema current. (PostgreSQL runs DDL in the transaction.)
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

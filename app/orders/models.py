@@ -43,7 +43,11 @@ class SalesOrder(SQLModel, table=True):
         Index("ix_sales_order_reseller_status_id", "reseller_id", "status", "id"),
         Index("ix_sales_order_reseller_id_id", "reseller_id", "id"),
         Index("ix_sales_order_customer_id_id", "customer_id", "id"),
-        Index("ix_sales_order_status_sla_deadline", "status", "sla_deadline"),
+        # Migration 0002: what stays fast at millions of orders.
+        Index(
+            "ix_sales_order_status_escalated_sla_deadline", "status", "escalated_at", "sla_deadline"
+        ),
+        Index("ix_sales_order_customer_status_id", "customer_id", "status", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event
@@ -16,18 +17,26 @@ PANEL = """{ orders(first: 100) { totalCount edges { node { number status
     failure { reason } } } } }"""
 
 
+# Set only in the test's own context (which the request and its dataloader tasks inherit), so the
+# background workers' statements (fan-out, outbox, escalations) are not counted.
+_IN_REQUEST: ContextVar[bool] = ContextVar("in_request", default=False)
+
+
 @contextmanager
 def counting(services: Services) -> Iterator[list[str]]:
     statements: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+        if _IN_REQUEST.get():
+            statements.append(statement)
 
     engine = services.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
+    reset = _IN_REQUEST.set(True)
     try:
         yield statements
     finally:
+        _IN_REQUEST.reset(reset)
         event.remove(engine, "before_cursor_execute", record)
 
 

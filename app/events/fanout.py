@@ -1,0 +1,335 @@
+"""The per-process fan-out: one reader of the event log, many subscribers.
+
+One task per process waits for the bus (plus a slow poll, for a cross-process wake-up that was
+lost), reads the events committed after the last one it handed out, in id order and in batches,
+and hands each batch to every audience that may see some of its events. The rows are read once per
+batch, whatever the number of subscribers, and each `Batch` carries a scratch space its audiences
+share (the GraphQL layer keeps one set of dataloaders there, so a row is fetched once per batch).
+
+An audience is whatever delivers to subscribers: a `Subscriber` (one subscription, read through a
+bounded queue) or a group of websocket subscriptions that see the same events the same way. An
+audience never blocks the reader: it queues what it cannot deliver at once, and a subscriber whose
+queue is full is dropped, told to resume after the last event it got (`SubscriberTooSlow`).
+
+Resuming: a subscriber given `after_id` registers live first, then replays the log after that id
+(`replay`), then continues live, skipping what the replay already gave (ids only grow), so nothing
+is missed or repeated at the seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import ColumnElement, false, func
+from sqlmodel import col, select
+
+from app.access import policy
+from app.access.viewer import Viewer
+from app.db import Database
+from app.events.bus import EventBus
+from app.events.models import Event
+
+log = logging.getLogger("orderpulse.fanout")
+
+T = TypeVar("T")
+
+POLL_SECONDS = 1.0
+"""How often the reader looks at the log without a wake-up (a lost cross-process wake-up)."""
+BATCH_SIZE = 200
+"""Events read (and dispatched) together."""
+REPLAY_PAGE_SIZE = 100
+"""Events read together while replaying after a cursor."""
+
+
+class Batch:
+    """Events read together, plus a scratch space every audience of this batch shares."""
+
+    __slots__ = ("_shared", "events")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = events
+        self._shared: dict[str, Any] = {}
+
+    def shared(self, key: str, factory: Callable[[], T]) -> T:
+        """The value stored under `key` for this batch, made by `factory` on first use."""
+        if key not in self._shared:
+            self._shared[key] = factory()
+        value: T = self._shared[key]
+        return value
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events of one topic a subscription gets: what its viewer may see, narrowed by a filter.
+
+    `matches_nothing` stands for a filter that can match no event (e.g. a malformed id), so that
+    such a filter answers exactly like one naming another tenant's object.
+    """
+
+    viewer: Viewer
+    topic: str
+    statuses: frozenset[str] | None = None
+    reseller_id: int | None = None
+    customer_id: int | None = None
+    matches_nothing: bool = False
+
+    def accepts(self, event: Event) -> bool:
+        """Whether this subscription gets `event` (the same rule as `conditions`, in memory)."""
+        if event.topic != self.topic or self.matches_nothing:
+            return False
+        if self.statuses is not None and event.to_status not in self.statuses:
+            return False
+        if self.reseller_id is not None and event.reseller_id != self.reseller_id:
+            return False
+        if self.customer_id is not None and event.customer_id != self.customer_id:
+            return False
+        return policy.may_see_event(self.viewer, event)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The same rule as `accepts`, as SQL conditions on the event table."""
+        if self.matches_nothing:
+            return [false()]
+        conditions = [col(Event.topic) == self.topic, policy.event_scope(self.viewer, self.topic)]
+        if self.statuses is not None:
+            conditions.append(col(Event.to_status).in_(sorted(self.statuses)))
+        if self.reseller_id is not None:
+            conditions.append(col(Event.reseller_id) == self.reseller_id)
+        if self.customer_id is not None:
+            conditions.append(col(Event.customer_id) == self.customer_id)
+        return conditions
+
+
+class Audience(Protocol):
+    """Subscribers that see the same events: the reader hands it the events its filter accepts."""
+
+    @property
+    def event_filter(self) -> EventFilter: ...
+
+    async def deliver(self, events: Sequence[Event], batch: Batch) -> None:
+        """Take `events` (in id order, all accepted by the filter); must not wait on a consumer."""
+        ...
+
+
+class SubscriberTooSlow(Exception):
+    """A subscriber's queue overflowed; it should resubscribe after `resume_after_id`."""
+
+    def __init__(self, resume_after_id: int | None) -> None:
+        super().__init__("the subscriber fell too far behind")
+        self.resume_after_id = resume_after_id
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one subscriber, with the batch it was read in."""
+
+    event: Event
+    batch: Batch
+
+
+async def event_is_visible(db: Database, *, event_id: int, event_filter: EventFilter) -> bool:
+    """Whether `event_id` is an event of the filter's topic that its viewer may see.
+
+    This checks a cursor. The filter's own conditions (status, customer, reseller) do not apply:
+    any event of the stream's topic that the viewer may see is a place to resume from.
+    """
+    topic_and_tenant = EventFilter(viewer=event_filter.viewer, topic=event_filter.topic)
+    async with db.read() as session:
+        query = select(col(Event.id)).where(
+            col(Event.id) == event_id, *topic_and_tenant.conditions()
+        )
+        return (await session.exec(query)).first() is not None
+
+
+async def replay(
+    db: Database, event_filter: EventFilter, *, after_id: int, page_size: int = REPLAY_PAGE_SIZE
+) -> AsyncIterator[Batch]:
+    """Every event the filter accepts after `after_id`, in id order, a page at a time."""
+    conditions = event_filter.conditions()
+    while True:
+        async with db.read() as session:
+            query = (
+                select(Event)
+                .where(col(Event.id) > after_id, *conditions)
+                .order_by(col(Event.id))
+                .limit(page_size)
+            )
+            events = list((await session.exec(query)).all())
+        if not events:
+            return
+        yield Batch(events)
+        after_id = events[-1].id or after_id
+
+
+class Fanout:
+    """One reader of the event log per process, dispatching to every registered audience."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        bus: EventBus,
+        queue_size: int,
+        poll_seconds: float = POLL_SECONDS,
+        batch_size: int = BATCH_SIZE,
+        replay_page_size: int = REPLAY_PAGE_SIZE,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.queue_size = queue_size
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+        self.replay_page_size = replay_page_size
+        self.position = 0
+        """The id of the last event handed out (or seen at start)."""
+        self._audiences: dict[int, Audience] = {}  # by identity
+        self._task: asyncio.Task[None] | None = None
+
+    # --- registration ---------------------------------------------------------------------------
+
+    def add(self, audience: Audience) -> None:
+        """Deliver every later batch's accepted events to `audience`."""
+        self._audiences[id(audience)] = audience
+
+    def remove(self, audience: Audience) -> None:
+        self._audiences.pop(id(audience), None)
+
+    @property
+    def audience_count(self) -> int:
+        return len(self._audiences)
+
+    def subscribe(self, event_filter: EventFilter, *, after_id: int | None = None) -> Subscriber:
+        """One subscription with its own queue (replaying after `after_id` first, if given)."""
+        return Subscriber(self, event_filter, after_id=after_id)
+
+    def replay(self, event_filter: EventFilter, *, after_id: int) -> AsyncIterator[Batch]:
+        """The log after `after_id` as `event_filter` sees it, a page at a time (see `replay`)."""
+        return replay(self.db, event_filter, after_id=after_id, page_size=self.replay_page_size)
+
+    # --- the reader -----------------------------------------------------------------------------
+
+    async def start(self) -> asyncio.Task[None]:
+        """Start after the last event already in the log; return the reader task."""
+        self.position = await self._last_event_id()
+        self._task = asyncio.create_task(self._run(self.bus.listen()), name="orderpulse-fanout")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self, wake: asyncio.Event) -> None:
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=self.poll_seconds)
+                wake.clear()
+                try:
+                    await self.catch_up()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the database may be away for a while; retry on the poll
+                    log.exception("the fan-out could not read the event log")
+        finally:
+            self.bus.unlisten(wake)
+
+    async def catch_up(self) -> None:
+        """Read and dispatch every event committed after `position`."""
+        while True:
+            if not self._audiences:
+                self.position = max(self.position, await self._last_event_id())
+                return
+            events = await self._read_after(self.position)
+            if not events:
+                return
+            await self.dispatch(events)
+            self.position = events[-1].id or self.position
+            if len(events) < self.batch_size:
+                return
+
+    async def dispatch(self, events: Sequence[Event]) -> None:
+        """Hand one batch to the audiences registered now, each audience its accepted events."""
+        batch = Batch(events)
+        work = []
+        for audience in list(self._audiences.values()):
+            accepts = audience.event_filter.accepts
+            accepted = [event for event in events if accepts(event)]
+            if accepted:
+                work.append(audience.deliver(accepted, batch))
+        for outcome in await asyncio.gather(*work, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error("an audience failed to take events", exc_info=outcome)
+
+    async def _last_event_id(self) -> int:
+        async with self.db.read() as session:
+            return (await session.exec(select(func.max(col(Event.id))))).first() or 0
+
+    async def _read_after(self, position: int) -> list[Event]:
+        async with self.db.read() as session:
+            query = (
+                select(Event)
+                .where(col(Event.id) > position)
+                .order_by(col(Event.id))
+                .limit(self.batch_size)
+            )
+            return list((await session.exec(query)).all())
+
+
+class Subscriber:
+    """One subscription with its own bounded queue, read as an async iterator of deliveries.
+
+    Reading `deliveries()` registers it live, replays after `after_id` (if given), then yields
+    the live deliveries not already replayed. When the queue overflows, the deliveries already
+    queued are still yielded, then `SubscriberTooSlow` names the last one, to resume after it.
+    """
+
+    def __init__(self, fanout: Fanout, event_filter: EventFilter, *, after_id: int | None) -> None:
+        self.fanout = fanout
+        self.event_filter = event_filter
+        self.after_id = after_id
+        self._queue: deque[Delivery] = deque()
+        self._wake = asyncio.Event()
+        self._overflowed = False
+
+    async def deliver(self, events: Sequence[Event], batch: Batch) -> None:
+        for event in events:
+            if self._overflowed:
+                return
+            if len(self._queue) >= self.fanout.queue_size:
+                self._overflowed = True
+                self.fanout.remove(self)
+            else:
+                self._queue.append(Delivery(event, batch))
+        self._wake.set()
+
+    async def deliveries(self) -> AsyncGenerator[Delivery, None]:
+        """The deliveries, in id order (close it with `contextlib.aclosing` to unsubscribe)."""
+        self.fanout.add(self)
+        try:
+            last_id = self.after_id
+            if last_id is not None:
+                async for batch in self.fanout.replay(self.event_filter, after_id=last_id):
+                    for event in batch.events:
+                        yield Delivery(event, batch)
+                        last_id = event.id
+            while True:
+                while self._queue:
+                    delivery = self._queue.popleft()
+                    if last_id is not None and (delivery.event.id or 0) <= last_id:
+                        continue
+                    yield delivery
+                    last_id = delivery.event.id
+                if self._overflowed:
+                    raise SubscriberTooSlow(last_id)
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            self.fanout.remove(self)

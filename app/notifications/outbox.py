@@ -1,0 +1,324 @@
+"""Delivering notification mail from the durable outbox (the PENDING `Notification` rows).
+
+Each delivery takes three steps, none of which holds a transaction open across the network:
+
+1. `claim_due` leases due rows (`lease_until = now + ORDERPULSE_DELIVERY_LEASE_SECONDS`) in one
+   short transaction: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so many workers share the
+   outbox; on SQLite (one writer) the conditional UPDATE alone is the claim.
+2. The mail is sent through a `Mailer`, outside any transaction, with the notification's own
+   Message-ID (made when the row was written, so every resend carries the same one).
+3. The outcome is recorded in a new short transaction, guarded by the lease: only the worker that
+   still holds it may change the row. Sent -> SENT; a transient error (4xx, no connection, timeout)
+   -> stays PENDING with `attempts`, `last_error` and an exponentially later `next_attempt_at`; a
+   permanent error (5xx) or the last allowed attempt -> FAILED.
+
+A process killed at any point loses nothing: a row is only ever changed from PENDING by step 3,
+after the mail server answered. A row whose worker died is claimed again once its lease expires,
+so delivery is at least once, and exactly once when the crash came before the SMTP transaction.
+
+Every change of delivery status (to SENT or FAILED) writes a notification event, so
+`notificationChanged` subscribers see it. A failed attempt that leaves the row PENDING changes only
+`attempts`, `last_error` and `next_attempt_at` and writes no event: the delivery status did not
+change (SPEC 4), and a mail server that is down for an hour should not flood every panel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from pathlib import Path
+
+from sqlalchemy import ColumnElement, and_, func, or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.events.log import record_notification_event
+from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
+from app.notifications.models import Notification
+from app.services import Services
+
+log = logging.getLogger("orderpulse.outbox")
+
+PENDING, SENT, FAILED = "PENDING", "SENT", "FAILED"
+
+# How many mails one process sends at the same time.
+DEFAULT_CONCURRENCY = 8
+# The longest wait between two attempts, however many attempts were made.
+MAX_BACKOFF = timedelta(hours=6)
+# The loop never waits less than this between passes (a guard against a hot loop).
+MIN_WAIT_SECONDS = 0.01
+MAX_ERROR_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A notification leased to this worker until `lease_until`, with what its mail needs."""
+
+    id: int
+    attempts: int
+    lease_until: datetime
+    mail: OutgoingMail
+
+
+class Outcome(Enum):
+    """What became of one claimed delivery."""
+
+    SENT = "sent"
+    RETRYING = "retrying"  # still PENDING, with a later next_attempt_at
+    FAILED = "failed"
+    LEASE_LOST = "lease_lost"  # another worker took the row over; nothing was recorded
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """How a `deliver_due` pass went."""
+
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    lease_lost: int = 0
+
+    @classmethod
+    def of(cls, outcomes: Sequence[Outcome]) -> DeliveryReport:
+        return cls(
+            sent=outcomes.count(Outcome.SENT),
+            retrying=outcomes.count(Outcome.RETRYING),
+            failed=outcomes.count(Outcome.FAILED),
+            lease_lost=outcomes.count(Outcome.LEASE_LOST),
+        )
+
+
+def _is_due(now: datetime) -> ColumnElement[bool]:
+    """PENDING, its next attempt due, and nobody holding a live lease on it."""
+    return and_(
+        col(Notification.status) == PENDING,
+        or_(col(Notification.next_attempt_at).is_(None), col(Notification.next_attempt_at) <= now),
+        or_(col(Notification.lease_until).is_(None), col(Notification.lease_until) <= now),
+    )
+
+
+def retry_delay(*, retry_seconds: float, attempts: int) -> timedelta:
+    """The wait after the `attempts`-th failed attempt: retry_seconds, doubling, capped."""
+    exponent = min(max(attempts - 1, 0), 32)
+    return min(timedelta(seconds=retry_seconds * 2**exponent), MAX_BACKOFF)
+
+
+async def claim_due(services: Services, *, limit: int) -> list[Claim]:
+    """Lease up to `limit` due notifications to this worker (oldest due first)."""
+    if limit <= 0:
+        return []
+    now = services.clock.now()
+    lease_until = now + timedelta(seconds=services.settings.delivery_lease_seconds)
+    async with services.transaction() as session:
+        ids = await _due_ids(session, now=now, limit=limit)
+        if not ids:
+            return []
+        await session.exec(
+            update(Notification)
+            .where(col(Notification.id).in_(ids), _is_due(now))
+            .values(lease_until=lease_until)
+        )
+        rows = (
+            await session.exec(
+                select(Notification)
+                .where(col(Notification.id).in_(ids), col(Notification.lease_until) == lease_until)
+                .order_by(col(Notification.next_attempt_at), col(Notification.id))
+            )
+        ).all()
+    sender = services.settings.mail_from
+    return [
+        Claim(
+            id=row.id or 0,
+            attempts=row.attempts,
+            lease_until=lease_until,
+            mail=OutgoingMail(
+                message_id=row.message_id,
+                sender=sender,
+                recipient=row.email,
+                subject=row.subject,
+                body=row.body,
+            ),
+        )
+        for row in rows
+    ]
+
+
+async def _due_ids(session: AsyncSession, *, now: datetime, limit: int) -> list[int]:
+    query = (
+        select(Notification.id)
+        .where(_is_due(now))
+        .order_by(col(Notification.next_attempt_at), col(Notification.id))
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Rows another worker is claiming right now are skipped, not waited for.
+        query = query.with_for_update(skip_locked=True)
+    return [i for i in (await session.exec(query)).all() if i is not None]
+
+
+async def deliver_claim(services: Services, mailer: Mailer, claim: Claim) -> Outcome:
+    """Send one claimed notification and record what happened."""
+    try:
+        await mailer.send(claim.mail)
+    except DeliveryError as exc:
+        return await _record(services, claim, error=exc)
+    except Exception as exc:  # a bug or an unforeseen library error: retry, but say so
+        log.exception("unexpected error sending notification %s", claim.id)
+        error = DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
+        return await _record(services, claim, error=error)
+    return await _record(services, claim, error=None)
+
+
+async def _record(services: Services, claim: Claim, *, error: DeliveryError | None) -> Outcome:
+    settings = services.settings
+    now = services.clock.now()
+    attempts = claim.attempts + 1
+    values: dict[str, object] = {"attempts": attempts, "lease_until": None}
+    if error is None:
+        outcome = Outcome.SENT
+        values.update(status=SENT, sent_at=now, next_attempt_at=None)
+    else:
+        values["last_error"] = error.message[:MAX_ERROR_LENGTH]
+        if error.permanent or attempts >= settings.delivery_max_attempts:
+            outcome = Outcome.FAILED
+            values.update(status=FAILED, next_attempt_at=None)
+        else:
+            outcome = Outcome.RETRYING
+            delay = retry_delay(retry_seconds=settings.delivery_retry_seconds, attempts=attempts)
+            values["next_attempt_at"] = now + delay
+    async with services.transaction() as session:
+        result = await session.exec(
+            update(Notification)
+            .where(
+                col(Notification.id) == claim.id,
+                col(Notification.status) == PENDING,
+                col(Notification.lease_until) == claim.lease_until,
+            )
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            log.warning(
+                "notification %s: the lease ran out before the outcome (%s) was recorded; "
+                "the worker that took it over records its own",
+                claim.id,
+                outcome.value,
+            )
+            return Outcome.LEASE_LOST
+        if outcome is not Outcome.RETRYING:
+            row = await session.get(Notification, claim.id, populate_existing=True)
+            assert row is not None
+            await record_notification_event(session, notification=row, at=now)
+    if error is not None:
+        log.info(
+            "notification %s to %s: %s (%s)",
+            claim.id,
+            claim.mail.recipient,
+            error.message,
+            outcome.value,
+        )
+    return outcome
+
+
+async def deliver_due(
+    services: Services, mailer: Mailer, *, concurrency: int = DEFAULT_CONCURRENCY
+) -> DeliveryReport:
+    """One pass: claim and send every notification due now, `concurrency` at a time.
+
+    The loop of `run_outbox` does the same continuously; tests call this to drive retries after
+    moving the clock.
+    """
+    outcomes: list[Outcome] = []
+    while True:
+        claims = await claim_due(services, limit=concurrency)
+        if not claims:
+            return DeliveryReport.of(outcomes)
+        outcomes += await asyncio.gather(
+            *(deliver_claim(services, mailer, claim) for claim in claims)
+        )
+
+
+async def seconds_until_next_due(services: Services) -> float | None:
+    """How long until a PENDING notification becomes claimable (0 if one is now); None if none."""
+    now = services.clock.now()
+    pending = col(Notification.status) == PENDING
+    leased = and_(col(Notification.lease_until).is_not(None), col(Notification.lease_until) > now)
+    async with services.db.read() as session:
+        next_attempt = (
+            await session.exec(
+                select(func.min(Notification.next_attempt_at)).where(pending, ~leased)
+            )
+        ).one()
+        lease_expiry = (
+            await session.exec(select(func.min(Notification.lease_until)).where(pending, leased))
+        ).one()
+    moments = [m for m in (next_attempt, lease_expiry) if m is not None]
+    if not moments:
+        return None
+    return max((min(moments) - now).total_seconds(), 0.0)
+
+
+def describe_mailer(mailer: Mailer) -> str:
+    """Where mail goes, for the log line at start."""
+    if isinstance(mailer, FileMailer):
+        folder = Path(mailer.directory).resolve()
+        return f"no ORDERPULSE_SMTP_URL set: writing mail as .eml files to {folder}"
+    if isinstance(mailer, SmtpMailer):
+        return f"sending mail by SMTP to {mailer.hostname}:{mailer.port}"
+    return f"sending mail with {mailer!r}"
+
+
+async def run_outbox(
+    services: Services, *, mailer: Mailer, concurrency: int = DEFAULT_CONCURRENCY
+) -> None:
+    """Deliver outbox mail until cancelled.
+
+    Woken by `services.outbox_wake` (set after every commit that wrote notifications, so mail
+    goes out at once); otherwise it looks again when the next retry or lease expiry is due, and
+    at least every ORDERPULSE_OUTBOX_POLL_SECONDS (rows written by other processes). Claimed mails
+    are sent in background tasks, at most `concurrency` at a time, so one slow mail server
+    conversation does not hold up new mail.
+    """
+    log.info("outbox: %s", describe_mailer(mailer))
+    wake = services.outbox_wake
+    poll = services.settings.outbox_poll_seconds
+    in_flight: set[asyncio.Task[Outcome]] = set()
+
+    def finished(task: asyncio.Task[Outcome]) -> None:
+        in_flight.discard(task)
+        wake.set()  # a slot is free: look for more
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
+
+    try:
+        while True:
+            wake.clear()
+            wait: float | None = poll
+            try:
+                free = concurrency - len(in_flight)
+                claims = await claim_due(services, limit=free)
+                for claim in claims:
+                    task = asyncio.create_task(deliver_claim(services, mailer, claim))
+                    in_flight.add(task)
+                    task.add_done_callback(finished)
+                if len(in_flight) >= concurrency:
+                    wait = None  # full: the next finished delivery wakes the loop
+                elif claims and len(claims) == free:
+                    continue  # there may be more due right now
+                else:
+                    due_in = await seconds_until_next_due(services)
+                    if due_in is not None:
+                        wait = max(min(poll, due_in), MIN_WAIT_SECONDS)
+            except Exception:
+                log.exception("outbox pass failed; trying again in %ss", poll)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await wake.wait()
+    finally:
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)

@@ -1,0 +1,211 @@
+"""How long from the failing mutation to the SMTP server accepting the support mail?
+
+Starts the real server (`python -m app serve`, SQLite in a temporary folder) sending mail to an
+aiosmtpd server run by this script, then, one order at a time: places an order, sends
+`reportProvisioningResult(outcome: FAILED)` and measures from just before that request is sent
+to the moment the SMTP server receives the support mail's DATA (it then answers 250). Both
+timestamps come from this process's monotonic clock. Prints p50/p99/max.
+
+    .venv/bin/python scripts/bench_notify_latency.py [--count 200] [--warmup 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email
+import email.policy
+import math
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+SUPPORT_EMAIL = "support@bench.example"
+SUBJECT_NUMBER = re.compile(r"Order (\S+) failed")
+
+CREATE_RESELLER = """mutation { createReseller(input: {name: "Bench", email: "ops@bench.example"})
+    { reseller { id } } }"""
+CREATE_CUSTOMER = """mutation($r: ID!) { createCustomer(input: {resellerId: $r, name: "Acme",
+    contactEmail: "it@acme.example"}) { customer { id } } }"""
+PLACE = """mutation($c: ID!) { placeOrder(input: {customerId: $c,
+    items: [{description: "Seat", quantity: 1, unitPrice: "10.00"}]}) {
+    order { id number status } } }"""
+FAIL = """mutation($o: ID!) { reportProvisioningResult(input: {orderId: $o, outcome: FAILED,
+    reason: SERVICE_CREATION_FAILED}) { order { status } userErrors { code message } } }"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+Key = tuple[str, str]
+
+
+class Inbox:
+    """Records when each mail arrived, by (recipient, order number), and wakes who waits."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.arrived: dict[Key, float] = {}
+        self.waiters: dict[Key, tuple[asyncio.AbstractEventLoop, asyncio.Future[float]]] = {}
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        at = time.perf_counter()
+        content = envelope.original_content or envelope.content
+        assert isinstance(content, bytes)
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        match = SUBJECT_NUMBER.search(str(message["Subject"]))
+        if match:
+            for recipient in envelope.rcpt_tos:
+                key = (recipient, match.group(1))
+                with self.lock:
+                    self.arrived.setdefault(key, at)
+                    waiter = self.waiters.pop(key, None)
+                if waiter is not None:
+                    loop, future = waiter
+                    loop.call_soon_threadsafe(_resolve, future, at)
+        return "250 Message accepted for delivery"
+
+    async def wait_for(self, recipient: str, number: str) -> float:
+        """When the mail to `recipient` about order `number` arrived (waits up to 30 s)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[float] = loop.create_future()
+        key = (recipient, number)
+        with self.lock:
+            at = self.arrived.get(key)
+            if at is None:
+                self.waiters[key] = (loop, future)
+        if at is not None:
+            return at
+        async with asyncio.timeout(30):
+            return await future
+
+
+def _resolve(future: asyncio.Future[float], at: float) -> None:
+    if not future.done():
+        future.set_result(at)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(p / 100 * len(ordered)) - 1, 0)]
+
+
+async def gql(http: httpx.AsyncClient, query: str, **variables: Any) -> dict[str, Any]:
+    response = await http.post("/graphql", json={"query": query, "variables": variables})
+    body = response.json()
+    if "errors" in body:
+        raise RuntimeError(body["errors"])
+    result: dict[str, Any] = body["data"]
+    return result
+
+
+async def measure(base_url: str, token: str, inbox: Inbox, count: int, warmup: int) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
+        reseller = (await gql(http, CREATE_RESELLER))["createReseller"]["reseller"]["id"]
+        customer = (await gql(http, CREATE_CUSTOMER, r=reseller))["createCustomer"]["customer"]
+        latencies: list[float] = []
+        round_trips: list[float] = []
+        for i in range(warmup + count):
+            order = (await gql(http, PLACE, c=customer["id"]))["placeOrder"]["order"]
+            assert order["status"] == "PR", order
+            started = time.perf_counter()
+            result = await gql(http, FAIL, o=order["id"])
+            answered = time.perf_counter()
+            assert result["reportProvisioningResult"]["order"]["status"] == "PF", result
+            support_at = await inbox.wait_for(SUPPORT_EMAIL, order["number"])
+            await inbox.wait_for("ops@bench.example", order["number"])  # one failure at a time
+            if i >= warmup:
+                latencies.append(support_at - started)
+                round_trips.append(answered - started)
+    ms = [v * 1000 for v in latencies]
+    rt = [v * 1000 for v in round_trips]
+    print(f"failures measured: {len(ms)} (after {warmup} warm-up), sequential, SQLite, 1 process")
+    print(
+        "failing mutation -> SMTP server accepts the support mail: "
+        f"p50 {percentile(ms, 50):.1f} ms  p99 {percentile(ms, 99):.1f} ms  "
+        f"max {max(ms):.1f} ms  mean {statistics.fmean(ms):.1f} ms"
+    )
+    print(
+        "failing mutation HTTP round trip (for comparison):        "
+        f"p50 {percentile(rt, 50):.1f} ms  p99 {percentile(rt, 99):.1f} ms  max {max(rt):.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+
+    inbox = Inbox()
+    smtp_port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    with tempfile.TemporaryDirectory(prefix="orderpulse-bench-") as folder:
+        workdir = Path(folder)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ORDERPULSE_")},
+            "ORDERPULSE_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+            "ORDERPULSE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+            "ORDERPULSE_SUPPORT_EMAIL": SUPPORT_EMAIL,
+            "ORDERPULSE_MAIL_DIR": str(workdir / "mail"),
+        }
+        command = [sys.executable, "-m", "app"]
+        token = subprocess.run(
+            [*command, "token", "create", "--role", "SUPPORT"],
+            env=env,
+            cwd=workdir,
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout.strip()
+        port = free_port()
+        log = open(workdir / "server.log", "wb")
+        server = subprocess.Popen(
+            [*command, "serve", "--port", str(port)],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit((workdir / "server.log").read_text())
+                time.sleep(0.05)
+            asyncio.run(measure(base_url, token, inbox, args.count, args.warmup))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=10)
+            log.close()
+            controller.stop()
+
+
+if __name__ == "__main__":
+    main()

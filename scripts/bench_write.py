@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Write benchmark: order status changes per second through the API.
+
+    .venv/bin/python scripts/bench_write.py          # SQLite, PostgreSQL 1 and 2 workers
+    .venv/bin/python scripts/bench_write.py --configs pg1 --seconds 5
+
+Each of `--concurrency` clients owns its own orders (no conflicts) and moves each in turn:
+`reportProvisioningResult(FAILED)` (PR -> PF: the change, its event, two notifications with their
+events, in one transaction; the outbox then sends both mails, as .eml files) and
+`performOrderAction(RESUBMIT)` (PF -> PR: the change and its event). Prints status changes per
+second with p50/p99 latency, and what was written. Needs PostgreSQL on 127.0.0.1:5432 for the
+pg configurations; everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import benchlib as b
+
+REPORT = """mutation Fail($id: ID!) { reportProvisioningResult(input: {orderId: $id,
+  outcome: FAILED, reason: EXTERNAL_SYSTEM_ERROR}) { order { status } userErrors { code } } }"""
+RESUBMIT = """mutation Resubmit($id: ID!) { performOrderAction(input: {orderId: $id,
+  action: RESUBMIT}) { order { status } userErrors { code } } }"""
+
+
+async def drive(
+    port: int, token: str, order_ids: list[str], *, concurrency: int, seconds: float
+) -> b.LoadResult:
+    latencies: list[float] = []
+    errors = 0
+    failed = dict.fromkeys(order_ids, False)  # False: in PR, next is FAILED
+    measuring = False
+    stop_at = 0.0
+
+    async def client(mine: list[str]) -> None:
+        nonlocal errors
+        conn = b.HttpConnection(port)
+        try:
+            i = 0
+            while time.monotonic() < stop_at:
+                order_id = mine[i % len(mine)]
+                i += 1
+                query = RESUBMIT if failed[order_id] else REPORT
+                body, headers = b.graphql_request(token, query, {"id": order_id})
+                started = time.perf_counter()
+                status, payload = await conn.post("/graphql", body, headers)
+                elapsed = time.perf_counter() - started
+                data = json.loads(payload) if status == 200 else {}
+                result = next(iter((data.get("data") or {}).values()), None)
+                ok = bool(result) and not result["userErrors"]
+                if ok:
+                    failed[order_id] = not failed[order_id]
+                if measuring:
+                    latencies.append(elapsed)
+                    errors += 0 if ok else 1
+        finally:
+            await conn.close()
+
+    groups = [order_ids[w::concurrency] for w in range(concurrency)]
+    stop_at = time.monotonic() + 2.0  # warm-up
+    await asyncio.gather(*(client(g) for g in groups))
+    measuring = True
+    started = time.monotonic()
+    stop_at = started + seconds
+    await asyncio.gather(*(client(g) for g in groups))
+    return b.LoadResult(len(latencies), errors, time.monotonic() - started, latencies)
+
+
+async def written(url: str) -> str:
+    from sqlalchemy import text
+
+    from app.db import Database
+
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+            events = (await conn.execute(text("SELECT count(*) FROM event"))).scalar()
+            notes = (await conn.execute(text("SELECT count(*) FROM notification"))).scalar()
+            sent = (
+                await conn.execute(text("SELECT count(*) FROM notification WHERE status='SENT'"))
+            ).scalar()
+        return f"{events} events, {notes} notifications ({sent} sent by the end)"
+    finally:
+        await db.dispose()
+
+
+async def run_config(config: str, args: argparse.Namespace) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="orderpulse-bench-"))
+    url = b.sqlite_url(folder) if config == "sqlite" else await b.create_pg_database()
+    workers = 1 if config == "sqlite" else int(config[2:])
+    try:
+        await b.migrate(url)
+        orders = args.concurrency * 8
+        await b.seed_core(url, orders=orders, customers=20, resellers=2, statuses=["PR"])
+        from app.graphql.ids import to_global_id
+
+        order_ids = [str(to_global_id("Order", i)) for i in range(1, orders + 1)]
+        token = await b.make_token(url, "SUPPORT")
+        server = b.start_server(
+            url, workers=workers, extra_env={"ORDERPULSE_MAIL_DIR": str(folder / "mail")}
+        )
+        try:
+            result = await drive(
+                server.port,
+                token,
+                order_ids,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+            )
+            await asyncio.sleep(2.0)  # let the outbox finish
+        finally:
+            server.stop()
+        name = "SQLite    " if config == "sqlite" else f"PostgreSQL {workers}w"
+        print(f"{name}: {result.line().replace('req/s', 'changes/s')}", flush=True)
+        print(f"            wrote {await written(url)}")
+    finally:
+        if config != "sqlite":
+            await b.drop_pg_database(url)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--configs", default="sqlite,pg1,pg2")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    print(
+        f"== status changes through the API, concurrency {args.concurrency}, {args.seconds:.0f} s"
+    )
+    for config in args.configs.split(","):
+        asyncio.run(run_config(config, args))
+
+
+if __name__ == "__main__":
+    main()

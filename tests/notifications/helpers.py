@@ -1,0 +1,214 @@
+"""Helpers for the notification tests: a failing order through the API, polling, a gated SMTP server.
+
+`GatedSmtpServer` is a real aiosmtpd server whose DATA reply can be held back: while the gate is
+closed a message has `arrived` but is not answered yet, so a test can see a delivery in the middle
+of its SMTP transaction (and kill the sender there). A message is `accepted` once answered 250.
+If the client disconnects while held, aiosmtpd cancels the handler and the message never counts
+as accepted, as with a real mail server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any, TypeVar
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlmodel import col, select
+
+from app.notifications.models import Notification
+from app.services import Services
+from tests.support.api import GraphQLClient
+from tests.support.smtp import free_port
+
+T = TypeVar("T")
+
+NOTIFICATION_FIELDS = """id kind recipientRole email subject body status attempts lastError
+    messageId createdAt sentAt order { id number }"""
+
+PLACE = """mutation($input: PlaceOrderInput!) { placeOrder(input: $input) {
+    order { id number status } userErrors { field message code } } }"""
+REPORT = """mutation($input: ReportProvisioningResultInput!) {
+    reportProvisioningResult(input: $input) {
+    order { id number status failure { reason message remedy failedAt slaDeadline escalatedAt } }
+    userErrors { field message code } } }"""
+ORDER_NOTIFICATIONS = (
+    """query($id: ID!) { order(id: $id) { notifications { %s } } }""" % NOTIFICATION_FIELDS
+)
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 5.0) -> T:
+    """Poll `check` until it returns something other than None/False (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(0.01)
+
+
+async def outbox_idle(services: Services) -> None:
+    """Wait until no notification is being sent (each PENDING one attempted, none leased)."""
+
+    async def check() -> bool:
+        async with services.db.read() as session:
+            busy = await session.exec(
+                select(Notification.id).where(
+                    col(Notification.status) == "PENDING",
+                    (col(Notification.attempts) == 0) | col(Notification.lease_until).is_not(None),
+                )
+            )
+            return busy.first() is None
+
+    await eventually(check)
+
+
+async def fail_order(
+    support: GraphQLClient,
+    system: GraphQLClient,
+    customer_id: str,
+    *,
+    reason: str = "SERVICE_CREATION_FAILED",
+    details: str | None = None,
+) -> dict[str, Any]:
+    """Place an order for the customer and have the platform report it FAILED; the order."""
+    placed = await support.data(
+        PLACE,
+        {
+            "input": {
+                "customerId": customer_id,
+                "items": [{"description": "Cloud seat", "quantity": 2, "unitPrice": "25.00"}],
+            }
+        },
+    )
+    order = placed["placeOrder"]["order"]
+    assert order["status"] == "PR", placed
+    reported = await system.data(
+        REPORT,
+        {
+            "input": {
+                "orderId": order["id"],
+                "outcome": "FAILED",
+                "reason": reason,
+                "details": details,
+            }
+        },
+    )
+    payload = reported["reportProvisioningResult"]
+    assert payload["userErrors"] == [], payload
+    assert payload["order"]["status"] == "PF"
+    result: dict[str, Any] = payload["order"]
+    return result
+
+
+async def order_notifications(client: GraphQLClient, order_id: str) -> list[dict[str, Any]]:
+    data = await client.data(ORDER_NOTIFICATIONS, {"id": order_id})
+    result: list[dict[str, Any]] = data["order"]["notifications"]
+    return result
+
+
+@dataclass(frozen=True)
+class Arrival:
+    rcpt_tos: tuple[str, ...]
+    message: EmailMessage
+
+
+class _GatedHandler:
+    def __init__(self, server: GatedSmtpServer) -> None:
+        self.server = server
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or envelope.content
+        assert isinstance(content, bytes)
+        message = email.message_from_bytes(
+            content.replace(b"\r\n", b"\n"), policy=email.policy.default
+        )
+        assert isinstance(message, EmailMessage)
+        arrival = Arrival(rcpt_tos=tuple(envelope.rcpt_tos), message=message)
+        owner = self.server
+        with owner.lock:
+            owner.arrived.append(arrival)
+            owner.held += 1
+            owner.most_held = max(owner.most_held, owner.held)
+        try:
+            while not owner.gate.is_set():  # cancelled if the client goes away meanwhile
+                await asyncio.sleep(0.005)
+        finally:
+            with owner.lock:
+                owner.held -= 1
+        with owner.lock:
+            owner.accepted.append(arrival)
+        return "250 Message accepted for delivery"
+
+
+class GatedSmtpServer:
+    """An aiosmtpd server on 127.0.0.1 whose DATA replies wait while the gate is closed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.arrived: list[Arrival] = []
+        self.accepted: list[Arrival] = []
+        self.held = 0
+        self.most_held = 0
+        self.port = 0
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        for _attempt in range(5):
+            self.port = free_port()
+            controller = Controller(
+                _GatedHandler(self), hostname="127.0.0.1", port=self.port, ready_timeout=5.0
+            )
+            try:
+                controller.start()
+            except (OSError, RuntimeError):
+                continue
+            self._controller = controller
+            return
+        raise RuntimeError("could not start the gated SMTP server")
+
+    def stop(self) -> None:
+        self.gate.set()
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def snapshot(self) -> tuple[list[Arrival], list[Arrival]]:
+        """(arrived, accepted), oldest first."""
+        with self.lock:
+            return list(self.arrived), list(self.accepted)
+
+    async def wait_until(
+        self, *, arrived: int | None = None, accepted: int | None = None, timeout: float = 5.0
+    ) -> tuple[list[Arrival], list[Arrival]]:
+        async def check() -> tuple[list[Arrival], list[Arrival]] | None:
+            now_arrived, now_accepted = self.snapshot()
+            if arrived is not None and len(now_arrived) < arrived:
+                return None
+            if accepted is not None and len(now_accepted) < accepted:
+                return None
+            return now_arrived, now_accepted
+
+        return await eventually(check, timeout=timeout)
+
+    def __enter__(self) -> GatedSmtpServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

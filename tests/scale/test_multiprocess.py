@@ -1,0 +1,385 @@
+"""Several real server processes over one PostgreSQL database behave as one service.
+
+Each test starts two `python -m app serve` processes on the same database (its own copy of the
+migrated template) and talks to them over HTTP and websockets (graphql-transport-ws), as panels
+and the provisioning platform would. The fan-out's safety poll is set to a minute, so an event
+that reaches the other process in time got there through the transport (LISTEN/NOTIFY or Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from sqlmodel import col, func, select
+
+from app.db import Database
+from app.events.models import TOPIC_NOTIFICATION, Event
+from app.events.transport import CLIENT_NAME, asyncpg_dsn, database_name
+from app.notifications.models import Notification
+from app.orders.models import SalesOrder
+from app.services import Services
+from app.settings import Settings
+from tests.scale.conftest import Launch
+from tests.scale.servers import ServerProcess, subscription
+from tests.support.api import Factory, gid
+from tests.support.postgres import PostgresServer
+from tests.support.smtp import SmtpServer
+
+pytestmark = pytest.mark.postgres
+
+STATUS_CHANGES = """subscription($after: String) {
+  orderStatusChanged(after: $after) { cursor from to action order { number status } } }"""
+HISTORY = """query($id: ID!) { order(id: $id) { version history { cursor to } } }"""
+ACTION = """mutation($input: PerformOrderActionInput!) {
+  performOrderAction(input: $input) { order { status version } userErrors { code field } } }"""
+REPORT = """mutation($input: ReportProvisioningResultInput!) {
+  reportProvisioningResult(input: $input) { order { status } userErrors { code } } }"""
+
+# The fan-out's poll would hide a broken transport: make it too slow to matter.
+SLOW_POLL = {"fanout_poll_seconds": "60"}
+DELIVERY_TIMEOUT = 10.0
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    """Wait (bounded) until `await check()` holds."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+def transport_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    if kind == "redis":
+        return {**SLOW_POLL, "redis_url": request.getfixturevalue("redis_url")}
+    return dict(SLOW_POLL)
+
+
+async def last_cursor(server: ServerProcess, token: str, order_id: str) -> str:
+    data = await server.data(token, HISTORY, {"id": order_id})
+    cursor: str = data["order"]["history"][-1]["cursor"]
+    return cursor
+
+
+async def act(
+    server: ServerProcess, token: str, order_id: str, action: str, version: int | None = None
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"orderId": order_id, "action": action}
+    if version is not None:
+        values["expectedVersion"] = version
+    data = await server.data(token, ACTION, {"input": values})
+    result: dict[str, Any] = data["performOrderAction"]
+    return result
+
+
+async def kill_transport_connections(kind: str, database_url: str, redis_url: str | None) -> int:
+    """Kill every process's transport connection for this database, as a restart would."""
+    if kind == "postgres":
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            killed = await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = $1",
+                CLIENT_NAME,
+            )
+            return len(killed)
+        finally:
+            await conn.close()
+    assert redis_url is not None
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        name = f"{CLIENT_NAME}-{database_name(database_url)}"
+        ids = [c["id"] for c in await admin.client_list() if c.get("name") == name]
+        for client_id in ids:
+            await admin.client_kill_filter(_id=client_id)
+        return len(ids)
+    finally:
+        await admin.aclose()
+
+
+async def transport_connections(kind: str, database_url: str, redis_url: str | None) -> set[str]:
+    """The transport connections open now (PostgreSQL backend pids or Redis client ids)."""
+    if kind == "postgres":
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = $1",
+                CLIENT_NAME,
+            )
+            return {str(r["pid"]) for r in rows}
+        finally:
+            await conn.close()
+    assert redis_url is not None
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        name = f"{CLIENT_NAME}-{database_name(database_url)}"
+        clients = await admin.client_list()
+        return {str(c["id"]) for c in clients if c.get("name") == name and c.get("sub") == "1"}
+    finally:
+        await admin.aclose()
+
+
+KINDS = pytest.mark.parametrize("kind", ["postgres", "redis"])
+
+
+@KINDS
+async def test_a_change_through_one_process_reaches_a_subscriber_on_another(
+    kind: str,
+    request: pytest.FixtureRequest,
+    launch: Launch,
+    scale_database_url: str,
+    rows: Factory,
+) -> None:
+    a, b = await launch(scale_database_url, count=2, **transport_settings(kind, request))
+    token = await rows.token("SUPPORT")
+    order = await rows.order(status="PF")
+    order_id = gid("Order", order)
+    cursor = await last_cursor(b, token, order_id)
+
+    async with subscription(b, token, STATUS_CHANGES, {"after": cursor}) as sub:
+        held = await act(a, token, order_id, "HOLD")
+        assert held["userErrors"] == []
+        change = (await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
+        assert (change["from"], change["to"], change["action"]) == ("PF", "HL", "HOLD")
+        assert change["order"] == {"number": order.number, "status": "HL"}
+
+        cancelled = await act(a, token, order_id, "CANCEL")
+        assert cancelled["userErrors"] == []
+        change = (await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
+        assert (change["from"], change["to"], change["action"]) == ("HL", "CL", "CANCEL")
+        await sub.nothing_within(0.5)
+
+
+@KINDS
+async def test_after_the_transport_connections_are_killed_nothing_is_lost(
+    kind: str,
+    request: pytest.FixtureRequest,
+    launch: Launch,
+    scale_database_url: str,
+    rows: Factory,
+) -> None:
+    settings = transport_settings(kind, request)
+    redis_url = settings.get("redis_url")
+    a, b = await launch(scale_database_url, count=2, **settings)
+    token = await rows.token("SUPPORT")
+    customer = await rows.customer()
+    orders = [await rows.order(customer, status="PF") for _ in range(4)]
+    cursor = await last_cursor(b, token, gid("Order", orders[-1]))
+    before = await transport_connections(kind, scale_database_url, redis_url)
+    assert len(before) == 2  # one per process
+
+    async with subscription(b, token, STATUS_CHANGES, {"after": cursor}) as sub:
+        assert await kill_transport_connections(kind, scale_database_url, redis_url) >= 2
+        # Changes committed while the transports are down or coming back.
+        for order in orders[:3]:
+            assert (await act(a, token, gid("Order", order), "HOLD"))["userErrors"] == []
+        got = [(await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"] for _ in range(3)]
+        assert [(c["order"]["number"], c["to"]) for c in got] == [
+            (o.number, "HL") for o in orders[:3]
+        ]
+
+        async def reconnected() -> bool:
+            now = await transport_connections(kind, scale_database_url, redis_url)
+            return len(now) == 2 and not now & before
+
+        await until(reconnected)
+        # And live again once reconnected.
+        assert (await act(a, token, gid("Order", orders[3]), "HOLD"))["userErrors"] == []
+        change = (await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
+        assert (change["order"]["number"], change["to"]) == (orders[3].number, "HL")
+        await sub.nothing_within(0.5)
+
+
+async def test_concurrent_actions_on_one_order_through_two_processes_one_wins(
+    launch: Launch, scale_database_url: str, rows: Factory, direct: Services
+) -> None:
+    a, b = await launch(scale_database_url, count=2)
+    token = await rows.token("SUPPORT")
+    customer = await rows.customer()
+    orders = [await rows.order(customer, status="PF") for _ in range(8)]
+
+    for order in orders:
+        order_id = gid("Order", order)
+        hold, cancel = await asyncio.gather(
+            act(a, token, order_id, "HOLD", version=order.version),
+            act(b, token, order_id, "CANCEL", version=order.version),
+        )
+        outcomes = sorted([hold, cancel], key=lambda r: r["order"] is None)
+        winner, loser = outcomes
+        assert winner["userErrors"] == [] and winner["order"]["version"] == order.version + 1
+        assert loser["order"] is None
+        assert [e["code"] for e in loser["userErrors"]] == ["CONFLICT"]
+        async with direct.db.read() as session:
+            row = await session.get(SalesOrder, order.id)
+            assert row is not None and row.version == order.version + 1
+            assert row.status == winner["order"]["status"]
+            changes = await session.exec(
+                select(func.count()).where(
+                    col(Event.order_id) == order.id, col(Event.topic) == "order_status"
+                )
+            )
+            assert changes.one() == 3  # placed (NW->PR), failed (PR->PF), and the winner's
+
+
+async def fail_orders(
+    servers: list[ServerProcess], system_token: str, orders: list[SalesOrder]
+) -> None:
+    """Report each order's provisioning as failed, alternating between the processes."""
+
+    async def fail(index: int, order: SalesOrder) -> None:
+        server = servers[index % len(servers)]
+        data = await server.data(
+            system_token,
+            REPORT,
+            {
+                "input": {
+                    "orderId": gid("Order", order),
+                    "outcome": "FAILED",
+                    "reason": "EXTERNAL_SYSTEM_ERROR",
+                }
+            },
+        )
+        assert data["reportProvisioningResult"] == {"order": {"status": "PF"}, "userErrors": []}
+
+    await asyncio.gather(*(fail(i, order) for i, order in enumerate(orders)))
+
+
+async def notifications(direct: Services) -> list[Notification]:
+    async with direct.db.read() as session:
+        return list((await session.exec(select(Notification))).all())
+
+
+async def test_the_outbox_sends_each_mail_once_with_two_processes(
+    launch: Launch,
+    scale_database_url: str,
+    rows: Factory,
+    direct: Services,
+    smtp_server: SmtpServer,
+) -> None:
+    servers = await launch(
+        scale_database_url,
+        count=2,
+        smtp_url=smtp_server.url,
+        outbox_poll_seconds="0.02",  # both processes keep claiming
+    )
+    system = await rows.token("SYSTEM")
+    customer = await rows.customer()
+    orders = [await rows.order(customer, status="PR") for _ in range(16)]
+
+    await fail_orders(servers, system, orders)
+
+    expected = 2 * len(orders)  # support and the reseller (default settings), per failure
+    await smtp_server.wait_for(expected, timeout=20)
+    await asyncio.sleep(1.0)  # time for any duplicate to arrive
+    ids = Counter(str(m["Message-ID"]) for m in smtp_server.messages)
+    assert len(ids) == expected
+    assert set(ids.values()) == {1}
+    rows_now = await notifications(direct)
+    assert len(rows_now) == expected
+    assert {(n.status, n.attempts) for n in rows_now} == {("SENT", 1)}
+    assert ids.keys() == {n.message_id for n in rows_now}
+
+
+async def test_an_escalation_fires_once_with_two_processes(
+    launch: Launch,
+    scale_database_url: str,
+    rows: Factory,
+    direct: Services,
+    smtp_server: SmtpServer,
+) -> None:
+    servers = await launch(
+        scale_database_url,
+        count=2,
+        smtp_url=smtp_server.url,
+        failure_sla_hours="0.0003",  # about a second
+        business_hours="00:00-24:00",
+        business_days="mon-sun",
+        escalation_poll_seconds="0.02",  # both processes keep looking
+        outbox_poll_seconds="0.05",
+    )
+    system = await rows.token("SYSTEM")
+    customer = await rows.customer()
+    orders = [await rows.order(customer, status="PR") for _ in range(6)]
+
+    await fail_orders(servers, system, orders)
+
+    async def all_escalated() -> bool:
+        async with direct.db.read() as session:
+            pending = await session.exec(
+                select(func.count()).where(
+                    col(SalesOrder.status) == "PF", col(SalesOrder.escalated_at).is_(None)
+                )
+            )
+            return pending.one() == 0
+
+    await until(all_escalated)
+    expected_mails = 3 * len(orders)  # support + reseller on failure, reseller on escalation
+    await smtp_server.wait_for(expected_mails, timeout=20)
+    await asyncio.sleep(1.0)  # time for a second escalation to happen, if it could
+
+    unresolved = [n for n in await notifications(direct) if n.kind == "FAILED_ORDER_UNRESOLVED"]
+    assert sorted(n.order_id for n in unresolved) == sorted(o.id for o in orders if o.id)
+    sent = Counter(str(m["Message-ID"]) for m in smtp_server.messages)
+    assert len(smtp_server.messages) == expected_mails
+    assert [sent[n.message_id] for n in unresolved] == [1] * len(orders)
+    async with direct.db.read() as session:
+        events = await session.exec(
+            select(func.count()).where(
+                col(Event.topic) == TOPIC_NOTIFICATION,
+                col(Event.notification_id).in_([n.id for n in unresolved]),
+                col(Event.delivery_status) == "PENDING",
+            )
+        )
+        assert events.one() == len(orders)  # one "created" event per escalation
+
+
+async def test_serve_with_workers_migrates_once_and_workers_share_events(
+    launch: Launch, postgres: PostgresServer
+) -> None:
+    """`serve --workers 2` on an empty database: migrated once before forking, both workers
+    serve, and subscribers on whichever worker get a change made through any worker."""
+    url = postgres.create_database()
+    servers: list[ServerProcess] = []
+    try:
+        servers += await launch(url, count=1, workers=2, **SLOW_POLL)
+        server = servers[0]
+
+        async def both_workers_up() -> bool:
+            return server.log_path.read_text().count("Application startup complete") == 2
+
+        await until(both_workers_up)
+        settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+        direct = Services(settings=settings, db=Database(url))
+        try:
+            factory = Factory(direct)
+            token = await factory.token("SUPPORT")
+            order = await factory.order(status="PF")
+        finally:
+            await direct.db.dispose()
+        order_id = gid("Order", order)
+        cursor = await last_cursor(server, token, order_id)
+        async with contextlib.AsyncExitStack() as stack:
+            subs = [
+                await stack.enter_async_context(
+                    subscription(server, token, STATUS_CHANGES, {"after": cursor})
+                )
+                for _ in range(4)
+            ]
+            assert (await act(server, token, order_id, "HOLD"))["userErrors"] == []
+            for sub in subs:
+                change = (await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
+                assert (change["order"]["number"], change["to"]) == (order.number, "HL")
+        log = server.log_path.read_text()
+        assert log.count("Started server process") == 2
+        assert log.count("Running upgrade 0001 -> 0002") == 1
+    finally:
+        for started in servers:
+            await started.aclose()
+            started.stop()
+        postgres.drop_database(url)
