@@ -26,7 +26,7 @@ from sqlmodel import col, select
 from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import GraphQLClient
-from tests.support.smtp import free_port
+from tests.support.smtp import start_controller
 
 T = TypeVar("T")
 
@@ -169,18 +169,7 @@ class GatedSmtpServer:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        for _attempt in range(5):
-            self.port = free_port()
-            controller = Controller(
-                _GatedHandler(self), hostname="127.0.0.1", port=self.port, ready_timeout=5.0
-            )
-            try:
-                controller.start()
-            except (OSError, RuntimeError):
-                continue
-            self._controller = controller
-            return
-        raise RuntimeError("could not start the gated SMTP server")
+        self._controller, self.port = start_controller(_GatedHandler(self))
 
     def stop(self) -> None:
         self.gate.set()

@@ -86,6 +86,19 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
+def start_controller(handler: object) -> tuple[Controller, int]:
+    """Start aiosmtpd with `handler` on 127.0.0.1 and a free port; return it and the port."""
+    for _attempt in range(5):  # another process may take the free port before we bind it
+        port = free_port()
+        controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5.0)
+        try:
+            controller.start()
+        except (OSError, RuntimeError):
+            continue
+        return controller, port
+    raise RuntimeError("could not start the test SMTP server")
+
+
 class SmtpServer:
     """A controllable aiosmtpd server on 127.0.0.1 and a free port."""
 
@@ -101,18 +114,7 @@ class SmtpServer:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        for _attempt in range(5):  # another process may take the free port before we bind it
-            self.port = free_port()
-            controller = Controller(
-                _Handler(self), hostname="127.0.0.1", port=self.port, ready_timeout=5.0
-            )
-            try:
-                controller.start()
-            except (OSError, RuntimeError):
-                continue
-            self._controller = controller
-            return
-        raise RuntimeError("could not start the test SMTP server")
+        self._controller, self.port = start_controller(_Handler(self))
 
     def stop(self) -> None:
         if self._controller is not None:
