@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import strawberry
@@ -22,7 +22,6 @@ class Context:
     response: Any = None
     connection_params: Any = None
     token: str | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 Info = strawberry.Info[Context, None]

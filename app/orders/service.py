@@ -108,9 +108,7 @@ async def get_visible_customer(
     return customer
 
 
-async def get_visible_order(
-    session: AsyncSession, viewer: Viewer, order_id: int, *, for_update: bool = False
-) -> SalesOrder:
+async def get_visible_order(session: AsyncSession, viewer: Viewer, order_id: int) -> SalesOrder:
     query = select(SalesOrder).where(col(SalesOrder.id) == order_id, policy.order_scope(viewer))
     order = (await session.exec(query)).first()
     if order is None:
