@@ -1,4 +1,4 @@
-"""The Starlette application: /graphql (POST, GraphiQL, websockets), health, background work."""
+"""The Starlette application: /graphql (POST, GET, GraphiQL, websockets), health, workers."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.http.websocket_origin import normalize_allowed_origins
 
 from app.access.tokens import viewer_for_token
 from app.access.viewer import Viewer
 from app.db import Clock, SystemClock, database_from_settings
-from app.graphql.context import Context
-from app.graphql.loaders import Loaders
+from app.documents.store import DocumentStore
+from app.graphql.http import GraphQLHTTP
+from app.graphql.persisted import PersistedQueries
 from app.graphql.schema import build_schema
-from app.graphql.websocket import GraphQLWebSocket, WebSocketShortcut
+from app.graphql.ws import GraphQLWebSocket, WebSocketShortcut
 from app.services import Services
 from app.settings import Settings, get_settings
 
@@ -42,35 +42,15 @@ async def authenticate(services: Services, token: str | None) -> Viewer | None:
     if not token:
         return None
     async with services.db.read() as session:
-        return await viewer_for_token(session, token)
+        return await viewer_for_token(session, token, now=services.clock.now())
 
 
-class OrderPulseGraphQL(GraphQL[Context, None]):
-    """POST and GraphiQL; websockets go to `app.graphql.websocket` (see `create_app`)."""
-
-    def __init__(self, services: Services) -> None:
-        super().__init__(
-            build_schema(services.settings),
-            graphql_ide="graphiql",
-            allow_queries_via_get=False,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-        )
-        self.services = services
-
-    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
-        viewer = None
-        token = None
-        if isinstance(request, Request):
-            token = bearer_token(request.headers)
-            viewer = await authenticate(self.services, token)
-        return Context(
-            services=self.services,
-            viewer=viewer,
-            loaders=Loaders(self.services.db),
-            request=request,
-            response=response,
-            token=token,
-        )
+def cors_origins(settings: Settings) -> list[str]:
+    """ORDERPULSE_ALLOWED_ORIGINS as browsers send them (scheme://host[:port], no default port)."""
+    try:
+        return sorted(normalize_allowed_origins(sorted(settings.allowed_origins)))
+    except ValueError as exc:
+        raise ValueError(f"ORDERPULSE_ALLOWED_ORIGINS: {exc}") from None
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
@@ -79,11 +59,23 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     services = Services(
         settings=settings, db=database_from_settings(settings), clock=clock or SystemClock()
     )
-    graphql_app = OrderPulseGraphQL(services)
+    schema = build_schema(settings)
+    persisted = PersistedQueries(
+        DocumentStore(services.db),
+        trusted_only=settings.trusted_documents_only,
+        clock=services.clock,
+    )
+
+    async def http_viewer(request: Request) -> tuple[Viewer | None, str | None]:
+        token = bearer_token(request.headers)
+        return await authenticate(services, token), token
+
+    graphql_http = GraphQLHTTP(services, schema, authenticate=http_viewer, persisted=persisted)
     websocket_app = GraphQLWebSocket(  # live subscriptions, grouped for fan-out
         services,
-        graphql_app.schema,
+        schema,
         authenticate=lambda params: authenticate(services, bearer_token(params)),
+        persisted=persisted,
     )
 
     @asynccontextmanager
@@ -107,13 +99,24 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            Route("/graphql", graphql_http.handle, methods=["GET", "POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
-        # websockets on /graphql go straight to the subscription endpoint
-        middleware=[Middleware(WebSocketShortcut, path="/graphql", endpoint=websocket_app)],
+        middleware=[
+            # browsers from the allowed origins may call the API (preflight answered here)
+            Middleware(
+                CORSMiddleware,
+                allow_origins=cors_origins(settings),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                max_age=600,
+            ),
+            # websockets on /graphql go straight to the subscription endpoint
+            Middleware(WebSocketShortcut, path="/graphql", endpoint=websocket_app),
+        ],
         lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,  # 413 before anything reads the body
     )
     app.state.services = services
     return app

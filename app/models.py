@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from app.access.models import ApiToken
+from app.documents.models import PersistedDocument
 from app.events.models import Event
 from app.notifications.models import Notification, NotificationSettings, NotificationTemplate
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -17,6 +18,7 @@ __all__ = [
     "NotificationSettings",
     "NotificationTemplate",
     "OrderItem",
+    "PersistedDocument",
     "Reseller",
     "SalesOrder",
     "metadata",

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=2)
     max_query_tokens: int = Field(default=2000, ge=50)
     max_aliases: int = Field(default=30, ge=1)
+    max_query_cost: int = Field(default=20000, ge=1)
+    max_body_bytes: int = Field(default=1048576, ge=1024)  # HTTP bodies and websocket messages
+    trusted_documents_only: bool = False
+    max_sockets_per_token: int = Field(default=50, ge=1)
+    token_check_seconds: float = Field(default=2.0, gt=0)  # revoked tokens' sockets close by then
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
     @field_validator("blocked_email_domains", "allowed_origins", mode="before")
     @classmethod

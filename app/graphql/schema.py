@@ -1,32 +1,20 @@
-"""The schema, with its guards: depth, alias and token limits, masked unexpected errors."""
+"""The schema, with its guards (`app.graphql.guards`) and masked unexpected errors."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    MaskErrors,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.config import StrawberryConfig
 
+from app.graphql.guards import Guards, GuardsExtension
 from app.graphql.mutations import Mutation
 from app.graphql.queries import Query
 from app.graphql.subscriptions import Subscription
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
 from app.settings import Settings, get_settings
-
-
-def is_unexpected(error: GraphQLError) -> bool:
-    """Mask errors that come from a bug, not from our own GraphQLErrors or validation."""
-    original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
 
 
 class HideSuggestionsFromStrangers(SchemaExtension):
@@ -43,22 +31,28 @@ class HideSuggestionsFromStrangers(SchemaExtension):
                 error.message = error.message.split("Did you mean")[0].strip()
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
-    settings = settings or get_settings()
-    return strawberry.Schema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        types=[Order, Customer, Reseller, Notification, NotificationTemplate],
-        extensions=[
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
-            lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-            HideSuggestionsFromStrangers,
-            lambda: MaskErrors(should_mask_error=is_unexpected, error_message="Unexpected error."),
-        ],
-        config=StrawberryConfig(),
-    )
+class OrderPulseSchema(strawberry.Schema):
+    """The schema and the guards it runs: a transport that executes documents itself (the
+    websocket's fan-out) takes this type and runs `schema.guards`, never a lookup by type."""
+
+    def __init__(self, guards: Guards) -> None:
+        self.guards = guards
+        super().__init__(
+            query=Query,
+            mutation=Mutation,
+            subscription=Subscription,
+            types=[Order, Customer, Reseller, Notification, NotificationTemplate],
+            extensions=[
+                lambda: GuardsExtension(guards),
+                HideSuggestionsFromStrangers,
+                guards.make_mask_errors,
+            ],
+            config=StrawberryConfig(),
+        )
+
+
+def build_schema(settings: Settings | None = None) -> OrderPulseSchema:
+    return OrderPulseSchema(Guards.from_settings(settings or get_settings()))
 
 
 def export_schema() -> str:

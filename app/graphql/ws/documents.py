@@ -1,0 +1,146 @@
+"""What a socket sends, checked once per document: parsed, guarded, validated.
+
+Subscriptions over the socket are executed by graphql-core directly (for the fan-out), around
+strawberry's pipeline; so this module runs the schema's own guards (`OrderPulseSchema.guards`):
+the token limit while parsing, the depth and alias rules beside graphql-core's (and strawberry's)
+validation rules, the cost with each subscriber's variables, and the same error masking.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeGuard, cast
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    GraphQLSyntaxError,
+    OperationDefinitionNode,
+    VariableNode,
+    get_operation_ast,
+    specified_rules,
+)
+from graphql.language import FieldNode, Visitor, visit
+from strawberry.execution import optimized_is_awaitable
+from strawberry.schema.schema import validate_document
+
+from app.graphql.context import Context
+from app.graphql.schema import OrderPulseSchema
+
+PREPARED_CACHE_SIZE = 512
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A document parsed and validated once, however many subscribers send it."""
+
+    document: DocumentNode | None = None
+    operation: OperationDefinitionNode | None = None
+    close_reason: str | None = None
+    """Set when the protocol says to close the socket (a syntax error, no operation to run)."""
+    errors: tuple[GraphQLError, ...] = ()
+    """Guard and validation errors, answered with an `error` message."""
+    after_variables: frozenset[str] = frozenset()
+    """Variables used only as the root field's `after`: they do not change what live events
+    render to, so subscribers differing only in them share a group."""
+
+
+class Documents:
+    """Checks and runs documents for every socket of the process, against one schema."""
+
+    def __init__(self, schema: OrderPulseSchema) -> None:
+        self.schema = schema
+        self.guards = schema.guards
+        self.rules = (*specified_rules, *self.guards.validation_rules)
+        self.prepare = lru_cache(maxsize=PREPARED_CACHE_SIZE)(self._prepare)
+
+    def _prepare(self, query: str, operation_name: str | None) -> Prepared:
+        try:
+            document = self.guards.parse(query)
+        except GraphQLSyntaxError as error:
+            if error.extensions:  # a guard's refusal, not a document the protocol rejects
+                return Prepared(errors=(error,))
+            return Prepared(close_reason=error.message)
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            return Prepared(close_reason="Can't get GraphQL operation type")
+        errors = validate_document(self.schema._schema, document, self.rules)
+        if errors:
+            return Prepared(document, operation, errors=tuple(errors))
+        return Prepared(
+            document, operation, after_variables=_after_only_variables(document, operation)
+        )
+
+    def cost_errors(
+        self, prepared: Prepared, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> list[GraphQLError]:
+        """The cost guard, with this subscriber's variables."""
+        assert prepared.document is not None
+        return self.guards.cost_errors(
+            self.schema._schema, prepared.document, operation_name, variables
+        )
+
+    def build_executor(
+        self,
+        document: DocumentNode,
+        context: Context,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> Any:
+        """graphql-core's executor for `document` (or the list of variable errors)."""
+        return self.schema.execution_context_class.build(
+            self.schema._schema,
+            document,
+            None,
+            context,
+            variables,
+            operation_name,
+            is_awaitable=cast("Callable[[Any], TypeGuard[Awaitable[Any]]]", optimized_is_awaitable),
+        )
+
+    def formatted(self, errors: Sequence[GraphQLError]) -> list[dict[str, Any]]:
+        """Errors as sent: masked exactly as strawberry's pipeline masks them."""
+        return [dict(error.formatted) for error in self.guards.masked(errors)]
+
+    def payload_json(self, result: ExecutionResult) -> str:
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = self.formatted(result.errors)
+        return json.dumps(payload)
+
+
+class _VariableUses(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def enter_variable(self, node: VariableNode, *_: Any) -> None:
+        self.counts[node.name.value] = self.counts.get(node.name.value, 0) + 1
+
+
+def _after_only_variables(
+    document: DocumentNode, operation: OperationDefinitionNode
+) -> frozenset[str]:
+    """The variables that appear nowhere but as the value of the root field's `after`."""
+    root = operation.selection_set.selections
+    if len(root) != 1 or not isinstance(root[0], FieldNode):
+        return frozenset()
+    after = [
+        a.value.name.value
+        for a in root[0].arguments or ()
+        if a.name.value == "after" and isinstance(a.value, VariableNode)
+    ]
+    uses = _VariableUses()
+    visit(document, uses)  # uses everywhere, fragments included, and every declaration
+    declared = Counter(
+        definition.variable.name.value
+        for node in document.definitions
+        if isinstance(node, OperationDefinitionNode)
+        for definition in node.variable_definitions or ()
+    )
+    return frozenset(name for name in after if uses.counts[name] - declared[name] == 1)

@@ -1,0 +1,489 @@
+"""graphql-transport-ws, answered as strawberry's own handler answers it, for /graphql.
+
+A `connection_init` (its payload carries `Authorization: Bearer <token>`, key in any case) within
+`ws_init_timeout_seconds` or 4408; a bad, missing, revoked or expired token 4403; more than
+`max_sockets_per_token` open sockets of one token 4429; `subscribe` before the ack 4401; a second
+init 4429; an id already running 4409; a message that is not JSON text of the protocol, or a
+document that does not parse, 4400; a message over `max_body_bytes` 1009 (uvicorn's `ws_max_size`
+refuses it first when the server is started by `python -m app serve`); `ping` answered with
+`pong`. A document over a guard (depth, aliases, tokens, cost) is an `error` message for its id.
+A browser page from an origin other than the server's own or `ORDERPULSE_ALLOWED_ORIGINS` is
+refused before the handshake completes (HTTP 403); clients that send no Origin are not browsers
+and are let in. Dead sockets are found by uvicorn's websocket pings. Only `graphql-transport-ws`
+is spoken (4406).
+
+Revocation: while sockets are open, the endpoint asks the database every `token_check_seconds`
+which of their tokens are still live (one query for all of them) and closes the others' sockets
+with 4403, so a token revoked on any process loses its sockets on every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from graphql import ExecutionResult, GraphQLError, OperationType
+from graphql.execution import create_source_event_stream
+from strawberry.execution import optimized_is_awaitable
+from strawberry.http.websocket_origin import (
+    is_same_origin,
+    normalize_allowed_origins,
+    normalize_origin,
+)
+
+from app.access.tokens import live_token_ids
+from app.access.viewer import Viewer
+from app.graphql.context import Context
+from app.graphql.loaders import Loaders
+from app.graphql.persisted import PersistedQueries, PersistedQueryError
+from app.graphql.schema import OrderPulseSchema
+from app.graphql.subscriptions import LiveStream, interrupted, too_slow
+from app.graphql.ws.documents import Documents
+from app.graphql.ws.groups import Groups, Member, Selection
+from app.graphql.ws.sending import Send, SendQueue
+from app.services import Services
+
+log = logging.getLogger("orderpulse.websocket")
+
+PROTOCOL = "graphql-transport-ws"
+
+Authenticate = Callable[[Mapping[str, Any]], Awaitable[Viewer | None]]
+"""The viewer of a connection_init payload, or None."""
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class WebSocketShortcut:
+    """ASGI middleware: websocket requests for `path` go straight to `endpoint`.
+
+    Every idle socket keeps its whole call chain suspended; skipping the HTTP routing and error
+    middleware keeps that chain (about 3 KB a socket) and each send short.
+    """
+
+    def __init__(self, app: Any, *, path: str, endpoint: GraphQLWebSocket) -> None:
+        self.app = app
+        self.path = path
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.path:
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+class GraphQLWebSocket:
+    """The ASGI websocket app for /graphql: its sockets, by token, and the subscription groups."""
+
+    def __init__(
+        self,
+        services: Services,
+        schema: OrderPulseSchema,
+        *,
+        authenticate: Authenticate,
+        persisted: PersistedQueries,
+    ) -> None:
+        self.services = services
+        self.documents = Documents(schema)
+        self.schema = schema
+        self.authenticate = authenticate
+        self.persisted = persisted
+        settings = services.settings
+        try:
+            self.allowed_origins = normalize_allowed_origins(sorted(settings.allowed_origins))
+        except ValueError as exc:
+            raise ValueError(f"ORDERPULSE_ALLOWED_ORIGINS: {exc}") from None
+        self.groups = Groups(services.fanout)
+        self.sessions_by_token: dict[int | None, set[SocketSession]] = {}
+        self.token_watch: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "websocket"
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if not self.origin_allowed(scope):
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
+        if PROTOCOL not in scope.get("subprotocols", ()):
+            await send({"type": "websocket.accept"})
+            await send(
+                {"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"}
+            )
+            return
+        await send({"type": "websocket.accept", "subprotocol": PROTOCOL})
+        await SocketSession(self, receive, send).run()
+
+    def origin_allowed(self, scope: Scope) -> bool:
+        """No Origin (not a browser), the server's own origin, or one configured."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        origin = headers.get("origin")
+        if origin is None or is_same_origin(origin, headers.get("host")):
+            return True
+        if "*" in self.allowed_origins:
+            return True
+        normalized = normalize_origin(origin)
+        allowed = normalized is not None and normalized in self.allowed_origins
+        if not allowed:
+            log.warning("refused a websocket from origin %r", origin)
+        return allowed
+
+    # --- sockets by token ---------------------------------------------------------------------
+
+    def admit(self, session: SocketSession, token_id: int | None) -> bool:
+        """Count an authenticated socket for its token; False when the token has too many."""
+        sessions = self.sessions_by_token.setdefault(token_id, set())
+        if token_id is not None and len(sessions) >= self.services.settings.max_sockets_per_token:
+            if not sessions:
+                del self.sessions_by_token[token_id]
+            return False
+        sessions.add(session)
+        if self.token_watch is None:
+            self.token_watch = asyncio.get_running_loop().create_task(
+                self._watch_tokens(), name="orderpulse-ws-token-watch"
+            )
+        return True
+
+    def discharge(self, session: SocketSession, token_id: int | None) -> None:
+        sessions = self.sessions_by_token.get(token_id)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self.sessions_by_token[token_id]
+
+    async def _watch_tokens(self) -> None:
+        """While sockets are open: close those whose token was revoked or has expired."""
+        interval = self.services.settings.token_check_seconds
+        try:
+            while self.sessions_by_token:
+                await asyncio.sleep(interval)
+                try:
+                    await self.close_dead_tokens()
+                except Exception:  # the database may be away for a while; try again later
+                    log.exception("could not check the tokens of open websockets")
+        finally:
+            self.token_watch = None
+
+    async def close_dead_tokens(self) -> int:
+        """Close (4403) every socket whose token is no longer live; how many were closed."""
+        token_ids = {t for t in self.sessions_by_token if t is not None}
+        if not token_ids:
+            return 0
+        async with self.services.db.read() as session:
+            live = await live_token_ids(session, token_ids, now=self.services.clock.now())
+        closing = [s for t in token_ids - live for s in self.sessions_by_token.get(t, ())]
+        for socket in closing:
+            await socket.close(4403, "Forbidden")
+        return len(closing)
+
+
+class SocketSession:
+    """One websocket: the protocol's state machine, its subscriptions and its send queue."""
+
+    __slots__ = (
+        "closed",
+        "closing",
+        "endpoint",
+        "init_received",
+        "init_timer",
+        "operations",
+        "outgoing",
+        "queue_size",
+        "receive",
+        "send",
+        "services",
+        "viewer",
+    )
+
+    def __init__(self, endpoint: GraphQLWebSocket, receive: Receive, send: Send) -> None:
+        self.endpoint = endpoint
+        self.services = endpoint.services
+        self.queue_size = endpoint.services.settings.ws_queue_size
+        self.receive = receive
+        self.send = send
+        self.viewer: Viewer | None = None
+        self.init_received = False
+        self.closed = False
+        self.operations: dict[str, Member | None] = {}
+        self.outgoing = SendQueue(send)
+        self.init_timer: asyncio.TimerHandle | None = None
+        self.closing: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.services.settings.ws_init_timeout_seconds
+        self.init_timer = loop.call_later(timeout, self._init_timed_out)
+        max_bytes = self.services.settings.max_body_bytes
+        try:
+            while not self.closed:
+                message = await self.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                size = len(text) if text is not None else len(message.get("bytes") or b"")
+                if size > max_bytes:  # characters: at most as many as its UTF-8 bytes
+                    await self.close(1009, "Message too big")
+                    break
+                await self.handle(message)
+        finally:
+            self.release()
+
+    def _init_timed_out(self) -> None:
+        if not self.init_received:
+            self.closing = asyncio.ensure_future(
+                self.close(4408, "Connection initialisation timeout")
+            )
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        text = message.get("text")
+        if text is None:
+            await self.close(4400, "WebSocket message type must be text")
+            return
+        try:
+            data = json.loads(text)
+        except ValueError:
+            await self.close(4400, "WebSocket message must be valid JSON")
+            return
+        if not isinstance(data, dict):
+            await self.close(4400, "Failed to parse message")
+            return
+        kind = data.get("type")
+        if kind == "connection_init":
+            await self.on_init(data.get("payload"))
+        elif kind == "ping":
+            self.outgoing.put(json.dumps({"type": "pong"}), None)
+        elif kind == "pong":
+            pass
+        elif kind == "subscribe":
+            await self.on_subscribe(data)
+        elif kind == "complete":
+            if isinstance(data.get("id"), str):
+                self.forget(data["id"])
+            else:
+                await self.close(4400, "Failed to parse message")
+        else:
+            await self.close(4400, f"Unknown message type: {kind}")
+
+    async def on_init(self, payload: object) -> None:
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            await self.close(4400, "Invalid connection init payload")
+            return
+        if self.init_received:
+            await self.close(4429, "Too many initialisation requests")
+            return
+        self.init_received = True
+        if self.init_timer is not None:
+            self.init_timer.cancel()
+        viewer = await self.endpoint.authenticate(payload)
+        if self.closed:
+            return
+        if viewer is None:
+            await self.close(4403, "Forbidden")
+            return
+        if not self.endpoint.admit(self, viewer.token_id):
+            await self.close(4429, "Too many open websockets for this token")
+            return
+        self.viewer = viewer
+        self.outgoing.put('{"type":"connection_ack"}', None)
+
+    async def on_subscribe(self, data: dict[str, Any]) -> None:
+        if self.viewer is None:
+            await self.close(4401, "Unauthorized")
+            return
+        id, payload = data.get("id"), data.get("payload")
+        if (
+            not isinstance(id, str)
+            or not isinstance(payload, dict)
+            or not isinstance(payload.get("query"), str | None)
+            or not isinstance(payload.get("variables") or {}, dict)
+            or not isinstance(payload.get("operationName"), str | None)
+            or not isinstance(payload.get("extensions") or {}, dict)
+        ):
+            await self.close(4400, "Failed to parse message")
+            return
+        if id in self.operations:
+            await self.close(4409, f"Subscriber for {id} already exists")
+            return
+        if len(self.operations) >= self.services.settings.ws_max_subscriptions:
+            self.send_error(id, [GraphQLError("Subscription limit reached")])
+            return
+        if not await self.token_is_live():
+            await self.close(4403, "Forbidden")
+            return
+        self.operations[id] = None  # reserved while it starts
+        try:
+            query = await self.endpoint.persisted.document(
+                payload.get("query"), payload.get("extensions"), viewer=self.viewer
+            )
+        except PersistedQueryError as error:
+            self.operations.pop(id, None)
+            self.send_error(id, [error.as_graphql_error()])
+            return
+        if query is None:
+            await self.close(4400, "Failed to parse message")
+            return
+        try:
+            await self.start(id, query, payload.get("variables"), payload.get("operationName"))
+        except Exception:
+            log.exception("could not start an operation")
+            self.operations.pop(id, None)
+            self.send_error(id, [GraphQLError("Unexpected error.")])
+
+    async def token_is_live(self) -> bool:
+        """A token revoked (or expired) since connection_init starts nothing more."""
+        assert self.viewer is not None
+        token_id = self.viewer.token_id
+        if token_id is None:
+            return True
+        async with self.services.db.read() as session:
+            live = await live_token_ids(session, {token_id}, now=self.services.clock.now())
+        return token_id in live
+
+    async def start(
+        self, id: str, query: str, variables: dict[str, Any] | None, operation_name: str | None
+    ) -> None:
+        documents = self.endpoint.documents
+        prepared = documents.prepare(query, operation_name)
+        if prepared.close_reason is not None:
+            await self.close(4400, prepared.close_reason)
+            return
+        if prepared.errors:
+            self.operations.pop(id, None)
+            self.send_error(id, prepared.errors)
+            return
+        assert prepared.document is not None and prepared.operation is not None
+        assert self.viewer is not None
+        context = Context(
+            services=self.services, viewer=self.viewer, loaders=Loaders(self.services.db)
+        )
+        cost_errors = documents.cost_errors(prepared, operation_name, variables)
+        if cost_errors:
+            self.operations.pop(id, None)
+            self.send_error(id, cost_errors)
+            return
+        if prepared.operation.operation is not OperationType.SUBSCRIPTION:
+            await self.run_single(id, query, variables, operation_name, context)
+            return
+        executor = documents.build_executor(prepared.document, context, variables, operation_name)
+        if isinstance(executor, list):
+            self.operations.pop(id, None)
+            self.send_error(id, executor)
+            return
+        stream: Any = create_source_event_stream(executor)
+        if optimized_is_awaitable(stream):
+            stream = await stream
+        if self.closed or id not in self.operations:
+            return  # the socket closed meanwhile
+        if isinstance(stream, ExecutionResult):
+            self.operations.pop(id, None)
+            self.send_error(id, stream.errors or [])
+            return
+        assert isinstance(stream, LiveStream)
+        viewer = self.viewer
+        shared_variables = {
+            k: v for k, v in (variables or {}).items() if k not in prepared.after_variables
+        }
+        key = (
+            query,
+            operation_name,
+            json.dumps(shared_variables, sort_keys=True, default=str),
+            viewer.role,
+            viewer.reseller_id,
+            viewer.customer_id,
+        )
+        selection = Selection(
+            documents,
+            self.services,
+            prepared.document,
+            operation_name,
+            variables,
+            viewer,
+            stream,
+        )
+        member = self.endpoint.groups.join(self, id, key, selection)
+        self.operations[id] = member
+        if member.buffer is not None:
+            member.replay = asyncio.create_task(self._catch_up(member))
+
+    async def _catch_up(self, member: Member) -> None:
+        try:
+            await member.catch_up(self.services.fanout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("a replay failed")
+            self.end_interrupted(member)
+
+    async def run_single(
+        self,
+        id: str,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Context,
+    ) -> None:
+        """A query or mutation sent over the socket: strawberry's pipeline, guards included;
+        one `next`, then `complete`."""
+        result = await self.endpoint.schema.execute(
+            query, variable_values=variables, context_value=context, operation_name=operation_name
+        )
+        if self.closed or id not in self.operations:
+            return  # the socket closed meanwhile
+        del self.operations[id]
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [dict(e.formatted) for e in result.errors]
+        self.outgoing.put(json.dumps({"id": id, "type": "next", "payload": payload}), None)
+        self.outgoing.put(json.dumps({"id": id, "type": "complete"}), None)
+
+    # --- errors that end one operation --------------------------------------------------------
+
+    def send_error(self, id: str, errors: Any) -> None:
+        payload = self.endpoint.documents.formatted(list(errors))
+        self.outgoing.put(json.dumps({"id": id, "type": "error", "payload": payload}), None)
+
+    def end_too_slow(self, member: Member) -> None:
+        """The member's queue is full: end it, after what is queued, naming where to resume."""
+        if self.operations.get(member.id) is member:
+            self.forget(member.id)
+            self.send_error(member.id, [too_slow(member.last_id)])
+
+    def end_interrupted(self, member: Member) -> None:
+        """Its events could not be rendered or replayed: end it, naming where to resume."""
+        if self.operations.get(member.id) is member:
+            self.forget(member.id)
+            self.send_error(member.id, [interrupted(member.last_id)])
+
+    # --- ending ---------------------------------------------------------------------------------
+
+    def forget(self, id: str) -> None:
+        """Stop operation `id` (the client completed it, or it ended)."""
+        member = self.operations.pop(id, None)
+        if member is not None:
+            self.endpoint.groups.leave(member)
+            if member.replay is not None:
+                member.replay.cancel()
+
+    def release(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.init_timer is not None:
+            self.init_timer.cancel()
+        if self.viewer is not None:
+            self.endpoint.discharge(self, self.viewer.token_id)
+        for id in list(self.operations):
+            self.forget(id)
+        self.outgoing.close()
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.release()
+        with contextlib.suppress(Exception):  # the socket may be gone already
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
