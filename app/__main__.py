@@ -1,4 +1,4 @@
-"""The command line: serve, migrate, token create/revoke, export-schema."""
+"""The command line: serve, migrate, token create/revoke, documents add, export-schema."""
 
 from __future__ import annotations
 
@@ -121,6 +121,43 @@ async def _token_revoke(settings: Settings, token: str) -> bool:
         await services.db.dispose()
 
 
+def read_documents(paths: list[str]) -> list[tuple[str, str]]:
+    """(path, text) of each file, each checked to be a valid document of the schema."""
+    from graphql import GraphQLError, parse, validate
+
+    from app.graphql.schema import build_schema
+
+    schema = build_schema()._schema
+    documents = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except OSError as exc:
+            raise SystemExit(f"error: {path}: {exc.strerror}") from None
+        try:
+            errors = validate(schema, parse(text))
+        except GraphQLError as exc:
+            errors = [exc]
+        if errors:
+            raise SystemExit(f"error: {path}: {errors[0].message}")
+        documents.append((path, text))
+    return documents
+
+
+async def _documents_add(settings: Settings, documents: list[tuple[str, str]]) -> list[str]:
+    from app.documents.store import trust
+
+    services = _services(settings)
+    try:
+        async with services.transaction() as session:
+            return [
+                await trust(session, text, now=services.clock.now()) for _path, text in documents
+            ]
+    finally:
+        await services.db.dispose()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description="OrderPulse order desk API")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--customer", help="the customer's GraphQL id (CUSTOMER tokens)")
     revoke = token_commands.add_parser("revoke", help="revoke a token")
     revoke.add_argument("token")
+    documents = commands.add_parser("documents", help="trusted GraphQL documents")
+    documents_commands = documents.add_subparsers(dest="documents_command", required=True)
+    add = documents_commands.add_parser(
+        "add", help="trust these documents (each file's exact text; prints its SHA-256)"
+    )
+    add.add_argument("files", nargs="+", metavar="FILE.graphql")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -156,6 +199,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.workers < 1:
             parser.error("--workers must be at least 1")
         cmd_serve(args, settings)
+    elif args.command == "documents":
+        checked = read_documents(args.files)
+        cmd_migrate(settings)
+        for (path, _text), sha256 in zip(
+            checked, asyncio.run(_documents_add(settings, checked)), strict=True
+        ):
+            print(f"{sha256}  {path}")
     elif args.token_command == "create":  # noqa: S105 (a command name)
         cmd_migrate(settings)
         print(asyncio.run(_token_create(settings, args)))
