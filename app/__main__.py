@@ -52,6 +52,8 @@ async def _seed_and_print(settings: Settings, host: str, port: int) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from app.asgi import server_options
+
     cmd_migrate(settings)
     if args.demo:
         asyncio.run(_seed_and_print(settings, args.host, args.port))
@@ -65,9 +67,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         log_level="info",
         ws_ping_interval=20,
         ws_ping_timeout=20,
-        # permessage-deflate keeps ~45 KB of zlib state per socket and compresses every message
-        # once per subscriber; live messages are small, so sockets stay uncompressed.
-        ws_per_message_deflate=False,
+        **server_options(settings),
     )
 
 

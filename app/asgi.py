@@ -45,6 +45,19 @@ async def authenticate(services: Services, token: str | None) -> Viewer | None:
         return await viewer_for_token(session, token, now=services.clock.now())
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings that carry ours: what `python -m app serve` (and the tests) run with."""
+    return {
+        # a websocket message over the body limit closes the socket (1009) before it is parsed
+        "ws_max_size": settings.max_body_bytes,
+        # on SIGTERM: stop accepting, close websockets (1012), finish requests within the grace
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        # permessage-deflate keeps ~45 KB of zlib state per socket and compresses every message
+        # once per subscriber; live messages are small, so sockets stay uncompressed.
+        "ws_per_message_deflate": False,
+    }
+
+
 def cors_origins(settings: Settings) -> list[str]:
     """ORDERPULSE_ALLOWED_ORIGINS as browsers send them (scheme://host[:port], no default port)."""
     try:

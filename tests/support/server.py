@@ -13,10 +13,13 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+
+from app.asgi import server_options
 
 STARTUP_SECONDS = 10.0
 
@@ -42,9 +45,14 @@ class LiveServer:
 
 @contextlib.asynccontextmanager
 async def serve(
-    app: Starlette, *, ws_ping_interval: float | None = None, send_buffer: int | None = None
+    app: Starlette,
+    *,
+    ws_ping_interval: float | None = None,
+    send_buffer: int | None = None,
+    uvicorn_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[LiveServer]:
-    """Serve `app` (whose lifespan the caller runs) until the block exits.
+    """Serve `app` (whose lifespan the caller runs) until the block exits, with uvicorn's
+    settings as `python -m app serve` has them (`app.asgi.server_options`), then `uvicorn_options`.
 
     `send_buffer` shrinks the kernel's send buffer of every accepted socket (they inherit the
     listening socket's), so a client that stops reading blocks the server's sends sooner.
@@ -55,15 +63,19 @@ async def serve(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    options = {
+        **server_options(app.state.services.settings),
+        "timeout_graceful_shutdown": 2,  # tests end their own requests
+        **(uvicorn_options or {}),
+    }
     config = uvicorn.Config(
         app,
         lifespan="off",
         log_level="warning",
         ws="websockets-sansio",
-        ws_per_message_deflate=False,
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_interval,
-        timeout_graceful_shutdown=2,
+        **options,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
