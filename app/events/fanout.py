@@ -116,6 +116,40 @@ class Audience(Protocol):
         ...
 
 
+class Backlog:
+    """The queue rules of every subscriber, whoever delivers to it (a `Subscriber` here, a member
+    of a websocket group in `app.graphql.ws.groups`).
+
+    At most `limit` events wait for the consumer (`pending`); one more ends the subscription,
+    which resumes after `last_id`, the last event given (`SubscriberTooSlow`, SLOW_CONSUMER).
+    After a replay, an event at or before `last_id` was already given and is skipped.
+    """
+
+    __slots__ = ("last_id", "limit", "pending")
+
+    def __init__(self, *, limit: int, after_id: int | None) -> None:
+        self.limit = limit
+        self.last_id = after_id
+        self.pending = 0
+
+    def is_full(self) -> bool:
+        return self.pending >= self.limit
+
+    def is_given(self, event_id: int) -> bool:
+        """Whether `event_id` was given already (a replay gave it)."""
+        return self.last_id is not None and event_id <= self.last_id
+
+    def take(self, event_id: int) -> bool | None:
+        """Give `event_id` (the caller then queues it, counting it in `pending`): True; None if
+        it was given already; False if the queue is full."""
+        if self.is_given(event_id):
+            return None
+        if self.is_full():
+            return False
+        self.last_id = event_id
+        return True
+
+
 class SubscriberTooSlow(Exception):
     """A subscriber's queue overflowed; it should resubscribe after `resume_after_id`."""
 
@@ -289,46 +323,51 @@ class Subscriber:
     Reading `deliveries()` registers it live, replays after `after_id` (if given), then yields
     the live deliveries not already replayed. When the queue overflows, the deliveries already
     queued are still yielded, then `SubscriberTooSlow` names the last one, to resume after it.
+    The queue follows `Backlog`'s rules: `pending` counts what is queued, `last_id` what was read.
     """
 
     def __init__(self, fanout: Fanout, event_filter: EventFilter, *, after_id: int | None) -> None:
         self.fanout = fanout
         self.event_filter = event_filter
         self.after_id = after_id
+        self.backlog = Backlog(limit=fanout.queue_size, after_id=after_id)
         self._queue: deque[Delivery] = deque()
         self._wake = asyncio.Event()
         self._overflowed = False
 
     async def deliver(self, events: Sequence[Event], batch: Batch) -> None:
+        backlog = self.backlog
         for event in events:
             if self._overflowed:
                 return
-            if len(self._queue) >= self.fanout.queue_size:
+            if backlog.is_full():
                 self._overflowed = True
                 self.fanout.remove(self)
             else:
+                backlog.pending += 1
                 self._queue.append(Delivery(event, batch))
         self._wake.set()
 
     async def deliveries(self) -> AsyncGenerator[Delivery, None]:
         """The deliveries, in id order (close it with `contextlib.aclosing` to unsubscribe)."""
         self.fanout.add(self)
+        backlog = self.backlog
         try:
-            last_id = self.after_id
-            if last_id is not None:
-                async for batch in self.fanout.replay(self.event_filter, after_id=last_id):
+            if backlog.last_id is not None:
+                async for batch in self.fanout.replay(self.event_filter, after_id=backlog.last_id):
                     for event in batch.events:
                         yield Delivery(event, batch)
-                        last_id = event.id
+                        backlog.last_id = event.id
             while True:
                 while self._queue:
                     delivery = self._queue.popleft()
-                    if last_id is not None and (delivery.event.id or 0) <= last_id:
+                    backlog.pending -= 1
+                    if backlog.is_given(delivery.event.id or 0):
                         continue
                     yield delivery
-                    last_id = delivery.event.id
+                    backlog.last_id = delivery.event.id
                 if self._overflowed:
-                    raise SubscriberTooSlow(last_id)
+                    raise SubscriberTooSlow(backlog.last_id)
                 self._wake.clear()
                 await self._wake.wait()
         finally:

@@ -2,7 +2,7 @@
 
 A resolver checks the viewer and the cursor and returns a `LiveStream`: which events it gets (an
 `EventFilter` made with `access.policy`), where it resumes (`after_id`), and the payload each event
-becomes. The websocket endpoint (`app/graphql/websocket.py`) reads the stream to put subscribers
+becomes. The websocket endpoint (`app/graphql/ws/`) reads the stream to put subscribers
 that see the same events the same way into one group, which executes each event once; any other
 transport iterates the stream, one subscriber at a time. Either way each event is read from the
 durable log after its commit, and its payload's loaders are those of the batch the event was read

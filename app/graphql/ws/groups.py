@@ -28,7 +28,7 @@ from graphql.execution import execute_subscription_event
 from strawberry.execution import optimized_is_awaitable
 
 from app.access.viewer import Viewer
-from app.events.fanout import Batch, EventFilter, Fanout
+from app.events.fanout import Backlog, Batch, EventFilter, Fanout
 from app.events.models import Event
 from app.graphql.context import Context
 from app.graphql.loaders import Loaders
@@ -112,48 +112,48 @@ class Group:
 
 
 class Member:
-    """One subscription of one socket, in a group."""
+    """One subscription of one socket, in a group; its queue follows `Backlog`'s rules, the
+    backlog counting the member's messages in the socket's send queue."""
 
-    __slots__ = ("buffer", "group", "id", "last_id", "pending", "prefix", "replay", "session")
+    __slots__ = ("backlog", "buffer", "group", "id", "prefix", "replay", "session")
 
     def __init__(self, session: SocketSession, id: str, group: Group, after_id: int | None) -> None:
         self.session = session
         self.id = id
         self.group = group
         self.prefix = '{"id":' + json.dumps(id) + ',"type":"next","payload":'
-        self.pending = 0
-        """Messages of this member in the socket's send queue, not yet sent."""
-        self.last_id = after_id
-        """The id of the last event queued for this member."""
+        self.backlog = Backlog(limit=session.queue_size, after_id=after_id)
+        """`last_id`: the last event queued for this member; `pending`: its messages not sent."""
         self.buffer: list[tuple[int, str]] | None = [] if after_id is not None else None
-        """While replaying: what the group sent meanwhile."""
+        """While replaying: what the group sent meanwhile (bounded as the queue is)."""
         self.replay: asyncio.Task[None] | None = None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.backlog.last_id
 
     def offer(self, event_id: int, payload: str) -> bool:
         """Queue one event's payload; False when the member's queue is full."""
-        limit = self.session.queue_size
         if self.buffer is not None:
-            if len(self.buffer) >= limit:
+            if len(self.buffer) >= self.backlog.limit:
                 return False
             self.buffer.append((event_id, payload))
             return True
-        if self.last_id is not None and event_id <= self.last_id:
-            return True
-        if self.pending >= limit:
-            return False
-        self.last_id = event_id
-        self.session.outgoing.put(self.prefix + payload + "}", self)
-        return True
+        taken = self.backlog.take(event_id)
+        if taken:  # the send queue counts it in `pending` while it waits
+            self.session.outgoing.put(self.prefix + payload + "}", self.backlog)
+        return taken is not False
 
     async def catch_up(self, fanout: Fanout) -> None:
         """Replay the log after `last_id` at the socket's pace, then go live."""
         selection = self.group.selection
-        assert self.last_id is not None and self.buffer is not None
-        async for batch in fanout.replay(selection.stream.event_filter, after_id=self.last_id):
+        backlog = self.backlog
+        assert backlog.last_id is not None and self.buffer is not None
+        async for batch in fanout.replay(selection.stream.event_filter, after_id=backlog.last_id):
             payloads = await selection.render(batch.events, batch)
             for event, payload in zip(batch.events, payloads, strict=True):
-                self.last_id = event.id
-                self.session.outgoing.put(self.prefix + payload + "}", self)
+                backlog.last_id = event.id
+                self.session.outgoing.put(self.prefix + payload + "}", backlog)
             await self.session.outgoing.drained()
         held, self.buffer = self.buffer, None
         for event_id, payload in held:
