@@ -70,6 +70,7 @@ class StormResult:
     http_requests: int
     http_failures: int
     peak_rss_mb: float | None
+    cpu_ms_per_client: float
     rss_per_client_kb: float | None
 
 
@@ -83,6 +84,15 @@ def status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (robust to a busy machine)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree(pid: int) -> list[int]:
@@ -268,6 +278,7 @@ async def run_storm(
         starts = [i % len(cursors) for i in range(clients)] if cursors else [-1] * clients
         url = f"ws://127.0.0.1:{target.port}/graphql"
         rss_before = sum(status_kb(pid, "VmRSS") for pid in target.pids)
+        cpu_before = cpu_seconds(target.pids)
         storm = await asyncio.create_subprocess_exec(
             "node",
             str(NODE_DIR / "storm.mjs"),
@@ -299,6 +310,7 @@ async def run_storm(
         stop_probe.set()
         latencies, failures = await probe if probe is not None else ([], 0)
         caught = json.loads(line)["caughtUp"]
+        cpu_storm = cpu_seconds(target.pids) - cpu_before
         await asyncio.sleep(1.0)  # settle before measuring memory
         rss_after = sum(status_kb(pid, "VmRSS") for pid in target.pids)
         peak = sum(status_kb(pid, "VmHWM") for pid in target.pids)
@@ -326,6 +338,7 @@ async def run_storm(
             http_requests=len(latencies),
             http_failures=failures,
             peak_rss_mb=peak / 1024,
+            cpu_ms_per_client=cpu_storm * 1000 / clients,
             rss_per_client_kb=(rss_after - rss_before) / clients,
         )
     finally:
@@ -348,7 +361,8 @@ def report(result: StormResult) -> None:
         f"{result.name:<28} {result.clients} clients: all caught up and subscribed {caught}"
         f" (all acked {result.acked_ms / 1000:.2f} s); live change to {result.live_received}/"
         f"{result.clients}: p50 {result.live_p50_ms:.0f} ms p99 {result.live_p99_ms:.0f} ms;"
-        f" {http}; peak RSS {result.peak_rss_mb:.0f} MB, {result.rss_per_client_kb:.1f} KB/client;"
+        f" {http}; server CPU {result.cpu_ms_per_client:.2f} ms/client;"
+        f" peak RSS {result.peak_rss_mb:.0f} MB, {result.rss_per_client_kb:.1f} KB/client;"
         f" closed early {result.closed_early}",
         flush=True,
     )
