@@ -221,6 +221,8 @@ class Fanout:
         self.replay_page_size = replay_page_size
         self.position = 0
         """The id of the last event handed out (or seen at start)."""
+        self.replay_reads = 0
+        """Pages of the log read for replays so far (each one SQL statement)."""
         self._audiences: dict[int, Audience] = {}  # by identity
         self._task: asyncio.Task[None] | None = None
 
@@ -241,9 +243,14 @@ class Fanout:
         """One subscription with its own queue (replaying after `after_id` first, if given)."""
         return Subscriber(self, event_filter, after_id=after_id)
 
-    def replay(self, event_filter: EventFilter, *, after_id: int) -> AsyncIterator[Batch]:
+    async def replay(self, event_filter: EventFilter, *, after_id: int) -> AsyncIterator[Batch]:
         """The log after `after_id` as `event_filter` sees it, a page at a time (see `replay`)."""
-        return replay(self.db, event_filter, after_id=after_id, page_size=self.replay_page_size)
+        self.replay_reads += 1
+        async for batch in replay(
+            self.db, event_filter, after_id=after_id, page_size=self.replay_page_size
+        ):
+            yield batch
+            self.replay_reads += 1
 
     # --- the reader -----------------------------------------------------------------------------
 

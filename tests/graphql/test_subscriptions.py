@@ -768,3 +768,44 @@ async def test_an_order_can_be_followed_from_its_history_cursor(
         await ws.subscribe("1", ORDER_CHANGES, {"after": first["cursor"]})
         change = (await ws.next("1"))["orderStatusChanged"]
     assert (change["cursor"], change["to"]) == (history["order"]["history"][1]["cursor"], "PF")
+
+
+async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_its_events(
+    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+) -> None:
+    services.fanout.replay_page_size = 2  # many pages: separate replays would read many more
+    orders = [await factory.order(tenants.customer_a1, status="PR") for _ in range(9)]
+    async with services.db.read() as session:
+        query = select(col(Event.id)).where(col(Event.order_id).in_([o.id for o in orders]))
+        cursors = [to_cursor("event", i) for i in sorted((await session.exec(query)).all())]
+    assert len(cursors) == 9
+    panels = 12
+    reads_before = services.fanout.replay_reads
+    async with AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(connected(live_server, tenants.tokens["reseller a"]))
+            for _ in range(panels)
+        ]
+        starts = [i % len(cursors) for i in range(panels)]
+        await asyncio.gather(
+            *(
+                ws.subscribe("1", ORDER_CHANGES, {"after": cursors[start]})
+                for ws, start in zip(sockets, starts, strict=True)
+            )
+        )
+        received = [
+            [(await ws.next("1"))["orderStatusChanged"]["cursor"] for _ in cursors[start + 1 :]]
+            for ws, start in zip(sockets, starts, strict=True)
+        ]
+        reads = services.fanout.replay_reads - reads_before
+        live = await factory.order(tenants.customer_a1, status="PR")
+        after = [(await ws.next("1"))["orderStatusChanged"] for ws in sockets]
+        await settled(services)
+        leftovers = [await ws.until_pong() for ws in sockets]
+    assert received == [cursors[start + 1 :] for start in starts]
+    assert {a["order"]["number"] for a in after} == {live.number}
+    assert leftovers == [[]] * panels
+    await eventually(lambda: _no_audience(services))
+    # One replay of its own per panel reads ceil((events after its cursor + 1) / 2) pages each.
+    separate = sum(-(-(len(cursors) - start) // 2) for start in starts)
+    assert reads <= separate // 2, (reads, separate)

@@ -9,9 +9,13 @@ more ends that subscription with a SLOW_CONSUMER error naming the cursor to resu
 messages queued before it are still sent), so a stuck client never holds up the reader or the
 other subscribers, and never grows memory.
 
-Resuming: a member given `after` joins its group at once, holds what the group sends while its
-replay (executed for it alone, a page at a time, at the pace its socket drains) catches up from
-the log, then releases what the replay did not already send.
+Resuming: a member given `after` joins its group at once and holds what the group sends live
+while it catches up from the log, then releases what the replay did not already send. Replays are
+shared: the group's one replay task reads the log from the earliest cursor of the members catching
+up, renders each event once, and queues it for every one of them that has not had it yet, so a
+thousand panels resuming after a restart cost one read of the log per page and one execution per
+event, not a thousand. A member that joins while a pass runs waits for the next pass, which
+starts from its own cursor (a pass never skips an event for a member that rides it).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ if TYPE_CHECKING:
     from app.graphql.ws.protocol import SocketSession
 
 log = logging.getLogger("orderpulse.websocket")
+
+REPLAY_DRAIN_SECONDS = 5.0
+"""How long a shared replay waits for a rider's socket to take what is queued before going on."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +94,9 @@ class Group:
         self.key = key
         self.selection = selection
         self.members: dict[Member, None] = {}
+        self.catching_up: dict[Member, None] = {}
+        """Members replaying the log (in order of joining)."""
+        self.replayer: asyncio.Task[None] | None = None
 
     @property
     def event_filter(self) -> EventFilter:
@@ -110,12 +120,67 @@ class Group:
                 member.session.end_too_slow(member)
             fallen_behind.clear()
 
+    def resume(self, member: Member, fanout: Fanout) -> None:
+        """Catch `member` up from the log after its cursor (shared with others resuming)."""
+        self.catching_up[member] = None
+        if self.replayer is None:
+            self.replayer = asyncio.get_running_loop().create_task(
+                self._replay(fanout), name="orderpulse-ws-replay"
+            )
+
+    async def _replay(self, fanout: Fanout) -> None:
+        try:
+            while self.catching_up:
+                riders = list(self.catching_up)
+                await self._replay_pass(fanout, riders)
+                for member in riders:
+                    if self.catching_up.pop(member, None) is None and member.buffer is not None:
+                        member.go_live()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("a replay failed")
+            for member in list(self.catching_up):
+                member.session.end_interrupted(member)
+            self.catching_up.clear()
+        finally:
+            self.replayer = None
+
+    async def _replay_pass(self, fanout: Fanout, riders: list[Member]) -> None:
+        """Queue every event after each rider's cursor, in order: one read and render for all."""
+        start = min(member.last_id or 0 for member in riders)
+        limit = riders[0].session.queue_size
+        async for batch in fanout.replay(self.event_filter, after_id=start):
+            riders = [member for member in riders if member in self.catching_up]
+            if not riders:
+                return
+            payloads = await self.selection.render(batch.events, batch)
+            for event, payload in zip(batch.events, payloads, strict=True):
+                event_id = event.id or 0
+                for member in riders:
+                    backlog = member.backlog
+                    if not backlog.is_given(event_id):
+                        backlog.last_id = event_id
+                        member.session.outgoing.put(member.prefix + payload + "}", backlog)
+            # At the pace of the sockets: wait (a while) for those holding half a queue or more;
+            # one still holding a full queue then is ended as too slow, told where to resume.
+            slow = [m for m in riders if m.backlog.pending >= limit // 2 and m in self.catching_up]
+            if slow:
+                drains = [asyncio.ensure_future(m.session.outgoing.drained()) for m in slow]
+                _, waiting = await asyncio.wait(drains, timeout=REPLAY_DRAIN_SECONDS)
+                for drain in waiting:
+                    drain.cancel()
+                for member in slow:
+                    if member.backlog.is_full() and member in self.catching_up:
+                        self.catching_up.pop(member, None)
+                        member.session.end_too_slow(member)
+
 
 class Member:
     """One subscription of one socket, in a group; its queue follows `Backlog`'s rules, the
     backlog counting the member's messages in the socket's send queue."""
 
-    __slots__ = ("backlog", "buffer", "group", "id", "prefix", "replay", "session")
+    __slots__ = ("backlog", "buffer", "group", "id", "prefix", "session")
 
     def __init__(self, session: SocketSession, id: str, group: Group, after_id: int | None) -> None:
         self.session = session
@@ -126,7 +191,6 @@ class Member:
         """`last_id`: the last event queued for this member; `pending`: its messages not sent."""
         self.buffer: list[tuple[int, str]] | None = [] if after_id is not None else None
         """While replaying: what the group sent meanwhile (bounded as the queue is)."""
-        self.replay: asyncio.Task[None] | None = None
 
     @property
     def last_id(self) -> int | None:
@@ -144,17 +208,9 @@ class Member:
             self.session.outgoing.put(self.prefix + payload + "}", self.backlog)
         return taken is not False
 
-    async def catch_up(self, fanout: Fanout) -> None:
-        """Replay the log after `last_id` at the socket's pace, then go live."""
-        selection = self.group.selection
-        backlog = self.backlog
-        assert backlog.last_id is not None and self.buffer is not None
-        async for batch in fanout.replay(selection.stream.event_filter, after_id=backlog.last_id):
-            payloads = await selection.render(batch.events, batch)
-            for event, payload in zip(batch.events, payloads, strict=True):
-                backlog.last_id = event.id
-                self.session.outgoing.put(self.prefix + payload + "}", backlog)
-            await self.session.outgoing.drained()
+    def go_live(self) -> None:
+        """The replay is done: release what the group sent meanwhile that it did not cover."""
+        assert self.buffer is not None
         held, self.buffer = self.buffer, None
         for event_id, payload in held:
             if not self.offer(event_id, payload):
@@ -181,6 +237,9 @@ class Groups:
     def leave(self, member: Member) -> None:
         group = member.group
         group.members.pop(member, None)
+        group.catching_up.pop(member, None)
         if not group.members and self.by_key.get(group.key) is group:
             del self.by_key[group.key]
             self.fanout.remove(group)
+            if group.replayer is not None:
+                group.replayer.cancel()

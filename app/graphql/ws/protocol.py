@@ -408,16 +408,7 @@ class SocketSession:
         member = self.endpoint.groups.join(self, id, key, selection)
         self.operations[id] = member
         if member.buffer is not None:
-            member.replay = asyncio.create_task(self._catch_up(member))
-
-    async def _catch_up(self, member: Member) -> None:
-        try:
-            await member.catch_up(self.services.fanout)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("a replay failed")
-            self.end_interrupted(member)
+            member.group.resume(member, self.services.fanout)
 
     async def run_single(
         self,
@@ -466,8 +457,6 @@ class SocketSession:
         member = self.operations.pop(id, None)
         if member is not None:
             self.endpoint.groups.leave(member)
-            if member.replay is not None:
-                member.replay.cancel()
 
     def release(self) -> None:
         if self.closed:
