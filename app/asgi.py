@@ -23,6 +23,7 @@ from app.graphql.http import GraphQLHTTP
 from app.graphql.persisted import PersistedQueries
 from app.graphql.schema import build_schema
 from app.graphql.ws import GraphQLWebSocket, WebSocketShortcut
+from app.panel import panel_routes
 from app.services import Services
 from app.settings import Settings, get_settings
 
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             Route("/graphql", graphql_http.handle, methods=["GET", "POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *panel_routes(),
         ],
         middleware=[
             # browsers from the allowed origins may call the API (preflight answered here)

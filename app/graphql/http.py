@@ -19,9 +19,8 @@ from typing import Any
 
 from graphql import GraphQLError
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from strawberry.exceptions import MissingQueryError
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.execution import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -31,6 +30,7 @@ from app.graphql.context import Context
 from app.graphql.loaders import Loaders
 from app.graphql.persisted import PersistedQueries, PersistedQueryError
 from app.graphql.schema import OrderPulseSchema
+from app.panel import graphiql_page
 from app.services import Services
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -103,7 +103,8 @@ class GraphQLHTTP:
         self.persisted = persisted
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        return HTMLResponse(get_graphql_ide_html(graphql_ide="graphiql"))
+        """GraphiQL from OrderPulse's own files (strawberry's page loads it from a CDN)."""
+        return graphiql_page()
 
     async def handle(self, request: Request) -> Response:
         """The Starlette endpoint."""
