@@ -18,9 +18,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Route, WebSocket
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Route,
+    WebSocket,
+    async_playwright,
+)
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import async_playwright
 
 from app.orders.models import Customer, Reseller, SalesOrder
 from tests.support.api import Factory, GraphQLClient, gid

@@ -22,27 +22,30 @@ query($id: ID) { notificationSettings(resellerId: $id) { notifyReseller notifyCu
 """
 
 
-async def shown_numbers(page: Page) -> set[str]:
-    numbers = await page.locator("tr[data-order-number]").evaluate_all(
-        "rows => rows.map(r => r.dataset.orderNumber)"
-    )
+async def shown_numbers(page: Page, expected: set[str]) -> set[str]:
+    """The order numbers in the table, once it has as many rows as `expected`."""
+    rows = page.locator("tr[data-order-number]")
+    await expect(rows).to_have_count(len(expected))
+    numbers = await rows.evaluate_all("rows => rows.map(r => r.dataset.orderNumber)")
     return set(numbers)
 
 
-async def test_each_role_signs_in_and_sees_only_its_own_orders(panels: Panels, world: World) -> None:
+async def test_each_role_signs_in_and_sees_only_its_own_orders(
+    panels: Panels, world: World
+) -> None:
     orders = world.orders
     ours = {orders[k].number for k in ("pr", "pr2", "pr3", "pf", "cp")}
     theirs = {orders["foreign_pr"].number, orders["foreign_pf"].number}
     acme = {orders[k].number for k in ("pr", "pr2", "pf")}
 
     support, _ = await panels.signed_in(world.tokens["support"])
-    assert await shown_numbers(support) == ours | theirs
+    assert await shown_numbers(support, ours | theirs) == ours | theirs
     await expect(support.locator('[data-status-count="PF"]')).to_have_attribute("data-count", "2")
     await expect(support.locator("[data-notification-settings]")).to_be_visible()
     await expect(support.locator("[data-viewer]")).to_have_text("Support")
 
     reseller, _ = await panels.signed_in(world.tokens["reseller"])
-    assert await shown_numbers(reseller) == ours
+    assert await shown_numbers(reseller, ours) == ours
     await expect(reseller.locator('[data-status-count="PF"]')).to_have_attribute("data-count", "1")
     await expect(reseller.locator("[data-viewer]")).to_have_text("Northwind Cloud")
     await expect(reseller.locator("[data-notification-settings]")).to_be_visible()
@@ -51,10 +54,10 @@ async def test_each_role_signs_in_and_sees_only_its_own_orders(panels: Panels, w
     await expect(reseller.locator("[data-customers]")).not_to_contain_text("Fabrikam")
 
     other, _ = await panels.signed_in(world.tokens["other_reseller"])
-    assert await shown_numbers(other) == theirs
+    assert await shown_numbers(other, theirs) == theirs
 
     customer, _ = await panels.signed_in(world.tokens["customer"])
-    assert await shown_numbers(customer) == acme
+    assert await shown_numbers(customer, acme) == acme
     await expect(customer.locator("[data-notification-settings]")).to_be_hidden()
     await expect(customer.locator("[data-customers]")).to_be_hidden()
     await expect(customer.locator("[data-account]")).to_contain_text("Northwind Cloud")
@@ -78,7 +81,10 @@ async def test_a_bad_token_is_refused_and_a_good_one_is_kept_for_the_tab(
     await page.fill("input[name=token]", world.tokens["reseller"])
     await page.click("button[name=sign-in]")
     await expect(page.locator('[data-connection="live"]')).to_be_visible()
-    assert await page.evaluate("sessionStorage.getItem('orderpulse.token')") == world.tokens["reseller"]
+    assert (
+        await page.evaluate("sessionStorage.getItem('orderpulse.token')")
+        == world.tokens["reseller"]
+    )
     await page.reload()  # the same tab stays signed in
     await expect(page.locator('[data-connection="live"]')).to_be_visible()
     await expect(row(page, world.orders["pf"])).to_be_visible()

@@ -340,7 +340,7 @@ function renderOrders() {
       isSupport ? el("td", {}, order.reseller.name) : null,
       el("td", {}, statusBadge(order.status)),
       el("td", { class: "num" }, formatMoney(order.total)),
-      el("td", {}, el("time", { datetime: order.updatedAt }, formatDate(order.updatedAt))),
+      el("td", { class: "updated" }, el("time", { datetime: order.updatedAt }, formatDate(order.updatedAt))),
     );
     row.addEventListener("click", () => openDetail(order.id));
     row.addEventListener("keydown", (event) => {
