@@ -4,7 +4,8 @@
 import React from "react";
 import { createRoot } from "react-dom/client";
 import { GraphiQL } from "graphiql";
-import { createGraphiQLFetcher } from "@graphiql/toolkit";
+import { createClient } from "graphql-ws";
+import { getOperationAST, parse } from "graphql";
 import "graphiql/graphiql.css";
 
 const TOKEN_KEY = "orderpulse.token"; // the panel's sign-in (sessionStorage, same origin)
@@ -32,11 +33,37 @@ url.hash = "";
 const wsUrl = new URL(url);
 wsUrl.protocol = url.protocol === "https:" ? "wss:" : "ws:";
 
-const fetcher = createGraphiQLFetcher({
-  url: url.toString(),
-  subscriptionUrl: wsUrl.toString(),
-  enableIncrementalDelivery: false,
-});
+function isSubscription(query, operationName) {
+  try {
+    return getOperationAST(parse(query), operationName || undefined)?.operation === "subscription";
+  } catch {
+    return false; // let the server report the syntax error
+  }
+}
+
+// One socket per set of headers: the headers editor's Authorization is the connection_init payload.
+let socket = null;
+function socketFor(headers) {
+  const key = JSON.stringify(headers);
+  if (socket?.key !== key) {
+    socket?.client.dispose();
+    socket = { key, client: createClient({ url: wsUrl.toString(), connectionParams: headers, lazy: true }) };
+  }
+  return socket.client;
+}
+
+async function fetcher(params, options = {}) {
+  const headers = options.headers ?? {};
+  if (isSubscription(params.query, params.operationName)) {
+    return socketFor(headers).iterate(params);
+  }
+  const response = await fetch(url.toString(), {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json", ...headers },
+    body: JSON.stringify(params),
+  });
+  return response.json();
+}
 
 const root = createRoot(document.getElementById("graphiql"));
 root.render(

@@ -331,3 +331,26 @@ async def test_notification_settings_and_contact_email_are_edited_in_the_panel(
     notes = page.locator("[data-notification-list] tbody")
     await expect(notes).to_contain_text("alerts@acme.example")
     await expect(notes).to_contain_text("ops@northwind.example")
+
+
+async def test_graphiql_is_served_offline_and_runs_a_live_subscription(
+    panels: Panels, world: World, http: GraphQLClient
+) -> None:
+    page, record = await panels.page()
+    await page.goto("/panel")  # signed in to the panel, this tab's GraphiQL has the token
+    await page.fill("input[name=token]", world.tokens["reseller"])
+    await page.click("button[name=sign-in]")
+    await expect(page.locator('[data-connection="live"]')).to_be_visible()
+    await page.goto("/graphql")
+    editor = page.locator(".graphiql-query-editor .CodeMirror")
+    await expect(editor).to_be_visible()
+    await page.evaluate(
+        "() => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
+        ".setValue('subscription { orderStatusChanged { from to order { number } } }')"
+    )
+    await page.locator(".graphiql-execute-button").click()
+    await report_failure(http, world)("pr")
+    response = page.locator(".graphiql-response")
+    await expect(response).to_contain_text(world.orders["pr"].number)
+    await expect(response).to_contain_text('"to": "PF"')
+    assert any(u.endswith("/panel/static/vendor/graphiql.js") for u in record.requests)
