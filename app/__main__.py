@@ -57,6 +57,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     cmd_migrate(settings)
     if args.demo:
         asyncio.run(_seed_and_print(settings, args.host, args.port))
+    print(f"Control panels: http://{args.host}:{args.port}/panel", flush=True)
     print(f"GraphiQL: http://{args.host}:{args.port}/graphql", flush=True)
     uvicorn.run(
         "app.asgi:create_app",

@@ -1,18 +1,20 @@
 """How long from a reported failure to its "!" in an open Reseller Control Panel?
 
 Starts the real server (`python -m app serve`, SQLite in a temporary folder), opens the reseller's
-panel (/panel) in Debian's headless Chromium driven by Playwright, and beside it a plain
-graphql-transport-ws subscriber (the `websockets` library, in this process) for the same reseller,
-as the peer. Then, one order at a time: places an order through the API (and waits until the
-panel shows its row), reports `reportProvisioningResult(outcome: FAILED)` as the provisioning
-platform over HTTP, and measures:
+panel (/panel) in Debian's headless Chromium driven by Playwright, and beside it, as the peer, a
+plain graphql-transport-ws subscriber in this process (the `websockets` library) for the same
+reseller, subscribed with the panel's own `orderStatusChanged` document (so the server puts both
+in one group and sends them the same text at the same moment: the difference is the browser's
+side). Then, one order at a time: places an order through the API (and waits until the panel
+shows its row), reports `reportProvisioningResult(outcome: FAILED)` as the provisioning platform
+over HTTP (httpx), and measures:
 
 - panel: from the moment the mutation's HTTP response has been read to the moment the order's
   `[data-failed-mark]` ("!") is in the page's DOM. The page itself timestamps it: a
   MutationObserver notes `performance.timeOrigin + performance.now()` when the mark appears
   (epoch milliseconds of this machine's clock, the same clock as this process's `time.time()`),
-  so Playwright's own polling is not part of the figure. The panel's path: server fan-out →
-  graphql-ws in the page → the panel's handler → the row re-rendered.
+  so Playwright's own polling is not part of the figure. The panel's path: server fan-out ->
+  graphql-ws in the page -> the panel's handler -> the row re-rendered.
 - peer: from the same moment to the raw subscriber receiving the order's `PF` change.
 
 A figure can be slightly negative: the event can reach a subscriber before the mutation's own
@@ -63,7 +65,6 @@ PLACE = """mutation($c: ID!) { placeOrder(input: {customerId: $c,
     order { id number status } } }"""
 FAIL = """mutation($o: ID!) { reportProvisioningResult(input: {orderId: $o, outcome: FAILED,
     reason: SERVICE_CREATION_FAILED}) { order { status } userErrors { code message } } }"""
-CHANGES = "subscription { orderStatusChanged { to order { number } } }"
 
 OBSERVER = """() => {
   window.__failedAt = {};
@@ -106,9 +107,10 @@ def summary(name: str, values: list[float]) -> str:
 class Peer:
     """A raw graphql-transport-ws subscriber: when each order's PF change arrived (epoch ms)."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, document: str) -> None:
         self.url = url
         self.token = token
+        self.document = document
         self.arrived: dict[str, float] = {}
         self.ready = asyncio.Event()
 
@@ -123,9 +125,8 @@ class Peer:
                 )
             )
             assert json.loads(await ws.recv())["type"] == "connection_ack"
-            await ws.send(
-                json.dumps({"id": "1", "type": "subscribe", "payload": {"query": CHANGES}})
-            )
+            payload = {"query": self.document, "variables": {"after": None}}
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
             self.ready.set()
             async for raw in ws:
                 at = time.time() * 1000
@@ -158,10 +159,6 @@ async def run(count: int, warmup: int) -> None:
                 url, "RESELLER", reseller_id=parse_pk(reseller_id, "Reseller")
             )
 
-            peer = Peer(f"ws://127.0.0.1:{server.port}/graphql", reseller)
-            peer_task = asyncio.create_task(peer.run())
-            await asyncio.wait_for(peer.ready.wait(), 10)
-
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
                     executable_path=CHROMIUM, args=CHROMIUM_ARGS
@@ -172,6 +169,12 @@ async def run(count: int, warmup: int) -> None:
                 await page.click("button[name=sign-in]")
                 await page.wait_for_selector('[data-connection="live"]')
                 await page.evaluate(OBSERVER)
+                document = await page.evaluate(
+                    "import('/panel/static/api.js').then(api => api.ORDER_CHANGES)"
+                )
+                peer = Peer(f"ws://127.0.0.1:{server.port}/graphql", reseller, document)
+                peer_task = asyncio.create_task(peer.run())
+                await asyncio.wait_for(peer.ready.wait(), 10)
 
                 panel_ms: list[float] = []
                 peer_ms: list[float] = []

@@ -13,7 +13,7 @@ import { NOTIFICATION_CHANGES, ORDER_CHANGES } from "./api.js";
 
 const PING_EVERY_MS = 5000;
 const PONG_WITHIN_MS = 3000;
-const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4406, 4409]);
+const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4406, 4409, 4429]);
 
 export function connectLive({ token, onState, onOrderChange, onNotificationChange, onSnapshot, onRefused }) {
   const url = new URL("/graphql", window.location.href);

@@ -6,6 +6,7 @@ import { connectLive } from "./live.js";
 import { el, formatCountdown, formatDate, formatMoney, humanize } from "./dom.js";
 
 const TOKEN_KEY = "orderpulse.token";
+const SNAPSHOT_FALLBACK_MS = 3000;
 const $ = (selector, root = document) => root.querySelector(selector);
 
 const ACTION_LABELS = {
@@ -96,10 +97,25 @@ async function signIn(token) {
     onState: setConnection,
     onOrderChange: applyOrderChange,
     onNotificationChange: applyNotificationChange,
-    onSnapshot: loadEverything,
-    onRefused: () => signOut("Your token was refused (revoked or expired). Sign in again."),
+    onSnapshot: () => {
+      snapshotLoaded = true;
+      return loadEverything();
+    },
+    onRefused: (event) =>
+      signOut(
+        event?.code === 4429
+          ? "Too many panels are open with this token. Close one, then sign in again."
+          : "Your token was refused (revoked or expired). Sign in again.",
+      ),
   });
+  // Show the data even if the live connection is slow to come up; it reloads once live.
+  snapshotLoaded = false;
+  setTimeout(() => {
+    if (!snapshotLoaded && state.token === token) loadEverything();
+  }, SNAPSHOT_FALLBACK_MS);
 }
+
+let snapshotLoaded = false;
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
