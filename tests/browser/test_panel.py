@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from playwright.async_api import Page, WebSocketRoute, expect
@@ -104,10 +105,15 @@ async def test_a_reported_failure_shows_its_mark_and_badge_within_a_second(
     await expect(page.locator('[data-status-count="PF"]')).to_have_attribute("data-count", "1")
 
     await report_failure(http, world)("pr")
+    reported = time.monotonic()
 
-    await expect(row(page, order).locator("[data-failed-mark]")).to_be_visible(
-        timeout=LIVE_TIMEOUT_MS
-    )
+    mark = row(page, order).locator("[data-failed-mark]")
+    try:
+        await expect(mark).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    except AssertionError:
+        await expect(mark).to_be_visible()  # say whether it came late or never
+        late = time.monotonic() - reported
+        pytest.fail(f'the "!" came {late:.2f} s after the report, not within a second')
     await expect(row(page, order).locator("[data-status]")).to_have_attribute(
         "data-status", "PF", timeout=LIVE_TIMEOUT_MS
     )
@@ -190,13 +196,9 @@ async def test_an_action_in_the_support_panel_reaches_the_reseller_panel(
     detail = support.locator("[data-order-detail]")
     await detail.locator("button[data-action=HOLD]").click()
     await expect(detail.locator("[data-action-message]")).to_contain_text("now HL")
-    await expect(row(reseller, order)).to_have_attribute(
-        "data-status", "HL", timeout=LIVE_TIMEOUT_MS
-    )
+    await expect(row(reseller, order)).to_have_attribute("data-status", "HL")
     await expect(row(reseller, order).locator("[data-failed-mark]")).to_have_count(0)
-    await expect(reseller.locator('[data-status-count="PF"]')).to_have_attribute(
-        "data-count", "0", timeout=LIVE_TIMEOUT_MS
-    )
+    await expect(reseller.locator('[data-status-count="PF"]')).to_have_attribute("data-count", "0")
     await expect(reseller.locator('[data-status-count="HL"]')).to_have_attribute("data-count", "1")
     # The reseller's open detail follows, too.
     await row(reseller, order).click()

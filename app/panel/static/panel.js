@@ -51,6 +51,9 @@ function start() {
   $("[data-filters]").addEventListener("submit", (event) => event.preventDefault());
   $("button[name=load-more]").addEventListener("click", () => loadOrders({ more: true }));
   $("[data-notification-settings]").addEventListener("submit", saveSettings);
+  $("[data-order-detail]").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeDetail();
+  });
   $("select[name=reseller]").addEventListener("change", (event) => loadSettings(event.target.value));
   setInterval(tickCountdowns, 1000);
   const saved = sessionStorage.getItem(TOKEN_KEY);
@@ -362,7 +365,7 @@ function renderOrders() {
     row.addEventListener("keydown", (event) => {
       if (event.key === "Enter" || event.key === " ") {
         event.preventDefault();
-        openDetail(order.id);
+        openDetail(order.id, { fromKeyboard: true });
       }
     });
     return row;
@@ -402,7 +405,8 @@ function renderCounts(counts) {
   $("[data-status-counts]").replaceChildren(...badges);
 }
 
-function openDetail(id) {
+function openDetail(id, { fromKeyboard = false } = {}) {
+  focusDetailHeading = fromKeyboard;
   state.selectedId = id;
   state.detail = null;
   const box = $("[data-order-detail]");
@@ -424,6 +428,10 @@ function closeDetail() {
 function renderDetail(message) {
   const order = state.detail;
   const box = $("[data-order-detail]");
+  // A live re-render keeps the keyboard where it was (the same button, or the heading).
+  const active = box.contains(document.activeElement) ? document.activeElement : null;
+  const refocus = active && (active.dataset.action ? `button[data-action="${active.dataset.action}"]` : active.name ? `[name="${active.name}"]` : "#detail-title");
+  const typed = active?.name === "comment" ? active.value : null;
   box.dataset.orderNumber = order.number;
   box.dataset.status = order.status;
   const close = el("button", { type: "button", class: "secondary close", name: "close-detail", "aria-label": "Close order details" }, "×");
@@ -508,7 +516,13 @@ function renderDetail(message) {
           el("li", { "data-notification-id": n.id }, `${humanize(n.kind)} to ${humanize(n.recipientRole)} <${n.email}>: `, deliveryBadge(n), n.lastError ? ` (${n.lastError})` : "")))
       : el("p", { class: "hint", "data-order-notifications": "" }, "None sent for this order."),
   );
+  if (typed !== null) comment.value = typed;
+  if (refocus) $(refocus, box)?.focus();
+  else if (focusDetailHeading) $("#detail-title", box)?.focus();
+  focusDetailHeading = false;
 }
+
+let focusDetailHeading = false;
 
 async function performAction(order, action, comment, button) {
   for (const b of document.querySelectorAll("[data-order-detail] button[data-action]")) b.disabled = true;
