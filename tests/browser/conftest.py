@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from playwright.async_api import (
     Route,
     WebSocket,
     async_playwright,
+    expect,
 )
 from playwright.async_api import Error as PlaywrightError
 
@@ -49,6 +51,7 @@ LIVE_TIMEOUT_MS = 1000
 """SPEC 9: a change shows in every open panel that may see it within a second."""
 WAIT_MS = 10_000
 """Bound for everything else a test waits for."""
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture
@@ -75,6 +78,8 @@ class PageRecord:
     outside: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     frames_sent: list[str] = field(default_factory=list)
+    frames_received: list[tuple[float, str]] = field(default_factory=list)
+    """(time.monotonic() when Playwright reported it, the frame) for each websocket frame."""
 
 
 @dataclass
@@ -120,6 +125,10 @@ class Panels:
             if urlsplit(socket.url).netloc != own_host:
                 record.outside.append(socket.url)
             socket.on("framesent", lambda payload: record.frames_sent.append(str(payload)))
+            socket.on(
+                "framereceived",
+                lambda payload: record.frames_received.append((time.monotonic(), str(payload))),
+            )
 
         page.on("console", on_console)
         page.on("pageerror", lambda error: record.errors.append(f"uncaught: {error}"))

@@ -36,6 +36,7 @@ const state = {
   notifications: new Map(),
   live: null,
   settingsResellerId: null,
+  actionMessage: null, // {orderId, text, error}: the outcome of the last action taken here
 };
 
 // --- sign-in -------------------------------------------------------------------------------------
@@ -409,6 +410,7 @@ function openDetail(id, { fromKeyboard = false } = {}) {
   focusDetailHeading = fromKeyboard;
   state.selectedId = id;
   state.detail = null;
+  state.actionMessage = null;
   const box = $("[data-order-detail]");
   box.hidden = false;
   box.replaceChildren(el("p", {}, "Loading…"));
@@ -425,8 +427,10 @@ function closeDetail() {
   if (previous) document.querySelector(`tr[data-order-id="${CSS.escape(previous)}"]`)?.focus();
 }
 
-function renderDetail(message) {
+function renderDetail() {
   const order = state.detail;
+  // The last action's outcome stays shown across live re-renders of the same order.
+  const message = state.actionMessage?.orderId === order.id ? state.actionMessage : null;
   const box = $("[data-order-detail]");
   // A live re-render keeps the keyboard where it was (the same button, or the heading).
   const active = box.contains(document.activeElement) ? document.activeElement : null;
@@ -549,12 +553,14 @@ async function performAction(order, action, comment, button) {
     message = { error: true, text: error.message };
   }
   if (state.selectedId !== order.id) return;
+  state.actionMessage = { orderId: order.id, ...message };
   const data = await guarded(api.graphql(state.token, api.ORDER_DETAIL, { id: order.id }));
   if (data?.order && state.selectedId === order.id) {
     upsertOrder(data.order);
     state.detail = data.order;
   }
-  renderDetail(message);
+  state.actionMessage = { orderId: order.id, ...message };
+  renderDetail();
   renderOrders();
   loadCounts();
   button = document.querySelector(`[data-order-detail] button[data-action="${action}"]`);
