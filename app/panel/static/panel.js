@@ -473,7 +473,7 @@ function renderDetail() {
     button.addEventListener("click", () => performAction(order, action, comment.value.trim(), button));
     return button;
   });
-  box.replaceChildren(
+  const parts = [
     el("div", { class: "detail-head" }, el("h3", { id: "detail-title", tabindex: "-1" }, `Order ${order.number}`), close),
     el(
       "dl",
@@ -519,7 +519,8 @@ function renderDetail() {
       ? el("ul", { class: "notes", "data-order-notifications": "" }, ...order.notifications.map((n) =>
           el("li", { "data-notification-id": n.id }, `${humanize(n.kind)} to ${humanize(n.recipientRole)} <${n.email}>: `, deliveryBadge(n), n.lastError ? ` (${n.lastError})` : "")))
       : el("p", { class: "hint", "data-order-notifications": "" }, "None sent for this order."),
-  );
+  ];
+  box.replaceChildren(...parts.filter((part) => part !== null));
   if (typed !== null) comment.value = typed;
   if (refocus) $(refocus, box)?.focus();
   else if (focusDetailHeading) $("#detail-title", box)?.focus();
