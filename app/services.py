@@ -47,12 +47,21 @@ class Services:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One write transaction; after it commits, wake the fan-out and the outbox."""
-        async with self.db.write() as session:
-            yield session
-            wrote_events = bool(session.info.get(WROTE_EVENTS))
-            wrote_notifications = bool(session.info.get(WROTE_NOTIFICATIONS))
-        if wrote_notifications:
-            self.outbox_wake.set()
-        if wrote_events:
-            await self.bus.announce()
+        """One write transaction; after it commits, wake the fan-out and the outbox.
+
+        A transaction that began writing events and rolled back wakes the fan-out too: while it
+        was open, the readers held back the events committed after its start (app/events/log.py).
+        """
+        wrote_events = False
+        try:
+            async with self.db.write() as session:
+                try:
+                    yield session
+                finally:
+                    wrote_events = bool(session.info.get(WROTE_EVENTS))
+                wrote_notifications = bool(session.info.get(WROTE_NOTIFICATIONS))
+            if wrote_notifications:
+                self.outbox_wake.set()
+        finally:
+            if wrote_events:
+                await self.bus.announce()

@@ -14,6 +14,11 @@ queue is full is dropped, told to resume after the last event it got (`Subscribe
 Resuming: a subscriber given `after_id` registers live first, then replays the log after that id
 (`replay`), then continues live, skipping what the replay already gave (ids only grow), so nothing
 is missed or repeated at the seam.
+
+Every read of the log (live and replay) stops at `readable_horizon` (app/events/log.py): on
+PostgreSQL, transactions commit events in any order, and the horizon is the highest id below which
+no open transaction can still add one. So what is handed out is always a prefix of the log in id
+order, and an id once passed is never needed again.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from app.access import policy
 from app.access.viewer import Viewer
 from app.db import Database
 from app.events.bus import EventBus
+from app.events.log import readable_horizon
 from app.events.models import Event
 
 log = logging.getLogger("orderpulse.fanout")
@@ -187,9 +193,10 @@ async def replay(
     conditions = event_filter.conditions()
     while True:
         async with db.read() as session:
+            horizon = await readable_horizon(session)
             query = (
                 select(Event)
-                .where(col(Event.id) > after_id, *conditions)
+                .where(col(Event.id) > after_id, *conditions, *_up_to(horizon))
                 .order_by(col(Event.id))
                 .limit(page_size)
             )
@@ -198,6 +205,11 @@ async def replay(
             return
         yield Batch(events)
         after_id = events[-1].id or after_id
+
+
+def _up_to(horizon: int | None) -> list[ColumnElement[bool]]:
+    """The condition that keeps a read of the log within `horizon` (none for no limit)."""
+    return [] if horizon is None else [col(Event.id) <= horizon]
 
 
 class Fanout:
@@ -254,9 +266,13 @@ class Fanout:
 
     # --- the reader -----------------------------------------------------------------------------
 
+    async def seek_end(self) -> None:
+        """Move the position after the last event already readable (see `readable_horizon`)."""
+        self.position = await self._last_event_id()
+
     async def start(self) -> asyncio.Task[None]:
         """Start after the last event already in the log; return the reader task."""
-        self.position = await self._last_event_id()
+        await self.seek_end()
         self._task = asyncio.create_task(self._run(self.bus.listen()), name="orderpulse-fanout")
         return self._task
 
@@ -310,14 +326,20 @@ class Fanout:
                 log.error("an audience failed to take events", exc_info=outcome)
 
     async def _last_event_id(self) -> int:
+        """The last id of the final part of the log (see `readable_horizon`)."""
         async with self.db.read() as session:
-            return (await session.exec(select(func.max(col(Event.id))))).first() or 0
+            horizon = await readable_horizon(session)
+            query = select(func.max(col(Event.id))).where(*_up_to(horizon))
+            return (await session.exec(query)).first() or 0
 
     async def _read_after(self, position: int) -> list[Event]:
         async with self.db.read() as session:
+            horizon = await readable_horizon(session)
+            if horizon is not None and horizon <= position:
+                return []
             query = (
                 select(Event)
-                .where(col(Event.id) > position)
+                .where(col(Event.id) > position, *_up_to(horizon))
                 .order_by(col(Event.id))
                 .limit(self.batch_size)
             )

@@ -1,9 +1,25 @@
-"""Writing to the event log, inside the caller's transaction.
+"""Writing to the event log, inside the caller's transaction, and where it may be read up to.
 
-Ids must appear in commit order, or a subscriber resuming from a cursor could skip an event that
-committed late with a smaller id. SQLite has one writer at a time; on PostgreSQL each transaction
-that writes events takes one transaction-scoped advisory lock just before its first event, so
-event-writing transactions commit one after another.
+Subscribers read the log in id order and resume after an id, so no event may become readable
+after a later id has been handed out: a reader must never pass an id that a transaction still
+open may commit. SQLite has one writer at a time, so its ids commit in order.
+
+PostgreSQL writers run concurrently and take ids from `event_id_seq` in any order relative to
+their commits. Before drawing its first id, each event-writing transaction announces itself with a
+transaction-scoped *shared* advisory lock whose key is the sequence's last value at that moment
+(so every id it draws is above its key). Shared locks never wait for one another, and the lock
+ends with the transaction, so writers never queue behind each other. A reader computes the
+*horizon* in three steps, each a separate statement:
+
+1. `L`, the last id drawn so far (read first);
+2. `K`, the smallest key among the announcement locks held now;
+3. the events with `id <= min(L, K)`, read with a snapshot taken after step 2.
+
+Why nothing is skipped: take any id `h <= min(L, K)` that is not visible in step 3. It was drawn
+by step 1 (`h <= L`), so its transaction announced itself before step 2. Had that transaction
+been open at step 2, its key (below `h`) would make `K < h`; so it had ended by step 2: committed,
+and then visible to step 3, or rolled back, and then `h` never appears. Every id up to the
+horizon is final, and a reader that hands out only those never has to go back.
 """
 
 from __future__ import annotations
@@ -17,21 +33,47 @@ from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import Notification
 from app.orders.models import SalesOrder
 
-EVENT_LOCK_KEY = 0x0_4F50_4556  # "OPEV"
+WRITER_LOCK_CLASS = 0x4F50  # "OP": the first key of the announcement locks
 WROTE_EVENTS = "orderpulse.wrote_events"
 WROTE_NOTIFICATIONS = "orderpulse.wrote_notifications"
 
+_LAST_DRAWN = text(
+    "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM event_id_seq"
+)
+_ANNOUNCE = text(
+    "SELECT pg_advisory_xact_lock_shared(:lock_class, "
+    "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM event_id_seq)::int)"
+)
+_SMALLEST_OPEN_KEY = text(
+    "SELECT min(objid::text::bigint) FROM pg_locks WHERE locktype = 'advisory' "
+    "AND classid = :lock_class AND objsubid = 2 "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
-async def _serialize_event_writers(session: AsyncSession) -> None:
+
+async def _announce_writer(session: AsyncSession) -> None:
+    """Before this transaction's first event: say, on PostgreSQL, which ids it may still commit."""
     if session.info.get(WROTE_EVENTS):
         return
     session.info[WROTE_EVENTS] = True
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         connection = await session.connection()
-        await connection.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY}
-        )
+        await connection.execute(_ANNOUNCE, {"lock_class": WRITER_LOCK_CLASS})
+
+
+async def readable_horizon(session: AsyncSession) -> int | None:
+    """The highest event id up to which the log is final (None: no limit, as on SQLite).
+
+    Read the events with a later statement than this one (see the module docstring).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    connection = await session.connection()
+    last_drawn = int((await connection.execute(_LAST_DRAWN)).scalar_one())
+    open_key = (
+        await connection.execute(_SMALLEST_OPEN_KEY, {"lock_class": WRITER_LOCK_CLASS})
+    ).scalar_one()
+    return last_drawn if open_key is None else min(last_drawn, int(open_key))
 
 
 async def record_order_event(
@@ -48,7 +90,7 @@ async def record_order_event(
 ) -> Event:
     """One status change of `order` (from None for a new order)."""
     assert order.id is not None
-    await _serialize_event_writers(session)
+    await _announce_writer(session)
     event = Event(
         topic=TOPIC_ORDER_STATUS,
         order_id=order.id,
@@ -72,7 +114,7 @@ async def record_notification_event(
 ) -> Event:
     """A notification was created or changed delivery status."""
     assert notification.id is not None
-    await _serialize_event_writers(session)
+    await _announce_writer(session)
     event = Event(
         topic=TOPIC_NOTIFICATION,
         order_id=notification.order_id,
