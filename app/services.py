@@ -13,6 +13,7 @@ from app.db import Clock, Database, SystemClock
 from app.events.bus import EventBus
 from app.events.fanout import Fanout
 from app.events.log import WROTE_EVENTS, WROTE_NOTIFICATIONS
+from app.notifications.outbox import DeliveryPolicy, Outbox
 from app.notifications.sla import BusinessCalendar, add_business_hours
 from app.orders.service import OrderDeskConfig
 from app.settings import Settings
@@ -27,6 +28,7 @@ class Services:
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
     calendar: BusinessCalendar = field(init=False)
     desk: OrderDeskConfig = field(init=False)
+    outbox: Outbox = field(init=False)
     fanout: Fanout = field(init=False)
 
     def __post_init__(self) -> None:
@@ -37,6 +39,12 @@ class Services:
             blocked_email_domains=self.settings.blocked_email_domains,
             support_email=self.settings.support_email,
             sla_deadline=lambda failed_at: add_business_hours(self.calendar, failed_at, hours),
+        )
+        self.outbox = Outbox(
+            transaction=self.transaction,
+            db=self.db,
+            clock=self.clock,
+            policy=DeliveryPolicy.from_settings(self.settings),
         )
         self.fanout = Fanout(
             db=self.db,

@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     blocked_email_domains: Annotated[frozenset[str], NoDecode] = frozenset()
     delivery_retry_seconds: float = Field(default=30.0, gt=0)
     delivery_max_attempts: int = Field(default=8, ge=1)
-    delivery_lease_seconds: float = Field(default=120.0, gt=0)
+    # renewed every third of it while a mail is sent: a dead worker's mail waits at most this long
+    delivery_lease_seconds: float = Field(default=15.0, gt=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)  # rows of other processes, retries
     fanout_poll_seconds: float = Field(default=1.0, gt=0)  # a lost cross-process wake-up
     allowed_origins: Annotated[frozenset[str], NoDecode] = frozenset()

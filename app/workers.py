@@ -26,7 +26,8 @@ async def start_workers(services: Services) -> Stop:
     if transport is not None:
         await transport.start()
     mailer = mailer_from_settings(services.settings)
-    tasks.append(asyncio.create_task(run_outbox(services, mailer=mailer), name="outbox"))
+    delivering = run_outbox(services.outbox, mailer=mailer, wake=services.outbox_wake)
+    tasks.append(asyncio.create_task(delivering, name="outbox"))
     tasks.append(asyncio.create_task(run_escalations(services), name="escalations"))
     tasks.append(await services.fanout.start())  # live subscriptions read the log from here
 

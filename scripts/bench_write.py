@@ -3,6 +3,8 @@
 
     .venv/bin/python scripts/bench_write.py          # SQLite, PostgreSQL 1 and 2 workers
     .venv/bin/python scripts/bench_write.py --configs pg1 --seconds 5
+    .venv/bin/python scripts/bench_write.py --baseline /work/main   # the same runs of another
+                                                    # checkout's server, interleaved, with ratios
 
 Each of `--concurrency` clients owns its own orders (no conflicts) and moves each in turn:
 `reportProvisioningResult(FAILED)` (PR -> PF: the change, its event, two notifications with their
@@ -10,6 +12,13 @@ events, in one transaction; the outbox then sends both mails, as .eml files) and
 `performOrderAction(RESUBMIT)` (PF -> PR: the change and its event). Prints status changes per
 second with p50/p99 latency, and what was written. Needs PostgreSQL on 127.0.0.1:5432 for the
 pg configurations; everything runs on 127.0.0.1.
+
+Load generator: this script's own asyncio HTTP/1.1 keep-alive client (`benchlib.HttpConnection`),
+one connection per client, closed loop, in this process on the same machine. Because the cores
+are shared (with the load generator and whatever else runs), it also prints the CPU time the
+server processes and their PostgreSQL backends spent per change during the measured window (from
+/proc), which does not depend on how much CPU others took, and the ratios of a run to the first
+configuration's and (with --baseline) to the baseline checkout's.
 """
 
 from __future__ import annotations
@@ -17,9 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import benchlib as b
@@ -30,8 +42,81 @@ RESUBMIT = """mutation Resubmit($id: ID!) { performOrderAction(input: {orderId: 
   action: RESUBMIT}) { order { status } userErrors { code } } }"""
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes of a process group (the server and its workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+async def backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends connected to the benchmark's database."""
+    if not url.startswith("postgres"):
+        return []
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        return [r["pid"] for r in rows]
+    finally:
+        await conn.close()
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the server's processes and its database backends over a window."""
+
+    server_pgid: int
+    url: str
+    server: float = 0.0
+    database: float = 0.0
+    _start: dict[int, float] | None = None
+
+    async def _sample(self) -> dict[int, float]:
+        pids = [*group_pids(self.server_pgid), *(-p for p in await backend_pids(self.url))]
+        return {p: process_cpu_seconds(abs(p)) for p in pids}
+
+    async def begin(self) -> None:
+        self._start = await self._sample()
+
+    async def end(self) -> None:
+        assert self._start is not None
+        for pid, seconds in (await self._sample()).items():
+            spent = seconds - self._start.get(pid, 0.0)
+            if pid > 0:
+                self.server += spent
+            else:
+                self.database += spent
+
+
 async def drive(
-    port: int, token: str, order_ids: list[str], *, concurrency: int, seconds: float
+    port: int,
+    token: str,
+    order_ids: list[str],
+    *,
+    concurrency: int,
+    seconds: float,
+    on_measure: Callable[[bool], object] | None = None,
 ) -> b.LoadResult:
     latencies: list[float] = []
     errors = 0
@@ -67,10 +152,15 @@ async def drive(
     stop_at = time.monotonic() + 2.0  # warm-up
     await asyncio.gather(*(client(g) for g in groups))
     measuring = True
+    if on_measure is not None:
+        await on_measure(True)  # type: ignore[misc]
     started = time.monotonic()
     stop_at = started + seconds
     await asyncio.gather(*(client(g) for g in groups))
-    return b.LoadResult(len(latencies), errors, time.monotonic() - started, latencies)
+    elapsed = time.monotonic() - started
+    if on_measure is not None:
+        await on_measure(False)  # type: ignore[misc]
+    return b.LoadResult(len(latencies), errors, elapsed, latencies)
 
 
 async def written(url: str) -> str:
@@ -91,7 +181,14 @@ async def written(url: str) -> str:
         await db.dispose()
 
 
-async def run_config(config: str, args: argparse.Namespace) -> None:
+@dataclass
+class Figures:
+    changes_per_second: float
+    server_cpu_ms: float
+    database_cpu_ms: float
+
+
+async def run_config(config: str, args: argparse.Namespace, *, root: Path, label: str) -> Figures:
     folder = Path(tempfile.mkdtemp(prefix="orderpulse-bench-"))
     url = b.sqlite_url(folder) if config == "sqlite" else await b.create_pg_database()
     workers = 1 if config == "sqlite" else int(config[2:])
@@ -104,8 +201,16 @@ async def run_config(config: str, args: argparse.Namespace) -> None:
         order_ids = [str(to_global_id("Order", i)) for i in range(1, orders + 1)]
         token = await b.make_token(url, "SUPPORT")
         server = b.start_server(
-            url, workers=workers, extra_env={"ORDERPULSE_MAIL_DIR": str(folder / "mail")}
+            url,
+            workers=workers,
+            extra_env={"ORDERPULSE_MAIL_DIR": str(folder / "mail")},
+            root=root,
         )
+        meter = CpuMeter(server.process.pid, url)
+
+        async def on_measure(starting: bool) -> None:
+            await (meter.begin() if starting else meter.end())
+
         try:
             result = await drive(
                 server.port,
@@ -113,13 +218,23 @@ async def run_config(config: str, args: argparse.Namespace) -> None:
                 order_ids,
                 concurrency=args.concurrency,
                 seconds=args.seconds,
+                on_measure=on_measure,
             )
             await asyncio.sleep(2.0)  # let the outbox finish
         finally:
             server.stop()
-        name = "SQLite    " if config == "sqlite" else f"PostgreSQL {workers}w"
-        print(f"{name}: {result.line().replace('req/s', 'changes/s')}", flush=True)
-        print(f"            wrote {await written(url)}")
+        changes = max(result.requests - result.errors, 1)
+        figures = Figures(
+            result.rps, meter.server * 1000 / changes, meter.database * 1000 / changes
+        )
+        name = "SQLite       " if config == "sqlite" else f"PostgreSQL {workers}w"
+        print(
+            f"{label:>9} {name}: {result.line().replace('req/s', 'changes/s')}\n"
+            f"{'':>9} {'':13}  CPU per change: server {figures.server_cpu_ms:.1f} ms, "
+            f"PostgreSQL {figures.database_cpu_ms:.1f} ms; wrote {await written(url)}",
+            flush=True,
+        )
+        return figures
     finally:
         if config != "sqlite":
             await b.drop_pg_database(url)
@@ -133,12 +248,34 @@ def main() -> None:
     parser.add_argument("--configs", default="sqlite,pg1,pg2")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. /work/main): run its server the same way before each run",
+    )
     args = parser.parse_args()
     print(
-        f"== status changes through the API, concurrency {args.concurrency}, {args.seconds:.0f} s"
+        f"== status changes through the API, concurrency {args.concurrency}, {args.seconds:.0f} s;"
+        " load generator: benchlib.HttpConnection (asyncio, keep-alive, closed loop)"
     )
+    results: dict[tuple[str, str], Figures] = {}
     for config in args.configs.split(","):
-        asyncio.run(run_config(config, args))
+        if args.baseline is not None:
+            results["baseline", config] = asyncio.run(
+                run_config(config, args, root=args.baseline.resolve(), label="baseline")
+            )
+        results["this", config] = asyncio.run(run_config(config, args, root=b.ROOT, label="this"))
+    print("== ratios (changes/s)")
+    configs = args.configs.split(",")
+    for (label, config), figures in results.items():
+        first = results[label, configs[0]]
+        line = f"{label:>9} {config}: {figures.changes_per_second / first.changes_per_second:.2f}"
+        line += f" x {configs[0]}"
+        if label == "this" and ("baseline", config) in results:
+            base = results["baseline", config]
+            line += f", {figures.changes_per_second / base.changes_per_second:.2f} x baseline"
+            line += f" (server CPU per change {figures.server_cpu_ms / base.server_cpu_ms:.2f} x)"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -290,14 +290,22 @@ class Server:
                 self.process.wait(5)
 
 
-def start_server(url: str, *, workers: int = 1, extra_env: dict[str, str] | None = None) -> Server:
-    """`python -m app serve` (log level warning) on a free port; waits until /readyz answers."""
+def start_server(
+    url: str,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    root: Path = ROOT,
+) -> Server:
+    """`python -m app serve` (log level warning) on a free port; waits until /readyz answers.
+
+    `root` is the checkout whose code the server runs (another one, to compare in one run)."""
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="orderpulse-bench-")) / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPULSE_")}
     env.update(
         {
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": str(root),
             "ORDERPULSE_DATABASE_URL": url,
             "ORDERPULSE_MAIL_DIR": str(log.parent / "mail"),
             **(extra_env or {}),

@@ -6,7 +6,10 @@ Each delivery takes three steps, none of which holds a transaction open across t
    short transaction: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so many workers share the
    outbox; on SQLite (one writer) the conditional UPDATE alone is the claim.
 2. The mail is sent through a `Mailer`, outside any transaction, with the notification's own
-   Message-ID (made when the row was written, so every resend carries the same one).
+   Message-ID (made when the row was written, so every resend carries the same one). While it is
+   being sent, the worker renews its lease every third of the lease time, so the lease can be
+   short (15 s by default) however long a mail server takes: a worker that dies stops renewing,
+   and its rows are claimed again within one lease time.
 3. The outcome is recorded in a new short transaction, guarded by the lease: only the worker that
    still holds it may change the row. Sent -> SENT; a transient error (4xx, no connection, timeout)
    -> stays PENDING with `attempts`, `last_error` and an exponentially later `next_attempt_at`; a
@@ -27,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -37,10 +41,11 @@ from sqlalchemy import ColumnElement, and_, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.db import Clock, Database
 from app.events.log import record_notification_event
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
 from app.notifications.models import Notification
-from app.services import Services
+from app.settings import Settings
 
 log = logging.getLogger("orderpulse.outbox")
 
@@ -55,13 +60,54 @@ MIN_WAIT_SECONDS = 0.01
 MAX_ERROR_LENGTH = 1000
 
 
+UnitOfWork = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+"""A write transaction that, after commit, wakes whoever reads what it wrote."""
+
+
 @dataclass(frozen=True)
+class DeliveryPolicy:
+    """The delivery settings, narrowed from Settings."""
+
+    mail_from: str
+    lease_seconds: float
+    retry_seconds: float
+    max_attempts: int
+    poll_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryPolicy:
+        return cls(
+            mail_from=settings.mail_from,
+            lease_seconds=settings.delivery_lease_seconds,
+            retry_seconds=settings.delivery_retry_seconds,
+            max_attempts=settings.delivery_max_attempts,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+
+    @property
+    def renew_every_seconds(self) -> float:
+        """How often a lease is renewed while its mail is being sent."""
+        return self.lease_seconds / 3
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """What delivering from the outbox needs: the database, the clock and the policy."""
+
+    transaction: UnitOfWork
+    db: Database
+    clock: Clock
+    policy: DeliveryPolicy
+
+
+@dataclass
 class Claim:
     """A notification leased to this worker until `lease_until`, with what its mail needs."""
 
     id: int
     attempts: int
     lease_until: datetime
+    """When the lease runs out; moved on each renewal."""
     mail: OutgoingMail
 
 
@@ -108,13 +154,13 @@ def retry_delay(*, retry_seconds: float, attempts: int) -> timedelta:
     return min(timedelta(seconds=retry_seconds * 2**exponent), MAX_BACKOFF)
 
 
-async def claim_due(services: Services, *, limit: int) -> list[Claim]:
+async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
     """Lease up to `limit` due notifications to this worker (oldest due first)."""
     if limit <= 0:
         return []
-    now = services.clock.now()
-    lease_until = now + timedelta(seconds=services.settings.delivery_lease_seconds)
-    async with services.transaction() as session:
+    now = outbox.clock.now()
+    lease_until = now + timedelta(seconds=outbox.policy.lease_seconds)
+    async with outbox.transaction() as session:
         ids = await _due_ids(session, now=now, limit=limit)
         if not ids:
             return []
@@ -130,7 +176,7 @@ async def claim_due(services: Services, *, limit: int) -> list[Claim]:
                 .order_by(col(Notification.next_attempt_at), col(Notification.id))
             )
         ).all()
-    sender = services.settings.mail_from
+    sender = outbox.policy.mail_from
     return [
         Claim(
             id=row.id or 0,
@@ -161,22 +207,58 @@ async def _due_ids(session: AsyncSession, *, now: datetime, limit: int) -> list[
     return [i for i in (await session.exec(query)).all() if i is not None]
 
 
-async def deliver_claim(services: Services, mailer: Mailer, claim: Claim) -> Outcome:
-    """Send one claimed notification and record what happened."""
+async def renew_lease(outbox: Outbox, claim: Claim) -> bool:
+    """Extend the claim's lease by a lease time from now; False if it is no longer this worker's."""
+    lease_until = outbox.clock.now() + timedelta(seconds=outbox.policy.lease_seconds)
+    async with outbox.transaction() as session:
+        result = await session.exec(
+            update(Notification)
+            .where(
+                col(Notification.id) == claim.id,
+                col(Notification.status) == PENDING,
+                col(Notification.lease_until) == claim.lease_until,
+            )
+            .values(lease_until=lease_until)
+        )
+    if result.rowcount != 1:
+        return False
+    claim.lease_until = lease_until
+    return True
+
+
+async def _keep_leased(outbox: Outbox, claim: Claim) -> None:
+    """Renew the lease every `renew_every_seconds` until cancelled or the lease is lost."""
+    while True:
+        await asyncio.sleep(outbox.policy.renew_every_seconds)
+        try:
+            if not await renew_lease(outbox, claim):
+                log.warning("notification %s: another worker took the lease over", claim.id)
+                return
+        except Exception:  # the database may be away a moment; try again at the next renewal
+            log.warning("notification %s: could not renew the lease", claim.id, exc_info=True)
+
+
+async def deliver_claim(outbox: Outbox, mailer: Mailer, claim: Claim) -> Outcome:
+    """Send one claimed notification (renewing its lease meanwhile) and record what happened."""
+    renewing = asyncio.create_task(_keep_leased(outbox, claim), name=f"lease-{claim.id}")
+    error: DeliveryError | None = None
     try:
         await mailer.send(claim.mail)
     except DeliveryError as exc:
-        return await _record(services, claim, error=exc)
+        error = exc
     except Exception as exc:  # a bug or an unforeseen library error: retry, but say so
         log.exception("unexpected error sending notification %s", claim.id)
         error = DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
-        return await _record(services, claim, error=error)
-    return await _record(services, claim, error=None)
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+    return await _record(outbox, claim, error=error)
 
 
-async def _record(services: Services, claim: Claim, *, error: DeliveryError | None) -> Outcome:
-    settings = services.settings
-    now = services.clock.now()
+async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) -> Outcome:
+    policy = outbox.policy
+    now = outbox.clock.now()
     attempts = claim.attempts + 1
     values: dict[str, object] = {"attempts": attempts, "lease_until": None}
     if error is None:
@@ -184,14 +266,14 @@ async def _record(services: Services, claim: Claim, *, error: DeliveryError | No
         values.update(status=SENT, sent_at=now, next_attempt_at=None)
     else:
         values["last_error"] = error.message[:MAX_ERROR_LENGTH]
-        if error.permanent or attempts >= settings.delivery_max_attempts:
+        if error.permanent or attempts >= policy.max_attempts:
             outcome = Outcome.FAILED
             values.update(status=FAILED, next_attempt_at=None)
         else:
             outcome = Outcome.RETRYING
-            delay = retry_delay(retry_seconds=settings.delivery_retry_seconds, attempts=attempts)
+            delay = retry_delay(retry_seconds=policy.retry_seconds, attempts=attempts)
             values["next_attempt_at"] = now + delay
-    async with services.transaction() as session:
+    async with outbox.transaction() as session:
         result = await session.exec(
             update(Notification)
             .where(
@@ -225,7 +307,7 @@ async def _record(services: Services, claim: Claim, *, error: DeliveryError | No
 
 
 async def deliver_due(
-    services: Services, mailer: Mailer, *, concurrency: int = DEFAULT_CONCURRENCY
+    outbox: Outbox, mailer: Mailer, *, concurrency: int = DEFAULT_CONCURRENCY
 ) -> DeliveryReport:
     """One pass: claim and send every notification due now, `concurrency` at a time.
 
@@ -234,20 +316,20 @@ async def deliver_due(
     """
     outcomes: list[Outcome] = []
     while True:
-        claims = await claim_due(services, limit=concurrency)
+        claims = await claim_due(outbox, limit=concurrency)
         if not claims:
             return DeliveryReport.of(outcomes)
         outcomes += await asyncio.gather(
-            *(deliver_claim(services, mailer, claim) for claim in claims)
+            *(deliver_claim(outbox, mailer, claim) for claim in claims)
         )
 
 
-async def seconds_until_next_due(services: Services) -> float | None:
+async def seconds_until_next_due(outbox: Outbox) -> float | None:
     """How long until a PENDING notification becomes claimable (0 if one is now); None if none."""
-    now = services.clock.now()
+    now = outbox.clock.now()
     pending = col(Notification.status) == PENDING
     leased = and_(col(Notification.lease_until).is_not(None), col(Notification.lease_until) > now)
-    async with services.db.read() as session:
+    async with outbox.db.read() as session:
         next_attempt = (
             await session.exec(
                 select(func.min(Notification.next_attempt_at)).where(pending, ~leased)
@@ -273,19 +355,22 @@ def describe_mailer(mailer: Mailer) -> str:
 
 
 async def run_outbox(
-    services: Services, *, mailer: Mailer, concurrency: int = DEFAULT_CONCURRENCY
+    outbox: Outbox,
+    *,
+    mailer: Mailer,
+    wake: asyncio.Event,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> None:
     """Deliver outbox mail until cancelled.
 
-    Woken by `services.outbox_wake` (set after every commit that wrote notifications, so mail
-    goes out at once); otherwise it looks again when the next retry or lease expiry is due, and
-    at least every ORDERPULSE_OUTBOX_POLL_SECONDS (rows written by other processes). Claimed mails
-    are sent in background tasks, at most `concurrency` at a time, so one slow mail server
-    conversation does not hold up new mail.
+    Woken by `wake` (set after every commit that wrote notifications, so mail goes out at once);
+    otherwise it looks again when the next retry or lease expiry is due, and at least every
+    ORDERPULSE_OUTBOX_POLL_SECONDS (rows written by other processes). Claimed mails are sent in
+    background tasks, at most `concurrency` at a time, so one slow mail server conversation does
+    not hold up new mail.
     """
     log.info("outbox: %s", describe_mailer(mailer))
-    wake = services.outbox_wake
-    poll = services.settings.outbox_poll_seconds
+    poll = outbox.policy.poll_seconds
     in_flight: set[asyncio.Task[Outcome]] = set()
 
     def finished(task: asyncio.Task[Outcome]) -> None:
@@ -300,9 +385,9 @@ async def run_outbox(
             wait: float | None = poll
             try:
                 free = concurrency - len(in_flight)
-                claims = await claim_due(services, limit=free)
+                claims = await claim_due(outbox, limit=free)
                 for claim in claims:
-                    task = asyncio.create_task(deliver_claim(services, mailer, claim))
+                    task = asyncio.create_task(deliver_claim(outbox, mailer, claim))
                     in_flight.add(task)
                     task.add_done_callback(finished)
                 if len(in_flight) >= concurrency:
@@ -310,7 +395,7 @@ async def run_outbox(
                 elif claims and len(claims) == free:
                     continue  # there may be more due right now
                 else:
-                    due_in = await seconds_until_next_due(services)
+                    due_in = await seconds_until_next_due(outbox)
                     if due_in is not None:
                         wait = max(min(poll, due_in), MIN_WAIT_SECONDS)
             except Exception:

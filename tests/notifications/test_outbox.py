@@ -30,6 +30,7 @@ from app.notifications.outbox import (
     deliver_claim,
     deliver_due,
     describe_mailer,
+    renew_lease,
     retry_delay,
 )
 from app.services import Services
@@ -253,10 +254,10 @@ async def test_a_4xx_reply_is_retried_with_backoff_until_it_goes_through(
 
     # Not due yet: nothing is sent.
     clock.advance(seconds=RETRY_SECONDS - 1)
-    assert await deliver_due(services, mailer) == DeliveryReport()
+    assert await deliver_due(services.outbox, mailer) == DeliveryReport()
     # The first retry after ORDERPULSE_DELIVERY_RETRY_SECONDS fails again...
     clock.advance(seconds=1)
-    assert await deliver_due(services, mailer) == DeliveryReport(retrying=1)
+    assert await deliver_due(services.outbox, mailer) == DeliveryReport(retrying=1)
     async with services.db.read() as session:
         stored = await session.get(Notification, int(_pk(row["id"])))
         assert stored is not None
@@ -265,10 +266,10 @@ async def test_a_4xx_reply_is_retried_with_backoff_until_it_goes_through(
         assert stored.next_attempt_at == failed_at + timedelta(seconds=3 * RETRY_SECONDS)
         assert stored.lease_until is None
     clock.advance(seconds=2 * RETRY_SECONDS - 1)
-    assert await deliver_due(services, mailer) == DeliveryReport()
+    assert await deliver_due(services.outbox, mailer) == DeliveryReport()
     assert smtp_server.messages == []
     clock.advance(seconds=1)
-    assert await deliver_due(services, mailer) == DeliveryReport(sent=1)
+    assert await deliver_due(services.outbox, mailer) == DeliveryReport(sent=1)
 
     (message,) = smtp_server.messages
     (row,) = await desk.notifications(order)
@@ -276,7 +277,7 @@ async def test_a_4xx_reply_is_retried_with_backoff_until_it_goes_through(
     assert (row["status"], row["attempts"]) == ("SENT", 3)
     assert row["lastError"] == "server replied 451 4.3.0 try again later"
     assert row["sentAt"] == clock.now().isoformat()
-    assert await deliver_due(services, mailer) == DeliveryReport()
+    assert await deliver_due(services.outbox, mailer) == DeliveryReport()
     assert len(smtp_server.messages) == 1
 
 
@@ -291,13 +292,13 @@ async def test_a_refused_connection_is_retried(
 
     clock.advance(seconds=RETRY_SECONDS)
     nobody_listens = SmtpMailer(f"smtp://127.0.0.1:{free_port()}", timeout=2)
-    assert await deliver_due(services, nobody_listens) == DeliveryReport(retrying=1)
+    assert await deliver_due(services.outbox, nobody_listens) == DeliveryReport(retrying=1)
     (row,) = await desk.notifications(order)
     assert (row["status"], row["attempts"]) == ("PENDING", 2)
     assert row["lastError"].startswith(("cannot reach the mail server", "mail server error"))
 
     clock.advance(seconds=2 * RETRY_SECONDS)
-    assert await deliver_due(services, SmtpMailer(smtp_server.url)) == DeliveryReport(sent=1)
+    assert await deliver_due(services.outbox, SmtpMailer(smtp_server.url)) == DeliveryReport(sent=1)
     (row,) = await desk.notifications(order)
     assert (row["status"], row["attempts"]) == ("SENT", 3)
     assert [m["Message-ID"] for m in smtp_server.messages] == [row["messageId"]]
@@ -349,14 +350,14 @@ async def test_out_of_attempts_is_failed(
     order = await desk.fail()
     await desk.settled(order, 1)
     clock.advance(seconds=RETRY_SECONDS)
-    assert await deliver_due(services, mailer) == DeliveryReport(retrying=1)
+    assert await deliver_due(services.outbox, mailer) == DeliveryReport(retrying=1)
     clock.advance(seconds=2 * RETRY_SECONDS)
-    assert await deliver_due(services, mailer) == DeliveryReport(failed=1)
+    assert await deliver_due(services.outbox, mailer) == DeliveryReport(failed=1)
     (row,) = await desk.notifications(order)
     assert (row["status"], row["attempts"]) == ("FAILED", MAX_ATTEMPTS)
     assert row["lastError"] == "server replied 452 4.3.1 insufficient storage"
     clock.advance(days=1)
-    assert await deliver_due(services, mailer) == DeliveryReport()
+    assert await deliver_due(services.outbox, mailer) == DeliveryReport()
     assert smtp_server.messages == []
 
 
@@ -371,20 +372,52 @@ async def test_a_worker_that_lost_its_lease_records_nothing(
     await desk.settled(order, 1)
     clock.advance(seconds=RETRY_SECONDS)
     mailer = mailer_from_settings(services.settings)
-    (slow,) = await claim_due(services, limit=10)
-    assert await claim_due(services, limit=10) == []  # leased: nobody else gets it
+    (slow,) = await claim_due(services.outbox, limit=10)
+    assert await claim_due(services.outbox, limit=10) == []  # leased: nobody else gets it
     clock.advance(seconds=services.settings.delivery_lease_seconds)
-    (fast,) = await claim_due(services, limit=10)
+    (fast,) = await claim_due(services.outbox, limit=10)
     assert (fast.id, fast.mail.message_id) == (slow.id, slow.mail.message_id)
     assert fast.lease_until > slow.lease_until
     # The slow worker finishes first, but the row is no longer its to change.
-    assert await deliver_claim(services, mailer, slow) is Outcome.LEASE_LOST
+    assert await deliver_claim(services.outbox, mailer, slow) is Outcome.LEASE_LOST
     (row,) = await desk.notifications(order)
     assert (row["status"], row["attempts"]) == ("PENDING", 1)
-    assert await deliver_claim(services, mailer, fast) is Outcome.SENT
+    assert await deliver_claim(services.outbox, mailer, fast) is Outcome.SENT
     (row,) = await desk.notifications(order)
     assert (row["status"], row["attempts"]) == ("SENT", 2)
     assert [m["Message-ID"] for m in smtp_server.messages] == [row["messageId"]] * 2
+
+
+async def test_a_renewed_lease_keeps_other_workers_off_until_it_runs_out(
+    desk: Desk, smtp_server: SmtpServer, services: Services, clock: FakeClock
+) -> None:
+    """A worker renews its lease while it sends; once it stops (it died), the row is taken over
+    one lease time after the last renewal, and the old lease can no longer be renewed."""
+    await desk.settings(notifyReseller=False)
+    smtp_server.fail_next(1, "451 4.3.0 later")
+    order = await desk.fail()
+    await desk.settled(order, 1)
+    clock.advance(seconds=RETRY_SECONDS)
+    outbox = services.outbox
+    lease = timedelta(seconds=outbox.policy.lease_seconds)
+    assert outbox.policy.renew_every_seconds == outbox.policy.lease_seconds / 3
+    (mine,) = await claim_due(outbox, limit=10)
+    first_lease = mine.lease_until
+    clock.advance(seconds=lease.total_seconds() * 2 / 3)
+    assert await renew_lease(outbox, mine)
+    assert mine.lease_until == clock.now() + lease > first_lease
+    clock.advance(seconds=lease.total_seconds() * 2 / 3)  # past the first lease, not the renewed
+    assert clock.now() > first_lease
+    assert await claim_due(outbox, limit=10) == []
+    clock.advance(seconds=lease.total_seconds())  # no renewal for a whole lease: presumed dead
+    (theirs,) = await claim_due(outbox, limit=10)
+    assert (theirs.id, theirs.mail.message_id) == (mine.id, mine.mail.message_id)
+    assert not await renew_lease(outbox, mine)
+    assert await deliver_claim(outbox, mailer_from_settings(services.settings), theirs) is (
+        Outcome.SENT
+    )
+    (row,) = await desk.notifications(order)
+    assert (row["status"], row["attempts"]) == ("SENT", 2)
 
 
 class TestPoll:

@@ -261,3 +261,42 @@ async def _fail_order_offline(db_path: Path, env: dict[str, str]) -> list[str]:
         return [r.message_id for r in rows]
     finally:
         await services.db.dispose()
+
+
+async def test_with_the_default_lease_a_killed_servers_mail_goes_out_within_30_seconds(
+    tmp_path: Path, gated: GatedSmtpServer
+) -> None:
+    """The default lease (renewed while sending) is short: after a crash in the middle of the
+    SMTP transactions, the restarted server sends the mail well within 30 s, same Message-ID."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "ORDERPULSE_DATABASE_URL": f"sqlite:///{tmp_path / 'orderpulse.db'}",
+        "ORDERPULSE_SMTP_URL": gated.url,
+        "ORDERPULSE_SUPPORT_EMAIL": SUPPORT_EMAIL,
+        "ORDERPULSE_MAIL_DIR": str(tmp_path / "mail"),
+    }
+    server = Server(env, tmp_path)
+    api = Api(server, server.cli("token", "create", "--role", "SUPPORT"))
+    try:
+        gated.gate.clear()
+        await server.start()
+        await api.fail_order("Crashed")
+        rows = await api.notifications()
+        arrived, _ = await gated.wait_until(arrived=len(rows))
+        interrupted = sorted(message_ids(arrived))
+        server.kill()
+        crashed_at = time.monotonic()
+        await eventually(lambda: _no_held(gated))
+        gated.gate.set()
+        assert gated.snapshot()[1] == []
+
+        await server.start()
+        _, accepted = await gated.wait_until(accepted=len(rows), timeout=30)
+        delivered_after = time.monotonic() - crashed_at
+        assert sorted(message_ids(accepted)) == interrupted
+        assert delivered_after < 30, delivered_after
+    except BaseException:
+        print(server.logs())
+        raise
+    finally:
+        server.kill()
