@@ -7,6 +7,19 @@ to the moment the SMTP server receives the support mail's DATA (it then answers 
 timestamps come from this process's monotonic clock. Prints p50/p99/max.
 
     .venv/bin/python scripts/bench_notify_latency.py [--count 200] [--warmup 5]
+
+Open-loop mode (`--rate`): failures arrive at a fixed rate whatever the server's answers, as
+from many platforms at once: `--rate 50 --seconds 10` sends one `reportProvisioningResult(FAILED)`
+every 1/50 s for 10 s, each for its own order (seeded in PR), on `--database sqlite` (one process)
+or `postgres` (127.0.0.1:5432, `--workers N`), and prints p50/p99/max from each request's start
+to the SMTP server receiving that order's support mail, plus the rate actually sent.
+
+    .venv/bin/python scripts/bench_notify_latency.py --rate 50 --seconds 10 \
+        --database postgres --workers 2
+
+Load generator: this script, in one process: an asyncio scheduler that starts each request at its
+planned time on an idle keep-alive connection (`benchlib.HttpConnection`, a new one when none is
+idle), and the aiosmtpd server (in a thread) that timestamps each mail's DATA.
 """
 
 from __future__ import annotations
@@ -32,6 +45,8 @@ from typing import Any
 import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SUPPORT_EMAIL = "support@bench.example"
 SUBJECT_NUMBER = re.compile(r"Order (\S+) failed")
@@ -150,11 +165,118 @@ async def measure(base_url: str, token: str, inbox: Inbox, count: int, warmup: i
     )
 
 
+async def open_loop(args: argparse.Namespace, inbox: Inbox, smtp_port: int) -> None:
+    """`--rate` failures a second for `--seconds`, each timed to its support mail."""
+    import benchlib as b
+
+    from app.graphql.ids import to_global_id
+
+    count = round(args.rate * args.seconds)
+    warmup = max(round(args.rate), 5)
+    folder = Path(tempfile.mkdtemp(prefix="orderpulse-bench-"))
+    postgres = args.database == "postgres"
+    url = await b.create_pg_database() if postgres else b.sqlite_url(folder)
+    try:
+        await b.migrate(url)
+        total = warmup + count
+        await b.seed_core(url, orders=total, customers=20, resellers=2, statuses=["PR"])
+        token = await b.make_token(url, "SUPPORT")
+        server = b.start_server(
+            url,
+            workers=args.workers if postgres else 1,
+            extra_env={
+                "ORDERPULSE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+                "ORDERPULSE_SUPPORT_EMAIL": SUPPORT_EMAIL,
+            },
+        )
+        idle: list[b.HttpConnection] = []
+        opened: list[b.HttpConnection] = []
+        errors = 0
+
+        async def fail(index: int) -> float:
+            nonlocal errors
+            conn = idle.pop() if idle else b.HttpConnection(server.port)
+            if conn not in opened:
+                opened.append(conn)
+            body, headers = b.graphql_request(
+                token, FAIL, {"o": str(to_global_id("Order", index + 1))}
+            )
+            started = time.perf_counter()
+            try:
+                status, payload = await conn.post("/graphql", body, headers)
+            except (IndexError, OSError, asyncio.IncompleteReadError):  # closed while idle
+                conn = b.HttpConnection(server.port)
+                opened.append(conn)
+                started = time.perf_counter()
+                status, payload = await conn.post("/graphql", body, headers)
+            idle.append(conn)
+            if status != 200 or b'"PF"' not in payload:
+                errors += 1
+            try:
+                arrived = await inbox.wait_for(SUPPORT_EMAIL, f"SO-{index + 1:07d}")
+            except TimeoutError:
+                return math.inf  # not there after 30 s: counted, and shown as a miss
+            return arrived - started
+
+        async def run(first: int, number: int) -> tuple[list[float], float]:
+            tasks = []
+            began = time.perf_counter()
+            for i in range(number):
+                delay = began + i / args.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(fail(first + i)))
+            sent_for = time.perf_counter() - began
+            return list(await asyncio.gather(*tasks)), sent_for
+
+        try:
+            await run(0, warmup)
+            errors = 0
+            latencies, sent_for = await run(warmup, count)
+        finally:
+            for conn in opened:
+                await conn.close()
+            server.stop()
+        missed = sum(1 for v in latencies if v == math.inf)
+        ms = [v * 1000 for v in latencies]
+        setup = f"{args.database}, {args.workers if postgres else 1} worker(s)"
+        print(
+            f"open loop: {count} failures planned at {args.rate:g}/s over {args.seconds:g} s "
+            f"(sent at {(count - 1) / sent_for if sent_for else 0:.1f}/s), {setup}, "
+            f"{errors} errors, {missed} support mails not received within 30 s"
+        )
+        print(
+            "failing mutation -> SMTP server accepts the support mail: "
+            f"p50 {percentile(ms, 50):.1f} ms  p99 {percentile(ms, 99):.1f} ms  "
+            f"max {max(ms):.1f} ms  mean {statistics.fmean(ms):.1f} ms"
+        )
+    finally:
+        if postgres:
+            await b.drop_pg_database(url)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rate", type=float, help="open loop: failures per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="open loop: how long")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--workers", type=int, default=2, help="open loop on postgres")
     args = parser.parse_args()
+
+    if args.rate is not None:
+        inbox = Inbox()
+        smtp_port = free_port()
+        controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+        controller.start()
+        try:
+            asyncio.run(open_loop(args, inbox, smtp_port))
+        finally:
+            controller.stop()
+        return
 
     inbox = Inbox()
     smtp_port = free_port()
