@@ -165,7 +165,9 @@ async def measure(base_url: str, token: str, inbox: Inbox, count: int, warmup: i
     )
 
 
-async def open_loop(args: argparse.Namespace, inbox: Inbox, smtp_port: int) -> None:
+async def open_loop(
+    args: argparse.Namespace, inbox: Inbox, smtp_port: int, *, root: Path, label: str
+) -> None:
     """`--rate` failures a second for `--seconds`, each timed to its support mail."""
     import benchlib as b
 
@@ -188,6 +190,7 @@ async def open_loop(args: argparse.Namespace, inbox: Inbox, smtp_port: int) -> N
                 "ORDERPULSE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
                 "ORDERPULSE_SUPPORT_EMAIL": SUPPORT_EMAIL,
             },
+            root=root,
         )
         idle: list[b.HttpConnection] = []
         opened: list[b.HttpConnection] = []
@@ -241,7 +244,8 @@ async def open_loop(args: argparse.Namespace, inbox: Inbox, smtp_port: int) -> N
         ms = [v * 1000 for v in latencies]
         setup = f"{args.database}, {args.workers if postgres else 1} worker(s)"
         print(
-            f"open loop: {count} failures planned at {args.rate:g}/s over {args.seconds:g} s "
+            f"[{label}] open loop: {count} failures planned at {args.rate:g}/s "
+            f"over {args.seconds:g} s "
             f"(sent at {(count - 1) / sent_for if sent_for else 0:.1f}/s), {setup}, "
             f"{errors} errors, {missed} support mails not received within 30 s"
         )
@@ -265,17 +269,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="open loop: how long")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--workers", type=int, default=2, help="open loop on postgres")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="open loop: first run the same load against another checkout (e.g. /work/main)",
+    )
     args = parser.parse_args()
 
     if args.rate is not None:
-        inbox = Inbox()
-        smtp_port = free_port()
-        controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-        controller.start()
-        try:
-            asyncio.run(open_loop(args, inbox, smtp_port))
-        finally:
-            controller.stop()
+        import benchlib
+
+        runs = [(benchlib.ROOT, "this")]
+        if args.baseline is not None:
+            runs.insert(0, (args.baseline.resolve(), "baseline"))
+        for root, label in runs:
+            inbox = Inbox()
+            smtp_port = free_port()
+            controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+            controller.start()
+            try:
+                asyncio.run(open_loop(args, inbox, smtp_port, root=root, label=label))
+            finally:
+                controller.stop()
         return
 
     inbox = Inbox()
