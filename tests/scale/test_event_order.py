@@ -23,10 +23,14 @@ from app.events.bus import EventBus
 from app.events.fanout import Batch, EventFilter, Fanout
 from app.events.log import readable_horizon, record_order_event
 from app.events.models import TOPIC_ORDER_STATUS, Event
+from app.graphql.ids import to_cursor
 from app.orders.flow import Role
 from app.orders.models import SalesOrder
 from app.services import Services
-from tests.support.api import Factory
+from tests.scale.conftest import Launch
+from tests.scale.servers import subscription
+from tests.scale.test_multiprocess import STATUS_CHANGES, fail_orders, last_cursor
+from tests.support.api import Factory, gid
 
 pytestmark = pytest.mark.postgres
 
@@ -179,3 +183,45 @@ async def test_concurrent_writers_and_readers_see_every_committed_event_once_in_
     assert audience.ids == committed  # each once, in id order, none skipped
     for cursor in rng.sample(committed, 10):
         assert await replayed(fanout, cursor) == [i for i in committed if i > cursor]
+
+
+async def test_two_processes_writing_at_once_give_every_subscriber_the_same_gapless_stream(
+    launch: Launch, scale_database_url: str, rows: Factory, direct: Services
+) -> None:
+    a, b = await launch(scale_database_url, count=2)
+    token = await rows.token("SUPPORT")
+    system = await rows.token("SYSTEM")
+    customer = await rows.customer()
+    orders = [await rows.order(customer, status="PR") for _ in range(16)]
+    start = await last_cursor(b, token, gid("Order", orders[-1]))
+
+    async with (
+        subscription(a, token, STATUS_CHANGES, {"after": start}) as on_a,
+        subscription(b, token, STATUS_CHANGES, {"after": start}) as on_b,
+    ):
+        await fail_orders([a, b], system, orders)  # at once, half through each process
+        got_a = [(await on_a.next())["orderStatusChanged"] for _ in orders]
+        got_b = [(await on_b.next())["orderStatusChanged"] for _ in orders]
+        await on_a.nothing_within(0.5)
+
+    async with direct.db.read() as session:
+        query = (
+            select(col(Event.id))
+            .where(
+                col(Event.topic) == TOPIC_ORDER_STATUS,
+                col(Event.order_id).in_([o.id for o in orders]),
+                col(Event.to_status) == "PF",
+            )
+            .order_by(col(Event.id))
+        )
+        committed = [to_cursor("event", i or 0) for i in (await session.exec(query)).all()]
+    assert len(committed) == len(orders)
+    assert [c["cursor"] for c in got_a] == committed
+    assert [c["cursor"] for c in got_b] == committed
+    assert sorted(c["order"]["number"] for c in got_a) == sorted(o.number for o in orders)
+
+    middle = got_a[7]["cursor"]
+    async with subscription(b, token, STATUS_CHANGES, {"after": middle}) as resumed:
+        rest = [(await resumed.next())["orderStatusChanged"]["cursor"] for _ in orders[8:]]
+        await resumed.nothing_within(0.5)
+    assert rest == committed[8:]

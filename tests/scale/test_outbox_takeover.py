@@ -37,8 +37,16 @@ async def test_a_survivor_sends_a_dead_servers_mail_within_30_seconds(
     gated: GatedSmtpServer,
 ) -> None:
     gated.gate.clear()
-    (sender,) = await launch(scale_database_url, count=1, smtp_url=gated.url)
-    order = await rows.order(status="PF")  # committed here; the running server sends it
+    # Both run before the failure is committed (here, so neither is woken by its own commit):
+    # the sender polls the outbox often and claims first; the survivor looks every 5 s, and
+    # also when the sender's lease is due to run out.
+    (sender,) = await launch(
+        scale_database_url, count=1, smtp_url=gated.url, outbox_poll_seconds="0.1"
+    )
+    (survivor,) = await launch(
+        scale_database_url, count=1, smtp_url=gated.url, outbox_poll_seconds="5"
+    )
+    order = await rows.order(status="PF")
     async with direct.db.read() as session:
         pending = (
             await session.exec(select(Notification).where(col(Notification.order_id) == order.id))
@@ -46,8 +54,8 @@ async def test_a_survivor_sends_a_dead_servers_mail_within_30_seconds(
     expected = sorted(n.message_id for n in pending)
     arrived, _ = await gated.wait_until(arrived=len(expected), timeout=20)
     assert sorted(str(a.message["Message-ID"]) for a in arrived) == expected
-    (survivor,) = await launch(scale_database_url, count=1, smtp_url=gated.url)
 
+    # Killed in the middle of the SMTP transactions (before its client's 10 s timeout).
     sender.process.send_signal(signal.SIGKILL)
     sender.process.wait(timeout=10)
     crashed_at = time.monotonic()
