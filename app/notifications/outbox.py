@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, and_, func, or_, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -160,26 +160,36 @@ async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
         return []
     now = outbox.clock.now()
     lease_until = now + timedelta(seconds=outbox.policy.lease_seconds)
+    due = (
+        select(Notification.id)
+        .where(_is_due(now))
+        .order_by(col(Notification.next_attempt_at), col(Notification.id))
+        .limit(limit)
+    )
     async with outbox.transaction() as session:
-        ids = await _due_ids(session, now=now, limit=limit)
-        if not ids:
-            return []
-        await session.exec(
+        if session.get_bind().dialect.name == "postgresql":
+            # Rows another worker is claiming right now are skipped, not waited for.
+            due = due.with_for_update(skip_locked=True)
+        claimed = await session.exec(
             update(Notification)
-            .where(col(Notification.id).in_(ids), _is_due(now))
+            .where(col(Notification.id).in_(due.scalar_subquery()), _is_due(now))
             .values(lease_until=lease_until)
-        )
-        rows = (
-            await session.exec(
-                select(Notification)
-                .where(col(Notification.id).in_(ids), col(Notification.lease_until) == lease_until)
-                .order_by(col(Notification.next_attempt_at), col(Notification.id))
+            .returning(
+                col(Notification.id),
+                col(Notification.attempts),
+                col(Notification.message_id),
+                col(Notification.email),
+                col(Notification.subject),
+                col(Notification.body),
+                col(Notification.next_attempt_at),
             )
-        ).all()
+            .execution_options(synchronize_session=False)
+        )
+        rows = sorted(claimed.all(), key=lambda r: (r.next_attempt_at, r.id))
     sender = outbox.policy.mail_from
     return [
         Claim(
-            id=row.id or 0,
+            id=row.id,
             attempts=row.attempts,
             lease_until=lease_until,
             mail=OutgoingMail(
@@ -192,19 +202,6 @@ async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
         )
         for row in rows
     ]
-
-
-async def _due_ids(session: AsyncSession, *, now: datetime, limit: int) -> list[int]:
-    query = (
-        select(Notification.id)
-        .where(_is_due(now))
-        .order_by(col(Notification.next_attempt_at), col(Notification.id))
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        # Rows another worker is claiming right now are skipped, not waited for.
-        query = query.with_for_update(skip_locked=True)
-    return [i for i in (await session.exec(query)).all() if i is not None]
 
 
 async def renew_lease(outbox: Outbox, claim: Claim) -> bool:
@@ -274,16 +271,20 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
             delay = retry_delay(retry_seconds=policy.retry_seconds, attempts=attempts)
             values["next_attempt_at"] = now + delay
     async with outbox.transaction() as session:
-        result = await session.exec(
-            update(Notification)
-            .where(
-                col(Notification.id) == claim.id,
-                col(Notification.status) == PENDING,
-                col(Notification.lease_until) == claim.lease_until,
+        changed = (
+            await session.exec(
+                update(Notification)
+                .where(
+                    col(Notification.id) == claim.id,
+                    col(Notification.status) == PENDING,
+                    col(Notification.lease_until) == claim.lease_until,
+                )
+                .values(**values)
+                .returning(Notification)
+                .execution_options(synchronize_session=False)
             )
-            .values(**values)
-        )
-        if result.rowcount != 1:
+        ).first()
+        if changed is None:
             log.warning(
                 "notification %s: the lease ran out before the outcome (%s) was recorded; "
                 "the worker that took it over records its own",
@@ -292,8 +293,7 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
             )
             return Outcome.LEASE_LOST
         if outcome is not Outcome.RETRYING:
-            row = await session.get(Notification, claim.id, populate_existing=True)
-            assert row is not None
+            (row,) = changed
             await record_notification_event(session, notification=row, at=now)
     if error is not None:
         log.info(
@@ -327,18 +327,14 @@ async def deliver_due(
 async def seconds_until_next_due(outbox: Outbox) -> float | None:
     """How long until a PENDING notification becomes claimable (0 if one is now); None if none."""
     now = outbox.clock.now()
-    pending = col(Notification.status) == PENDING
     leased = and_(col(Notification.lease_until).is_not(None), col(Notification.lease_until) > now)
+    query = select(
+        func.min(case((~leased, col(Notification.next_attempt_at)))),
+        func.min(case((leased, col(Notification.lease_until)))),
+    ).where(col(Notification.status) == PENDING)
     async with outbox.db.read() as session:
-        next_attempt = (
-            await session.exec(
-                select(func.min(Notification.next_attempt_at)).where(pending, ~leased)
-            )
-        ).one()
-        lease_expiry = (
-            await session.exec(select(func.min(Notification.lease_until)).where(pending, leased))
-        ).one()
-    moments = [m for m in (next_attempt, lease_expiry) if m is not None]
+        next_attempt, lease_expiry = (await session.exec(query)).one()
+    moments: list[datetime] = [m for m in (next_attempt, lease_expiry) if m is not None]
     if not moments:
         return None
     return max((min(moments) - now).total_seconds(), 0.0)
