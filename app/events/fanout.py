@@ -286,8 +286,11 @@ class Fanout:
     async def _run(self, wake: asyncio.Event) -> None:
         try:
             while True:
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes
+                # while `wake` is being set (as a rolled-back writer does at shutdown).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=self.poll_seconds)
+                    async with asyncio.timeout(self.poll_seconds):
+                        await wake.wait()
                 wake.clear()
                 try:
                     await self.catch_up()
