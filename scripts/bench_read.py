@@ -149,13 +149,13 @@ def start_orderpulse(url: str, workers: int, planner: bool) -> b.Server:
     )
 
 
-def start_postgraphile(url: str, workers: int) -> b.Server:
+async def start_postgraphile(url: str, workers: int) -> b.Server:
     port = b.free_port()
     log = Path(tempfile.mkdtemp(prefix="orderpulse-bench-")) / "postgraphile.log"
     args = npx("postgraphile@4", "-c", url, "--host", "127.0.0.1", "--port", str(port))
     args += ["--cluster-workers", str(workers), "--disable-query-log"]
     with log.open("wb") as out:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: ASYNC220 (starts a server; returns at once)
             args, cwd=NPX_CACHE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = b.Server(process, port, log)
@@ -165,7 +165,7 @@ def start_postgraphile(url: str, workers: int) -> b.Server:
         if process.poll() is not None:
             raise RuntimeError(f"postgraphile exited:\n{log.read_text()[-3000:]}")
         try:
-            status, _ = asyncio.run(_post_once(port, body))
+            status, _ = await _post_once(port, body)
             if status == 200:
                 break
         except OSError:
@@ -173,8 +173,8 @@ def start_postgraphile(url: str, workers: int) -> b.Server:
         if time.monotonic() > deadline:
             server.stop()
             raise TimeoutError(log.read_text()[-3000:])
-        time.sleep(0.5)
-    time.sleep(1.0)  # let every worker finish its start-up
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # let every worker finish its start-up
     return server
 
 
@@ -334,7 +334,7 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
                 url, 2, token, args, planner, key("pg2", planner)
             )
         if not args.skip_peer and node_present():
-            peer = start_postgraphile(url, 2)
+            peer = await start_postgraphile(url, 2)
             try:
                 body = json.dumps({"query": PEER_PANEL, "variables": {"r": reseller}}).encode()
                 results["peer"] = await measure(peer.port, body, {}, args.seconds, args.load)
