@@ -69,10 +69,24 @@ class _ManyByOrderId(DataLoader[int, list[Any]]):
         return [grouped.get(key, []) for key in keys]
 
 
+def items_query(order_ids: Sequence[int]) -> Any:
+    """The line items of these orders as rows (no ORM objects), in their order on the order.
+    Shared by the loader and the read planner."""
+    return (
+        select(
+            col(OrderItem.order_id),
+            col(OrderItem.description),
+            col(OrderItem.quantity),
+            col(OrderItem.unit_price),
+        )
+        .where(col(OrderItem.order_id).in_(order_ids))
+        .order_by(col(OrderItem.position))
+    )
+
+
 class ItemsByOrderIdLoader(_ManyByOrderId):
     async def _fetch(self, session: Any, keys: Sequence[int]) -> Sequence[Any]:
-        query = select(OrderItem).where(col(OrderItem.order_id).in_(keys))
-        return list((await session.exec(query.order_by(col(OrderItem.position)))).all())
+        return list((await session.exec(items_query(keys))).all())
 
 
 class HistoryByOrderIdLoader(_ManyByOrderId):

@@ -12,6 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from app.graphql.guards import Guards, GuardsExtension
 from app.graphql.mutations import Mutation
+from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
 from app.graphql.subscriptions import Subscription
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
@@ -64,8 +65,10 @@ class OrderPulseSchema(strawberry.Schema):
     """The schema and the guards it runs: a transport that executes documents itself (the
     websocket's fan-out) takes this type and runs `schema.guards`, never a lookup by type."""
 
-    def __init__(self, guards: Guards) -> None:
+    def __init__(self, guards: Guards, *, read_planner: bool = True) -> None:
         self.guards = guards
+        plans = PlanCache(DOCUMENT_CACHE_SIZE)
+        planner = [lambda: ReadPlanner(plans)] if read_planner else []
         super().__init__(
             query=Query,
             mutation=Mutation,
@@ -79,13 +82,15 @@ class OrderPulseSchema(strawberry.Schema):
                 lambda: CachedValidation(maxsize=DOCUMENT_CACHE_SIZE),
                 HideSuggestionsFromStrangers,
                 guards.make_mask_errors,
+                *planner,  # last: answers covered queries after every guard has run
             ],
             config=StrawberryConfig(),
         )
 
 
 def build_schema(settings: Settings | None = None) -> OrderPulseSchema:
-    return OrderPulseSchema(Guards.from_settings(settings or get_settings()))
+    settings = settings or get_settings()
+    return OrderPulseSchema(Guards.from_settings(settings), read_planner=settings.read_planner)
 
 
 def export_schema() -> str:
