@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
@@ -93,9 +94,14 @@ def keyset_page(
     return page
 
 
+@functools.cache
+def _count_all(model: type[SQLModel]) -> SelectOfScalar[int]:
+    return select(func.count()).select_from(model)  # built once: func.count() is costly
+
+
 def count_query(model: type[SQLModel], where: Sequence[ColumnElement[bool]]) -> SelectOfScalar[int]:
     """How many rows of `model` match `where` (a connection's `totalCount`)."""
-    return select(func.count()).select_from(model).where(*where)
+    return _count_all(model).where(*where)
 
 
 async def fetch_page(

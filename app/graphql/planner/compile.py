@@ -19,6 +19,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -215,15 +216,42 @@ class _Compiler:
                 return _null(non_null) if value is None else assemble(value)
 
             return complete_object
-        serialize = getattr(inner, "serialize", None)
-        if serialize is None:  # an interface or union: not among the planned shapes
-            raise NotCovered(str(inner))
+        serialize = _serializer(inner)
 
         def complete_leaf(source: Any) -> Any:
             value = get(source)
             return _null(non_null) if value is None else serialize(value)
 
         return complete_leaf
+
+
+INT_RANGE = range(-(2**31), 2**31)
+
+
+def _serializer(type_: Any) -> Callable[[Any], Any]:
+    """The type's own `serialize`, with its answer for the common case computed up front: a
+    value already of the output's Python type is returned as is, an enum member is looked up."""
+    serialize: Callable[[Any], Any] | None = getattr(type_, "serialize", None)
+    if serialize is None:  # an interface or union: not among the planned shapes
+        raise NotCovered(str(type_))
+    slow = serialize
+    if isinstance(type_, GraphQLEnumType):
+        wrapped = getattr(type_, "wrapped_cls", None)
+        if wrapped is None:
+            return slow
+        names = {member: slow(member) for member in wrapped}
+
+        def serialize_enum(value: Any) -> Any:
+            name = names.get(value) if type(value) is wrapped else None
+            return slow(value) if name is None else name
+
+        return serialize_enum
+    exact = {"String": str, "ID": str, "Boolean": bool}.get(type_.name)
+    if exact is not None:
+        return lambda value: value if type(value) is exact else slow(value)
+    if type_.name == "Int":
+        return lambda value: value if type(value) is int and value in INT_RANGE else slow(value)
+    return slow
 
 
 def _applies(type_condition: str, parent: GraphQLObjectType) -> bool:

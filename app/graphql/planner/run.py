@@ -8,6 +8,7 @@ count and the items are asked only when selected.
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from typing import Any
 
@@ -32,7 +33,7 @@ from graphql import (
     VariableNode,
 )
 from graphql.utilities import type_from_ast
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.access.viewer import Viewer
@@ -83,16 +84,8 @@ async def orders(
     where = order_conditions(viewer, order_filter(schema, argument(schema, root, "filter", values)))
     try:
         size = page_size(first)
-        columns = list(ORDER.c)
-        joined = ORDER
-        if "customer" in root.needs:
-            columns += list(CUSTOMER.c)
-            joined = joined.join(CUSTOMER, CUSTOMER.c.id == ORDER.c.customer_id)
-        if "reseller" in root.needs:
-            columns += list(RESELLER.c)
-            joined = joined.join(RESELLER, RESELLER.c.id == ORDER.c.reseller_id)
         query = keyset_page(
-            select(*columns).select_from(joined).where(*where),
+            page_select("customer" in root.needs, "reseller" in root.needs).where(*where),
             ORDER.c.id,
             size=size,
             after=after,
@@ -114,6 +107,20 @@ async def orders(
     cursors = [to_cursor("order", source.row.id) for source in page]
     info = page_info(cursors, has_next=has_next, has_previous=after is not None)
     return PageSource(orders=page, page_info=info, total=total)
+
+
+@functools.cache
+def page_select(customer: bool, reseller: bool) -> Select[Any]:
+    """The orders, joined with their customers and resellers when selected (built once)."""
+    columns = list(ORDER.c)
+    joined = ORDER
+    if customer:
+        columns += list(CUSTOMER.c)
+        joined = joined.join(CUSTOMER, CUSTOMER.c.id == ORDER.c.customer_id)
+    if reseller:
+        columns += list(RESELLER.c)
+        joined = joined.join(RESELLER, RESELLER.c.id == ORDER.c.reseller_id)
+    return select(*columns).select_from(joined)
 
 
 _ORDER_WIDTH = len(ORDER.c)
