@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench_read.py --skip-big --seconds 10
     .venv/bin/python scripts/bench_read.py --skip-big --skip-peer --planner both   # planner on/off
     .venv/bin/python scripts/bench_read.py --skip-big --profile pg1    # py-spy the 1-worker server
+    .venv/bin/python scripts/bench_read.py --cpu 300 [--app-root ../main]  # server CPU/request
 
 1. The workload of issue 8: 100,000 orders seeded in PostgreSQL with `benchlib.seed_generate_series`
    (200 customers, 20 resellers), a reseller's token, the issue's panel query (`PANEL`), OrderPulse
@@ -214,7 +215,9 @@ def start_profiler(pid: int, seconds: float) -> tuple[subprocess.Popen[bytes], P
     return process, out
 
 
-PACKAGES = [
+PACKAGES = [  # the first match names a frame's package
+    ("app/graphql/planner", "app planner"),
+    ("/app/", "app (other)"),
     ("asyncpg", "asyncpg"),
     ("aiosqlite", "aiosqlite"),
     ("sqlite3", "sqlite3"),
@@ -226,9 +229,8 @@ PACKAGES = [
     ("httptools", "uvicorn"),
     ("starlette", "starlette"),
     ("pydantic", "pydantic"),
-    ("app/graphql/planner", "app planner"),
-    ("/app/", "app (other)"),
     ("orjson", "orjson"),
+    ("ssl", "ssl (new database connections)"),
     ("json", "json"),
     ("asyncio", "asyncio event loop"),
     ("uvloop", "asyncio event loop"),
@@ -279,6 +281,56 @@ def finish_profiler(spy: tuple[subprocess.Popen[bytes], Path]) -> str:
             "    hottest functions (self):  " + top(functions, 12),
         ]
     )
+
+
+# --- server CPU per request (quiet enough to compare levers on a shared machine) ----------------
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every process in the server's process group, from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])  # utime stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def server_cpu(url: str, token: str, args: argparse.Namespace, planner: bool) -> str:
+    extra = {"ORDERPULSE_READ_PLANNER": "true" if planner else "false"}
+    if args.app_root:
+        extra["PYTHONPATH"] = args.app_root  # made absolute in main()
+    server = b.start_server(url, workers=1, extra_env=extra)
+    try:
+        body, headers = b.graphql_request(token, PANEL)
+        await b.sequential_latency(server.port, lambda _: (body, headers), requests=20)
+        before = group_cpu_seconds(os.getpgid(server.process.pid))
+        latencies = await b.sequential_latency(
+            server.port, lambda _: (body, headers), requests=args.cpu
+        )
+        used = group_cpu_seconds(os.getpgid(server.process.pid)) - before
+        per_request = 1000 * used / (args.cpu + 5)  # sequential_latency adds 5 warm-ups
+        return f"{per_request:6.2f} ms server CPU per request, {b.summary_ms(latencies)}"
+    finally:
+        server.stop()
+
+
+async def cpu_benchmarks(args: argparse.Namespace) -> None:
+    code = args.app_root or "this checkout"
+    print(f"== server CPU per panel request (1 worker, sequential), code: {code} ==")
+    url = await b.create_pg_database()
+    try:
+        await b.migrate(url)
+        seeded = await b.seed_generate_series(url, orders=args.orders, customers=200, resellers=20)
+        token = await b.make_token(url, "RESELLER", reseller_id=seeded.reseller_ids[0])
+        for planner in (True, False):
+            line = await server_cpu(url, token, args, planner)
+            print(f"PostgreSQL, planner {'on ' if planner else 'off'}: {line}", flush=True)
+    finally:
+        await b.drop_pg_database(url)
 
 
 # --- the runs ---------------------------------------------------------------------------------
@@ -424,6 +476,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument(
+        "--cpu", type=int, default=0, help="only measure server CPU per request over N requests"
+    )
+    parser.add_argument("--app-root", help="with --cpu: serve the code of another checkout")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--planner", choices=["on", "off", "both"], default="on")
     parser.add_argument("--load", choices=["autocannon", "python"], default=None)
@@ -436,6 +492,11 @@ def main() -> None:
         "--profile", help="run to sample: pg2, pg1, sqlite (add -off: without the planner)"
     )
     args = parser.parse_args()
+    if args.app_root:
+        args.app_root = os.path.abspath(args.app_root)
+    if args.cpu:
+        asyncio.run(cpu_benchmarks(args))
+        return
     if args.load is None:
         args.load = "autocannon" if autocannon_works() else "python"
     print(f"CPUs: {os.cpu_count()}, load generator: {args.load}")
