@@ -208,6 +208,7 @@ def start_profiler(pid: int, seconds: float) -> tuple[subprocess.Popen[bytes], P
             "--output",
             str(out),
             "--nonblocking",
+            "--gil",  # only the thread holding the GIL: Python's CPU, not waits in uvloop's C loop
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
