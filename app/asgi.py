@@ -134,4 +134,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         max_body_size=settings.max_body_bytes,  # 413 before anything reads the body
     )
     app.state.services = services
+    app.state.schema = schema
     return app

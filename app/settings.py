@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     max_sockets_per_token: int = Field(default=50, ge=1)
     token_check_seconds: float = Field(default=2.0, gt=0)  # revoked tokens' sockets close by then
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Run known query documents from a precompiled plan (app/graphql/planner); false: always
+    # the generic executor (the planner's differential tests and benchmarks compare both).
+    read_planner: bool = True
 
     @field_validator("blocked_email_domains", "allowed_origins", mode="before")
     @classmethod

@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
-"""Read benchmark: a reseller panel's order page, and one status page at 10k vs 1M orders.
+"""Read benchmark: a reseller panel's order page against PostGraphile 4, and one status page.
 
-    .venv/bin/python scripts/bench_read.py                   # everything (about 6 minutes)
-    .venv/bin/python scripts/bench_read.py --configs sqlite,pg1 --seconds 5 --skip-big
-    .venv/bin/python scripts/bench_read.py --profile pg1      # also sample the server with py-spy
+    .venv/bin/python scripts/bench_read.py                       # everything (about 5 minutes)
+    .venv/bin/python scripts/bench_read.py --skip-big --seconds 10
+    .venv/bin/python scripts/bench_read.py --skip-big --skip-peer --planner both   # planner on/off
+    .venv/bin/python scripts/bench_read.py --skip-big --profile pg1    # py-spy the 1-worker server
+    .venv/bin/python scripts/bench_read.py --cpu 300 [--app-root ../main]  # server CPU/request
 
-1. Seeds 100,000 orders over 200 customers and 20 resellers (bulk INSERTs through SQLAlchemy
-   core), then posts the panel query as one reseller at concurrency 32 for `--seconds` (after a
-   2 s warm-up) and prints req/s, p50 and p99, for SQLite/1 process and PostgreSQL/1, 2, 4 workers.
-2. On PostgreSQL, seeds 10,000 and 1,000,000 orders (generate_series) and prints the sequential
-   latency of `orders(first: 50, filter: {status: [PF]})` for support and for a reseller, with
-   the query plan of its page.
+1. The workload of issue 8: 100,000 orders seeded in PostgreSQL with `benchlib.seed_generate_series`
+   (200 customers, 20 resellers), a reseller's token, the issue's panel query (`PANEL`), OrderPulse
+   `serve --workers 2` and, when Node is present, PostGraphile 4 (`npx -y postgraphile@4
+   --cluster-workers 2`, its `allSalesOrders` query, `PEER_PANEL`) over the same database in the
+   same run. Load: autocannon (`npx -y autocannon -c 32`) when Node is present, otherwise the
+   Python keep-alive client of `benchlib` (`--load python` forces it); each run is preceded by a
+   2 s warm-up. Prints req/s, p50, p99 and the ratios. Every response is checked once before the
+   load (50 orders, no errors); autocannon counts non-2xx answers.
+2. SQLite (1 process; same shape, seeded with `benchlib.seed_core`) against PostgreSQL 1 worker.
+3. On PostgreSQL, 10,000 and 1,000,000 orders: the sequential latency of
+   `orders(first: 50, filter: {status: [PF]})` for support and a reseller, with the page's plan.
 
 Needs PostgreSQL on 127.0.0.1:5432 (ORDERPULSE_BENCH_POSTGRES_URL to change). Everything runs on
 127.0.0.1; databases are dropped at the end. The load generator shares the machine's CPUs with
-the server, so the figures are a floor.
+the servers, so the figures are a floor; compare the ratios, which come from the same run.
 """
 
 from __future__ import annotations
@@ -22,46 +29,168 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import benchlib as b
 
-PANEL = """query Panel { orders(first: 50) { edges { node { number status total { amount currency }
-  customer { name } reseller { name } failure { reason message } } } } }"""
+# The issue's query, verbatim.
+PANEL = """{ orders(first: 50) { totalCount edges { node { id number status
+  total { amount currency } failure { reason } customer { name contactEmail } reseller { name }
+  } } } }"""
+# The same page from PostGraphile's reflection of the same tables (the issue's query).
+PEER_PANEL = """query($r: Int!) { allSalesOrders(first: 50, condition: {resellerId: $r},
+  orderBy: ID_DESC) { totalCount nodes { id number status total currency failureReason
+  customerByCustomerId { name contactEmail } resellerByResellerId { name } } } }"""
 FAILED_PAGE = """query Failed { orders(first: 50, filter: {status: [PF]}) {
   edges { node { number status failure { reason message } } } } }"""
+NPX_CACHE = Path(tempfile.gettempdir()) / "orderpulse-bench-npx"
 
 
-def has_50_orders(body: dict[str, object]) -> bool:
-    return len(body["data"]["orders"]["edges"]) == 50  # type: ignore[index]
+def has_50_orders(body: dict[str, Any]) -> bool:
+    data = body.get("data") or {}
+    if "orders" in data:
+        return len(data["orders"]["edges"]) == 50 and data["orders"]["totalCount"] > 0
+    return len(data["allSalesOrders"]["nodes"]) == 50
 
 
-async def panel_load(url: str, workers: int, token: str, seconds: float, profile: bool) -> str:
-    server = b.start_server(url, workers=workers)
-    try:
-        body, headers = b.graphql_request(token, PANEL)
-        spy = start_profiler(server, seconds) if profile else None
-        result = await b.load(
-            server.port,
-            lambda _: (body, headers),
-            concurrency=32,
-            seconds=seconds,
-            check=has_50_orders,
+# --- load generators ------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    rps: float
+    p50: float
+    p99: float
+    requests: int
+    errors: int
+
+    def line(self) -> str:
+        return (
+            f"{self.rps:8.1f} req/s  p50 {self.p50:7.1f} ms  p99 {self.p99:7.1f} ms  "
+            f"({self.requests} requests, {self.errors} errors)"
         )
-        line = result.line()
-        if spy is not None:
-            line += "\n" + finish_profiler(spy)
-        return line
+
+
+def node_present() -> bool:
+    return shutil.which("npx") is not None and shutil.which("node") is not None
+
+
+def npx(*args: str) -> list[str]:
+    return ["npx", "-y", *args]
+
+
+def autocannon_works() -> bool:
+    if not node_present():
+        return False
+    NPX_CACHE.mkdir(exist_ok=True)
+    try:
+        done = subprocess.run(
+            npx("autocannon", "--version"), cwd=NPX_CACHE, capture_output=True, timeout=300
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def autocannon(port: int, body: bytes, headers: dict[str, str], seconds: float) -> Figures:
+    args = npx("autocannon", "-c", "32", "-d", str(int(seconds)), "-m", "POST", "--json")
+    for name, value in {"Content-Type": "application/json", **headers}.items():
+        args += ["-H", f"{name}={value}"]
+    args += ["-b", body.decode(), f"http://127.0.0.1:{port}/graphql"]
+    done = subprocess.run(args, cwd=NPX_CACHE, capture_output=True, timeout=seconds + 120)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.decode()[-2000:])
+    report = json.loads(done.stdout)
+    return Figures(
+        rps=report["requests"]["total"] / report["duration"],
+        p50=report["latency"]["p50"],
+        p99=report["latency"]["p99"],
+        requests=report["requests"]["total"],
+        errors=report["errors"] + report["non2xx"] + report["timeouts"],
+    )
+
+
+async def measure(
+    port: int, body: bytes, headers: dict[str, str], seconds: float, generator: str
+) -> Figures:
+    """Check one response, warm up 2 s, then load for `seconds`."""
+    conn = b.HttpConnection(port)
+    try:
+        status, payload = await conn.post("/graphql", body, headers)
     finally:
-        server.stop()
+        await conn.close()
+    answer = json.loads(payload)
+    if status != 200 or "errors" in answer or not has_50_orders(answer):
+        raise RuntimeError(f"unexpected answer ({status}): {payload[:500]!r}")
+    if generator == "autocannon":
+        await asyncio.to_thread(autocannon, port, body, headers, 2)
+        return await asyncio.to_thread(autocannon, port, body, headers, seconds)
+    result = await b.load(
+        port, lambda _: (body, headers), concurrency=32, seconds=seconds, check=has_50_orders
+    )
+    return Figures(
+        result.rps, result.percentile(50), result.percentile(99), result.requests, result.errors
+    )
 
 
-def start_profiler(server: b.Server, seconds: float) -> tuple[subprocess.Popen[bytes], Path]:
+# --- servers ----------------------------------------------------------------------------------
+
+
+def start_orderpulse(url: str, workers: int, planner: bool) -> b.Server:
+    return b.start_server(
+        url, workers=workers, extra_env={"ORDERPULSE_READ_PLANNER": "true" if planner else "false"}
+    )
+
+
+async def start_postgraphile(url: str, workers: int) -> b.Server:
+    port = b.free_port()
+    log = Path(tempfile.mkdtemp(prefix="orderpulse-bench-")) / "postgraphile.log"
+    args = npx("postgraphile@4", "-c", url, "--host", "127.0.0.1", "--port", str(port))
+    args += ["--cluster-workers", str(workers), "--disable-query-log"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: ASYNC220 (starts a server; returns at once)
+            args, cwd=NPX_CACHE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = b.Server(process, port, log)
+    deadline = time.monotonic() + 300
+    body = json.dumps({"query": "{ __typename }"}).encode()
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"postgraphile exited:\n{log.read_text()[-3000:]}")
+        try:
+            status, _ = await _post_once(port, body)
+            if status == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise TimeoutError(log.read_text()[-3000:])
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # let every worker finish its start-up
+    return server
+
+
+async def _post_once(port: int, body: bytes) -> tuple[int, bytes]:
+    conn = b.HttpConnection(port)
+    try:
+        return await conn.post("/graphql", body, {})
+    finally:
+        await conn.close()
+
+
+# --- profiling --------------------------------------------------------------------------------
+
+
+def start_profiler(pid: int, seconds: float) -> tuple[subprocess.Popen[bytes], Path]:
     spy = shutil.which("py-spy") or str(Path(os.sys.executable).parent / "py-spy")  # type: ignore[attr-defined]
     out = Path(tempfile.mkdtemp()) / "profile.txt"
     process = subprocess.Popen(
@@ -69,7 +198,7 @@ def start_profiler(server: b.Server, seconds: float) -> tuple[subprocess.Popen[b
             spy,
             "record",
             "--pid",
-            str(server.process.pid),
+            str(pid),
             "--duration",
             str(int(seconds) + 1),
             "--rate",
@@ -79,6 +208,7 @@ def start_profiler(server: b.Server, seconds: float) -> tuple[subprocess.Popen[b
             "--output",
             str(out),
             "--nonblocking",
+            "--gil",  # only the thread holding the GIL: Python's CPU, not waits in uvloop's C loop
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -86,8 +216,12 @@ def start_profiler(server: b.Server, seconds: float) -> tuple[subprocess.Popen[b
     return process, out
 
 
-PACKAGES = [
+PACKAGES = [  # the first match names a frame's package
+    ("app/graphql/planner", "app planner"),
+    ("/app/", "app (other)"),
     ("asyncpg", "asyncpg"),
+    ("aiosqlite", "aiosqlite"),
+    ("sqlite3", "sqlite3"),
     ("sqlalchemy", "SQLAlchemy"),
     ("sqlmodel", "SQLModel"),
     ("graphql/", "graphql-core"),
@@ -96,7 +230,8 @@ PACKAGES = [
     ("httptools", "uvicorn"),
     ("starlette", "starlette"),
     ("pydantic", "pydantic"),
-    ("/app/", "app (OrderPulse)"),
+    ("orjson", "orjson"),
+    ("ssl", "ssl (new database connections)"),
     ("json", "json"),
     ("asyncio", "asyncio event loop"),
     ("uvloop", "asyncio event loop"),
@@ -117,6 +252,7 @@ def finish_profiler(spy: tuple[subprocess.Popen[bytes], Path]) -> str:
         return f"  (py-spy gave no profile: {err.decode()[-300:]})"
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
+    functions: collections.Counter[str] = collections.Counter()
     total = 0
     for line in out.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -129,54 +265,161 @@ def finish_profiler(spy: tuple[subprocess.Popen[bytes], Path]) -> str:
             continue  # waiting in the event loop's poll: not CPU
         total += count
         self_time[_package(leaf)] += count
+        functions[leaf.split(" (")[0] + " " + _package(leaf)] += count
         for package in {_package(f) for f in frames}:
             inclusive[package] += count
     if total == 0:
         return "  (empty profile)"
-    lines = ["  profile (py-spy, CPU samples of the server process, by package):"]
-    lines.append(
-        "    self time:      "
-        + ", ".join(f"{name} {100 * n / total:.0f}%" for name, n in self_time.most_common(8))
+
+    def top(counter: collections.Counter[str], n: int) -> str:
+        return ", ".join(f"{name} {100 * k / total:.0f}%" for name, k in counter.most_common(n))
+
+    return "\n".join(
+        [
+            f"  profile (py-spy, {total} CPU samples of one server process):",
+            "    self time by package:      " + top(self_time, 10),
+            "    inclusive time by package: " + top(inclusive, 10),
+            "    hottest functions (self):  " + top(functions, 12),
+        ]
     )
-    lines.append(
-        "    inclusive time: "
-        + ", ".join(f"{name} {100 * n / total:.0f}%" for name, n in inclusive.most_common(8))
+
+
+# --- server CPU per request (quiet enough to compare levers on a shared machine) ----------------
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every process in the server's process group, from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])  # utime stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def server_cpu(url: str, token: str, args: argparse.Namespace, planner: bool) -> str:
+    extra = {"ORDERPULSE_READ_PLANNER": "true" if planner else "false"}
+    if args.app_root:
+        extra["PYTHONPATH"] = args.app_root  # made absolute in main()
+    server = b.start_server(url, workers=1, extra_env=extra)
+    try:
+        body, headers = b.graphql_request(token, PANEL)
+        await b.sequential_latency(server.port, lambda _: (body, headers), requests=20)
+        before = group_cpu_seconds(os.getpgid(server.process.pid))
+        latencies = await b.sequential_latency(
+            server.port, lambda _: (body, headers), requests=args.cpu
+        )
+        used = group_cpu_seconds(os.getpgid(server.process.pid)) - before
+        per_request = 1000 * used / (args.cpu + 5)  # sequential_latency adds 5 warm-ups
+        return f"{per_request:6.2f} ms server CPU per request, {b.summary_ms(latencies)}"
+    finally:
+        server.stop()
+
+
+async def cpu_benchmarks(args: argparse.Namespace) -> None:
+    code = args.app_root or "this checkout"
+    print(f"== server CPU per panel request (1 worker, sequential), code: {code} ==")
+    url = await b.create_pg_database()
+    try:
+        await b.migrate(url)
+        seeded = await b.seed_generate_series(url, orders=args.orders, customers=200, resellers=20)
+        token = await b.make_token(url, "RESELLER", reseller_id=seeded.reseller_ids[0])
+        for planner in (True, False):
+            line = await server_cpu(url, token, args, planner)
+            print(f"PostgreSQL, planner {'on ' if planner else 'off'}: {line}", flush=True)
+    finally:
+        await b.drop_pg_database(url)
+
+
+# --- the runs ---------------------------------------------------------------------------------
+
+
+async def run_orderpulse(
+    url: str, workers: int, token: str, args: argparse.Namespace, planner: bool, key: str
+) -> Figures:
+    """One OrderPulse server; `key` names the run (`--profile KEY` samples it with py-spy)."""
+    where = "SQLite 1 process" if key.startswith("sqlite") else f"PostgreSQL {workers} worker(s)"
+    label = f"OrderPulse, {where}{'' if planner else ', no planner'}"
+    server = start_orderpulse(url, workers, planner)
+    try:
+        body, headers = b.graphql_request(token, PANEL)
+        spy = None
+        if args.profile == key:
+            spy = start_profiler(server.process.pid, args.seconds + 2)
+        figures = await measure(server.port, body, headers, args.seconds, args.load)
+        print(f"{label:<44}: {figures.line()}", flush=True)
+        if spy is not None:
+            print(finish_profiler(spy), flush=True)
+        return figures
+    finally:
+        server.stop()
+
+
+def key(run: str, planner: bool) -> str:
+    return run if planner else f"{run}-off"
+
+
+def ratio(ours: Figures, theirs: Figures, names: tuple[str, str]) -> str:
+    return (
+        f"  ratio {names[0]}/{names[1]}: req/s {ours.rps / theirs.rps:.2f}, "
+        f"p99 {ours.p99 / theirs.p99:.2f} (lower is better)"
     )
-    return "\n".join(lines)
 
 
 async def panel_benchmarks(args: argparse.Namespace) -> None:
-    configs = args.configs.split(",")
-    print(f"== panel query, reseller token, concurrency 32, {args.seconds:.0f} s per run ==")
-    print(f"   seeding {args.orders:,} orders, 200 customers, 20 resellers (SQLAlchemy core)")
-    if "sqlite" in configs:
-        folder = Path(tempfile.mkdtemp(prefix="orderpulse-bench-"))
-        url = b.sqlite_url(folder)
+    planners = {"on": [True], "off": [False], "both": [True, False]}[args.planner]
+    print(f"== the issue's panel page, reseller token, {args.load}, -c 32, {args.seconds:.0f} s ==")
+    url = await b.create_pg_database()
+    try:
         await b.migrate(url)
         started = time.monotonic()
-        seeded = await b.seed_core(url, orders=args.orders, customers=200, resellers=20)
-        print(f"   SQLite seeded in {time.monotonic() - started:.1f} s")
-        token = await b.make_token(url, "RESELLER", reseller_id=seeded.reseller_ids[0])
-        line = await panel_load(url, 1, token, args.seconds, args.profile == "sqlite")
-        print(f"SQLite     1 process : {line}", flush=True)
+        seeded = await b.seed_generate_series(url, orders=args.orders, customers=200, resellers=20)
+        print(f"   PostgreSQL: {args.orders:,} orders seeded in {time.monotonic() - started:.1f} s")
+        reseller = seeded.reseller_ids[0]
+        token = await b.make_token(url, "RESELLER", reseller_id=reseller)
+        results: dict[str, Figures] = {}
+        for planner in planners:
+            tag = "" if planner else " (no planner)"
+            results[f"op2{tag}"] = await run_orderpulse(
+                url, 2, token, args, planner, key("pg2", planner)
+            )
+        if not args.skip_peer and node_present():
+            peer = await start_postgraphile(url, 2)
+            try:
+                body = json.dumps({"query": PEER_PANEL, "variables": {"r": reseller}}).encode()
+                results["peer"] = await measure(peer.port, body, {}, args.seconds, args.load)
+                print(f"{'PostGraphile 4, 2 workers':<44}: {results['peer'].line()}", flush=True)
+            finally:
+                peer.stop()
+            for planner in planners:
+                tag = "" if planner else " (no planner)"
+                print(ratio(results[f"op2{tag}"], results["peer"], (f"OrderPulse{tag}", "PG4")))
+        elif not args.skip_peer:
+            print("   (no Node.js here: PostGraphile not run)")
+        if args.skip_sqlite:
+            return
+        for planner in planners:
+            tag = "" if planner else " (no planner)"
+            results[f"pg1{tag}"] = await run_orderpulse(
+                url, 1, token, args, planner, key("pg1", planner)
+            )
+    finally:
+        await b.drop_pg_database(url)
+    folder = Path(tempfile.mkdtemp(prefix="orderpulse-bench-"))
+    try:
+        sqlite = b.sqlite_url(folder)
+        await b.migrate(sqlite)
+        seeded = await b.seed_core(sqlite, orders=args.orders, customers=200, resellers=20)
+        token = await b.make_token(sqlite, "RESELLER", reseller_id=seeded.reseller_ids[0])
+        for planner in planners:
+            tag = "" if planner else " (no planner)"
+            figures = await run_orderpulse(sqlite, 1, token, args, planner, key("sqlite", planner))
+            print(ratio(figures, results[f"pg1{tag}"], ("SQLite", "PostgreSQL 1 worker")))
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
-    pg = [c for c in configs if c.startswith("pg")]
-    if pg:
-        url = await b.create_pg_database()
-        try:
-            await b.migrate(url)
-            started = time.monotonic()
-            seeded = await b.seed_core(url, orders=args.orders, customers=200, resellers=20)
-            print(f"   PostgreSQL seeded in {time.monotonic() - started:.1f} s")
-            token = await b.make_token(url, "RESELLER", reseller_id=seeded.reseller_ids[0])
-            for config in pg:
-                workers = int(config[2:])
-                line = await panel_load(url, workers, token, args.seconds, args.profile == config)
-                print(
-                    f"PostgreSQL {workers} worker{'s' if workers > 1 else ' '}: {line}", flush=True
-                )
-        finally:
-            await b.drop_pg_database(url)
 
 
 async def explain(url: str, reseller_id: int) -> list[str]:
@@ -234,14 +477,30 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument(
+        "--cpu", type=int, default=0, help="only measure server CPU per request over N requests"
+    )
+    parser.add_argument("--app-root", help="with --cpu: serve the code of another checkout")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--configs", default="sqlite,pg1,pg2,pg4")
+    parser.add_argument("--planner", choices=["on", "off", "both"], default="on")
+    parser.add_argument("--load", choices=["autocannon", "python"], default=None)
     parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-panel", action="store_true")
-    parser.add_argument("--profile", choices=["sqlite", "pg1", "pg2", "pg4"])
+    parser.add_argument("--skip-peer", action="store_true", help="do not run PostGraphile")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument(
+        "--profile", help="run to sample: pg2, pg1, sqlite (add -off: without the planner)"
+    )
     args = parser.parse_args()
-    print(f"CPUs: {os.cpu_count()}")
+    if args.app_root:
+        args.app_root = os.path.abspath(args.app_root)
+    if args.cpu:
+        asyncio.run(cpu_benchmarks(args))
+        return
+    if args.load is None:
+        args.load = "autocannon" if autocannon_works() else "python"
+    print(f"CPUs: {os.cpu_count()}, load generator: {args.load}")
     if not args.skip_panel:
         asyncio.run(panel_benchmarks(args))
     if not args.skip_big:

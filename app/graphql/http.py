@@ -17,6 +17,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -214,8 +215,8 @@ class GraphQLHTTP:
     def respond(
         body: dict[str, Any], status: int, media_type: str, headers: dict[str, str] | None = None
     ) -> Response:
-        return JSONResponse(
-            body,
+        return Response(  # orjson: several times faster than json.dumps for a page of orders
+            orjson.dumps(body),
             status_code=status,
             headers=headers,
             media_type=f"{media_type}; charset=utf-8",

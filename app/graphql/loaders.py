@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, TypeVar
 
 from sqlmodel import SQLModel, col, select
@@ -69,10 +70,24 @@ class _ManyByOrderId(DataLoader[int, list[Any]]):
         return [grouped.get(key, []) for key in keys]
 
 
+def items_query(order_ids: Sequence[int]) -> Any:
+    """The line items of these orders as rows (no ORM objects), in their order on the order.
+    Shared by the loader and the read planner."""
+    return (
+        select(
+            col(OrderItem.order_id),
+            col(OrderItem.description),
+            col(OrderItem.quantity),
+            col(OrderItem.unit_price),
+        )
+        .where(col(OrderItem.order_id).in_(order_ids))
+        .order_by(col(OrderItem.position))
+    )
+
+
 class ItemsByOrderIdLoader(_ManyByOrderId):
     async def _fetch(self, session: Any, keys: Sequence[int]) -> Sequence[Any]:
-        query = select(OrderItem).where(col(OrderItem.order_id).in_(keys))
-        return list((await session.exec(query.order_by(col(OrderItem.position)))).all())
+        return list((await session.exec(items_query(keys))).all())
 
 
 class HistoryByOrderIdLoader(_ManyByOrderId):
@@ -90,14 +105,41 @@ class NotificationsByOrderIdLoader(_ManyByOrderId):
 
 
 class Loaders:
-    """One set per HTTP request or per subscription event; never reused across them."""
+    """One set per HTTP request or per subscription event; never reused across them.
+
+    Each loader is made on first use: a planned query (app/graphql/planner) uses none."""
 
     def __init__(self, db: Database) -> None:
-        self.reseller = ResellerByIdLoader(db)
-        self.customer = CustomerByIdLoader(db)
-        self.order = OrderByIdLoader(db)
-        self.notification = NotificationByIdLoader(db)
-        self.template = TemplateByIdLoader(db)
-        self.items = ItemsByOrderIdLoader(db)
-        self.history = HistoryByOrderIdLoader(db)
-        self.notifications = NotificationsByOrderIdLoader(db)
+        self.db = db
+
+    @cached_property
+    def reseller(self) -> ResellerByIdLoader:
+        return ResellerByIdLoader(self.db)
+
+    @cached_property
+    def customer(self) -> CustomerByIdLoader:
+        return CustomerByIdLoader(self.db)
+
+    @cached_property
+    def order(self) -> OrderByIdLoader:
+        return OrderByIdLoader(self.db)
+
+    @cached_property
+    def notification(self) -> NotificationByIdLoader:
+        return NotificationByIdLoader(self.db)
+
+    @cached_property
+    def template(self) -> TemplateByIdLoader:
+        return TemplateByIdLoader(self.db)
+
+    @cached_property
+    def items(self) -> ItemsByOrderIdLoader:
+        return ItemsByOrderIdLoader(self.db)
+
+    @cached_property
+    def history(self) -> HistoryByOrderIdLoader:
+        return HistoryByOrderIdLoader(self.db)
+
+    @cached_property
+    def notifications(self) -> NotificationsByOrderIdLoader:
+        return NotificationsByOrderIdLoader(self.db)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, Select, func
 from sqlmodel import SQLModel, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app.db import Database
 from app.graphql.context import bad_input
@@ -26,6 +28,7 @@ After = Annotated[
     str | None, strawberry.argument(description="Continue after this cursor (from `pageInfo`).")
 ]
 M = TypeVar("M", bound=SQLModel)
+Q = TypeVar("Q", bound=Select[Any])
 
 
 @strawberry.type(description="Where a page stands in its list.")
@@ -71,6 +74,36 @@ def page_size(first: int | None) -> int:
     return first
 
 
+def keyset_page(
+    query: Q,
+    pk: ColumnElement[int],
+    *,
+    size: int,
+    after: str | None,
+    kind: str,
+    newest_first: bool,
+) -> Q:
+    """`query` narrowed to the page after the cursor `after`: `size + 1` rows, the extra one
+    telling whether more follow. Shared by `fetch_page` and the read planner."""
+    if after is not None:
+        after_pk = parse_cursor(after, kind)
+        if after_pk is None:
+            raise bad_input("`after` is not a cursor of this list")
+        query = query.where(pk < after_pk if newest_first else pk > after_pk)
+    page: Q = query.order_by(pk.desc() if newest_first else pk.asc()).limit(size + 1)
+    return page
+
+
+@functools.cache
+def _count_all(model: type[SQLModel]) -> SelectOfScalar[int]:
+    return select(func.count()).select_from(model)  # built once: func.count() is costly
+
+
+def count_query(model: type[SQLModel], where: Sequence[ColumnElement[bool]]) -> SelectOfScalar[int]:
+    """How many rows of `model` match `where` (a connection's `totalCount`)."""
+    return _count_all(model).where(*where)
+
+
 async def fetch_page(
     db: Database,
     *,
@@ -83,25 +116,21 @@ async def fetch_page(
 ) -> Page[M]:
     """One page of `model` rows matching `where`, after the cursor `after`."""
     size = page_size(first)
-    pk = col(model.id)  # type: ignore[attr-defined]
-    conditions = list(where)
-    if after is not None:
-        after_pk = parse_cursor(after, kind)
-        if after_pk is None:
-            raise bad_input("`after` is not a cursor of this list")
-        conditions.append(pk < after_pk if newest_first else pk > after_pk)
-    query = (
-        select(model)
-        .where(*conditions)
-        .order_by(pk.desc() if newest_first else pk.asc())
-        .limit(size + 1)
+    pk: ColumnElement[int] = col(model.id)  # type: ignore[attr-defined,assignment]
+    query = keyset_page(
+        select(model).where(*where),
+        pk,
+        size=size,
+        after=after,
+        kind=kind,
+        newest_first=newest_first,
     )
     async with db.read() as session:
         rows = list((await session.exec(query)).all())
 
     async def count() -> int:
         async with db.read() as session:
-            total = await session.exec(select(func.count()).select_from(model).where(*where))
+            total = await session.exec(count_query(model, where))
             return int(total.one())
 
     return Page(
@@ -109,15 +138,20 @@ async def fetch_page(
     )
 
 
+def page_info(cursors: Sequence[str], *, has_next: bool, has_previous: bool) -> PageInfo:
+    return PageInfo(
+        has_next_page=has_next,
+        has_previous_page=has_previous,
+        start_cursor=cursors[0] if cursors else None,
+        end_cursor=cursors[-1] if cursors else None,
+    )
+
+
 def to_connection(page: Page[M], kind: str, wrap: Callable[[M], Any]) -> Connection[Any]:
     edges = [Edge(cursor=to_cursor(kind, row.id), node=wrap(row)) for row in page.rows]  # type: ignore[attr-defined]
+    cursors = [edge.cursor for edge in edges]
     return Connection(
         edges=edges,
-        page_info=PageInfo(
-            has_next_page=page.has_next,
-            has_previous_page=page.has_previous,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
-        ),
+        page_info=page_info(cursors, has_next=page.has_next, has_previous=page.has_previous),
         count=page.count,
     )

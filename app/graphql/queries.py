@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import strawberry
 from sqlalchemy import ColumnElement, false, func
@@ -91,6 +92,21 @@ def order_conditions(viewer: DomainViewer, filter: OrderFilter | None) -> list[C
     if filter.number is not None:
         conditions.append(col(om.SalesOrder.number) == filter.number.strip().upper())
     return conditions
+
+
+def status_counts_query(viewer: DomainViewer, filter: OrderFilter | None) -> Any:
+    """(status, count) rows of the visible orders, by status (shared with the read planner)."""
+    status = col(om.SalesOrder.status)
+    return (
+        select(status, func.count())
+        .where(*order_conditions(viewer, filter))
+        .group_by(status)
+        .order_by(status)
+    )
+
+
+def status_counts(rows: Sequence[Any]) -> list[OrderStatusCount]:
+    return [OrderStatusCount(status=flow.Status(s), count=int(n)) for s, n in rows]
 
 
 def notification_conditions(
@@ -272,17 +288,10 @@ class Query:
     async def order_status_counts(
         self, info: Info, filter: OrderFilter | None = None
     ) -> list[OrderStatusCount]:
-        viewer = viewer_of(info)
-        status = col(om.SalesOrder.status)
-        query = (
-            select(status, func.count())
-            .where(*order_conditions(viewer, filter))
-            .group_by(status)
-            .order_by(status)
-        )
+        query = status_counts_query(viewer_of(info), filter)
         async with info.context.services.db.read() as session:
             rows = (await session.exec(query)).all()
-        return [OrderStatusCount(status=flow.Status(s), count=int(n)) for s, n in rows]
+        return status_counts(rows)
 
     @strawberry.field(description="The notifications the viewer may see, newest first.")
     async def notifications(

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import strawberry
-from strawberry.extensions import SchemaExtension
+from graphql import GraphQLError
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.config import StrawberryConfig
 
 from app.graphql.guards import Guards, GuardsExtension
 from app.graphql.mutations import Mutation
+from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
 from app.graphql.subscriptions import Subscription
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
@@ -31,12 +33,42 @@ class HideSuggestionsFromStrangers(SchemaExtension):
                 error.message = error.message.split("Did you mean")[0].strip()
 
 
+DOCUMENT_CACHE_SIZE = 1024
+
+
+class CachedValidation(ValidationCache):
+    """Strawberry's ValidationCache, but each request gets its own copies of the cached errors
+    (later hooks, such as HideSuggestionsFromStrangers, edit error messages in place)."""
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        errors = self.cached_validate_document(
+            context.schema._schema, context.graphql_document, context.validation_rules
+        )
+        context.pre_execution_errors = [_copy_error(e) for e in errors]
+        yield
+
+
+def _copy_error(error: GraphQLError) -> GraphQLError:
+    return GraphQLError(
+        error.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error,
+        extensions=error.extensions,
+    )
+
+
 class OrderPulseSchema(strawberry.Schema):
     """The schema and the guards it runs: a transport that executes documents itself (the
     websocket's fan-out) takes this type and runs `schema.guards`, never a lookup by type."""
 
-    def __init__(self, guards: Guards) -> None:
+    def __init__(self, guards: Guards, *, read_planner: bool = True) -> None:
         self.guards = guards
+        plans = PlanCache(DOCUMENT_CACHE_SIZE)
+        planner = [lambda: ReadPlanner(plans)] if read_planner else []
         super().__init__(
             query=Query,
             mutation=Mutation,
@@ -44,15 +76,21 @@ class OrderPulseSchema(strawberry.Schema):
             types=[Order, Customer, Reseller, Notification, NotificationTemplate],
             extensions=[
                 lambda: GuardsExtension(guards),
+                # A document seen before is neither parsed nor validated again (an LRU look-up;
+                # the guards' rules are built once, so the validation cache hits).
+                lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
+                lambda: CachedValidation(maxsize=DOCUMENT_CACHE_SIZE),
                 HideSuggestionsFromStrangers,
                 guards.make_mask_errors,
+                *planner,  # last: answers covered queries after every guard has run
             ],
             config=StrawberryConfig(),
         )
 
 
 def build_schema(settings: Settings | None = None) -> OrderPulseSchema:
-    return OrderPulseSchema(Guards.from_settings(settings or get_settings()))
+    settings = settings or get_settings()
+    return OrderPulseSchema(Guards.from_settings(settings), read_planner=settings.read_planner)
 
 
 def export_schema() -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import strawberry
 from sqlmodel import col
 
 from app.access import policy
+from app.access.viewer import Viewer as DomainViewer
 from app.events.models import Event
 from app.graphql.context import Info, viewer_of
 from app.graphql.ids import to_cursor, to_global_id
@@ -104,10 +106,7 @@ class Reseller(Node):
         "support and the reseller itself."
     )
     def email(self, info: Info) -> str:
-        assert self.row.id is not None
-        return (
-            self.row.email if policy.may_see_reseller_contact(viewer_of(info), self.row.id) else ""
-        )
+        return reseller_email(viewer_of(info), self.row)
 
     @strawberry.field(description="The reseller's customers that the viewer may see.")
     async def customers(
@@ -261,6 +260,45 @@ class OrderStatusChange:
         return self.event.occurred_at
 
 
+# What an order's fields are made of, from its row (an ORM object or a plain row); the resolvers
+# below and the read planner (app/graphql/planner) both call these.
+
+
+def order_total(row: Any) -> Money:
+    return Money(amount=amount(row.total), currency=row.currency)
+
+
+def requires_manual_action(row: Any) -> bool:
+    return flow.Status(row.status) in flow.MANUAL_ACTION_STATUSES
+
+
+def order_items(rows: Sequence[Any]) -> list[OrderItem]:
+    return [
+        OrderItem(description=r.description, quantity=r.quantity, unit_price=amount(r.unit_price))
+        for r in rows
+    ]
+
+
+def order_failure(row: Any) -> OrderFailure | None:
+    if row.failure_reason is None or row.failed_at is None or row.sla_deadline is None:
+        return None
+    reason = flow.FailureReason(row.failure_reason)
+    return OrderFailure(
+        reason=reason,
+        message=flow.failure_message(reason, row.failure_details),
+        remedy=flow.FAILURE_REASONS[reason].remedy,
+        details=row.failure_details,
+        failed_at=row.failed_at,
+        sla_deadline=row.sla_deadline,
+        escalated_at=row.escalated_at,
+    )
+
+
+def reseller_email(viewer: DomainViewer, row: Any) -> str:
+    """A reseller's e-mail as this viewer may see it (empty: not theirs to see)."""
+    return row.email if policy.may_see_reseller_contact(viewer, row.id) else ""
+
+
 @strawberry.type(description="A sales order and its provisioning state.")
 class Order(Node):
     row: strawberry.Private[om.SalesOrder]
@@ -291,21 +329,15 @@ class Order(Node):
 
     @strawberry.field(description="The order total.")
     def total(self) -> Money:
-        return Money(amount=amount(self.row.total), currency=self.row.currency)
+        return order_total(self.row)
 
     @strawberry.field(description="Whether the current status needs someone to act.")
     def requires_manual_action(self) -> bool:
-        return flow.Status(self.row.status) in flow.MANUAL_ACTION_STATUSES
+        return requires_manual_action(self.row)
 
     @strawberry.field(description="The line items.")
     async def items(self) -> list[OrderItem]:
-        rows = await self.loaders.items.load(self.row.id or 0)
-        return [
-            OrderItem(
-                description=r.description, quantity=r.quantity, unit_price=amount(r.unit_price)
-            )
-            for r in rows
-        ]
+        return order_items(await self.loaders.items.load(self.row.id or 0))
 
     @strawberry.field(description="The customer the order is for.")
     async def customer(self) -> Customer:
@@ -327,19 +359,7 @@ class Order(Node):
 
     @strawberry.field(description="The latest provisioning failure, while or after it failed.")
     def failure(self) -> OrderFailure | None:
-        row = self.row
-        if row.failure_reason is None or row.failed_at is None or row.sla_deadline is None:
-            return None
-        reason = flow.FailureReason(row.failure_reason)
-        return OrderFailure(
-            reason=reason,
-            message=flow.failure_message(reason, row.failure_details),
-            remedy=flow.FAILURE_REASONS[reason].remedy,
-            details=row.failure_details,
-            failed_at=row.failed_at,
-            sla_deadline=row.sla_deadline,
-            escalated_at=row.escalated_at,
-        )
+        return order_failure(self.row)
 
     @strawberry.field(description="Every status change, oldest first.")
     async def history(self) -> list[OrderStatusChange]:

@@ -1,0 +1,89 @@
+"""The planner as a strawberry schema extension: it answers in `on_execute`, or lets the executor.
+
+Strawberry runs the executor only when no extension has set `execution_context.result` by then
+(`Schema._execute_operation`), so parsing, validation and every guard extension (depth, aliases,
+tokens, error masking) run before the plan, for every transport that calls `schema.execute` or
+`schema.subscribe`. Plans are cached per document text, as is "not covered".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from graphql import ExecutionResult
+from strawberry.extensions import SchemaExtension
+
+from app.graphql.planner.compile import NotCovered, Plan, compile_plan
+from app.graphql.planner.run import run_plan
+
+log = logging.getLogger("orderpulse.planner")
+
+
+class PlanCache:
+    """The plans of the last `maxsize` documents (None: the planner does not cover it)."""
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self.maxsize = maxsize
+        self.answered = 0  # requests answered from a plan (the tests check the plan really ran)
+        self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+
+    def get(self, context: Any) -> Plan | None:
+        key = (context.query, context.operation_name)
+        try:
+            self._plans.move_to_end(key)
+            return self._plans[key]
+        except KeyError:
+            pass
+        try:
+            plan: Plan | None = compile_plan(
+                context.schema._schema, context.graphql_document, context.operation_name
+            )
+        except NotCovered:
+            plan = None
+        self._plans[key] = plan
+        if len(self._plans) > self.maxsize:
+            self._plans.popitem(last=False)
+        return plan
+
+
+class ReadPlanner(SchemaExtension):
+    """Answers a covered query from its plan; the executor answers everything else."""
+
+    def __init__(self, plans: PlanCache) -> None:
+        super().__init__()
+        self.plans = plans
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        if context.result is None and not context.pre_execution_errors and context.query:
+            data = await self._run(context)
+            if data is not None:
+                context.result = ExecutionResult(data=data)
+                self.plans.answered += 1
+        yield
+
+    async def _run(self, context: Any) -> dict[str, Any] | None:
+        app_context = context.context
+        viewer = getattr(app_context, "viewer", None)
+        services = getattr(app_context, "services", None)
+        if viewer is None or services is None:  # unauthenticated: the executor's error
+            return None
+        plan = self.plans.get(context)
+        if plan is None:
+            return None
+        try:
+            return await run_plan(
+                plan,
+                schema=context.schema._schema,
+                db=services.db,
+                viewer=viewer,
+                variables=context.variables,
+            )
+        except NotCovered:
+            return None
+        except Exception:  # the executor is the reference: it answers (and reports) instead
+            log.warning("read plan failed; the executor answers", exc_info=True)
+            return None

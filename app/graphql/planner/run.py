@@ -1,0 +1,251 @@
+"""Run a plan: its arguments, its SQL (on one connection), then its assemblers.
+
+The SQL conditions are the resolvers' own (`queries.order_conditions`: `access.policy`'s scope
+plus the filter; `pagination.keyset_page`: the cursor), so both paths see the same rows. The
+page's customers and resellers come from the same statement (a join) instead of two more; the
+count and the items are asked only when selected.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import namedtuple
+from typing import Any
+
+from graphql import (
+    BooleanValueNode,
+    EnumValueNode,
+    GraphQLEnumType,
+    GraphQLError,
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLScalarType,
+    GraphQLSchema,
+    IntValueNode,
+    ListValueNode,
+    NullValueNode,
+    ObjectValueNode,
+    StringValueNode,
+    Undefined,
+    ValueNode,
+    VariableNode,
+)
+from graphql.utilities import type_from_ast
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.access.viewer import Viewer
+from app.db import Database
+from app.graphql.ids import to_cursor
+from app.graphql.loaders import items_query
+from app.graphql.pagination import count_query, keyset_page, page_info, page_size
+from app.graphql.planner.compile import NotCovered, OrderSource, PageSource, Plan, Root
+from app.graphql.queries import OrderFilter, order_conditions, status_counts, status_counts_query
+from app.orders.models import Customer, Reseller, SalesOrder
+
+MISSING: Any = object()
+INT_RANGE = range(-(2**31), 2**31)
+
+ORDER = SalesOrder.__table__  # type: ignore[attr-defined]
+CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
+RESELLER = Reseller.__table__  # type: ignore[attr-defined]
+# Rows as light tuples with the ORM objects' attribute names (the row functions read those).
+OrderRow = namedtuple("OrderRow", [c.key for c in ORDER.c])  # type: ignore[misc]
+CustomerRow = namedtuple("CustomerRow", [c.key for c in CUSTOMER.c])  # type: ignore[misc]
+ResellerRow = namedtuple("ResellerRow", [c.key for c in RESELLER.c])  # type: ignore[misc]
+
+
+async def run_plan(
+    plan: Plan, *, schema: GraphQLSchema, db: Database, viewer: Viewer, variables: Any
+) -> dict[str, Any]:
+    """The response's `data`, or `NotCovered` (nothing is written either way)."""
+    values = variable_values(plan, schema, variables)
+    data: dict[str, Any] = {}
+    async with db.engine.connect() as conn:
+        for root in plan.roots:
+            if root.kind == "orders":
+                data[root.key] = root.assemble(await orders(conn, root, schema, viewer, values))
+            elif root.kind == "orderStatusCounts":
+                filter = order_filter(schema, argument(schema, root, "filter", values))
+                rows = (await conn.execute(status_counts_query(viewer, filter))).all()
+                data[root.key] = root.assemble(status_counts(rows))
+            else:
+                data[root.key] = root.assemble(None)
+    return data
+
+
+async def orders(
+    conn: AsyncConnection, root: Root, schema: GraphQLSchema, viewer: Viewer, values: Any
+) -> PageSource:
+    first = argument(schema, root, "first", values)
+    after = argument(schema, root, "after", values)
+    where = order_conditions(viewer, order_filter(schema, argument(schema, root, "filter", values)))
+    try:
+        size = page_size(first)
+        query = keyset_page(
+            page_select("customer" in root.needs, "reseller" in root.needs).where(*where),
+            ORDER.c.id,
+            size=size,
+            after=after,
+            kind="order",
+            newest_first=True,
+        )
+    except GraphQLError as error:  # a bad `first` or `after`: the executor reports it
+        raise NotCovered(error.message) from error
+    rows = (await conn.execute(query)).all()
+    has_next = len(rows) > size
+    page = [_order_source(row, root, viewer) for row in rows[:size]]
+    total = None
+    if "count" in root.needs:
+        total = int((await conn.execute(count_query(SalesOrder, where))).scalar_one())
+    if "items" in root.needs and page:
+        by_id = {source.row.id: source for source in page}
+        for item in (await conn.execute(items_query(list(by_id)))).all():
+            by_id[item.order_id].items.append(item)
+    cursors = [to_cursor("order", source.row.id) for source in page]
+    info = page_info(cursors, has_next=has_next, has_previous=after is not None)
+    return PageSource(orders=page, page_info=info, total=total)
+
+
+@functools.cache
+def page_select(customer: bool, reseller: bool) -> Select[Any]:
+    """The orders, joined with their customers and resellers when selected (built once)."""
+    columns = list(ORDER.c)
+    joined = ORDER
+    if customer:
+        columns += list(CUSTOMER.c)
+        joined = joined.join(CUSTOMER, CUSTOMER.c.id == ORDER.c.customer_id)
+    if reseller:
+        columns += list(RESELLER.c)
+        joined = joined.join(RESELLER, RESELLER.c.id == ORDER.c.reseller_id)
+    return select(*columns).select_from(joined)
+
+
+_ORDER_WIDTH = len(ORDER.c)
+_CUSTOMER_WIDTH = len(CUSTOMER.c)
+
+
+def _order_source(row: Any, root: Root, viewer: Viewer) -> OrderSource:
+    order = OrderRow._make(row[:_ORDER_WIDTH])
+    customer = reseller = None
+    start = _ORDER_WIDTH
+    if "customer" in root.needs:
+        customer = CustomerRow._make(row[start : start + _CUSTOMER_WIDTH])
+        start += _CUSTOMER_WIDTH
+    if "reseller" in root.needs:
+        reseller = ResellerRow._make(row[start:])
+    return OrderSource(order, customer, reseller, viewer)
+
+
+# --- arguments and variables ------------------------------------------------------------------
+# Only plain, well-typed values are taken; anything graphql-core would coerce (an Int given as
+# 50.0, a single value for a list) or refuse goes to the executor, which says what it says.
+
+
+def variable_values(plan: Plan, schema: GraphQLSchema, raw: Any) -> dict[str, Any]:
+    given = raw if isinstance(raw, dict) else {}
+    if raw is not None and not isinstance(raw, dict):
+        raise NotCovered("variables")
+    values: dict[str, Any] = {}
+    for definition in plan.variables:
+        name = definition.variable.name.value
+        type_ = type_from_ast(schema, definition.type)
+        if name in given:
+            value = given[name]
+        elif definition.default_value is not None:
+            value = literal(definition.default_value, {})
+        elif isinstance(type_, GraphQLNonNull):
+            raise NotCovered(f"${name} missing")
+        else:
+            continue
+        if type_ is None or not accepts(type_, value):  # type: ignore[arg-type]
+            raise NotCovered(f"${name}")
+        values[name] = value
+    return values
+
+
+def literal(node: ValueNode, variables: dict[str, Any]) -> Any:
+    if isinstance(node, VariableNode):
+        return variables.get(node.name.value, MISSING)
+    if isinstance(node, NullValueNode):
+        return None
+    if isinstance(node, IntValueNode):
+        return int(node.value)
+    if isinstance(node, StringValueNode | EnumValueNode | BooleanValueNode):
+        return node.value
+    if isinstance(node, ListValueNode):
+        items = [literal(v, variables) for v in node.values]
+        if any(v is MISSING for v in items):
+            raise NotCovered("list item")
+        return items
+    if isinstance(node, ObjectValueNode):
+        fields = {f.name.value: literal(f.value, variables) for f in node.fields}
+        return {k: v for k, v in fields.items() if v is not MISSING}
+    raise NotCovered(type(node).__name__)
+
+
+def accepts(type_: GraphQLInputType, value: Any) -> bool:
+    """Whether `value` is exactly of `type_` (no coercion needed)."""
+    if isinstance(type_, GraphQLNonNull):
+        return value is not None and accepts(type_.of_type, value)
+    if value is None:
+        return True
+    if isinstance(type_, GraphQLList):
+        return isinstance(value, list) and all(accepts(type_.of_type, v) for v in value)
+    if isinstance(type_, GraphQLEnumType):
+        return isinstance(value, str) and value in type_.values
+    if isinstance(type_, GraphQLInputObjectType):
+        if not isinstance(value, dict) or not set(value) <= set(type_.fields):
+            return False
+        for name, field in type_.fields.items():
+            if name in value:
+                if not accepts(field.type, value[name]):
+                    return False
+            elif isinstance(field.type, GraphQLNonNull) and field.default_value is Undefined:
+                return False
+        return True
+    if isinstance(type_, GraphQLScalarType):
+        kind = type(value)
+        if type_.name == "Int":
+            return kind is int and value in INT_RANGE
+        if type_.name in ("String", "ID"):
+            return kind is str
+        if type_.name == "Boolean":
+            return kind is bool
+    return False
+
+
+def argument(schema: GraphQLSchema, root: Root, name: str, variables: dict[str, Any]) -> Any:
+    node = root.arguments.get(name)
+    if node is None:
+        return None
+    value = literal(node, variables)
+    if value is MISSING:
+        return None
+    query_type = schema.query_type
+    assert query_type is not None
+    if not accepts(query_type.fields[root.kind].args[name].type, value):
+        raise NotCovered(name)
+    return value
+
+
+def order_filter(schema: GraphQLSchema, raw: dict[str, Any] | None) -> OrderFilter | None:
+    """The `OrderFilter` strawberry would give the resolver."""
+    if raw is None:
+        return None
+    input_type = schema.get_type("OrderFilter")
+    assert isinstance(input_type, GraphQLInputObjectType)
+    options: dict[str, Any] = {}
+    for name, value in raw.items():
+        field = input_type.fields[name]
+        python_name = field.extensions["strawberry-definition"].python_name
+        named = field.type
+        while isinstance(named, GraphQLNonNull | GraphQLList):
+            named = named.of_type
+        if isinstance(named, GraphQLEnumType) and value is not None:
+            parse = named.parse_value
+            value = [parse(v) for v in value] if isinstance(value, list) else parse(value)
+        options[python_name] = value
+    return OrderFilter(**options)
