@@ -11,6 +11,7 @@ from sqlmodel import SQLModel, col, select
 from strawberry.dataloader import DataLoader
 
 from app.db import Database
+from app.events.log import readable_horizon
 from app.events.models import TOPIC_ORDER_STATUS, Event
 from app.notifications.models import Notification, NotificationTemplate
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -91,10 +92,17 @@ class ItemsByOrderIdLoader(_ManyByOrderId):
 
 
 class HistoryByOrderIdLoader(_ManyByOrderId):
+    """An order's status changes, up to the log's readable horizon: a history entry's cursor is
+    a place to resume `orderStatusChanged` from, so it must never lie beyond an event another
+    transaction may still commit with a smaller id (see `app.events.log`)."""
+
     async def _fetch(self, session: Any, keys: Sequence[int]) -> Sequence[Any]:
+        horizon = await readable_horizon(session)
         query = select(Event).where(
             col(Event.order_id).in_(keys), col(Event.topic) == TOPIC_ORDER_STATUS
         )
+        if horizon is not None:
+            query = query.where(col(Event.id) <= horizon)
         return list((await session.exec(query.order_by(col(Event.id)))).all())
 
 

@@ -225,3 +225,26 @@ async def test_two_processes_writing_at_once_give_every_subscriber_the_same_gapl
         rest = [(await resumed.next())["orderStatusChanged"]["cursor"] for _ in orders[8:]]
         await resumed.nothing_within(0.5)
     assert rest == committed[8:]
+
+
+async def test_a_history_cursor_never_lies_beyond_an_event_still_being_committed(
+    direct: Services, rows: Factory
+) -> None:
+    """Resuming from an order's history cursor misses nothing another writer commits later."""
+    from app.graphql.loaders import Loaders
+
+    order = await rows.order(status="PR")
+    other = await rows.order(status="PR")
+    async with direct.db.sessions() as slow, slow.begin():
+        early = await write_event(slow, other, "slow writer")  # drawn first, still open
+        async with direct.transaction() as fast:
+            late = await write_event(fast, order, "fast writer")
+        history = await Loaders(direct.db).history.load(order.id or 0)
+        # the change of `order` is committed, but a cursor after it would skip `early`
+        assert late not in [e.id for e in history]
+        assert all((e.id or 0) < early for e in history)
+    history = await Loaders(direct.db).history.load(order.id or 0)
+    assert [e.id for e in history][-1] == late
+    fanout = manual_fanout(direct)
+    resume_from = max((e.id or 0) for e in history if (e.id or 0) < early)
+    assert early in await replayed(fanout, resume_from)
