@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
 from typing import TypeAlias
 
 import strawberry
@@ -32,7 +31,9 @@ strawberry.enum(
 strawberry.enum(flow.Action, name="OrderAction", description="What an operator can do to an order.")
 strawberry.enum(flow.FailureReason, name="FailureReason", description="Why provisioning failed.")
 strawberry.enum(
-    flow.Outcome, name="ProvisioningOutcome", description="What the provisioning platform reports."
+    flow.ProvisioningOutcome,
+    name="ProvisioningOutcome",
+    description="What the provisioning platform reports.",
 )
 strawberry.enum(flow.PaymentMethod, name="PaymentMethod", description="How a customer pays.")
 strawberry.enum(flow.Role, name="Role", description="Who the viewer is.")
@@ -40,29 +41,23 @@ OrderStatus: TypeAlias = flow.Status
 OrderType: TypeAlias = flow.OrderType
 OrderAction: TypeAlias = flow.Action
 FailureReason: TypeAlias = flow.FailureReason
-ProvisioningOutcome: TypeAlias = flow.Outcome
+ProvisioningOutcome: TypeAlias = flow.ProvisioningOutcome
 PaymentMethod: TypeAlias = flow.PaymentMethod
 Role: TypeAlias = flow.Role
 
 
-@strawberry.enum(description="Why a notification was sent.")
-class NotificationKind(Enum):
-    ORDER_PROVISIONING_FAILED = "ORDER_PROVISIONING_FAILED"
-    FAILED_ORDER_UNRESOLVED = "FAILED_ORDER_UNRESOLVED"
-
-
-@strawberry.enum(description="Whom a notification is addressed to.")
-class RecipientRole(Enum):
-    SUPPORT = "SUPPORT"
-    RESELLER = "RESELLER"
-    CUSTOMER = "CUSTOMER"
-
-
-@strawberry.enum(description="Where a notification's mail stands.")
-class DeliveryStatus(Enum):
-    PENDING = "PENDING"
-    SENT = "SENT"
-    FAILED = "FAILED"
+strawberry.enum(
+    nm.NotificationKind, name="NotificationKind", description="Why a notification was sent."
+)
+strawberry.enum(
+    nm.RecipientRole, name="RecipientRole", description="Whom a notification is addressed to."
+)
+strawberry.enum(
+    nm.DeliveryStatus, name="DeliveryStatus", description="Where a notification's mail stands."
+)
+NotificationKind: TypeAlias = nm.NotificationKind
+RecipientRole: TypeAlias = nm.RecipientRole
+DeliveryStatus: TypeAlias = nm.DeliveryStatus
 
 
 # --- nodes ------------------------------------------------------------------------------------

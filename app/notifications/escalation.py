@@ -1,7 +1,7 @@
 """Escalating failures still unresolved at their SLA deadline.
 
 `escalate_overdue_failures` is one pass; `run_escalations` repeats it. Each overdue order is
-escalated in its own transaction by `policy.escalate_failure`, whose conditional UPDATE of
+escalated in its own transaction by `recipients.escalate_failure`, whose conditional UPDATE of
 `escalated_at` is the claim: with several passes or processes at once, exactly one writes the
 "Failed Order Unresolved" notification. Its event is published after commit by
 `services.transaction()`, and the outbox is woken to send the mail.
@@ -15,7 +15,7 @@ import logging
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from app.notifications import policy
+from app.notifications import recipients
 from app.orders import flow
 from app.orders.models import SalesOrder
 from app.services import Services
@@ -33,10 +33,10 @@ async def escalate_overdue_failures(services: Services) -> int:
     while True:
         now = services.clock.now()
         async with services.db.read() as session:
-            ids = await policy.overdue_failure_ids(session, now=now, limit=BATCH_SIZE)
+            ids = await recipients.overdue_failure_ids(session, now=now, limit=BATCH_SIZE)
         for order_id in ids:
             async with services.transaction() as session:
-                if await policy.escalate_failure(session, order_id=order_id, now=now):
+                if await recipients.escalate_failure(session, order_id=order_id, now=now):
                     escalated += 1
                     log.info("order %s escalated: still failed at its SLA deadline", order_id)
         if len(ids) < BATCH_SIZE:

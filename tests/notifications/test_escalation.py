@@ -12,7 +12,7 @@ from sqlmodel import col, func, select
 from app.db import Database
 from app.events.models import TOPIC_NOTIFICATION, Event
 from app.graphql.ids import parse_global_id
-from app.notifications import policy
+from app.notifications import recipients
 from app.notifications.escalation import escalate_overdue_failures, seconds_until_next_deadline
 from app.notifications.models import Notification
 from app.services import Services
@@ -249,15 +249,17 @@ async def test_concurrent_passes_escalate_each_failure_exactly_once(
     try:
         # Interleaved by hand: both see every overdue failure, then both try each one.
         async with first.db.read() as s1, second.db.read() as s2:
-            seen_first = await policy.overdue_failure_ids(s1, now=clock.now())
-            seen_second = await policy.overdue_failure_ids(s2, now=clock.now())
+            seen_first = await recipients.overdue_failure_ids(s1, now=clock.now())
+            seen_second = await recipients.overdue_failure_ids(s2, now=clock.now())
         assert sorted(seen_first) == sorted(seen_second) == [o.id for o in orders]
         wins = []
         for order_id in seen_first[:3]:
             for worker in (first, second):
                 async with worker.transaction() as session:
                     wins.append(
-                        await policy.escalate_failure(session, order_id=order_id, now=clock.now())
+                        await recipients.escalate_failure(
+                            session, order_id=order_id, now=clock.now()
+                        )
                     )
         assert wins == [True, False, True, False, True, False]
         # And truly at once, for the rest.

@@ -1,4 +1,4 @@
-"""Who is told, and when: failed-order notifications and the SLA escalation.
+"""Who is told, and when: the recipients of failed-order notifications and of the SLA escalation.
 
 Both write notification rows (the outbox) and their events in the caller's transaction; the
 outbox worker sends them after commit.
@@ -14,7 +14,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.events.log import mark_notifications_written, record_notification_event
 from app.notifications.mailer import new_message_id
-from app.notifications.models import Notification, NotificationSettings, NotificationTemplate
+from app.notifications.models import (
+    DeliveryStatus,
+    Notification,
+    NotificationKind,
+    NotificationSettings,
+    NotificationTemplate,
+    RecipientRole,
+)
 from app.notifications.templates import (
     ORDER_FAILED_TEMPLATE_NAME,
     UNRESOLVED_TEMPLATE_NAME,
@@ -23,9 +30,6 @@ from app.notifications.templates import (
 )
 from app.orders import flow
 from app.orders.models import Customer, Reseller, SalesOrder
-
-KIND_ORDER_FAILED = "ORDER_PROVISIONING_FAILED"
-KIND_UNRESOLVED = "FAILED_ORDER_UNRESOLVED"
 
 
 async def settings_for(session: AsyncSession, reseller_id: int) -> NotificationSettings:
@@ -76,8 +80,8 @@ async def _add(
     session: AsyncSession,
     *,
     order: SalesOrder,
-    kind: str,
-    recipient_role: str,
+    kind: NotificationKind,
+    recipient_role: RecipientRole,
     email: str,
     template: NotificationTemplate,
     context: dict[str, object],
@@ -88,13 +92,13 @@ async def _add(
         order_id=order.id or 0,
         reseller_id=order.reseller_id,
         customer_id=order.customer_id,
-        kind=kind,
-        recipient_role=recipient_role,
+        kind=kind.value,
+        recipient_role=recipient_role.value,
         email=email,
         subject=rendered.subject,
         body=rendered.body,
         message_id=new_message_id(),
-        status="PENDING",
+        status=DeliveryStatus.PENDING.value,
         next_attempt_at=now,
         created_at=now,
     )
@@ -116,16 +120,16 @@ async def notify_order_failed(
     ) or await template_by_name(session, ORDER_FAILED_TEMPLATE_NAME)
     context, reseller = await _context(session, order)
     customer_email = str(context.pop("_customer_email"))
-    recipients = [("SUPPORT", support_email)]
+    recipients = [(RecipientRole.SUPPORT, support_email)]
     if settings.notify_reseller:
-        recipients.append(("RESELLER", reseller.email))
+        recipients.append((RecipientRole.RESELLER, reseller.email))
     if settings.notify_customer:
-        recipients.append(("CUSTOMER", customer_email))
+        recipients.append((RecipientRole.CUSTOMER, customer_email))
     created = [
         await _add(
             session,
             order=order,
-            kind=KIND_ORDER_FAILED,
+            kind=NotificationKind.ORDER_PROVISIONING_FAILED,
             recipient_role=role,
             email=email,
             template=template,
@@ -181,8 +185,8 @@ async def escalate_failure(session: AsyncSession, *, order_id: int, now: datetim
     await _add(
         session,
         order=order,
-        kind=KIND_UNRESOLVED,
-        recipient_role="RESELLER",
+        kind=NotificationKind.FAILED_ORDER_UNRESOLVED,
+        recipient_role=RecipientRole.RESELLER,
         email=reseller.email,
         template=template,
         context=context,
