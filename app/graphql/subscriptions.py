@@ -33,7 +33,7 @@ SLOW_CONSUMER_CODE = "SLOW_CONSUMER"
 LOADERS_KEY = "graphql.loaders"
 
 Payload = TypeVar("Payload")
-After = Annotated[
+ResumeAfter = Annotated[
     str | None,
     strawberry.argument(description="Resume after this cursor (from an earlier change)."),
 ]
@@ -195,7 +195,7 @@ class Subscription:
             OrderStatusChangeFilter | None,
             strawberry.argument(description="Only the changes that match this filter."),
         ] = None,
-        after: After = None,
+        after: ResumeAfter = None,
     ) -> AsyncIterator[OrderStatusChange]:
         event_filter = order_event_filter(viewer_of(info), filter)
         return await open_stream(info, event_filter, after, _order_status_change)
@@ -207,7 +207,7 @@ class Subscription:
     async def notification_changed(
         self,
         info: Info,
-        after: After = None,
+        after: ResumeAfter = None,
     ) -> AsyncIterator[NotificationChange]:
         event_filter = EventFilter(viewer=viewer_of(info), topic=TOPIC_NOTIFICATION)
         return await open_stream(info, event_filter, after, _notification_change)

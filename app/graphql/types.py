@@ -475,8 +475,10 @@ class NotificationSettings:
         return True
 
 
-@strawberry.type(description="Who is asking.")
-class Viewer:
+@strawberry.type(name="Viewer", description="Who is asking.")
+class ViewerType:
+    """The GraphQL `Viewer`: who is asking, as the API shows it (the domain's is access.Viewer)."""
+
     role: Role = strawberry.field(description="The viewer's role.")
     reseller: Reseller | None = strawberry.field(description="The viewer's reseller, if any.")
     customer: Customer | None = strawberry.field(description="The viewer's customer, if any.")
