@@ -12,8 +12,7 @@ from sqlmodel import col, func, select
 from app.db import Database
 from app.events.models import TOPIC_NOTIFICATION, Event
 from app.graphql.ids import parse_global_id
-from app.notifications import recipients
-from app.notifications.escalation import escalate_overdue_failures, seconds_until_next_deadline
+from app.notifications import escalation, recipients
 from app.notifications.models import Notification
 from app.services import Services
 from app.settings import Settings
@@ -89,6 +88,17 @@ async def desk(api: GraphQLClient, factory: Factory) -> Desk:
     return await Desk(api, factory).setup()
 
 
+async def escalate(services: Services) -> int:
+    """One escalation pass with the values the worker gets from `services`."""
+    return await escalation.escalate_overdue_failures(
+        db=services.db, transaction=services.transaction, clock=services.clock
+    )
+
+
+async def seconds_until_next_deadline(services: Services) -> float | None:
+    return await escalation.seconds_until_next_deadline(db=services.db, clock=services.clock)
+
+
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -148,11 +158,11 @@ async def test_an_unresolved_failure_is_escalated_once_at_its_deadline(
     assert await seconds_until_next_deadline(services) == 7200
 
     clock.set(deadline - timedelta(microseconds=1))
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
     assert await desk.unresolved(order["id"]) == []
 
     clock.set(deadline)
-    assert await escalate_overdue_failures(services) == 1
+    assert await escalate(services) == 1
     assert await seconds_until_next_deadline(services) is None
     escalated = await desk.order(order["id"])
     assert escalated["status"] == "PF"
@@ -192,7 +202,7 @@ async def test_an_unresolved_failure_is_escalated_once_at_its_deadline(
 
     # A second pass, even much later, does nothing more.
     clock.advance(days=3)
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
     assert len(await desk.unresolved(order["id"])) == 1
     assert (await desk.order(order["id"]))["failure"]["escalatedAt"] == deadline.isoformat()
     await eventually(lambda: _sent_count(services, 2))
@@ -210,7 +220,7 @@ async def test_leaving_pf_before_the_deadline_cancels_the_escalation(
         assert moved["performOrderAction"]["userErrors"] == []
     clock.advance(hours=3)
     assert await seconds_until_next_deadline(services) is None
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
     for order in (resubmitted, cancelled):
         assert await desk.unresolved(order["id"]) == []
         assert (await desk.order(order["id"]))["failure"]["escalatedAt"] is None
@@ -231,9 +241,9 @@ async def test_leaving_pf_before_the_deadline_cancels_the_escalation(
     await outbox_idle(services)
     assert new_deadline == clock.now() + timedelta(hours=2)
     clock.set(new_deadline - timedelta(seconds=1))
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
     clock.set(new_deadline)
-    assert await escalate_overdue_failures(services) == 1
+    assert await escalate(services) == 1
     assert len(await desk.unresolved(resubmitted["id"])) == 1
     assert await desk.unresolved(cancelled["id"]) == []
 
@@ -263,9 +273,7 @@ async def test_concurrent_passes_escalate_each_failure_exactly_once(
                     )
         assert wins == [True, False, True, False, True, False]
         # And truly at once, for the rest.
-        counts = await asyncio.gather(
-            escalate_overdue_failures(first), escalate_overdue_failures(second)
-        )
+        counts = await asyncio.gather(escalate(first), escalate(second))
         assert sum(counts) == 3
     finally:
         await first.db.dispose()
@@ -279,7 +287,7 @@ async def test_concurrent_passes_escalate_each_failure_exactly_once(
             )
         ).all()
     assert sorted(per_order) == sorted((o.id, 1) for o in orders)
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
 
 
 class TestRunningServer:
