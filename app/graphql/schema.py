@@ -12,7 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 from app.graphql.guards import Guards, GuardsExtension
 from app.graphql.mutations import Mutation
 from app.graphql.queries import Query
-from app.graphql.subscriptions import Subscription
+from app.graphql.subscriptions import Subscription, require_live_streams
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
 from app.settings import Settings, get_settings
 
@@ -52,6 +52,7 @@ class OrderPulseSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings | None = None) -> OrderPulseSchema:
+    require_live_streams(Subscription)
     return OrderPulseSchema(Guards.from_settings(settings or get_settings()))
 
 
