@@ -172,7 +172,8 @@ async def test_every_topic_gives_the_same_events_in_sql_and_in_memory(
 
 
 def test_every_topic_of_the_event_log_has_a_rule() -> None:
-    assert set(KNOWN_TOPICS) == {TOPIC_ORDER_STATUS, TOPIC_NOTIFICATION}
+    """A new TOPIC_* in app/events/models.py needs its rule here, or nobody would see it."""
+    assert {TOPIC_ORDER_STATUS, TOPIC_NOTIFICATION} <= set(KNOWN_TOPICS)
     assert set(policy.EVENT_RULES) == set(KNOWN_TOPICS)
 
 

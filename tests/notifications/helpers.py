@@ -13,8 +13,6 @@ import asyncio
 import email
 import email.policy
 import threading
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, TypeVar
@@ -26,6 +24,7 @@ from sqlmodel import col, select
 from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import GraphQLClient
+from tests.support.polling import eventually
 from tests.support.smtp import start_controller
 
 T = TypeVar("T")
@@ -42,18 +41,6 @@ REPORT = """mutation($input: ReportProvisioningResultInput!) {
 ORDER_NOTIFICATIONS = (
     """query($id: ID!) { order(id: $id) { notifications { %s } } }""" % NOTIFICATION_FIELDS
 )
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 5.0) -> T:
-    """Poll `check` until it returns something other than None/False (bounded in time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(0.01)
 
 
 async def outbox_idle(services: Services) -> None:

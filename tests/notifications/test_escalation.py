@@ -18,12 +18,12 @@ from app.services import Services
 from app.settings import Settings
 from tests.notifications.helpers import (
     NOTIFICATION_FIELDS,
-    eventually,
     fail_order,
     outbox_idle,
 )
 from tests.support.api import Factory, GraphQLClient, gid
 from tests.support.clock import FakeClock
+from tests.support.polling import eventually
 from tests.support.smtp import SmtpServer
 
 RESELLER_EMAIL = "ops@northwind.example"

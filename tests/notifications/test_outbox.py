@@ -37,12 +37,12 @@ from app.services import Services
 from app.settings import Settings
 from tests.notifications.helpers import (
     GatedSmtpServer,
-    eventually,
     fail_order,
     order_notifications,
 )
 from tests.support.api import Factory, GraphQLClient, gid
 from tests.support.clock import FakeClock
+from tests.support.polling import eventually
 from tests.support.smtp import SmtpServer, free_port
 
 SUPPORT_EMAIL = "support@distributor.example"

@@ -33,8 +33,9 @@ from app.db import Database
 from app.notifications.models import Notification
 from app.services import Services
 from app.settings import Settings
-from tests.notifications.helpers import GatedSmtpServer, eventually
+from tests.notifications.helpers import GatedSmtpServer
 from tests.support.api import Factory
+from tests.support.polling import eventually
 from tests.support.smtp import free_port
 
 SUPPORT_EMAIL = "support@distributor.example"
