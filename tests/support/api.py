@@ -11,16 +11,8 @@ import httpx
 from app.access.tokens import create_token
 from app.access.viewer import Viewer
 from app.graphql.ids import to_global_id
-from app.orders import service
-from app.orders.flow import (
-    Action,
-    FailureReason,
-    OrderType,
-    PaymentMethod,
-    ProvisioningOutcome,
-    Role,
-    Status,
-)
+from app.orders import flow, service
+from app.orders.flow import Action, FailureReason, OrderType, PaymentMethod, Role, Status
 from app.orders.models import Customer, Reseller, SalesOrder
 from app.services import Services
 
@@ -133,11 +125,11 @@ class Factory:
             )
             assert order.id is not None
             outcome = {
-                Status.PF: ProvisioningOutcome.FAILED,
-                Status.CP: ProvisioningOutcome.SUCCEEDED,
-                Status.WZ: ProvisioningOutcome.SUCCEEDED,
-                Status.LO: ProvisioningOutcome.LONG_RUNNING,
-                Status.MO: ProvisioningOutcome.MANUAL_OPERATION_REQUIRED,
+                Status.PF: flow.ProvisioningOutcome.FAILED,
+                Status.CP: flow.ProvisioningOutcome.SUCCEEDED,
+                Status.WZ: flow.ProvisioningOutcome.SUCCEEDED,
+                Status.LO: flow.ProvisioningOutcome.LONG_RUNNING,
+                Status.MO: flow.ProvisioningOutcome.MANUAL_OPERATION_REQUIRED,
             }.get(target)
             if outcome is not None:
                 order = await service.report_provisioning_result(
@@ -145,7 +137,7 @@ class Factory:
                     viewer=PLATFORM,
                     order_id=order.id,
                     outcome=outcome,
-                    reason=reason if outcome is ProvisioningOutcome.FAILED else None,
+                    reason=reason if outcome is flow.ProvisioningOutcome.FAILED else None,
                     details=None,
                     config=desk,
                     now=now(),
