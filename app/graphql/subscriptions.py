@@ -28,13 +28,14 @@ from graphql import GraphQLError
 from app.access.viewer import Viewer
 from app.events.fanout import Batch, EventFilter, SubscriberTooSlow, event_is_visible
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
+from app.graphql.changes import EVENT_CURSOR_KIND, EventChange, event_cursor
 from app.graphql.context import Info, viewer_of
-from app.graphql.ids import parse_cursor, parse_pk, to_cursor
+from app.graphql.ids import parse_cursor, parse_pk
 from app.graphql.loaders import Loaders
 from app.graphql.types import Notification, OrderStatus, OrderStatusChange
 from app.services import Services
 
-CURSOR_KIND = "event"
+CURSOR_KIND = EVENT_CURSOR_KIND
 INVALID_CURSOR_MESSAGE = "Invalid cursor: `after` takes a cursor this subscription gave you."
 SLOW_CONSUMER_CODE = "SLOW_CONSUMER"
 LOADERS_KEY = "graphql.loaders"
@@ -60,15 +61,7 @@ class OrderStatusChangeFilter:
 
 
 @strawberry.type(description="A notification was created or changed delivery status.")
-class NotificationChange:
-    event: strawberry.Private[Event]
-    loaders: strawberry.Private[Loaders]
-
-    @strawberry.field(description="Pass as `after` to resume after this change.")
-    def cursor(self) -> str:
-        assert self.event.id is not None
-        return to_cursor(CURSOR_KIND, self.event.id)
-
+class NotificationChange(EventChange):
     @strawberry.field(description="The notification, as it is now.")
     async def notification(self) -> Notification:
         row = await self.loaders.notification.load(self.event.notification_id or 0)
@@ -82,7 +75,7 @@ def invalid_cursor() -> GraphQLError:
 
 def too_slow(resume_after_id: int | None) -> GraphQLError:
     """Ends a subscription whose subscriber fell behind; it resubscribes after the cursor given."""
-    cursor = to_cursor(CURSOR_KIND, resume_after_id) if resume_after_id is not None else None
+    cursor = event_cursor(resume_after_id) if resume_after_id is not None else None
     return GraphQLError(
         "Events came faster than this subscription read them, so it was ended. Subscribe again "
         "with `after` set to the cursor in `extensions.after` (the last change you received).",
@@ -92,7 +85,7 @@ def too_slow(resume_after_id: int | None) -> GraphQLError:
 
 def interrupted(resume_after_id: int | None) -> GraphQLError:
     """Ends a subscription the server could not continue; it resubscribes after the cursor given."""
-    cursor = to_cursor(CURSOR_KIND, resume_after_id) if resume_after_id is not None else None
+    cursor = event_cursor(resume_after_id) if resume_after_id is not None else None
     return GraphQLError(
         "Unexpected error. Subscribe again with `after` set to the cursor in `extensions.after`.",
         extensions={"code": "INTERNAL_SERVER_ERROR", "after": cursor},

@@ -10,9 +10,9 @@ import strawberry
 from sqlmodel import col
 
 from app.access import policy
-from app.events.models import Event
+from app.graphql.changes import EventChange
 from app.graphql.context import Info, viewer_of
-from app.graphql.ids import to_cursor, to_global_id
+from app.graphql.ids import to_global_id
 from app.graphql.loaders import Loaders
 from app.graphql.pagination import After, Connection, First, fetch_page, to_connection
 from app.notifications import models as nm
@@ -211,15 +211,7 @@ class OrderFailure:
 
 
 @strawberry.type(description="One status change of an order (also the order's history).")
-class OrderStatusChange:
-    event: strawberry.Private[Event]
-    loaders: strawberry.Private[Loaders]
-
-    @strawberry.field(description="Pass as `after` to resume the stream after this change.")
-    def cursor(self) -> str:
-        assert self.event.id is not None
-        return to_cursor("event", self.event.id)
-
+class OrderStatusChange(EventChange):
     @strawberry.field(description="The order, as it is now.")
     async def order(self) -> Order:
         row = await self.loaders.order.load(self.event.order_id)
