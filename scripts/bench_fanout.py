@@ -96,13 +96,6 @@ async def prepare(url: str, *, orders: int) -> Seed:
     )
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
 def cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
@@ -432,7 +425,7 @@ def run_round(n: int, *, clients: int, events: int, floor: bool, directory: Path
             assert warmed.latencies_ms, "the warm-up event was not delivered"
             finish(warm_client)
         wait_until_idle(pid)
-        rss_before = rss_kb(pid)
+        rss_before = b.proc_status_kb(pid, "VmRSS")
         specs = subscriber_specs(n, seeded, floor=floor)
         share = -(-n // clients)
         live = [
@@ -443,7 +436,7 @@ def run_round(n: int, *, clients: int, events: int, floor: bool, directory: Path
         opened = sum(expect_line(p, "ready", READY_TIMEOUT)["ready"] for p in live)
         assert opened == n, (opened, n)
         wait_until_idle(pid)
-        rss_idle = rss_kb(pid)
+        rss_idle = b.proc_status_kb(pid, "VmRSS")
         receivers = sum(1 for s in specs if s["expect"])
         measured = []
         for i in range(0 if floor else events):

@@ -40,9 +40,17 @@ STATUS_CYCLE = ["PF", "PR", "WA", "HL"] + ["CP"] * 16
 
 
 def percentile(values: list[float], p: float) -> float:
-    """The nearest-rank `p`th percentile of `values` (not empty), in their unit."""
+    """The nearest-rank `p`th percentile of `values`, in their unit (NaN when there are none)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """A kB figure of /proc/PID/status, e.g. "VmRSS" (0 when the field is absent)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 # --- databases ----------------------------------------------------------------------------------
