@@ -10,14 +10,11 @@ as accepted, as with a real mail server.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlmodel import col, select
 
@@ -25,7 +22,7 @@ from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import GraphQLClient
 from tests.support.polling import eventually
-from tests.support.smtp import start_controller
+from tests.support.smtp import ControlledSmtpServer, parse_data
 
 T = TypeVar("T")
 
@@ -114,13 +111,7 @@ class _GatedHandler:
         self.server = server
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or envelope.content
-        assert isinstance(content, bytes)
-        message = email.message_from_bytes(
-            content.replace(b"\r\n", b"\n"), policy=email.policy.default
-        )
-        assert isinstance(message, EmailMessage)
-        arrival = Arrival(rcpt_tos=tuple(envelope.rcpt_tos), message=message)
+        arrival = Arrival(rcpt_tos=tuple(envelope.rcpt_tos), message=parse_data(envelope))
         owner = self.server
         with owner.lock:
             owner.arrived.append(arrival)
@@ -137,10 +128,11 @@ class _GatedHandler:
         return "250 Message accepted for delivery"
 
 
-class GatedSmtpServer:
+class GatedSmtpServer(ControlledSmtpServer):
     """An aiosmtpd server on 127.0.0.1 whose DATA replies wait while the gate is closed."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.lock = threading.Lock()
         self.gate = threading.Event()
         self.gate.set()
@@ -148,21 +140,13 @@ class GatedSmtpServer:
         self.accepted: list[Arrival] = []
         self.held = 0
         self.most_held = 0
-        self.port = 0
-        self._controller: Controller | None = None
 
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._controller, self.port = start_controller(_GatedHandler(self))
+    def handler(self) -> object:
+        return _GatedHandler(self)
 
     def stop(self) -> None:
         self.gate.set()
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
+        super().stop()
 
     def snapshot(self) -> tuple[list[Arrival], list[Arrival]]:
         """(arrived, accepted), oldest first."""
@@ -181,10 +165,3 @@ class GatedSmtpServer:
             return now_arrived, now_accepted
 
         return await eventually(check, timeout=timeout)
-
-    def __enter__(self) -> GatedSmtpServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

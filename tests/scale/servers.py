@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from tests.support.api import GraphQLClient
+from tests.support.server import LiveServer
 from tests.support.smtp import free_port
 from tests.support.ws import WSClient, connected
 
@@ -78,12 +79,9 @@ class ServerProcess:
         return cls(process=process, port=port, log_path=log_path)
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/graphql"
+    def endpoint(self) -> LiveServer:
+        """Its addresses: `origin`, `http_url`, `ws_url`."""
+        return LiveServer("127.0.0.1", self.port)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -91,7 +89,7 @@ class ServerProcess:
 
     async def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as http:
+        async with httpx.AsyncClient(base_url=self.endpoint.origin, timeout=2.0) as http:
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(
@@ -109,7 +107,7 @@ class ServerProcess:
     def api(self, token: str) -> GraphQLClient:
         """A client of this server's /graphql that sends `token`."""
         if self.http is None:
-            self.http = httpx.AsyncClient(base_url=self.base_url, timeout=20.0)
+            self.http = httpx.AsyncClient(base_url=self.endpoint.origin, timeout=20.0)
         return GraphQLClient(self.http, token)
 
     async def aclose(self) -> None:
@@ -134,6 +132,6 @@ async def subscription(
     server: ServerProcess, token: str, query: str, variables: dict[str, Any] | None = None
 ) -> AsyncIterator[WSClient]:
     """Connect, authenticate (`connection_init` with the bearer token), subscribe as id "1"."""
-    async with connected(server.ws_url, token, open_timeout=10) as ws:
+    async with connected(server.endpoint.ws_url, token, open_timeout=10) as ws:
         await ws.subscribe("1", query, variables or {})
         yield ws
