@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -25,14 +24,18 @@ async def eventually(
     interval: float = INTERVAL,
 ) -> T:
     """Call `check` (plain or async) until it returns something other than None or False; return
-    that. Raises TimeoutError, with the last answer, after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result is not None and result is not False:
-            return result  # type: ignore[return-value]
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(interval)
+    that. Raises TimeoutError, with the last answer, after `timeout` seconds (also when a call of
+    `check` itself does not return in time)."""
+    last: object = None
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = check()
+                if inspect.isawaitable(result):
+                    result = await result
+                last = result
+                if result is not None and result is not False:
+                    return result  # type: ignore[return-value]
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise TimeoutError(f"condition not met within {timeout}s (last: {last!r})") from None
