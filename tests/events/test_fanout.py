@@ -7,7 +7,7 @@ exact; the reader task itself is tested with the bus and with its fallback poll.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -223,10 +223,8 @@ async def _first_after_registration(
     return await reading
 
 
-async def test_the_reader_wakes_on_commit(
-    services: Services, factory: Factory, tenants: World
-) -> None:
-    fanout = Fanout(db=services.db, bus=services.bus, queue_size=8, poll_seconds=60)
+async def first_delivery(fanout: Fanout, trigger: Callable[[], Awaitable[object]]) -> Delivery:
+    """Run `fanout`'s reader, subscribe support to order events, `trigger`; the first delivery."""
     await fanout.start()
     try:
         subscriber = fanout.subscribe(
@@ -235,11 +233,24 @@ async def test_the_reader_wakes_on_commit(
         async with aclosing(subscriber.deliveries()) as deliveries:
             reading = asyncio.ensure_future(take(deliveries, 1))
             await asyncio.sleep(0)
-            order = await factory.order(tenants.customer_a1, status="PR")
-            (delivery,) = await reading  # well before the 60 s poll
+            await trigger()
+            (delivery,) = await reading
     finally:
         await fanout.stop()
-    assert delivery.event.order_id == order.id
+    return delivery
+
+
+async def test_the_reader_wakes_on_commit(
+    services: Services, factory: Factory, tenants: World
+) -> None:
+    fanout = Fanout(db=services.db, bus=services.bus, queue_size=8, poll_seconds=60)
+    placed: list[SalesOrder] = []
+
+    async def place() -> None:
+        placed.append(await factory.order(tenants.customer_a1, status="PR"))
+
+    delivery = await first_delivery(fanout, place)  # well before the 60 s poll
+    assert delivery.event.order_id == placed[0].id
 
 
 async def test_the_reader_polls_for_a_wake_up_that_never_came(
@@ -247,29 +258,22 @@ async def test_the_reader_polls_for_a_wake_up_that_never_came(
 ) -> None:
     order = await factory.order(tenants.customer_a1, status="PR")
     fanout = Fanout(db=services.db, bus=EventBus(), queue_size=8, poll_seconds=0.05)
-    await fanout.start()
-    try:
-        subscriber = fanout.subscribe(
-            EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS)
-        )
-        async with aclosing(subscriber.deliveries()) as deliveries:
-            reading = asyncio.ensure_future(take(deliveries, 1))
-            await asyncio.sleep(0)
-            async with services.db.write() as session:  # commits without telling any bus
-                await record_order_event(
-                    session,
-                    order=order,
-                    from_status="PR",
-                    to_status="PR",
-                    action="TOUCHED",
-                    actor="test",
-                    reason=None,
-                    comment=None,
-                    at=services.clock.now(),
-                )
-            (delivery,) = await reading
-    finally:
-        await fanout.stop()
+
+    async def touch_without_telling_any_bus() -> None:
+        async with services.db.write() as session:
+            await record_order_event(
+                session,
+                order=order,
+                from_status="PR",
+                to_status="PR",
+                action="TOUCHED",
+                actor="test",
+                reason=None,
+                comment=None,
+                at=services.clock.now(),
+            )
+
+    delivery = await first_delivery(fanout, touch_without_telling_any_bus)
     assert (delivery.event.order_id, delivery.event.action) == (order.id, "TOUCHED")
 
 
