@@ -81,6 +81,19 @@ async def subscribe(
     assert await ws.until_pong() == []
 
 
+async def subscribed_sockets(
+    stack: AsyncExitStack, server: LiveServer, tenants: World, viewers: list[str], query: str
+) -> dict[str, WSClient]:
+    """One socket per viewer name, each subscribed to `query` as "1"; closed with `stack`."""
+    sockets = {}
+    for name in viewers:
+        sockets[name] = await stack.enter_async_context(
+            connected(server.ws_url, tenants.tokens[name])
+        )
+        await subscribe(sockets[name], "1", query)
+    return sockets
+
+
 async def last_event_id(services: Services) -> int:
     async with services.db.read() as session:
         query = select(col(Event.id)).order_by(col(Event.id).desc())
@@ -114,12 +127,7 @@ async def test_each_viewer_gets_exactly_the_status_changes_it_may_see(
 ) -> None:
     viewers = ["support", "system", "reseller a", "reseller b", "customer a1", "customer a2"]
     async with AsyncExitStack() as stack:
-        sockets = {}
-        for name in viewers:
-            sockets[name] = await stack.enter_async_context(
-                connected(live_server.ws_url, tenants.tokens[name])
-            )
-            await subscribe(sockets[name], "1", ORDER_CHANGES)
+        sockets = await subscribed_sockets(stack, live_server, tenants, viewers, ORDER_CHANGES)
         a1 = await factory.order(tenants.customer_a1, status="PF")
         a2 = await factory.order(tenants.customer_a2, status="PR")
         b1 = await factory.order(tenants.customer_b1, status="CP")
@@ -155,12 +163,9 @@ async def test_each_viewer_gets_exactly_the_notifications_addressed_to_it(
     assert body["updateNotificationSettings"]["userErrors"] == []
     viewers = ["support", "system", "reseller a", "reseller b", "customer a1", "customer a2"]
     async with AsyncExitStack() as stack:
-        sockets = {}
-        for name in viewers:
-            sockets[name] = await stack.enter_async_context(
-                connected(live_server.ws_url, tenants.tokens[name])
-            )
-            await subscribe(sockets[name], "1", NOTIFICATION_CHANGES)
+        sockets = await subscribed_sockets(
+            stack, live_server, tenants, viewers, NOTIFICATION_CHANGES
+        )
         a1 = await factory.order(tenants.customer_a1, status="PF")  # support, reseller, customer
         b1 = await factory.order(tenants.customer_b1, status="PF")  # support, reseller (defaults)
 
