@@ -26,10 +26,10 @@ from app.orders.models import SalesOrder
 from app.services import Services
 from app.settings import Settings
 from tests.scale.conftest import Launch
-from tests.scale.servers import ServerProcess, subscription
 from tests.support.api import Factory, gid
 from tests.support.polling import eventually
 from tests.support.postgres import PostgresServer
+from tests.support.processes import ServerProcess, subscription
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.postgres

@@ -1,4 +1,5 @@
-"""Real OrderPulse server processes for the multi-process tests, and clients to talk to them.
+"""Real OrderPulse server processes (`python -m app serve`), for the tests that need a process:
+the multi-process tests and the outbox crash test. Clients are tests/support's own.
 
 server = ServerProcess.launch(env, log_dir=tmp_path, name="a")  # `python -m app serve`, free port
 await server.wait_ready()
@@ -44,6 +45,19 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
     for name, value in settings.items():
         env["ORDERPULSE_" + name.upper()] = value
     return env
+
+
+def run_cli(env: Mapping[str, str], workdir: Path, *args: str) -> str:
+    """`python -m app ARGS...` with `env` in `workdir`; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=dict(env),
+        cwd=workdir,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.decode().strip()
 
 
 @dataclass
@@ -114,6 +128,12 @@ class ServerProcess:
         if self.http is not None:
             await self.http.aclose()
             self.http = None
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once (a crash), and reap it."""
+        if self.process.poll() is None:
+            os.killpg(os.getpgid(self.process.pid), signal.SIGKILL)
+        self.process.wait(10)
 
     def stop(self) -> None:
         """SIGTERM the process group (uvicorn and its workers); SIGKILL after 15 s."""
