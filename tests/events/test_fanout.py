@@ -85,6 +85,15 @@ class Recorder:
         self.events.extend(events)
 
 
+async def support_recording_from_now(services: Services) -> tuple[Fanout, Recorder]:
+    """A hand-driven fan-out positioned at the end of the log, with support's order events."""
+    fanout = manual_fanout(services)
+    fanout.position = await last_event_id(services)
+    audience = Recorder(EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS))
+    fanout.add(audience)
+    return fanout, audience
+
+
 async def test_each_audience_is_handed_what_it_may_see_in_order_from_one_read(
     services: Services, factory: Factory, tenants: World
 ) -> None:
@@ -124,10 +133,7 @@ async def test_each_audience_is_handed_what_it_may_see_in_order_from_one_read(
 async def test_a_batch_shares_one_scratch_space_and_the_next_batch_gets_a_new_one(
     services: Services, factory: Factory, tenants: World
 ) -> None:
-    fanout = manual_fanout(services)
-    fanout.position = await last_event_id(services)
-    audience = Recorder(EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS))
-    fanout.add(audience)
+    fanout, audience = await support_recording_from_now(services)
     await factory.order(tenants.customer_a1, status="PR")
     await fanout.catch_up()
     await factory.order(tenants.customer_a1, status="PR")
@@ -355,10 +361,7 @@ async def test_a_cursor_is_a_visible_event_of_the_streams_topic(
 async def test_rows_are_those_committed_when_the_batch_is_read(
     services: Services, factory: Factory, tenants: World
 ) -> None:
-    fanout = manual_fanout(services)
-    fanout.position = await last_event_id(services)
-    audience = Recorder(EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS))
-    fanout.add(audience)
+    fanout, audience = await support_recording_from_now(services)
     order = await factory.order(tenants.customer_a1, status="PF")
     await fanout.catch_up()
     assert [(e.from_status, e.to_status) for e in audience.events] == [(None, "PR"), ("PR", "PF")]

@@ -20,7 +20,7 @@ from sqlmodel import col, select
 
 from app.notifications.models import Notification
 from app.services import Services
-from tests.support.api import GraphQLClient
+from tests.support.api import Factory, GraphQLClient
 from tests.support.polling import eventually
 from tests.support.smtp import ControlledSmtpServer, parse_data
 
@@ -54,6 +54,14 @@ async def outbox_idle(services: Services) -> None:
             return busy.first() is None
 
     await eventually(check)
+
+
+async def failed_in_another_process(services: Services) -> list[Notification]:
+    """Fail an order through `services` (standing for another process); its notification rows."""
+    order = await Factory(services).order(status="PF")
+    async with services.db.read() as session:
+        query = select(Notification).where(col(Notification.order_id) == order.id)
+        return list((await session.exec(query)).all())
 
 
 async def fail_order(
