@@ -153,7 +153,7 @@ class Scope:
                     return false()
                 clauses.append(column == mine)
             else:
-                clauses.append(column.in_(sorted(condition.values)))
+                clauses.append(column.in_(sorted(str(value) for value in condition.values)))
         return and_(*clauses) if clauses else true()
 
     def allows(self, viewer: Viewer, values: Mapping[str, Any]) -> bool:
