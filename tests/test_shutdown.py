@@ -16,7 +16,7 @@ from pathlib import Path
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.scale.servers import ROOT, ServerProcess, server_env
+from tests.support.processes import ROOT, ServerProcess, server_env
 
 QUERY = json.dumps({"query": "{ viewer { role } }"}).encode()
 
@@ -42,7 +42,7 @@ async def test_sigterm_closes_websockets_1012_and_finishes_requests_in_flight(
     server = ServerProcess.launch(env, log_dir=tmp_path, name="server")
     try:
         await server.wait_ready()
-        ws = await websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+        ws = await websockets.connect(server.endpoint.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
         await ws.send(
             json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
         )

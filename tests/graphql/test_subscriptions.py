@@ -738,7 +738,7 @@ async def test_an_order_can_be_followed_from_its_history_cursor(
 
 
 async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_its_events(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     services.fanout.replay_page_size = 2  # many pages: separate replays would read many more
     orders = [await factory.order(tenants.customer_a1, status="PR") for _ in range(9)]
@@ -750,7 +750,9 @@ async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_i
     reads_before = services.fanout.replay_reads
     async with AsyncExitStack() as stack:
         sockets = [
-            await stack.enter_async_context(connected(live_server, tenants.tokens["reseller a"]))
+            await stack.enter_async_context(
+                connected(live_server.ws_url, tenants.tokens["reseller a"])
+            )
             for _ in range(panels)
         ]
         starts = [i % len(cursors) for i in range(panels)]

@@ -18,8 +18,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.scale.conftest import Launch
-from tests.scale.servers import ROOT, ServerProcess
 from tests.support.api import Factory
+from tests.support.processes import ROOT, ServerProcess
 
 pytestmark = pytest.mark.postgres
 
@@ -27,7 +27,7 @@ CHANGES = "subscription { orderStatusChanged { to } }"
 
 
 async def open_subscription(server: ServerProcess, token: str) -> websockets.ClientConnection:
-    ws = await websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+    ws = await websockets.connect(server.endpoint.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
     await ws.send(
         json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
     )
