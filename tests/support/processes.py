@@ -47,17 +47,23 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
     return env
 
 
-def run_cli(env: Mapping[str, str], workdir: Path, *args: str) -> str:
-    """`python -m app ARGS...` with `env` in `workdir`; its standard output."""
-    done = subprocess.run(
+def run_app(env: Mapping[str, str], workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m app ARGS...` with `env` in `workdir`, bounded in time; not checked."""
+    return subprocess.run(
         [sys.executable, "-m", "app", *args],
         env=dict(env),
         cwd=workdir,
         capture_output=True,
-        timeout=30,
-        check=True,
+        text=True,
+        timeout=60,
     )
-    return done.stdout.decode().strip()
+
+
+def run_cli(env: Mapping[str, str], workdir: Path, *args: str) -> str:
+    """`run_app`, which must succeed; its standard output."""
+    done = run_app(env, workdir, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 @dataclass
