@@ -9,7 +9,14 @@ from sqlmodel import col, select
 from app.access.tokens import create_token
 from app.access.viewer import Viewer
 from app.orders import service
-from app.orders.flow import Action, FailureReason, OrderType, Outcome, PaymentMethod, Role
+from app.orders.flow import (
+    Action,
+    FailureReason,
+    OrderType,
+    PaymentMethod,
+    ProvisioningOutcome,
+    Role,
+)
 from app.orders.models import Customer, Reseller
 from app.services import Services
 
@@ -82,7 +89,7 @@ async def seed_demo(services: Services) -> dict[str, str]:
                 s,
                 viewer=PLATFORM,
                 order_id=failed,
-                outcome=Outcome.FAILED,
+                outcome=ProvisioningOutcome.FAILED,
                 reason=FailureReason.NO_IP_ADDRESSES,
                 details="Pool eu-west-1 exhausted",
                 config=desk,
@@ -93,7 +100,7 @@ async def seed_demo(services: Services) -> dict[str, str]:
                 s,
                 viewer=PLATFORM,
                 order_id=done,
-                outcome=Outcome.SUCCEEDED,
+                outcome=ProvisioningOutcome.SUCCEEDED,
                 reason=None,
                 details=None,
                 config=desk,

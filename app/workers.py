@@ -28,7 +28,13 @@ async def start_workers(services: Services) -> Stop:
     mailer = mailer_from_settings(services.settings)
     delivering = run_outbox(services.outbox, mailer=mailer, wake=services.outbox_wake)
     tasks.append(asyncio.create_task(delivering, name="outbox"))
-    tasks.append(asyncio.create_task(run_escalations(services), name="escalations"))
+    escalations = run_escalations(
+        db=services.db,
+        transaction=services.transaction,
+        clock=services.clock,
+        poll_seconds=services.settings.escalation_poll_seconds,
+    )
+    tasks.append(asyncio.create_task(escalations, name="escalations"))
     tasks.append(await services.fanout.start())  # live subscriptions read the log from here
 
     async def stop() -> None:

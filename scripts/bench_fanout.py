@@ -32,7 +32,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,8 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import benchlib as b
+
+ROOT = b.ROOT
 
 QUERY = """
 subscription Panel($filter: OrderStatusChangeFilter) {
@@ -76,148 +76,24 @@ class Seed:
     tokens: dict[str, list[str]]
 
 
-def server_env(url: str, directory: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPULSE_")}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "ORDERPULSE_DATABASE_URL": url,
-            "ORDERPULSE_MAIL_DIR": str(directory / "mail"),
-            "ORDERPULSE_SMTP_URL": "",
-        }
-    )
-    return env
-
-
-def migrate(url: str, directory: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "app", "migrate"],
-        cwd=directory,
-        env=server_env(url, directory),
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-
-
-async def seed(url: str, *, orders: int) -> Seed:
-    """Two resellers; the first's customer has PR orders (one per failure to report)."""
-    from decimal import Decimal
-
-    from app.access.tokens import create_token
-    from app.access.viewer import Viewer
-    from app.db import Database
+async def prepare(url: str, *, orders: int) -> Seed:
+    """Migrate, then two resellers; the first's one customer has `orders` PR orders (one per
+    failure to report), and TOKENS_PER_KIND tokens for each kind of subscriber."""
     from app.graphql.ids import to_global_id
-    from app.orders import service
-    from app.orders.flow import OrderType, Role
-    from app.services import Services
-    from app.settings import Settings
 
-    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
-    services = Services(settings=settings, db=Database(url))
-    support = Viewer(role=Role.SUPPORT)
-    now = services.clock.now
-    try:
-        async with services.transaction() as s:
-            reseller = await service.create_reseller(
-                s, viewer=support, name="Bench Reseller", email="ops@bench.example", now=now()
-            )
-            other = await service.create_reseller(
-                s, viewer=support, name="Other Reseller", email="ops@other.example", now=now()
-            )
-            assert reseller.id is not None and other.id is not None
-            customer = await service.create_customer(
-                s,
-                viewer=support,
-                reseller_id=reseller.id,
-                name="Bench Customer",
-                contact_email="it@customer.example",
-                now=now(),
-            )
-            assert customer.id is not None
-            order_ids = []
-            for _ in range(orders):
-                order = await service.place_order(
-                    s,
-                    viewer=support,
-                    customer_id=customer.id,
-                    order_type=OrderType.SO,
-                    currency="USD",
-                    items=[service.ItemInput("Cloud seat", 3, Decimal("12.50"))],
-                    config=services.desk,
-                    now=now(),
-                )
-                assert order.id is not None and order.status == "PR", order.status
-                order_ids.append(str(to_global_id("Order", order.id)))
-
-            async def tokens(
-                role: Role, reseller_id: int | None, customer_id: int | None
-            ) -> list[str]:
-                return [
-                    await create_token(
-                        s, role=role, reseller_id=reseller_id, customer_id=customer_id, now=now()
-                    )
-                    for _ in range(TOKENS_PER_KIND)
-                ]
-
-            return Seed(
-                order_ids=order_ids,
-                tokens={
-                    "reseller": await tokens(Role.RESELLER, reseller.id, None),
-                    "customer": await tokens(Role.CUSTOMER, None, customer.id),
-                    "other": await tokens(Role.RESELLER, other.id, None),
-                    "system": await tokens(Role.SYSTEM, None, None),
-                },
-            )
-    finally:
-        await services.db.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_server(
-    args: list[str], env: dict[str, str], directory: Path, port: int
-) -> subprocess.Popen[bytes]:
-    log = (directory / "server.log").open("ab")
-    process = subprocess.Popen(
-        args, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    await b.migrate(url)
+    seeded = await b.seed_core(url, orders=orders, customers=1, resellers=2, statuses=["PR"])
+    reseller, other = seeded.reseller_ids
+    (customer,) = seeded.customer_ids
+    return Seed(
+        order_ids=[str(to_global_id("Order", pk)) for pk in await seeded.order_ids(url)],
+        tokens={
+            "reseller": await b.make_tokens(url, "RESELLER", TOKENS_PER_KIND, reseller_id=reseller),
+            "customer": await b.make_tokens(url, "CUSTOMER", TOKENS_PER_KIND, customer_id=customer),
+            "other": await b.make_tokens(url, "RESELLER", TOKENS_PER_KIND, reseller_id=other),
+            "system": await b.make_tokens(url, "SYSTEM", TOKENS_PER_KIND),
+        },
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError((directory / "server.log").read_text()[-3000:])
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                if b" 200 " in s.recv(100):
-                    return process
-        except OSError:
-            pass
-        time.sleep(0.2)
-    stop(process)
-    raise TimeoutError("the server did not start")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def cpu_ticks(pid: int) -> int:
@@ -455,8 +331,7 @@ class Delivery:
     problems: int
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+        return b.percentile(self.latencies_ms, p)
 
 
 @dataclass
@@ -518,16 +393,18 @@ def measure(
 
 
 def run_round(n: int, *, clients: int, events: int, floor: bool, directory: Path) -> Round:
-    url = f"sqlite:///{directory / 'bench.db'}"
-    migrate(url, directory)
-    seeded = asyncio.run(seed(url, orders=events + 1))
-    port = free_port()
-    env = server_env(url, directory)
+    url = b.sqlite_url(directory)
+    seeded = asyncio.run(prepare(url, orders=events + 1))
+    port = b.free_port()
+    env = b.server_env(url, directory, {"ORDERPULSE_SMTP_URL": ""})
     if floor:
         args = [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(port)]
     else:
         args = [sys.executable, "-m", "app", "serve", "--port", str(port)]
-    server = start_server(args, env, directory, port)
+    server = b.start_process(
+        args, env=env, port=port, log=directory / "server.log", ready_path="/healthz"
+    )
+    pid = server.process.pid
     processes: list[subprocess.Popen[str]] = []
     system = seeded.tokens["system"][0]
 
@@ -543,12 +420,12 @@ def run_round(n: int, *, clients: int, events: int, floor: bool, directory: Path
             warm_client = spawn_client(port, warm, floor=False)
             processes.append(warm_client)
             expect_line(warm_client, "ready")
-            wait_until_idle(server.pid)
+            wait_until_idle(pid)
             warmed = measure([warm_client], report(0, "SUCCEEDED"), 1)
             assert warmed.latencies_ms, "the warm-up event was not delivered"
             finish(warm_client)
-        wait_until_idle(server.pid)
-        rss_before = rss_kb(server.pid)
+        wait_until_idle(pid)
+        rss_before = b.proc_status_kb(pid, "VmRSS")
         specs = subscriber_specs(n, seeded, floor=floor)
         share = -(-n // clients)
         live = [
@@ -558,18 +435,18 @@ def run_round(n: int, *, clients: int, events: int, floor: bool, directory: Path
         processes += live
         opened = sum(expect_line(p, "ready", READY_TIMEOUT)["ready"] for p in live)
         assert opened == n, (opened, n)
-        wait_until_idle(server.pid)
-        rss_idle = rss_kb(server.pid)
+        wait_until_idle(pid)
+        rss_idle = b.proc_status_kb(pid, "VmRSS")
         receivers = sum(1 for s in specs if s["expect"])
         measured = []
         for i in range(0 if floor else events):
             measured.append(measure(live, report(i + 1, "FAILED"), receivers))
-            wait_until_idle(server.pid)
+            wait_until_idle(pid)
         return Round(n, rss_before, rss_idle, measured)
     finally:
         for process in processes:
             finish(process)
-        stop(server)
+        server.stop()
 
 
 def tell(process: subprocess.Popen[str], command: str) -> None:

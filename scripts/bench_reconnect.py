@@ -79,13 +79,6 @@ def ensure_node_modules() -> None:
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
 
 
-def status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of these processes so far (robust to a busy machine)."""
     ticks = 0
@@ -259,11 +252,6 @@ async def http_probe(port: int, token: str, stop: asyncio.Event) -> tuple[list[f
     return latencies, failures
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
-
-
 async def run_storm(
     name: str,
     target: OrderPulseTarget | PeerTarget,
@@ -277,7 +265,7 @@ async def run_storm(
     try:
         starts = [i % len(cursors) for i in range(clients)] if cursors else [-1] * clients
         url = f"ws://127.0.0.1:{target.port}/graphql"
-        rss_before = sum(status_kb(pid, "VmRSS") for pid in target.pids)
+        rss_before = sum(b.proc_status_kb(pid, "VmRSS") for pid in target.pids)
         cpu_before = cpu_seconds(target.pids)
         storm = await asyncio.create_subprocess_exec(
             "node",
@@ -312,8 +300,8 @@ async def run_storm(
         caught = json.loads(line)["caughtUp"]
         cpu_storm = cpu_seconds(target.pids) - cpu_before
         await asyncio.sleep(1.0)  # settle before measuring memory
-        rss_after = sum(status_kb(pid, "VmRSS") for pid in target.pids)
-        peak = sum(status_kb(pid, "VmHWM") for pid in target.pids)
+        rss_after = sum(b.proc_status_kb(pid, "VmRSS") for pid in target.pids)
+        peak = sum(b.proc_status_kb(pid, "VmHWM") for pid in target.pids)
         storm.stdin.write(b"probe\n")
         await storm.stdin.drain()
         await target.publish()
@@ -333,8 +321,8 @@ async def run_storm(
             problems=caught["problems"] + live["problems"],
             live_received=live["received"],
             live_p50_ms=statistics.median(times) if times else float("nan"),
-            live_p99_ms=percentile(times, 99),
-            http_p99_ms=percentile(latencies, 99) * 1000 if probe is not None else None,
+            live_p99_ms=b.percentile(times, 99),
+            http_p99_ms=b.percentile(latencies, 99) * 1000 if probe is not None else None,
             http_requests=len(latencies),
             http_failures=failures,
             peak_rss_mb=peak / 1024,

@@ -36,6 +36,23 @@ ADMIN_URL = os.environ.get(
 STATUS_CYCLE = ["PF", "PR", "WA", "HL"] + ["CP"] * 16
 
 
+# --- figures ----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank `p`th percentile of `values`, in their unit (NaN when there are none)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """A kB figure of /proc/PID/status, e.g. "VmRSS" (0 when the field is absent)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 # --- databases ----------------------------------------------------------------------------------
 
 
@@ -85,6 +102,20 @@ class Seeded:
     reseller_ids: list[int]
     customer_ids: list[int]
     orders: int
+
+    async def order_ids(self, url: str) -> list[int]:
+        """The seeded orders' ids, in the order they were made."""
+        from sqlalchemy import text
+
+        from app.db import Database
+
+        db = Database(url)
+        try:
+            async with db.engine.connect() as conn:
+                rows = await conn.execute(text("SELECT id FROM sales_order ORDER BY id"))
+                return [int(row[0]) for row in rows]
+        finally:
+            await db.dispose()
 
 
 def _status_values(status: str, at: datetime) -> dict[str, Any]:
@@ -245,7 +276,22 @@ async def seed_generate_series(url: str, *, orders: int, customers: int, reselle
         await conn.close()
 
 
-async def make_token(url: str, role: str, *, reseller_id: int | None = None) -> str:
+async def make_token(
+    url: str, role: str, *, reseller_id: int | None = None, customer_id: int | None = None
+) -> str:
+    (token,) = await make_tokens(url, role, 1, reseller_id=reseller_id, customer_id=customer_id)
+    return token
+
+
+async def make_tokens(
+    url: str,
+    role: str,
+    count: int,
+    *,
+    reseller_id: int | None = None,
+    customer_id: int | None = None,
+) -> list[str]:
+    """`count` API tokens of one role (and tenant), made in one transaction."""
     from app.access.tokens import create_token
     from app.db import Database
     from app.orders.flow import Role
@@ -253,13 +299,16 @@ async def make_token(url: str, role: str, *, reseller_id: int | None = None) -> 
     db = Database(url)
     try:
         async with db.write() as session:
-            return await create_token(
-                session,
-                role=Role(role),
-                reseller_id=reseller_id,
-                customer_id=None,
-                now=datetime.now(UTC),
-            )
+            return [
+                await create_token(
+                    session,
+                    role=Role(role),
+                    reseller_id=reseller_id,
+                    customer_id=customer_id,
+                    now=datetime.now(UTC),
+                )
+                for _ in range(count)
+            ]
     finally:
         await db.dispose()
 
@@ -290,6 +339,55 @@ class Server:
                 self.process.wait(5)
 
 
+def server_env(
+    url: str, directory: Path, extra_env: dict[str, str] | None = None, *, root: Path = ROOT
+) -> dict[str, str]:
+    """Ours without ORDERPULSE_*, plus the database, a mail folder in `directory`, `extra_env`;
+    the code is `root`'s (another checkout, to compare in one run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPULSE_")}
+    env.update(
+        {
+            "PYTHONPATH": str(root),
+            "ORDERPULSE_DATABASE_URL": url,
+            "ORDERPULSE_MAIL_DIR": str(directory / "mail"),
+            **(extra_env or {}),
+        }
+    )
+    return env
+
+
+def start_process(
+    args: list[str], *, env: dict[str, str], port: int, log: Path, ready_path: str = "/readyz"
+) -> Server:
+    """Run `args` (a server listening on `port`) until `ready_path` answers 200 (60 s at most)."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            args,
+            cwd=log.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(process, port, log)
+    request = f"GET {ready_path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(request.encode())
+                if b" 200 " in s.recv(100):
+                    return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise TimeoutError(log.read_text()[-3000:])
+        time.sleep(0.2)
+
+
 def start_server(
     url: str,
     *,
@@ -302,41 +400,9 @@ def start_server(
     `root` is the checkout whose code the server runs (another one, to compare in one run)."""
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="orderpulse-bench-")) / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERPULSE_")}
-    env.update(
-        {
-            "PYTHONPATH": str(root),
-            "ORDERPULSE_DATABASE_URL": url,
-            "ORDERPULSE_MAIL_DIR": str(log.parent / "mail"),
-            **(extra_env or {}),
-        }
-    )
     args = [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args,
-            cwd=log.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(process, port, log)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if b" 200 " in s.recv(100):
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise TimeoutError(log.read_text()[-3000:])
-        time.sleep(0.2)
+    env = server_env(url, log.parent, extra_env, root=root)
+    server = start_process(args, env=env, port=port, log=log)
     if workers > 1:
         time.sleep(1.0)  # let every worker finish its start-up
     return server
@@ -397,8 +463,8 @@ class LoadResult:
         return self.requests / self.seconds
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+        """In milliseconds."""
+        return percentile(self.latencies, p) * 1000
 
     def line(self) -> str:
         return (
@@ -476,11 +542,9 @@ async def sequential_latency(port: int, make: MakeRequest, *, requests: int) -> 
 
 
 def summary_ms(latencies: list[float]) -> str:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     return (
-        f"p50 {statistics.median(ordered) * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms  "
-        f"({len(ordered)} sequential requests)"
+        f"p50 {statistics.median(latencies) * 1000:6.2f} ms  "
+        f"p99 {percentile(latencies, 99) * 1000:6.2f} ms  ({len(latencies)} sequential requests)"
     )
 
 

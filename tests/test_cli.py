@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from app.asgi import create_app
 from app.settings import Settings
+from tests.support.processes import run_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,14 +21,7 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "ORDERPULSE_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
         "PYTHONPATH": str(ROOT),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_app(env, tmp_path, *args)
 
 
 async def test_tokens_from_the_cli_work_and_can_be_revoked(tmp_path: Path) -> None:

@@ -9,40 +9,27 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.scale.servers import ROOT, ServerProcess, server_env
+from tests.support.processes import ROOT, ServerProcess, run_cli, server_env
 
 QUERY = json.dumps({"query": "{ viewer { role } }"}).encode()
-
-
-def cli(tmp_path: Path, env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 async def test_sigterm_closes_websockets_1012_and_finishes_requests_in_flight(
     tmp_path: Path,
 ) -> None:
     env = server_env(f"sqlite:///{tmp_path / 'shutdown.db'}", shutdown_grace_seconds="10")
-    token = cli(tmp_path, {**env, "PYTHONPATH": str(ROOT)}, "token", "create", "--role", "support")
+    token = run_cli(
+        {**env, "PYTHONPATH": str(ROOT)}, tmp_path, "token", "create", "--role", "support"
+    )
     server = ServerProcess.launch(env, log_dir=tmp_path, name="server")
     try:
         await server.wait_ready()
-        ws = await websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+        ws = await websockets.connect(server.endpoint.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
         await ws.send(
             json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
         )

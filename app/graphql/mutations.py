@@ -1,20 +1,27 @@
-"""Mutation root: parse input, call one domain function in one transaction, map its errors."""
+"""Mutation root: parse input, call one domain function in one transaction, map its errors.
+
+Every resolver is one `run_mutation(info, work=..., wrap=...)`: `work` is the domain call, run in
+one transaction; `wrap` turns what it returns into the payload. A domain error rolls the
+transaction back and becomes the payload's `userErrors` (the object field stays null), in one
+place. Payload types are declared with `@payload_type`: only their object field, named for the
+object; `userErrors` is declared once, by the decorator.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, TypeVar, dataclass_transform
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.access.viewer import Viewer as DomainViewer
+from app.access.viewer import Viewer
 from app.errors import DomainError, NotFound, OperationForbidden
 from app.graphql.context import Info, forbidden, viewer_of
 from app.graphql.ids import parse_pk
+from app.graphql.loaders import Loaders
 from app.graphql.types import (
     Customer,
     FailureReason,
@@ -35,12 +42,32 @@ from app.orders import flow
 from app.orders import service as orders
 
 T = TypeVar("T")
+P = TypeVar("P", bound="Payload")
+
+Work = Callable[[AsyncSession, Viewer, datetime], Awaitable[T]]
+"""A mutation's domain call: (session, viewer, now) -> what it made or changed."""
+
+USER_ERRORS_DESCRIPTION = "Why nothing was written."
 
 
-@dataclass
-class Outcome(Generic[T]):
-    value: T | None
-    errors: list[UserError]
+class Payload:
+    """Base of every mutation payload: one object field (null when nothing was written), then
+    `userErrors`. Subclasses are declared with `@payload_type`, which adds `userErrors`."""
+
+
+@dataclass_transform(field_specifiers=(strawberry.field,))
+def payload_type(*, description: str) -> Callable[[type[P]], type[P]]:
+    """Make a `Payload` subclass a GraphQL type, with `userErrors` after its object field."""
+
+    def make(cls: type[P]) -> type[P]:
+        cls.__annotations__["user_errors"] = list[UserError]
+        cls.user_errors = strawberry.field(  # type: ignore[attr-defined]
+            default_factory=list, description=USER_ERRORS_DESCRIPTION
+        )
+        made: type[P] = strawberry.type(cls, description=description)
+        return made
+
+    return make
 
 
 def require_pk(value: strawberry.ID, type_name: str, field: str) -> int:
@@ -50,10 +77,20 @@ def require_pk(value: strawberry.ID, type_name: str, field: str) -> int:
     return pk
 
 
-async def run_mutation(
-    info: Info, work: Callable[[AsyncSession, DomainViewer, datetime], Awaitable[T]]
-) -> Outcome[T]:
-    """Run `work` in one transaction; a DomainError rolls it back and becomes userErrors."""
+def declared_payload(info: Info) -> Any:
+    """The payload type the mutation field being resolved declares (a `Payload` subclass)."""
+    declared = info.return_type
+    if not (isinstance(declared, type) and issubclass(declared, Payload)):
+        raise TypeError(f"mutation {info.field_name} must return a Payload, not {declared!r}")
+    return declared
+
+
+async def run_mutation(info: Info, work: Work[T], wrap: Callable[[T, Loaders], P]) -> P:
+    """Run `work` in one transaction and `wrap` its result in the payload.
+
+    A DomainError rolls the transaction back and becomes the `userErrors` of the payload type this
+    mutation field returns, with its object null; a forbidden operation is a top-level error.
+    """
     viewer = viewer_of(info)
     services = info.context.services
     try:
@@ -63,8 +100,10 @@ async def run_mutation(
         raise forbidden(str(exc)) from exc
     except DomainError as exc:
         field = ["input", *exc.field] if exc.field else None
-        return Outcome(None, [UserError(field=field, message=exc.message, code=exc.code)])
-    return Outcome(value, [])
+        error = UserError(field=field, message=exc.message, code=exc.code)
+        failed: P = declared_payload(info)(user_errors=[error])
+        return failed
+    return wrap(value, info.context.loaders)
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -171,70 +210,62 @@ class RetryNotificationInput:
 # --- payloads ---------------------------------------------------------------------------------
 
 
-@strawberry.type(description="The result of createReseller.")
-class CreateResellerPayload:
-    reseller: Reseller | None = strawberry.field(description="The new reseller.")
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
+@payload_type(description="The result of createReseller.")
+class CreateResellerPayload(Payload):
+    reseller: Reseller | None = strawberry.field(default=None, description="The new reseller.")
 
 
-@strawberry.type(description="The result of createCustomer.")
-class CreateCustomerPayload:
-    customer: Customer | None = strawberry.field(description="The new customer.")
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
+@payload_type(description="The result of createCustomer.")
+class CreateCustomerPayload(Payload):
+    customer: Customer | None = strawberry.field(default=None, description="The new customer.")
 
 
-@strawberry.type(description="The result of updateCustomerContact.")
-class UpdateCustomerContactPayload:
-    customer: Customer | None = strawberry.field(description="The customer.")
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
+@payload_type(description="The result of updateCustomerContact.")
+class UpdateCustomerContactPayload(Payload):
+    customer: Customer | None = strawberry.field(default=None, description="The customer.")
 
 
-@strawberry.type(description="The result of an order mutation.")
-class PlaceOrderPayload:
-    order: Order | None = strawberry.field(description="The order.")
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
+@payload_type(description="The result of an order mutation.")
+class PlaceOrderPayload(Payload):
+    order: Order | None = strawberry.field(default=None, description="The order.")
 
 
-@strawberry.type(description="The result of reportProvisioningResult.")
-class ReportProvisioningResultPayload:
-    order: Order | None = strawberry.field(description="The order.")
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
+@payload_type(description="The result of reportProvisioningResult.")
+class ReportProvisioningResultPayload(Payload):
+    order: Order | None = strawberry.field(default=None, description="The order.")
 
 
-@strawberry.type(description="The result of performOrderAction.")
-class PerformOrderActionPayload:
-    order: Order | None = strawberry.field(description="The order.")
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
+@payload_type(description="The result of performOrderAction.")
+class PerformOrderActionPayload(Payload):
+    order: Order | None = strawberry.field(default=None, description="The order.")
 
 
-@strawberry.type(description="The result of updateNotificationSettings.")
-class UpdateNotificationSettingsPayload:
+@payload_type(description="The result of updateNotificationSettings.")
+class UpdateNotificationSettingsPayload(Payload):
     notification_settings: NotificationSettings | None = strawberry.field(
-        description="The settings now."
+        default=None, description="The settings now."
     )
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
 
 
-@strawberry.type(description="The result of a template mutation.")
-class CreateNotificationTemplatePayload:
+@payload_type(description="The result of a template mutation.")
+class CreateNotificationTemplatePayload(Payload):
     notification_template: NotificationTemplate | None = strawberry.field(
-        description="The template."
+        default=None, description="The template."
     )
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
 
 
-@strawberry.type(description="The result of updateNotificationTemplate.")
-class UpdateNotificationTemplatePayload:
+@payload_type(description="The result of updateNotificationTemplate.")
+class UpdateNotificationTemplatePayload(Payload):
     notification_template: NotificationTemplate | None = strawberry.field(
-        description="The template."
+        default=None, description="The template."
     )
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
 
 
-@strawberry.type(description="The result of retryNotification.")
-class RetryNotificationPayload:
-    notification: Notification | None = strawberry.field(description="The notification.")
-    user_errors: list[UserError] = strawberry.field(description="Why nothing was written.")
+@payload_type(description="The result of retryNotification.")
+class RetryNotificationPayload(Payload):
+    notification: Notification | None = strawberry.field(
+        default=None, description="The notification."
+    )
 
 
 @strawberry.type
@@ -243,26 +274,23 @@ class Mutation:
     async def create_reseller(
         self, info: Info, input: CreateResellerInput
     ) -> CreateResellerPayload:
-        result = await run_mutation(
+        return await run_mutation(
             info,
-            lambda s, v, now: orders.create_reseller(
-                s, viewer=v, name=input.name, email=input.email, now=now
+            work=lambda session, viewer, now: orders.create_reseller(
+                session, viewer=viewer, name=input.name, email=input.email, now=now
             ),
-        )
-        loaders = info.context.loaders
-        return CreateResellerPayload(
-            reseller=Reseller.wrap(result.value, loaders) if result.value else None,
-            user_errors=result.errors,
+            wrap=lambda row, loaders: CreateResellerPayload(reseller=Reseller.wrap(row, loaders)),
         )
 
     @strawberry.mutation(description="Add a customer to a reseller.")
     async def create_customer(
         self, info: Info, input: CreateCustomerInput
     ) -> CreateCustomerPayload:
-        async def work(s: AsyncSession, v: DomainViewer, now: datetime) -> object:
-            return await orders.create_customer(
-                s,
-                viewer=v,
+        return await run_mutation(
+            info,
+            work=lambda session, viewer, now: orders.create_customer(
+                session,
+                viewer=viewer,
                 reseller_id=require_pk(input.reseller_id, "Reseller", "resellerId"),
                 name=input.name,
                 contact_email=input.contact_email,
@@ -271,30 +299,25 @@ class Mutation:
                 requires_verification=input.requires_verification,
                 credit_limit=input.credit_limit,
                 now=now,
-            )
-
-        result = await run_mutation(info, work)
-        return CreateCustomerPayload(
-            customer=Customer.wrap(result.value, info.context.loaders) if result.value else None,  # type: ignore[arg-type]
-            user_errors=result.errors,
+            ),
+            wrap=lambda row, loaders: CreateCustomerPayload(customer=Customer.wrap(row, loaders)),
         )
 
     @strawberry.mutation(description="Change a customer's contact e-mail.")
     async def update_customer_contact(
         self, info: Info, input: UpdateCustomerContactInput
     ) -> UpdateCustomerContactPayload:
-        result = await run_mutation(
+        return await run_mutation(
             info,
-            lambda s, v, now: orders.update_customer_contact(
-                s,
-                viewer=v,
+            work=lambda session, viewer, now: orders.update_customer_contact(
+                session,
+                viewer=viewer,
                 customer_id=require_pk(input.customer_id, "Customer", "customerId"),
                 email=input.email,
             ),
-        )
-        return UpdateCustomerContactPayload(
-            customer=Customer.wrap(result.value, info.context.loaders) if result.value else None,
-            user_errors=result.errors,
+            wrap=lambda row, loaders: UpdateCustomerContactPayload(
+                customer=Customer.wrap(row, loaders)
+            ),
         )
 
     @strawberry.mutation(description="Place an order; the automatic checks decide its status.")
@@ -305,11 +328,11 @@ class Mutation:
             )
             for i in input.items
         ]
-        result = await run_mutation(
+        return await run_mutation(
             info,
-            lambda s, v, now: orders.place_order(
-                s,
-                viewer=v,
+            work=lambda session, viewer, now: orders.place_order(
+                session,
+                viewer=viewer,
                 customer_id=require_pk(input.customer_id, "Customer", "customerId"),
                 order_type=flow.OrderType(input.type),
                 currency=input.currency,
@@ -317,43 +340,39 @@ class Mutation:
                 config=info.context.services.desk,
                 now=now,
             ),
-        )
-        return PlaceOrderPayload(
-            order=Order.wrap(result.value, info.context.loaders) if result.value else None,
-            user_errors=result.errors,
+            wrap=lambda row, loaders: PlaceOrderPayload(order=Order.wrap(row, loaders)),
         )
 
     @strawberry.mutation(description="The provisioning platform reports an outcome.")
     async def report_provisioning_result(
         self, info: Info, input: ReportProvisioningResultInput
     ) -> ReportProvisioningResultPayload:
-        result = await run_mutation(
+        return await run_mutation(
             info,
-            lambda s, v, now: orders.report_provisioning_result(
-                s,
-                viewer=v,
+            work=lambda session, viewer, now: orders.report_provisioning_result(
+                session,
+                viewer=viewer,
                 order_id=require_pk(input.order_id, "Order", "orderId"),
-                outcome=flow.Outcome(input.outcome),
+                outcome=flow.ProvisioningOutcome(input.outcome),
                 reason=flow.FailureReason(input.reason) if input.reason else None,
                 details=input.details,
                 config=info.context.services.desk,
                 now=now,
             ),
-        )
-        return ReportProvisioningResultPayload(
-            order=Order.wrap(result.value, info.context.loaders) if result.value else None,
-            user_errors=result.errors,
+            wrap=lambda row, loaders: ReportProvisioningResultPayload(
+                order=Order.wrap(row, loaders)
+            ),
         )
 
     @strawberry.mutation(description="Move an order on with an action (see orderStatuses).")
     async def perform_order_action(
         self, info: Info, input: PerformOrderActionInput
     ) -> PerformOrderActionPayload:
-        result = await run_mutation(
+        return await run_mutation(
             info,
-            lambda s, v, now: orders.perform_order_action(
-                s,
-                viewer=v,
+            work=lambda session, viewer, now: orders.perform_order_action(
+                session,
+                viewer=viewer,
                 order_id=require_pk(input.order_id, "Order", "orderId"),
                 action=flow.Action(input.action),
                 reason=flow.FailureReason(input.reason) if input.reason else None,
@@ -362,10 +381,7 @@ class Mutation:
                 config=info.context.services.desk,
                 now=now,
             ),
-        )
-        return PerformOrderActionPayload(
-            order=Order.wrap(result.value, info.context.loaders) if result.value else None,
-            user_errors=result.errors,
+            wrap=lambda row, loaders: PerformOrderActionPayload(order=Order.wrap(row, loaders)),
         )
 
     @strawberry.mutation(description="Change who a reseller's failed-order notifications go to.")
@@ -375,7 +391,7 @@ class Mutation:
         template_given = input.order_notification_template_id is not strawberry.UNSET
 
         async def work(
-            s: AsyncSession, v: DomainViewer, now: datetime
+            session: AsyncSession, viewer: Viewer, now: datetime
         ) -> tuple[nm.NotificationSettings, nm.NotificationTemplate]:
             template_id = None
             if template_given and input.order_notification_template_id is not None:
@@ -385,8 +401,8 @@ class Mutation:
                     "orderNotificationTemplateId",
                 )
             return await notifications.update_settings(
-                s,
-                viewer=v,
+                session,
+                viewer=viewer,
                 reseller_id=require_pk(input.reseller_id, "Reseller", "resellerId"),
                 notify_reseller=input.notify_reseller,
                 notify_customer=input.notify_customer,
@@ -395,69 +411,70 @@ class Mutation:
                 now=now,
             )
 
-        result = await run_mutation(info, work)
-        settings = None
-        if result.value is not None:
-            row, template = result.value
-            settings = NotificationSettings(
-                settings=row, template_row=template, loaders=info.context.loaders
+        def wrap(
+            rows: tuple[nm.NotificationSettings, nm.NotificationTemplate], loaders: Loaders
+        ) -> UpdateNotificationSettingsPayload:
+            settings, template = rows
+            return UpdateNotificationSettingsPayload(
+                notification_settings=NotificationSettings(
+                    settings=settings, template_row=template, loaders=loaders
+                )
             )
-        return UpdateNotificationSettingsPayload(
-            notification_settings=settings, user_errors=result.errors
-        )
+
+        return await run_mutation(info, work=work, wrap=wrap)
 
     @strawberry.mutation(description="Add a notification template (support only).")
     async def create_notification_template(
         self, info: Info, input: CreateNotificationTemplateInput
     ) -> CreateNotificationTemplatePayload:
-        result = await run_mutation(
+        return await run_mutation(
             info,
-            lambda s, v, now: notifications.create_template(
-                s, viewer=v, name=input.name, subject=input.subject, body=input.body, now=now
+            work=lambda session, viewer, now: notifications.create_template(
+                session,
+                viewer=viewer,
+                name=input.name,
+                subject=input.subject,
+                body=input.body,
+                now=now,
             ),
-        )
-        return CreateNotificationTemplatePayload(
-            notification_template=NotificationTemplate.wrap(result.value) if result.value else None,
-            user_errors=result.errors,
+            wrap=lambda row, _: CreateNotificationTemplatePayload(
+                notification_template=NotificationTemplate.wrap(row)
+            ),
         )
 
     @strawberry.mutation(description="Edit a notification template (support only).")
     async def update_notification_template(
         self, info: Info, input: UpdateNotificationTemplateInput
     ) -> UpdateNotificationTemplatePayload:
-        result = await run_mutation(
+        return await run_mutation(
             info,
-            lambda s, v, now: notifications.update_template(
-                s,
-                viewer=v,
+            work=lambda session, viewer, now: notifications.update_template(
+                session,
+                viewer=viewer,
                 template_id=require_pk(input.id, "NotificationTemplate", "id"),
                 name=input.name,
                 subject=input.subject,
                 body=input.body,
                 now=now,
             ),
-        )
-        return UpdateNotificationTemplatePayload(
-            notification_template=NotificationTemplate.wrap(result.value) if result.value else None,
-            user_errors=result.errors,
+            wrap=lambda row, _: UpdateNotificationTemplatePayload(
+                notification_template=NotificationTemplate.wrap(row)
+            ),
         )
 
     @strawberry.mutation(description="Queue a FAILED notification again (support only).")
     async def retry_notification(
         self, info: Info, input: RetryNotificationInput
     ) -> RetryNotificationPayload:
-        result = await run_mutation(
+        return await run_mutation(
             info,
-            lambda s, v, now: notifications.retry_notification(
-                s,
-                viewer=v,
+            work=lambda session, viewer, now: notifications.retry_notification(
+                session,
+                viewer=viewer,
                 notification_id=require_pk(input.id, "Notification", "id"),
                 now=now,
             ),
-        )
-        return RetryNotificationPayload(
-            notification=Notification.wrap(result.value, info.context.loaders)
-            if result.value
-            else None,
-            user_errors=result.errors,
+            wrap=lambda row, loaders: RetryNotificationPayload(
+                notification=Notification.wrap(row, loaders)
+            ),
         )

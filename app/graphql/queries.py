@@ -30,7 +30,7 @@ from app.graphql.types import (
     OrderStatusInfo,
     RecipientRole,
     Reseller,
-    Viewer,
+    ViewerType,
 )
 from app.notifications import models as nm
 from app.notifications import service as notification_service
@@ -173,12 +173,12 @@ async def _typed_node(info: Info, value: strawberry.ID, type_name: str) -> Node 
 @strawberry.type
 class Query:
     @strawberry.field(description="Who is asking.")
-    async def viewer(self, info: Info) -> Viewer:
+    async def viewer(self, info: Info) -> ViewerType:
         viewer = viewer_of(info)
         loaders = info.context.loaders
         reseller = await loaders.reseller.load(viewer.reseller_id) if viewer.reseller_id else None
         customer = await loaders.customer.load(viewer.customer_id) if viewer.customer_id else None
-        return Viewer(
+        return ViewerType(
             role=viewer.role,
             reseller=Reseller.wrap(reseller, loaders) if reseller else None,
             customer=Customer.wrap(customer, loaders) if customer else None,

@@ -14,7 +14,7 @@ from app.graphql.guards import Guards, GuardsExtension
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
-from app.graphql.subscriptions import Subscription
+from app.graphql.subscriptions import Subscription, require_live_streams
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
 from app.settings import Settings, get_settings
 
@@ -89,6 +89,7 @@ class OrderPulseSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings | None = None) -> OrderPulseSchema:
+    require_live_streams(Subscription)
     settings = settings or get_settings()
     return OrderPulseSchema(Guards.from_settings(settings), read_planner=settings.read_planner)
 

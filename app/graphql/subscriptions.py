@@ -1,5 +1,12 @@
 """Subscription root: live order status changes and notification changes.
 
+The contract of a subscription here: it is declared with `@live_subscription(PayloadType, ...)`
+and its resolver returns a `LiveStream[PayloadType]` (made by `open_stream`), never a plain async
+generator. `build_schema` calls `require_live_streams`, so a field that breaks the contract stops
+the schema from being built, naming the field (the websocket endpoint could not serve it: it
+groups subscribers by their stream and would answer "Unexpected error."). docs/EXTENDING.md walks
+through adding a topic.
+
 A resolver checks the viewer and the cursor and returns a `LiveStream`: which events it gets (an
 `EventFilter` made with `access.policy`), where it resumes (`after_id`), and the payload each event
 becomes. The websocket endpoint (`app/graphql/ws/`) reads the stream to put subscribers
@@ -11,9 +18,9 @@ in, never the connection's.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar, get_origin, get_type_hints
 
 import strawberry
 from graphql import GraphQLError
@@ -21,19 +28,20 @@ from graphql import GraphQLError
 from app.access.viewer import Viewer
 from app.events.fanout import Batch, EventFilter, SubscriberTooSlow, event_is_visible
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
+from app.graphql.changes import EVENT_CURSOR_KIND, EventChange, event_cursor
 from app.graphql.context import Info, viewer_of
-from app.graphql.ids import parse_cursor, parse_pk, to_cursor
+from app.graphql.ids import parse_cursor, parse_pk
 from app.graphql.loaders import Loaders
 from app.graphql.types import Notification, OrderStatus, OrderStatusChange
 from app.services import Services
 
-CURSOR_KIND = "event"
+CURSOR_KIND = EVENT_CURSOR_KIND
 INVALID_CURSOR_MESSAGE = "Invalid cursor: `after` takes a cursor this subscription gave you."
 SLOW_CONSUMER_CODE = "SLOW_CONSUMER"
 LOADERS_KEY = "graphql.loaders"
 
 Payload = TypeVar("Payload")
-After = Annotated[
+ResumeAfter = Annotated[
     str | None,
     strawberry.argument(description="Resume after this cursor (from an earlier change)."),
 ]
@@ -53,15 +61,7 @@ class OrderStatusChangeFilter:
 
 
 @strawberry.type(description="A notification was created or changed delivery status.")
-class NotificationChange:
-    event: strawberry.Private[Event]
-    loaders: strawberry.Private[Loaders]
-
-    @strawberry.field(description="Pass as `after` to resume after this change.")
-    def cursor(self) -> str:
-        assert self.event.id is not None
-        return to_cursor(CURSOR_KIND, self.event.id)
-
+class NotificationChange(EventChange):
     @strawberry.field(description="The notification, as it is now.")
     async def notification(self) -> Notification:
         row = await self.loaders.notification.load(self.event.notification_id or 0)
@@ -75,7 +75,7 @@ def invalid_cursor() -> GraphQLError:
 
 def too_slow(resume_after_id: int | None) -> GraphQLError:
     """Ends a subscription whose subscriber fell behind; it resubscribes after the cursor given."""
-    cursor = to_cursor(CURSOR_KIND, resume_after_id) if resume_after_id is not None else None
+    cursor = event_cursor(resume_after_id) if resume_after_id is not None else None
     return GraphQLError(
         "Events came faster than this subscription read them, so it was ended. Subscribe again "
         "with `after` set to the cursor in `extensions.after` (the last change you received).",
@@ -85,7 +85,7 @@ def too_slow(resume_after_id: int | None) -> GraphQLError:
 
 def interrupted(resume_after_id: int | None) -> GraphQLError:
     """Ends a subscription the server could not continue; it resubscribes after the cursor given."""
-    cursor = to_cursor(CURSOR_KIND, resume_after_id) if resume_after_id is not None else None
+    cursor = event_cursor(resume_after_id) if resume_after_id is not None else None
     return GraphQLError(
         "Unexpected error. Subscribe again with `after` set to the cursor in `extensions.after`.",
         extensions={"code": "INTERNAL_SERVER_ERROR", "after": cursor},
@@ -137,6 +137,37 @@ class LiveStream(AsyncIterator[Payload]):
             raise too_slow(exc.resume_after_id) from None
 
 
+LiveResolver = Callable[..., Awaitable[LiveStream[Payload]]]
+"""A subscription resolver: (self, info, arguments...) -> the LiveStream it opened."""
+
+
+def live_subscription(
+    payload: type[Payload], *, description: str
+) -> Callable[[LiveResolver[Payload]], Any]:
+    """Declare a subscription field whose resolver returns a `LiveStream[payload]`.
+
+    The field's GraphQL type is `payload`; the resolver's return annotation says it is a stream.
+    """
+
+    def declare(resolver: LiveResolver[Payload]) -> Any:
+        return strawberry.subscription(resolver, description=description, graphql_type=payload)
+
+    return declare
+
+
+def require_live_streams(subscription_type: type) -> None:
+    """Refuse to build a schema with a subscription whose resolver does not return a LiveStream."""
+    for field in subscription_type.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+        resolver = field.base_resolver
+        returns = get_type_hints(resolver.wrapped_func).get("return") if resolver else None
+        if get_origin(returns) is not LiveStream:
+            raise TypeError(
+                f"Subscription.{field.name} must be declared with @live_subscription and return a "
+                f"LiveStream (from open_stream), not {returns!r}: the websocket endpoint serves "
+                "only LiveStreams. See docs/EXTENDING.md, 'A subscription topic'."
+            )
+
+
 def order_event_filter(viewer: Viewer, filter: OrderStatusChangeFilter | None) -> EventFilter:
     """The viewer's order events narrowed by `filter`; a malformed id matches nothing."""
     if filter is None:
@@ -184,9 +215,10 @@ def _notification_change(event: Event, loaders: Loaders) -> NotificationChange:
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(
+    @live_subscription(
+        OrderStatusChange,
         description="Every status change the viewer may see, in commit order; with `after`, "
-        "first replays every later one."
+        "first replays every later one.",
     )
     async def order_status_changed(
         self,
@@ -195,19 +227,20 @@ class Subscription:
             OrderStatusChangeFilter | None,
             strawberry.argument(description="Only the changes that match this filter."),
         ] = None,
-        after: After = None,
-    ) -> AsyncIterator[OrderStatusChange]:
+        after: ResumeAfter = None,
+    ) -> LiveStream[OrderStatusChange]:
         event_filter = order_event_filter(viewer_of(info), filter)
         return await open_stream(info, event_filter, after, _order_status_change)
 
-    @strawberry.subscription(
+    @live_subscription(
+        NotificationChange,
         description="Every notification the viewer may see that is created or changes delivery "
-        "status, in commit order; `after` replays as above."
+        "status, in commit order; `after` replays as above.",
     )
     async def notification_changed(
         self,
         info: Info,
-        after: After = None,
-    ) -> AsyncIterator[NotificationChange]:
+        after: ResumeAfter = None,
+    ) -> LiveStream[NotificationChange]:
         event_filter = EventFilter(viewer=viewer_of(info), topic=TOPIC_NOTIFICATION)
         return await open_stream(info, event_filter, after, _notification_change)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
 from typing import Any, TypeAlias
 
 import strawberry
@@ -13,9 +12,9 @@ from sqlmodel import col
 
 from app.access import policy
 from app.access.viewer import Viewer as DomainViewer
-from app.events.models import Event
+from app.graphql.changes import EventChange
 from app.graphql.context import Info, viewer_of
-from app.graphql.ids import to_cursor, to_global_id
+from app.graphql.ids import to_global_id
 from app.graphql.loaders import Loaders
 from app.graphql.pagination import After, Connection, First, fetch_page, to_connection
 from app.notifications import models as nm
@@ -34,7 +33,9 @@ strawberry.enum(
 strawberry.enum(flow.Action, name="OrderAction", description="What an operator can do to an order.")
 strawberry.enum(flow.FailureReason, name="FailureReason", description="Why provisioning failed.")
 strawberry.enum(
-    flow.Outcome, name="ProvisioningOutcome", description="What the provisioning platform reports."
+    flow.ProvisioningOutcome,
+    name="ProvisioningOutcome",
+    description="What the provisioning platform reports.",
 )
 strawberry.enum(flow.PaymentMethod, name="PaymentMethod", description="How a customer pays.")
 strawberry.enum(flow.Role, name="Role", description="Who the viewer is.")
@@ -42,29 +43,23 @@ OrderStatus: TypeAlias = flow.Status
 OrderType: TypeAlias = flow.OrderType
 OrderAction: TypeAlias = flow.Action
 FailureReason: TypeAlias = flow.FailureReason
-ProvisioningOutcome: TypeAlias = flow.Outcome
+ProvisioningOutcome: TypeAlias = flow.ProvisioningOutcome
 PaymentMethod: TypeAlias = flow.PaymentMethod
 Role: TypeAlias = flow.Role
 
 
-@strawberry.enum(description="Why a notification was sent.")
-class NotificationKind(Enum):
-    ORDER_PROVISIONING_FAILED = "ORDER_PROVISIONING_FAILED"
-    FAILED_ORDER_UNRESOLVED = "FAILED_ORDER_UNRESOLVED"
-
-
-@strawberry.enum(description="Whom a notification is addressed to.")
-class RecipientRole(Enum):
-    SUPPORT = "SUPPORT"
-    RESELLER = "RESELLER"
-    CUSTOMER = "CUSTOMER"
-
-
-@strawberry.enum(description="Where a notification's mail stands.")
-class DeliveryStatus(Enum):
-    PENDING = "PENDING"
-    SENT = "SENT"
-    FAILED = "FAILED"
+strawberry.enum(
+    nm.NotificationKind, name="NotificationKind", description="Why a notification was sent."
+)
+strawberry.enum(
+    nm.RecipientRole, name="RecipientRole", description="Whom a notification is addressed to."
+)
+strawberry.enum(
+    nm.DeliveryStatus, name="DeliveryStatus", description="Where a notification's mail stands."
+)
+NotificationKind: TypeAlias = nm.NotificationKind
+RecipientRole: TypeAlias = nm.RecipientRole
+DeliveryStatus: TypeAlias = nm.DeliveryStatus
 
 
 # --- nodes ------------------------------------------------------------------------------------
@@ -215,15 +210,7 @@ class OrderFailure:
 
 
 @strawberry.type(description="One status change of an order (also the order's history).")
-class OrderStatusChange:
-    event: strawberry.Private[Event]
-    loaders: strawberry.Private[Loaders]
-
-    @strawberry.field(description="Pass as `after` to resume the stream after this change.")
-    def cursor(self) -> str:
-        assert self.event.id is not None
-        return to_cursor("event", self.event.id)
-
+class OrderStatusChange(EventChange):
     @strawberry.field(description="The order, as it is now.")
     async def order(self) -> Order:
         row = await self.loaders.order.load(self.event.order_id)
@@ -500,8 +487,10 @@ class NotificationSettings:
         return True
 
 
-@strawberry.type(description="Who is asking.")
-class Viewer:
+@strawberry.type(name="Viewer", description="Who is asking.")
+class ViewerType:
+    """The GraphQL `Viewer`: who is asking, as the API shows it (the domain's is access.Viewer)."""
+
     role: Role = strawberry.field(description="The viewer's role.")
     reseller: Reseller | None = strawberry.field(description="The viewer's reseller, if any.")
     customer: Customer | None = strawberry.field(description="The viewer's customer, if any.")

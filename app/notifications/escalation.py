@@ -1,24 +1,28 @@
 """Escalating failures still unresolved at their SLA deadline.
 
 `escalate_overdue_failures` is one pass; `run_escalations` repeats it. Each overdue order is
-escalated in its own transaction by `policy.escalate_failure`, whose conditional UPDATE of
+escalated in its own transaction by `recipients.escalate_failure`, whose conditional UPDATE of
 `escalated_at` is the claim: with several passes or processes at once, exactly one writes the
 "Failed Order Unresolved" notification. Its event is published after commit by
-`services.transaction()`, and the outbox is woken to send the mail.
+the `transaction` it is given (the process's unit of work, `Services.transaction`), which also
+wakes the outbox to send the mail. Each function takes only the values it uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy import func
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.notifications import policy
+from app.db import Clock, Database
+from app.notifications import recipients
 from app.orders import flow
 from app.orders.models import SalesOrder
-from app.services import Services
 
 log = logging.getLogger("orderpulse.escalation")
 
@@ -26,27 +30,30 @@ BATCH_SIZE = 100
 # The loop never waits less than this between passes (a guard against a hot loop).
 MIN_WAIT_SECONDS = 0.01
 
+Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+"""Opens one write transaction that publishes its events and wakes the outbox after commit."""
 
-async def escalate_overdue_failures(services: Services) -> int:
+
+async def escalate_overdue_failures(*, db: Database, transaction: Transaction, clock: Clock) -> int:
     """Escalate every order still in PF past its deadline; return how many this pass did."""
     escalated = 0
     while True:
-        now = services.clock.now()
-        async with services.db.read() as session:
-            ids = await policy.overdue_failure_ids(session, now=now, limit=BATCH_SIZE)
+        now = clock.now()
+        async with db.read() as session:
+            ids = await recipients.overdue_failure_ids(session, now=now, limit=BATCH_SIZE)
         for order_id in ids:
-            async with services.transaction() as session:
-                if await policy.escalate_failure(session, order_id=order_id, now=now):
+            async with transaction() as session:
+                if await recipients.escalate_failure(session, order_id=order_id, now=now):
                     escalated += 1
                     log.info("order %s escalated: still failed at its SLA deadline", order_id)
         if len(ids) < BATCH_SIZE:
             return escalated
 
 
-async def seconds_until_next_deadline(services: Services) -> float | None:
+async def seconds_until_next_deadline(*, db: Database, clock: Clock) -> float | None:
     """How long until the earliest unescalated failure is due (0 if overdue); None if none."""
-    now = services.clock.now()
-    async with services.db.read() as session:
+    now = clock.now()
+    async with db.read() as session:
         deadline = (
             await session.exec(
                 select(func.min(SalesOrder.sla_deadline)).where(
@@ -60,18 +67,21 @@ async def seconds_until_next_deadline(services: Services) -> float | None:
     return max((deadline - now).total_seconds(), 0.0)
 
 
-async def run_escalations(services: Services) -> None:
+async def run_escalations(
+    *, db: Database, transaction: Transaction, clock: Clock, poll_seconds: float
+) -> None:
     """Escalate overdue failures until cancelled.
 
-    Looks every ORDERPULSE_ESCALATION_POLL_SECONDS, or sooner when the earliest deadline it knows
-    of comes first (a failure made since by another process is seen at the next poll).
+    Looks every `poll_seconds` (ORDERPULSE_ESCALATION_POLL_SECONDS), or sooner when the earliest
+    deadline it knows of comes first (a failure made since by another process is seen at the next
+    poll).
     """
-    poll = services.settings.escalation_poll_seconds
+    poll = poll_seconds
     while True:
         wait = poll
         try:
-            await escalate_overdue_failures(services)
-            due_in = await seconds_until_next_deadline(services)
+            await escalate_overdue_failures(db=db, transaction=transaction, clock=clock)
+            due_in = await seconds_until_next_deadline(db=db, clock=clock)
             if due_in is not None:
                 wait = max(min(poll, due_in), MIN_WAIT_SECONDS)
         except Exception:

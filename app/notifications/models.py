@@ -1,13 +1,42 @@
-"""Notification records (also the durable mail outbox), templates and per-reseller settings."""
+"""Notification records (also the durable mail outbox), templates and per-reseller settings.
+
+The values a notification takes (its kind, recipient role and delivery status) are enums here, as
+the order values are in `app/orders/flow.py`; the columns store their string values, and the
+GraphQL layer registers these same classes under their API names.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Column, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime
+
+
+class NotificationKind(StrEnum):
+    """Why a notification was sent."""
+
+    ORDER_PROVISIONING_FAILED = "ORDER_PROVISIONING_FAILED"
+    FAILED_ORDER_UNRESOLVED = "FAILED_ORDER_UNRESOLVED"
+
+
+class RecipientRole(StrEnum):
+    """Whom a notification is addressed to."""
+
+    SUPPORT = "SUPPORT"
+    RESELLER = "RESELLER"
+    CUSTOMER = "CUSTOMER"
+
+
+class DeliveryStatus(StrEnum):
+    """Where a notification's mail stands: PENDING rows form the outbox."""
+
+    PENDING = "PENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
 
 
 class NotificationTemplate(SQLModel, table=True):
@@ -54,7 +83,7 @@ class Notification(SQLModel, table=True):
     subject: str = Field(max_length=1000)
     body: str = Field(sa_column=Column(Text, nullable=False))
     message_id: str = Field(max_length=300)
-    status: str = Field(default="PENDING", max_length=10)
+    status: str = Field(default=DeliveryStatus.PENDING.value, max_length=10)
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=1000)
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -44,12 +44,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db import Clock, Database
 from app.events.log import record_notification_event
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
-from app.notifications.models import Notification
+from app.notifications.models import DeliveryStatus, Notification
 from app.settings import Settings
 
 log = logging.getLogger("orderpulse.outbox")
 
-PENDING, SENT, FAILED = "PENDING", "SENT", "FAILED"
+PENDING, SENT, FAILED = (status.value for status in DeliveryStatus)
 
 # How many mails one process sends at the same time.
 DEFAULT_CONCURRENCY = 8

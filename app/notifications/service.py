@@ -12,8 +12,13 @@ from app.access import policy
 from app.access.viewer import Viewer
 from app.errors import BadInput, Conflict, NotFound
 from app.events.log import mark_notifications_written, record_notification_event
-from app.notifications.models import Notification, NotificationSettings, NotificationTemplate
-from app.notifications.policy import settings_for, template_by_name
+from app.notifications.models import (
+    DeliveryStatus,
+    Notification,
+    NotificationSettings,
+    NotificationTemplate,
+)
+from app.notifications.recipients import settings_for, template_by_name
 from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME, TemplateError, validate_template
 from app.orders.models import Reseller
 
@@ -145,11 +150,11 @@ async def retry_notification(
     row = await session.get(Notification, notification_id)
     if row is None:
         raise NotFound("notification not found", field=("id",))
-    if row.status != "FAILED":
+    if row.status != DeliveryStatus.FAILED:
         raise BadInput(
             f"only a FAILED notification can be retried; this one is {row.status}", field=("id",)
         )
-    row.status = "PENDING"
+    row.status = DeliveryStatus.PENDING.value
     row.attempts = 0
     row.next_attempt_at = now
     row.lease_until = None

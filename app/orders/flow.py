@@ -63,7 +63,7 @@ class Action(StrEnum):
     CANCEL = "CANCEL"
 
 
-class Outcome(StrEnum):
+class ProvisioningOutcome(StrEnum):
     """What the provisioning platform reports for an order in PR or LO."""
 
     SUCCEEDED = "SUCCEEDED"
@@ -380,11 +380,11 @@ def available_actions(status: Status, role: Role) -> list[Action]:
 
 # Where a provisioning outcome takes an order in PR or LO.
 OUTCOME_SOURCES = frozenset({Status.PR, Status.LO})
-OUTCOME_TARGETS: dict[Outcome, Status] = {
-    Outcome.SUCCEEDED: Status.CP,
-    Outcome.FAILED: Status.PF,
-    Outcome.LONG_RUNNING: Status.LO,
-    Outcome.MANUAL_OPERATION_REQUIRED: Status.MO,
+OUTCOME_TARGETS: dict[ProvisioningOutcome, Status] = {
+    ProvisioningOutcome.SUCCEEDED: Status.CP,
+    ProvisioningOutcome.FAILED: Status.PF,
+    ProvisioningOutcome.LONG_RUNNING: Status.LO,
+    ProvisioningOutcome.MANUAL_OPERATION_REQUIRED: Status.MO,
 }
 
 

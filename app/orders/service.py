@@ -23,9 +23,9 @@ from app.access import policy
 from app.access.viewer import Viewer
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
 from app.events.log import record_order_event
-from app.notifications.policy import notify_order_failed
+from app.notifications.recipients import notify_order_failed
 from app.orders import flow
-from app.orders.flow import Action, Check, FailureReason, Outcome, PaymentMethod, Status
+from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
 
 EMAIL = re.compile(
@@ -424,7 +424,7 @@ async def report_provisioning_result(
     *,
     viewer: Viewer,
     order_id: int,
-    outcome: Outcome,
+    outcome: ProvisioningOutcome,
     reason: FailureReason | None,
     details: str | None,
     config: OrderDeskConfig,
@@ -440,7 +440,7 @@ async def report_provisioning_result(
             f"a provisioning result is only accepted in PR or LO, not {source.value}",
             field=("outcome",),
         )
-    if outcome is Outcome.FAILED:
+    if outcome is ProvisioningOutcome.FAILED:
         if reason is None:
             raise BadInput("a failed outcome needs a reason", field=("reason",))
         if reason is FailureReason.OTHER and not details:

@@ -9,22 +9,32 @@ import pytest
 
 from app.graphql.ids import to_global_id
 from tests.support.api import Factory, GraphQLClient, gid
+from tests.support.world import make_world
 
 
 @dataclass
-class World:
+class Scenario:
+    """The shared world seen by label, with five orders and a token per role."""
+
     orders: dict[str, Any]  # label -> SalesOrder
     customers: dict[str, Any]
     resellers: dict[str, Any]
-    tokens: dict[str, str]
+    tokens: dict[str, str]  # role -> token
+
+
+# Whose token each role's checks use.
+TOKEN_OF_ROLE = {
+    "SUPPORT": "support",
+    "SYSTEM": "system",
+    "RESELLER": "reseller a",
+    "CUSTOMER": "customer a1",
+}
 
 
 @pytest.fixture
-async def world(factory: Factory) -> World:
-    ra, rb = await factory.reseller("Alpha VAR"), await factory.reseller("Beta VAR")
-    a1 = await factory.customer(ra, name="A1")
-    a2 = await factory.customer(ra, name="A2")
-    b1 = await factory.customer(rb, name="B1")
+async def world(factory: Factory) -> Scenario:
+    tenants = await make_world(factory, with_tokens=True)
+    a1, a2, b1 = tenants.customer_a1, tenants.customer_a2, tenants.customer_b1
     orders = {
         "a1_pr": await factory.order(a1, status="PR"),
         "a1_pf": await factory.order(a1, status="PF"),
@@ -32,13 +42,8 @@ async def world(factory: Factory) -> World:
         "b1_pr": await factory.order(b1, status="PR"),
         "b1_pf": await factory.order(b1, status="PF"),
     }
-    tokens = {
-        "SUPPORT": await factory.token("SUPPORT"),
-        "SYSTEM": await factory.token("SYSTEM"),
-        "RESELLER": await factory.token("RESELLER", reseller=ra),
-        "CUSTOMER": await factory.token("CUSTOMER", customer=a1),
-    }
-    return World(orders, {"a1": a1, "a2": a2, "b1": b1}, {"a": ra, "b": rb}, tokens)
+    tokens = {role: tenants.tokens[name] for role, name in TOKEN_OF_ROLE.items()}
+    return Scenario(orders, tenants.customers, tenants.resellers, tokens)
 
 
 # What each role may see, by label.
@@ -64,7 +69,7 @@ ROLES = ["SUPPORT", "SYSTEM", "RESELLER", "CUSTOMER"]
 
 
 @pytest.mark.parametrize("role", ROLES)
-async def test_single_object_lookups(role: str, world: World, api: GraphQLClient) -> None:
+async def test_single_object_lookups(role: str, world: Scenario, api: GraphQLClient) -> None:
     client = api.as_(world.tokens[role])
     for label, order in world.orders.items():
         data = await client.data(
@@ -93,7 +98,7 @@ async def test_single_object_lookups(role: str, world: World, api: GraphQLClient
 
 
 @pytest.mark.parametrize("role", ROLES)
-async def test_lists_and_counts(role: str, world: World, api: GraphQLClient) -> None:
+async def test_lists_and_counts(role: str, world: Scenario, api: GraphQLClient) -> None:
     client = api.as_(world.tokens[role])
     data = await client.data(
         """{ orders(first: 100) { totalCount edges { node { number } } }
@@ -123,7 +128,7 @@ async def test_lists_and_counts(role: str, world: World, api: GraphQLClient) -> 
 
 @pytest.mark.parametrize("role", ["RESELLER", "CUSTOMER"])
 async def test_filtering_by_another_tenant_yields_nothing(
-    role: str, world: World, api: GraphQLClient
+    role: str, world: Scenario, api: GraphQLClient
 ) -> None:
     client = api.as_(world.tokens[role])
     for filter in (
@@ -144,7 +149,7 @@ async def test_filtering_by_another_tenant_yields_nothing(
     assert data == {"customers": {"totalCount": 0}}
 
 
-async def test_nested_lists_are_scoped_to_the_viewer(world: World, api: GraphQLClient) -> None:
+async def test_nested_lists_are_scoped_to_the_viewer(world: Scenario, api: GraphQLClient) -> None:
     client = api.as_(world.tokens["CUSTOMER"])
     data = await client.data(
         """{ viewer { role customer { name orders { totalCount } reseller { name email
@@ -152,19 +157,19 @@ async def test_nested_lists_are_scoped_to_the_viewer(world: World, api: GraphQLC
     )
     customer = data["viewer"]["customer"]
     assert data["viewer"]["role"] == "CUSTOMER"
-    assert customer["name"] == "A1"
+    assert customer["name"] == "Customer A1"
     assert customer["orders"]["totalCount"] == 2
     # A customer sees its reseller's name, not its e-mail, and no other customer of it.
-    assert customer["reseller"]["name"] == "Alpha VAR"
+    assert customer["reseller"]["name"] == "Reseller A"
     assert customer["reseller"]["email"] == ""
     assert customer["reseller"]["customers"] == {
         "totalCount": 1,
-        "edges": [{"node": {"name": "A1"}}],
+        "edges": [{"node": {"name": "Customer A1"}}],
     }
 
 
 async def test_a_foreign_id_and_a_missing_id_give_the_same_error(
-    world: World, api: GraphQLClient
+    world: Scenario, api: GraphQLClient
 ) -> None:
     client = api.as_(world.tokens["RESELLER"])
     mutation = """mutation($id: ID!) { performOrderAction(input: {orderId: $id, action: CANCEL}) {
@@ -193,7 +198,7 @@ async def test_a_foreign_id_and_a_missing_id_give_the_same_error(
 
 @pytest.mark.parametrize("role", ["RESELLER", "CUSTOMER"])
 async def test_writes_on_foreign_objects_are_not_found(
-    role: str, world: World, api: GraphQLClient
+    role: str, world: Scenario, api: GraphQLClient
 ) -> None:
     client = api.as_(world.tokens[role])
     b1 = gid("Customer", world.customers["b1"])
@@ -227,7 +232,7 @@ async def test_writes_on_foreign_objects_are_not_found(
     assert data == {"orders": {"totalCount": 5}, "customers": {"totalCount": 3}}
 
 
-async def test_customer_places_orders_only_for_itself(world: World, api: GraphQLClient) -> None:
+async def test_customer_places_orders_only_for_itself(world: Scenario, api: GraphQLClient) -> None:
     client = api.as_(world.tokens["CUSTOMER"])
     data = await client.data(
         """mutation($c: ID!) { placeOrder(input: {customerId: $c, items: [{description: "Seat",
@@ -239,7 +244,7 @@ async def test_customer_places_orders_only_for_itself(world: World, api: GraphQL
         "order": {
             "status": "PR",
             "total": {"amount": "21.00", "currency": "USD"},
-            "customer": {"name": "A1"},
+            "customer": {"name": "Customer A1"},
         },
         "userErrors": [],
     }

@@ -7,7 +7,7 @@ exact; the reader task itself is tested with the bus and with its fallback poll.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -28,46 +28,17 @@ from app.events.log import record_order_event
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import NotificationSettings
 from app.orders.flow import Role
-from app.orders.models import Customer, Reseller, SalesOrder
+from app.orders.models import SalesOrder
 from app.services import Services
 from tests.support.api import Factory
+from tests.support.world import World, make_world
 
 TIMEOUT = 5.0
 
 
-@dataclass
-class Tenants:
-    reseller_a: Reseller
-    reseller_b: Reseller
-    customer_a1: Customer
-    customer_a2: Customer
-    customer_b1: Customer
-
-    def viewers(self) -> dict[str, Viewer]:
-        return {
-            "support": Viewer(role=Role.SUPPORT),
-            "system": Viewer(role=Role.SYSTEM),
-            "reseller a": Viewer(role=Role.RESELLER, reseller_id=self.reseller_a.id),
-            "reseller b": Viewer(role=Role.RESELLER, reseller_id=self.reseller_b.id),
-            "customer a1": Viewer(
-                role=Role.CUSTOMER,
-                reseller_id=self.reseller_a.id,
-                customer_id=self.customer_a1.id,
-            ),
-        }
-
-
 @pytest.fixture
-async def tenants(factory: Factory) -> Tenants:
-    reseller_a = await factory.reseller()
-    reseller_b = await factory.reseller()
-    return Tenants(
-        reseller_a=reseller_a,
-        reseller_b=reseller_b,
-        customer_a1=await factory.customer(reseller_a),
-        customer_a2=await factory.customer(reseller_a),
-        customer_b1=await factory.customer(reseller_b),
-    )
+async def tenants(factory: Factory) -> World:
+    return await make_world(factory)
 
 
 def manual_fanout(services: Services, *, queue_size: int = 16, page: int = 100) -> Fanout:
@@ -114,8 +85,17 @@ class Recorder:
         self.events.extend(events)
 
 
+async def support_recording_from_now(services: Services) -> tuple[Fanout, Recorder]:
+    """A hand-driven fan-out positioned at the end of the log, with support's order events."""
+    fanout = manual_fanout(services)
+    fanout.position = await last_event_id(services)
+    audience = Recorder(EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS))
+    fanout.add(audience)
+    return fanout, audience
+
+
 async def test_each_audience_is_handed_what_it_may_see_in_order_from_one_read(
-    services: Services, factory: Factory, tenants: Tenants
+    services: Services, factory: Factory, tenants: World
 ) -> None:
     fanout = manual_fanout(services)
     fanout.position = await last_event_id(services)
@@ -140,6 +120,8 @@ async def test_each_audience_is_handed_what_it_may_see_in_order_from_one_read(
         "reseller a": ["a1", "a2"],
         "reseller b": ["b1"],
         "customer a1": ["a1"],
+        "customer a2": ["a2"],
+        "customer b1": ["b1"],
     }
     # one batch, read once, the same rows and scratch space for everyone
     assert {id(a.batches[0]) for a in audiences.values()} == {id(audiences["support"].batches[0])}
@@ -149,12 +131,9 @@ async def test_each_audience_is_handed_what_it_may_see_in_order_from_one_read(
 
 
 async def test_a_batch_shares_one_scratch_space_and_the_next_batch_gets_a_new_one(
-    services: Services, factory: Factory, tenants: Tenants
+    services: Services, factory: Factory, tenants: World
 ) -> None:
-    fanout = manual_fanout(services)
-    fanout.position = await last_event_id(services)
-    audience = Recorder(EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS))
-    fanout.add(audience)
+    fanout, audience = await support_recording_from_now(services)
     await factory.order(tenants.customer_a1, status="PR")
     await fanout.catch_up()
     await factory.order(tenants.customer_a1, status="PR")
@@ -169,7 +148,7 @@ async def test_a_batch_shares_one_scratch_space_and_the_next_batch_gets_a_new_on
 
 
 async def test_with_no_audience_the_reader_skips_to_the_end_of_the_log(
-    services: Services, factory: Factory, tenants: Tenants
+    services: Services, factory: Factory, tenants: World
 ) -> None:
     fanout = manual_fanout(services)
     await factory.order(tenants.customer_a1, status="PF")
@@ -178,7 +157,7 @@ async def test_with_no_audience_the_reader_skips_to_the_end_of_the_log(
 
 
 async def test_replay_then_live_has_no_gap_and_no_duplicate_at_the_seam(
-    services: Services, factory: Factory, tenants: Tenants
+    services: Services, factory: Factory, tenants: World
 ) -> None:
     fanout = manual_fanout(services, page=2)
     viewer = tenants.viewers()["reseller a"]
@@ -211,7 +190,7 @@ async def test_replay_then_live_has_no_gap_and_no_duplicate_at_the_seam(
 
 
 async def test_a_full_queue_drops_that_subscriber_alone_and_names_where_to_resume(
-    services: Services, factory: Factory, tenants: Tenants
+    services: Services, factory: Factory, tenants: World
 ) -> None:
     fanout = manual_fanout(services, queue_size=2)
     fanout.position = await last_event_id(services)
@@ -240,7 +219,7 @@ async def _first_after_registration(
     fanout: Fanout,
     deliveries: AsyncGenerator[Delivery, None],
     factory: Factory,
-    tenants: Tenants,
+    tenants: World,
 ) -> Delivery:
     """Register the subscriber (by reading) and hand it one event."""
     reading = asyncio.ensure_future(anext(deliveries))
@@ -250,10 +229,8 @@ async def _first_after_registration(
     return await reading
 
 
-async def test_the_reader_wakes_on_commit(
-    services: Services, factory: Factory, tenants: Tenants
-) -> None:
-    fanout = Fanout(db=services.db, bus=services.bus, queue_size=8, poll_seconds=60)
+async def first_delivery(fanout: Fanout, trigger: Callable[[], Awaitable[object]]) -> Delivery:
+    """Run `fanout`'s reader, subscribe support to order events, `trigger`; the first delivery."""
     await fanout.start()
     try:
         subscriber = fanout.subscribe(
@@ -262,46 +239,52 @@ async def test_the_reader_wakes_on_commit(
         async with aclosing(subscriber.deliveries()) as deliveries:
             reading = asyncio.ensure_future(take(deliveries, 1))
             await asyncio.sleep(0)
-            order = await factory.order(tenants.customer_a1, status="PR")
-            (delivery,) = await reading  # well before the 60 s poll
-    finally:
-        await fanout.stop()
-    assert delivery.event.order_id == order.id
-
-
-async def test_the_reader_polls_for_a_wake_up_that_never_came(
-    services: Services, factory: Factory, tenants: Tenants
-) -> None:
-    order = await factory.order(tenants.customer_a1, status="PR")
-    fanout = Fanout(db=services.db, bus=EventBus(), queue_size=8, poll_seconds=0.05)
-    await fanout.start()
-    try:
-        subscriber = fanout.subscribe(
-            EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS)
-        )
-        async with aclosing(subscriber.deliveries()) as deliveries:
-            reading = asyncio.ensure_future(take(deliveries, 1))
-            await asyncio.sleep(0)
-            async with services.db.write() as session:  # commits without telling any bus
-                await record_order_event(
-                    session,
-                    order=order,
-                    from_status="PR",
-                    to_status="PR",
-                    action="TOUCHED",
-                    actor="test",
-                    reason=None,
-                    comment=None,
-                    at=services.clock.now(),
-                )
+            await trigger()
             (delivery,) = await reading
     finally:
         await fanout.stop()
+    return delivery
+
+
+async def test_the_reader_wakes_on_commit(
+    services: Services, factory: Factory, tenants: World
+) -> None:
+    fanout = Fanout(db=services.db, bus=services.bus, queue_size=8, poll_seconds=60)
+    placed: list[SalesOrder] = []
+
+    async def place() -> None:
+        placed.append(await factory.order(tenants.customer_a1, status="PR"))
+
+    delivery = await first_delivery(fanout, place)  # well before the 60 s poll
+    assert delivery.event.order_id == placed[0].id
+
+
+async def test_the_reader_polls_for_a_wake_up_that_never_came(
+    services: Services, factory: Factory, tenants: World
+) -> None:
+    order = await factory.order(tenants.customer_a1, status="PR")
+    fanout = Fanout(db=services.db, bus=EventBus(), queue_size=8, poll_seconds=0.05)
+
+    async def touch_without_telling_any_bus() -> None:
+        async with services.db.write() as session:
+            await record_order_event(
+                session,
+                order=order,
+                from_status="PR",
+                to_status="PR",
+                action="TOUCHED",
+                actor="test",
+                reason=None,
+                comment=None,
+                at=services.clock.now(),
+            )
+
+    delivery = await first_delivery(fanout, touch_without_telling_any_bus)
     assert (delivery.event.order_id, delivery.event.action) == (order.id, "TOUCHED")
 
 
 async def test_sql_and_in_memory_rules_agree_for_every_viewer_topic_and_filter(
-    services: Services, factory: Factory, tenants: Tenants
+    services: Services, factory: Factory, tenants: World
 ) -> None:
     async with services.transaction() as session:
         session.add(
@@ -350,7 +333,7 @@ async def test_sql_and_in_memory_rules_agree_for_every_viewer_topic_and_filter(
 
 
 async def test_a_cursor_is_a_visible_event_of_the_streams_topic(
-    services: Services, factory: Factory, tenants: Tenants
+    services: Services, factory: Factory, tenants: World
 ) -> None:
     start = await last_event_id(services)
     order_b = await factory.order(tenants.customer_b1, status="PF")
@@ -376,12 +359,9 @@ async def test_a_cursor_is_a_visible_event_of_the_streams_topic(
 
 
 async def test_rows_are_those_committed_when_the_batch_is_read(
-    services: Services, factory: Factory, tenants: Tenants
+    services: Services, factory: Factory, tenants: World
 ) -> None:
-    fanout = manual_fanout(services)
-    fanout.position = await last_event_id(services)
-    audience = Recorder(EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS))
-    fanout.add(audience)
+    fanout, audience = await support_recording_from_now(services)
     order = await factory.order(tenants.customer_a1, status="PF")
     await fanout.catch_up()
     assert [(e.from_status, e.to_status) for e in audience.events] == [(None, "PR"), ("PR", "PF")]

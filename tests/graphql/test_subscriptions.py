@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -28,11 +26,12 @@ from app.graphql.loaders import Loaders
 from app.graphql.schema import build_schema
 from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
 from app.notifications.models import Notification
-from app.orders.models import Customer, Reseller
 from app.services import Services
 from tests.support.api import SUPPORT, Factory, GraphQLClient, gid
+from tests.support.polling import eventually
 from tests.support.server import LiveServer, serve
-from tests.support.ws import WSClient, ws_client
+from tests.support.world import World, make_world
+from tests.support.ws import WSClient, connected, ws_client
 
 ORDER_CHANGES = """
 subscription Changes($filter: OrderStatusChangeFilter, $after: String) {
@@ -69,40 +68,9 @@ TIMEOUT = 5.0
 # --- fixtures and helpers -----------------------------------------------------------------------
 
 
-@dataclass
-class Tenants:
-    reseller_a: Reseller
-    reseller_b: Reseller
-    customer_a1: Customer
-    customer_a2: Customer
-    customer_b1: Customer
-    tokens: dict[str, str]
-
-
 @pytest.fixture
-async def tenants(factory: Factory) -> Tenants:
-    reseller_a = await factory.reseller(name="Reseller A")
-    reseller_b = await factory.reseller(name="Reseller B")
-    customer_a1 = await factory.customer(reseller_a, name="Customer A1")
-    customer_a2 = await factory.customer(reseller_a, name="Customer A2")
-    customer_b1 = await factory.customer(reseller_b, name="Customer B1")
-    tokens = {
-        "support": await factory.token("SUPPORT"),
-        "system": await factory.token("SYSTEM"),
-        "reseller a": await factory.token("RESELLER", reseller=reseller_a),
-        "reseller b": await factory.token("RESELLER", reseller=reseller_b),
-        "customer a1": await factory.token("CUSTOMER", customer=customer_a1),
-        "customer a2": await factory.token("CUSTOMER", customer=customer_a2),
-    }
-    return Tenants(reseller_a, reseller_b, customer_a1, customer_a2, customer_b1, tokens)
-
-
-@asynccontextmanager
-async def connected(server: LiveServer, token: str, **options: Any) -> AsyncIterator[WSClient]:
-    """A socket past connection_ack."""
-    async with ws_client(server.ws_url, **options) as ws:
-        assert await ws.init(token) == {"type": "connection_ack"}
-        yield ws
+async def tenants(factory: Factory) -> World:
+    return await make_world(factory, with_tokens=True)
 
 
 async def subscribe(
@@ -111,6 +79,19 @@ async def subscribe(
     """Subscribe and wait until the server has registered it (it handles messages in order)."""
     await ws.subscribe(id, query, variables)
     assert await ws.until_pong() == []
+
+
+async def subscribed_sockets(
+    stack: AsyncExitStack, server: LiveServer, tenants: World, viewers: list[str], query: str
+) -> dict[str, WSClient]:
+    """One socket per viewer name, each subscribed to `query` as "1"; closed with `stack`."""
+    sockets = {}
+    for name in viewers:
+        sockets[name] = await stack.enter_async_context(
+            connected(server.ws_url, tenants.tokens[name])
+        )
+        await subscribe(sockets[name], "1", query)
+    return sockets
 
 
 async def last_event_id(services: Services) -> int:
@@ -138,26 +119,15 @@ def changes(messages: list[dict[str, Any]], id: str = "1") -> list[tuple[str, st
     return found
 
 
-async def eventually(check: Any, timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.01)
-
-
 # --- tenancy ------------------------------------------------------------------------------------
 
 
 async def test_each_viewer_gets_exactly_the_status_changes_it_may_see(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     viewers = ["support", "system", "reseller a", "reseller b", "customer a1", "customer a2"]
     async with AsyncExitStack() as stack:
-        sockets = {}
-        for name in viewers:
-            sockets[name] = await stack.enter_async_context(
-                connected(live_server, tenants.tokens[name])
-            )
-            await subscribe(sockets[name], "1", ORDER_CHANGES)
+        sockets = await subscribed_sockets(stack, live_server, tenants, viewers, ORDER_CHANGES)
         a1 = await factory.order(tenants.customer_a1, status="PF")
         a2 = await factory.order(tenants.customer_a2, status="PR")
         b1 = await factory.order(tenants.customer_b1, status="CP")
@@ -182,7 +152,7 @@ async def test_each_viewer_gets_exactly_the_notifications_addressed_to_it(
     live_server: LiveServer,
     factory: Factory,
     services: Services,
-    tenants: Tenants,
+    tenants: World,
     api: GraphQLClient,
 ) -> None:
     body = await api.as_(tenants.tokens["support"]).data(
@@ -193,12 +163,9 @@ async def test_each_viewer_gets_exactly_the_notifications_addressed_to_it(
     assert body["updateNotificationSettings"]["userErrors"] == []
     viewers = ["support", "system", "reseller a", "reseller b", "customer a1", "customer a2"]
     async with AsyncExitStack() as stack:
-        sockets = {}
-        for name in viewers:
-            sockets[name] = await stack.enter_async_context(
-                connected(live_server, tenants.tokens[name])
-            )
-            await subscribe(sockets[name], "1", NOTIFICATION_CHANGES)
+        sockets = await subscribed_sockets(
+            stack, live_server, tenants, viewers, NOTIFICATION_CHANGES
+        )
         a1 = await factory.order(tenants.customer_a1, status="PF")  # support, reseller, customer
         b1 = await factory.order(tenants.customer_b1, status="PF")  # support, reseller (defaults)
 
@@ -244,12 +211,12 @@ async def test_each_viewer_gets_exactly_the_notifications_addressed_to_it(
 
 
 async def test_filters_narrow_and_never_widen(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     a = gid("Reseller", tenants.reseller_a)
     async with (
-        connected(live_server, tenants.tokens["reseller a"]) as reseller,
-        connected(live_server, tenants.tokens["support"]) as support,
+        connected(live_server.ws_url, tenants.tokens["reseller a"]) as reseller,
+        connected(live_server.ws_url, tenants.tokens["support"]) as support,
     ):
         filters = {
             "failed": {"status": ["PF"]},
@@ -292,12 +259,12 @@ async def test_a_subscriber_sees_the_committed_state_of_each_change(
     live_server: LiveServer,
     factory: Factory,
     services: Services,
-    tenants: Tenants,
+    tenants: World,
     api: GraphQLClient,
 ) -> None:
     order = await factory.order(tenants.customer_a1, status="PR")
     order_id = gid("Order", order)
-    async with connected(live_server, tenants.tokens["reseller a"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["reseller a"]) as ws:
         await subscribe(ws, "1", ORDER_CHANGES)
         system = api.as_(tenants.tokens["system"])
         failed = await system.data(
@@ -337,10 +304,10 @@ async def test_a_subscriber_sees_the_committed_state_of_each_change(
 
 
 async def test_a_reconnecting_panel_resumes_after_its_cursor_with_no_gap_or_duplicate(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     token = tenants.tokens["reseller a"]
-    async with connected(live_server, token) as ws:
+    async with connected(live_server.ws_url, token) as ws:
         await subscribe(ws, "1", ORDER_CHANGES)
         first = await factory.order(tenants.customer_a1, status="PR")
         seen = (await ws.next("1"))["orderStatusChanged"]
@@ -349,7 +316,7 @@ async def test_a_reconnecting_panel_resumes_after_its_cursor_with_no_gap_or_dupl
     missed_a = await factory.order(tenants.customer_a1, status="PF")
     await factory.order(tenants.customer_b1, status="PF")  # another tenant's
     missed_b = await factory.order(tenants.customer_a2, status="PR")
-    async with connected(live_server, token) as ws:
+    async with connected(live_server.ws_url, token) as ws:
         await ws.subscribe("1", ORDER_CHANGES, {"after": seen["cursor"]})
         replayed = [(await ws.next("1"))["orderStatusChanged"] for _ in range(3)]
         live = await factory.order(tenants.customer_a2, status="PR")
@@ -368,13 +335,13 @@ async def test_a_reconnecting_panel_resumes_after_its_cursor_with_no_gap_or_dupl
 
 
 async def test_live_events_during_a_long_replay_arrive_once_in_order(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     services.fanout.replay_page_size = 2  # many pages, so live events land mid-replay
     start = await last_event_id(services)
     for _ in range(6):
         await factory.order(tenants.customer_a1, status="PR")
-    async with connected(live_server, tenants.tokens["customer a1"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["customer a1"]) as ws:
         orders = [factory.order(tenants.customer_a1, status="PF") for _ in range(3)]
         writing = asyncio.gather(*orders)
         await ws.subscribe("1", ORDER_CHANGES, {"after": to_cursor("event", start + 1)})
@@ -394,7 +361,7 @@ async def test_live_events_during_a_long_replay_arrive_once_in_order(
 
 
 async def test_an_unusable_cursor_is_one_error_that_reveals_nothing(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     own = await factory.order(tenants.customer_a1, status="PR")
     foreign = await factory.order(tenants.customer_b1, status="PF")
@@ -410,7 +377,7 @@ async def test_an_unusable_cursor_is_one_error_that_reveals_nothing(
         "another stream's": to_cursor("event", notification_event.id or 0),
         "another kind's": to_cursor("order", own_event.id or 0),
     }
-    async with connected(live_server, tenants.tokens["reseller a"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["reseller a"]) as ws:
         for id, cursor in cursors.items():
             await ws.subscribe(id, ORDER_CHANGES, {"after": cursor})
             message = await ws.receive()
@@ -441,15 +408,15 @@ async def test_a_stuck_subscriber_is_ended_with_its_resume_cursor_and_holds_up_n
     live_server: LiveServer,
     factory: Factory,
     services: Services,
-    tenants: Tenants,
+    tenants: World,
 ) -> None:
     order = await factory.order(tenants.customer_a1, status="PR")
     query = "subscription($after: String) { orderStatusChanged(after: $after) { cursor comment } }"
     count = 80  # ~160 KB in one batch: far more than the stuck socket's ~80 KB of buffers
     async with (
         serve(app, send_buffer=4096) as small_buffers,
-        connected(live_server, tenants.tokens["support"]) as healthy,
-        connected(small_buffers, tenants.tokens["support"], receive_buffer=4096) as stuck,
+        connected(live_server.ws_url, tenants.tokens["support"]) as healthy,
+        connected(small_buffers.ws_url, tenants.tokens["support"], receive_buffer=4096) as stuck,
     ):
         await subscribe(healthy, "1", query)
         await subscribe(stuck, "1", query)
@@ -495,7 +462,7 @@ async def test_a_stuck_subscriber_is_ended_with_its_resume_cursor_and_holds_up_n
 
 
 async def test_the_token_key_is_matched_without_regard_to_case(
-    live_server: LiveServer, tenants: Tenants
+    live_server: LiveServer, tenants: World
 ) -> None:
     for key in ("authorization", "AUTHORIZATION", "Authorization"):
         async with ws_client(live_server.ws_url) as ws:
@@ -504,8 +471,8 @@ async def test_the_token_key_is_matched_without_regard_to_case(
             }
 
 
-async def test_ping_is_answered_with_pong(live_server: LiveServer, tenants: Tenants) -> None:
-    async with connected(live_server, tenants.tokens["support"]) as ws:
+async def test_ping_is_answered_with_pong(live_server: LiveServer, tenants: World) -> None:
+    async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await ws.send({"type": "ping", "payload": {"at": 1}})
         assert await ws.receive() == {"type": "pong"}
         await ws.send({"type": "pong"})  # unsolicited pongs are allowed and ignored
@@ -538,10 +505,10 @@ async def test_a_bad_or_missing_token_closes_4403(
 
 
 async def test_a_revoked_token_is_refused_and_starts_nothing_more(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     token = await factory.token("RESELLER", reseller=tenants.reseller_a)
-    async with connected(live_server, token) as ws:
+    async with connected(live_server.ws_url, token) as ws:
         await subscribe(ws, "1", ORDER_CHANGES)
         async with services.transaction() as session:
             assert await revoke_token(session, token=token, now=services.clock.now())
@@ -564,18 +531,18 @@ async def test_no_connection_init_in_time_closes_4408(live_server: LiveServer) -
 
 
 async def test_a_running_id_subscribed_again_closes_4409(
-    live_server: LiveServer, tenants: Tenants
+    live_server: LiveServer, tenants: World
 ) -> None:
-    async with connected(live_server, tenants.tokens["support"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await subscribe(ws, "same", ORDER_CHANGES)
         await ws.subscribe("same", ORDER_CHANGES)
         assert await ws.closed_with() == (4409, "Subscriber for same already exists")
 
 
 async def test_an_id_is_free_again_once_completed(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
-    async with connected(live_server, tenants.tokens["support"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await subscribe(ws, "1", ORDER_CHANGES)
         await ws.send({"id": "1", "type": "complete"})
         await subscribe(ws, "1", ORDER_CHANGES, {"filter": {"status": ["PF"]}})
@@ -585,9 +552,9 @@ async def test_an_id_is_free_again_once_completed(
 
 
 async def test_a_second_connection_init_closes_4429(
-    live_server: LiveServer, tenants: Tenants
+    live_server: LiveServer, tenants: World
 ) -> None:
-    async with connected(live_server, tenants.tokens["support"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await ws.send({"type": "connection_init", "payload": {}})
         assert await ws.closed_with() == (4429, "Too many initialisation requests")
 
@@ -606,9 +573,9 @@ async def test_a_second_connection_init_closes_4429(
     ],
 )  # fmt: skip
 async def test_a_malformed_message_closes_4400(
-    live_server: LiveServer, tenants: Tenants, message: str | bytes, reason: str
+    live_server: LiveServer, tenants: World, message: str | bytes, reason: str
 ) -> None:
-    async with connected(live_server, tenants.tokens["support"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await ws.connection.send(message)
         assert await ws.closed_with() == (4400, reason)
 
@@ -627,9 +594,9 @@ async def test_only_graphql_transport_ws_is_spoken(live_server: LiveServer) -> N
 
 @pytest.mark.parametrize("settings_overrides", [{"ws_max_subscriptions": 2}])
 async def test_subscriptions_per_connection_are_bounded(
-    live_server: LiveServer, tenants: Tenants
+    live_server: LiveServer, tenants: World
 ) -> None:
-    async with connected(live_server, tenants.tokens["support"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await subscribe(ws, "1", ORDER_CHANGES)
         await subscribe(ws, "2", NOTIFICATION_CHANGES)
         await ws.subscribe("3", ORDER_CHANGES)
@@ -643,9 +610,9 @@ async def test_subscriptions_per_connection_are_bounded(
 
 
 async def test_an_invalid_document_is_an_error_for_that_id_only(
-    live_server: LiveServer, tenants: Tenants
+    live_server: LiveServer, tenants: World
 ) -> None:
-    async with connected(live_server, tenants.tokens["support"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await ws.subscribe("1", "subscription { orderStatusChanged { nope } }")
         message = await ws.receive()
         assert message["id"] == "1" and message["type"] == "error"
@@ -656,9 +623,9 @@ async def test_an_invalid_document_is_an_error_for_that_id_only(
 
 
 async def test_a_query_over_the_socket_is_one_result_then_complete(
-    live_server: LiveServer, tenants: Tenants
+    live_server: LiveServer, tenants: World
 ) -> None:
-    async with connected(live_server, tenants.tokens["reseller a"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["reseller a"]) as ws:
         await ws.subscribe("q", "{ viewer { role reseller { name } } }")
         assert await ws.receive() == {
             "id": "q",
@@ -671,10 +638,10 @@ async def test_a_query_over_the_socket_is_one_result_then_complete(
 
 
 async def test_a_dead_socket_is_found_and_its_subscriptions_dropped(
-    app: Starlette, services: Services, tenants: Tenants
+    app: Starlette, services: Services, tenants: World
 ) -> None:
     async with serve(app, ws_ping_interval=0.1) as server:
-        async with connected(server, tenants.tokens["support"]) as ws:
+        async with connected(server.ws_url, tenants.tokens["support"]) as ws:
             await subscribe(ws, "1", ORDER_CHANGES)
             assert services.fanout.audience_count == 1
             ws.connection.transport.pause_reading()  # gone quiet: no pong will come
@@ -686,7 +653,7 @@ async def test_a_dead_socket_is_found_and_its_subscriptions_dropped(
 
 @pytest.mark.parametrize("settings_overrides", [{"allowed_origins": "https://panel.example"}])
 async def test_browsers_may_connect_only_from_allowed_origins(
-    live_server: LiveServer, tenants: Tenants
+    live_server: LiveServer, tenants: World
 ) -> None:
     for origin in (None, live_server.origin, "https://panel.example", "https://PANEL.example:443"):
         async with ws_client(live_server.ws_url, origin=origin) as ws:
@@ -699,7 +666,7 @@ async def test_browsers_may_connect_only_from_allowed_origins(
 
 
 async def test_by_default_only_the_servers_own_origin_is_allowed(
-    live_server: LiveServer, tenants: Tenants
+    live_server: LiveServer, tenants: World
 ) -> None:
     async with ws_client(live_server.ws_url, origin=live_server.origin) as ws:
         assert await ws.init(tenants.tokens["support"]) == {"type": "connection_ack"}
@@ -713,11 +680,11 @@ async def test_by_default_only_the_servers_own_origin_is_allowed(
 
 
 async def test_subscribers_who_see_alike_share_one_execution_and_leave_nothing_behind(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     async with AsyncExitStack() as stack:
         sockets = [
-            await stack.enter_async_context(connected(live_server, tenants.tokens[name]))
+            await stack.enter_async_context(connected(live_server.ws_url, tenants.tokens[name]))
             for name in ("reseller a", "reseller a", "reseller a", "reseller b")
         ]
         await subscribe(sockets[0], "x", ORDER_CHANGES)
@@ -736,14 +703,14 @@ async def test_subscribers_who_see_alike_share_one_execution_and_leave_nothing_b
 
 
 async def test_the_stream_iterated_in_process_gives_the_same_payloads(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     schema = build_schema(services.settings)
     viewer = SUPPORT
     context = Context(services=services, viewer=viewer, loaders=Loaders(services.db))
     stream = await schema.subscribe(ORDER_CHANGES, context_value=context)
     assert not isinstance(stream, dict)
-    async with connected(live_server, tenants.tokens["support"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await subscribe(ws, "1", ORDER_CHANGES)
         first = asyncio.ensure_future(anext(stream))  # type: ignore[arg-type]
         await asyncio.sleep(0.05)  # let it register with the fan-out
@@ -757,21 +724,21 @@ async def test_the_stream_iterated_in_process_gives_the_same_payloads(
 
 
 async def test_an_order_can_be_followed_from_its_history_cursor(
-    live_server: LiveServer, factory: Factory, tenants: Tenants, api: GraphQLClient
+    live_server: LiveServer, factory: Factory, tenants: World, api: GraphQLClient
 ) -> None:
     order = await factory.order(tenants.customer_a1, status="PF")
     history = await api.as_(tenants.tokens["customer a1"]).data(
         "query($id: ID!) { order(id: $id) { history { cursor to } } }", {"id": gid("Order", order)}
     )
     first = history["order"]["history"][0]
-    async with connected(live_server, tenants.tokens["customer a1"]) as ws:
+    async with connected(live_server.ws_url, tenants.tokens["customer a1"]) as ws:
         await ws.subscribe("1", ORDER_CHANGES, {"after": first["cursor"]})
         change = (await ws.next("1"))["orderStatusChanged"]
     assert (change["cursor"], change["to"]) == (history["order"]["history"][1]["cursor"], "PF")
 
 
 async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_its_events(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: Tenants
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
 ) -> None:
     services.fanout.replay_page_size = 2  # many pages: separate replays would read many more
     orders = [await factory.order(tenants.customer_a1, status="PR") for _ in range(9)]
@@ -783,7 +750,9 @@ async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_i
     reads_before = services.fanout.replay_reads
     async with AsyncExitStack() as stack:
         sockets = [
-            await stack.enter_async_context(connected(live_server, tenants.tokens["reseller a"]))
+            await stack.enter_async_context(
+                connected(live_server.ws_url, tenants.tokens["reseller a"])
+            )
             for _ in range(panels)
         ]
         starts = [i % len(cursors) for i in range(panels)]

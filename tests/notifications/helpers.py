@@ -10,23 +10,19 @@ as accepted, as with a real mail server.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import threading
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlmodel import col, select
 
 from app.notifications.models import Notification
 from app.services import Services
-from tests.support.api import GraphQLClient
-from tests.support.smtp import start_controller
+from tests.support.api import Factory, GraphQLClient
+from tests.support.polling import eventually
+from tests.support.smtp import ControlledSmtpServer, parse_data
 
 T = TypeVar("T")
 
@@ -44,18 +40,6 @@ ORDER_NOTIFICATIONS = (
 )
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 5.0) -> T:
-    """Poll `check` until it returns something other than None/False (bounded in time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(0.01)
-
-
 async def outbox_idle(services: Services) -> None:
     """Wait until no notification is being sent (each PENDING one attempted, none leased)."""
 
@@ -70,6 +54,14 @@ async def outbox_idle(services: Services) -> None:
             return busy.first() is None
 
     await eventually(check)
+
+
+async def failed_in_another_process(services: Services) -> list[Notification]:
+    """Fail an order through `services` (standing for another process); its notification rows."""
+    order = await Factory(services).order(status="PF")
+    async with services.db.read() as session:
+        query = select(Notification).where(col(Notification.order_id) == order.id)
+        return list((await session.exec(query)).all())
 
 
 async def fail_order(
@@ -127,13 +119,7 @@ class _GatedHandler:
         self.server = server
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or envelope.content
-        assert isinstance(content, bytes)
-        message = email.message_from_bytes(
-            content.replace(b"\r\n", b"\n"), policy=email.policy.default
-        )
-        assert isinstance(message, EmailMessage)
-        arrival = Arrival(rcpt_tos=tuple(envelope.rcpt_tos), message=message)
+        arrival = Arrival(rcpt_tos=tuple(envelope.rcpt_tos), message=parse_data(envelope))
         owner = self.server
         with owner.lock:
             owner.arrived.append(arrival)
@@ -150,10 +136,11 @@ class _GatedHandler:
         return "250 Message accepted for delivery"
 
 
-class GatedSmtpServer:
+class GatedSmtpServer(ControlledSmtpServer):
     """An aiosmtpd server on 127.0.0.1 whose DATA replies wait while the gate is closed."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.lock = threading.Lock()
         self.gate = threading.Event()
         self.gate.set()
@@ -161,21 +148,13 @@ class GatedSmtpServer:
         self.accepted: list[Arrival] = []
         self.held = 0
         self.most_held = 0
-        self.port = 0
-        self._controller: Controller | None = None
 
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._controller, self.port = start_controller(_GatedHandler(self))
+    def handler(self) -> object:
+        return _GatedHandler(self)
 
     def stop(self) -> None:
         self.gate.set()
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
+        super().stop()
 
     def snapshot(self) -> tuple[list[Arrival], list[Arrival]]:
         """(arrived, accepted), oldest first."""
@@ -194,10 +173,3 @@ class GatedSmtpServer:
             return now_arrived, now_accepted
 
         return await eventually(check, timeout=timeout)
-
-    def __enter__(self) -> GatedSmtpServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -12,19 +12,18 @@ from sqlmodel import col, func, select
 from app.db import Database
 from app.events.models import TOPIC_NOTIFICATION, Event
 from app.graphql.ids import parse_global_id
-from app.notifications import policy
-from app.notifications.escalation import escalate_overdue_failures, seconds_until_next_deadline
+from app.notifications import escalation, recipients
 from app.notifications.models import Notification
 from app.services import Services
 from app.settings import Settings
 from tests.notifications.helpers import (
     NOTIFICATION_FIELDS,
-    eventually,
     fail_order,
     outbox_idle,
 )
 from tests.support.api import Factory, GraphQLClient, gid
 from tests.support.clock import FakeClock
+from tests.support.polling import eventually
 from tests.support.smtp import SmtpServer
 
 RESELLER_EMAIL = "ops@northwind.example"
@@ -89,6 +88,17 @@ async def desk(api: GraphQLClient, factory: Factory) -> Desk:
     return await Desk(api, factory).setup()
 
 
+async def escalate(services: Services) -> int:
+    """One escalation pass with the values the worker gets from `services`."""
+    return await escalation.escalate_overdue_failures(
+        db=services.db, transaction=services.transaction, clock=services.clock
+    )
+
+
+async def seconds_until_next_deadline(services: Services) -> float | None:
+    return await escalation.seconds_until_next_deadline(db=services.db, clock=services.clock)
+
+
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -148,11 +158,11 @@ async def test_an_unresolved_failure_is_escalated_once_at_its_deadline(
     assert await seconds_until_next_deadline(services) == 7200
 
     clock.set(deadline - timedelta(microseconds=1))
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
     assert await desk.unresolved(order["id"]) == []
 
     clock.set(deadline)
-    assert await escalate_overdue_failures(services) == 1
+    assert await escalate(services) == 1
     assert await seconds_until_next_deadline(services) is None
     escalated = await desk.order(order["id"])
     assert escalated["status"] == "PF"
@@ -192,7 +202,7 @@ async def test_an_unresolved_failure_is_escalated_once_at_its_deadline(
 
     # A second pass, even much later, does nothing more.
     clock.advance(days=3)
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
     assert len(await desk.unresolved(order["id"])) == 1
     assert (await desk.order(order["id"]))["failure"]["escalatedAt"] == deadline.isoformat()
     await eventually(lambda: _sent_count(services, 2))
@@ -210,7 +220,7 @@ async def test_leaving_pf_before_the_deadline_cancels_the_escalation(
         assert moved["performOrderAction"]["userErrors"] == []
     clock.advance(hours=3)
     assert await seconds_until_next_deadline(services) is None
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
     for order in (resubmitted, cancelled):
         assert await desk.unresolved(order["id"]) == []
         assert (await desk.order(order["id"]))["failure"]["escalatedAt"] is None
@@ -231,9 +241,9 @@ async def test_leaving_pf_before_the_deadline_cancels_the_escalation(
     await outbox_idle(services)
     assert new_deadline == clock.now() + timedelta(hours=2)
     clock.set(new_deadline - timedelta(seconds=1))
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
     clock.set(new_deadline)
-    assert await escalate_overdue_failures(services) == 1
+    assert await escalate(services) == 1
     assert len(await desk.unresolved(resubmitted["id"])) == 1
     assert await desk.unresolved(cancelled["id"]) == []
 
@@ -249,21 +259,21 @@ async def test_concurrent_passes_escalate_each_failure_exactly_once(
     try:
         # Interleaved by hand: both see every overdue failure, then both try each one.
         async with first.db.read() as s1, second.db.read() as s2:
-            seen_first = await policy.overdue_failure_ids(s1, now=clock.now())
-            seen_second = await policy.overdue_failure_ids(s2, now=clock.now())
+            seen_first = await recipients.overdue_failure_ids(s1, now=clock.now())
+            seen_second = await recipients.overdue_failure_ids(s2, now=clock.now())
         assert sorted(seen_first) == sorted(seen_second) == [o.id for o in orders]
         wins = []
         for order_id in seen_first[:3]:
             for worker in (first, second):
                 async with worker.transaction() as session:
                     wins.append(
-                        await policy.escalate_failure(session, order_id=order_id, now=clock.now())
+                        await recipients.escalate_failure(
+                            session, order_id=order_id, now=clock.now()
+                        )
                     )
         assert wins == [True, False, True, False, True, False]
         # And truly at once, for the rest.
-        counts = await asyncio.gather(
-            escalate_overdue_failures(first), escalate_overdue_failures(second)
-        )
+        counts = await asyncio.gather(escalate(first), escalate(second))
         assert sum(counts) == 3
     finally:
         await first.db.dispose()
@@ -277,7 +287,7 @@ async def test_concurrent_passes_escalate_each_failure_exactly_once(
             )
         ).all()
     assert sorted(per_order) == sorted((o.id, 1) for o in orders)
-    assert await escalate_overdue_failures(services) == 0
+    assert await escalate(services) == 0
 
 
 class TestRunningServer:

@@ -37,12 +37,13 @@ from app.services import Services
 from app.settings import Settings
 from tests.notifications.helpers import (
     GatedSmtpServer,
-    eventually,
     fail_order,
+    failed_in_another_process,
     order_notifications,
 )
 from tests.support.api import Factory, GraphQLClient, gid
 from tests.support.clock import FakeClock
+from tests.support.polling import eventually
 from tests.support.smtp import SmtpServer, free_port
 
 SUPPORT_EMAIL = "support@distributor.example"
@@ -432,13 +433,7 @@ class TestPoll:
         or ones left behind by a process that died before claiming them)."""
         other = Services(settings=settings, db=Database(settings.database_url), clock=clock)
         try:
-            order = await Factory(other).order(status="PF")
-            async with other.db.read() as session:
-                rows = (
-                    await session.exec(
-                        select(Notification).where(col(Notification.order_id) == order.id)
-                    )
-                ).all()
+            rows = await failed_in_another_process(other)
             assert [r.status for r in rows] == ["PENDING", "PENDING"]
             assert not services.outbox_wake.is_set()
             messages = await smtp_server.wait_for(2)

@@ -27,14 +27,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import col, select
 
 from app.db import Database
-from app.notifications.models import Notification
 from app.services import Services
 from app.settings import Settings
-from tests.notifications.helpers import GatedSmtpServer, eventually
-from tests.support.api import Factory
+from tests.notifications.helpers import GatedSmtpServer, failed_in_another_process
+from tests.support.polling import eventually
 from tests.support.smtp import free_port
 
 SUPPORT_EMAIL = "support@distributor.example"
@@ -250,13 +248,7 @@ async def _fail_order_offline(db_path: Path, env: dict[str, str]) -> list[str]:
     )
     services = Services(settings=settings, db=Database(settings.database_url))
     try:
-        order = await Factory(services).order(status="PF")
-        async with services.db.read() as session:
-            rows = (
-                await session.exec(
-                    select(Notification).where(col(Notification.order_id) == order.id)
-                )
-            ).all()
+        rows = await failed_in_another_process(services)
         assert [(r.status, r.lease_until) for r in rows] == [("PENDING", None)] * 2
         return [r.message_id for r in rows]
     finally:

@@ -16,9 +16,9 @@ import pytest
 from app.db import Database
 from app.services import Services
 from app.settings import Settings
-from tests.scale.servers import ServerProcess, server_env
 from tests.support.api import Factory
 from tests.support.postgres import PostgresServer
+from tests.support.processes import ServerProcess, server_env
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 REDIS_URL = os.environ.get("ORDERPULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

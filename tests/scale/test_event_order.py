@@ -28,9 +28,9 @@ from app.orders.flow import Role
 from app.orders.models import SalesOrder
 from app.services import Services
 from tests.scale.conftest import Launch
-from tests.scale.servers import subscription
 from tests.scale.test_multiprocess import STATUS_CHANGES, fail_orders, last_cursor
 from tests.support.api import Factory, gid
+from tests.support.processes import subscription
 
 pytestmark = pytest.mark.postgres
 
@@ -200,8 +200,8 @@ async def test_two_processes_writing_at_once_give_every_subscriber_the_same_gapl
         subscription(b, token, STATUS_CHANGES, {"after": start}) as on_b,
     ):
         await fail_orders([a, b], system, orders)  # at once, half through each process
-        got_a = [(await on_a.next())["orderStatusChanged"] for _ in orders]
-        got_b = [(await on_b.next())["orderStatusChanged"] for _ in orders]
+        got_a = [(await on_a.next("1", timeout=15))["orderStatusChanged"] for _ in orders]
+        got_b = [(await on_b.next("1", timeout=15))["orderStatusChanged"] for _ in orders]
         await on_a.nothing_within(0.5)
 
     async with direct.db.read() as session:
@@ -222,7 +222,10 @@ async def test_two_processes_writing_at_once_give_every_subscriber_the_same_gapl
 
     middle = got_a[7]["cursor"]
     async with subscription(b, token, STATUS_CHANGES, {"after": middle}) as resumed:
-        rest = [(await resumed.next())["orderStatusChanged"]["cursor"] for _ in orders[8:]]
+        rest = [
+            (await resumed.next("1", timeout=15))["orderStatusChanged"]["cursor"]
+            for _ in orders[8:]
+        ]
         await resumed.nothing_within(0.5)
     assert rest == committed[8:]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -27,9 +26,10 @@ from app.orders.models import SalesOrder
 from app.services import Services
 from app.settings import Settings
 from tests.scale.conftest import Launch
-from tests.scale.servers import ServerProcess, subscription
 from tests.support.api import Factory, gid
+from tests.support.polling import eventually
 from tests.support.postgres import PostgresServer
+from tests.support.processes import ServerProcess, subscription
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.postgres
@@ -47,13 +47,6 @@ SLOW_POLL = {"fanout_poll_seconds": "60"}
 DELIVERY_TIMEOUT = 10.0
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    """Wait (bounded) until `await check()` holds."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
-
-
 def transport_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
     if kind == "redis":
         return {**SLOW_POLL, "redis_url": request.getfixturevalue("redis_url")}
@@ -61,7 +54,7 @@ def transport_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, s
 
 
 async def last_cursor(server: ServerProcess, token: str, order_id: str) -> str:
-    data = await server.data(token, HISTORY, {"id": order_id})
+    data = await server.api(token).data(HISTORY, {"id": order_id})
     cursor: str = data["order"]["history"][-1]["cursor"]
     return cursor
 
@@ -72,7 +65,7 @@ async def act(
     values: dict[str, Any] = {"orderId": order_id, "action": action}
     if version is not None:
         values["expectedVersion"] = version
-    data = await server.data(token, ACTION, {"input": values})
+    data = await server.api(token).data(ACTION, {"input": values})
     result: dict[str, Any] = data["performOrderAction"]
     return result
 
@@ -145,13 +138,13 @@ async def test_a_change_through_one_process_reaches_a_subscriber_on_another(
     async with subscription(b, token, STATUS_CHANGES, {"after": cursor}) as sub:
         held = await act(a, token, order_id, "HOLD")
         assert held["userErrors"] == []
-        change = (await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
+        change = (await sub.next("1", timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
         assert (change["from"], change["to"], change["action"]) == ("PF", "HL", "HOLD")
         assert change["order"] == {"number": order.number, "status": "HL"}
 
         cancelled = await act(a, token, order_id, "CANCEL")
         assert cancelled["userErrors"] == []
-        change = (await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
+        change = (await sub.next("1", timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
         assert (change["from"], change["to"], change["action"]) == ("HL", "CL", "CANCEL")
         await sub.nothing_within(0.5)
 
@@ -179,7 +172,9 @@ async def test_after_the_transport_connections_are_killed_nothing_is_lost(
         # Changes committed while the transports are down or coming back.
         for order in orders[:3]:
             assert (await act(a, token, gid("Order", order), "HOLD"))["userErrors"] == []
-        got = [(await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"] for _ in range(3)]
+        got = [
+            (await sub.next("1", timeout=DELIVERY_TIMEOUT))["orderStatusChanged"] for _ in range(3)
+        ]
         assert [(c["order"]["number"], c["to"]) for c in got] == [
             (o.number, "HL") for o in orders[:3]
         ]
@@ -188,10 +183,10 @@ async def test_after_the_transport_connections_are_killed_nothing_is_lost(
             now = await transport_connections(kind, scale_database_url, redis_url)
             return len(now) == 2 and not now & before
 
-        await until(reconnected)
+        await eventually(reconnected, timeout=20.0, interval=0.05)
         # And live again once reconnected.
         assert (await act(a, token, gid("Order", orders[3]), "HOLD"))["userErrors"] == []
-        change = (await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
+        change = (await sub.next("1", timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
         assert (change["order"]["number"], change["to"]) == (orders[3].number, "HL")
         await sub.nothing_within(0.5)
 
@@ -234,8 +229,7 @@ async def fail_orders(
 
     async def fail(index: int, order: SalesOrder) -> None:
         server = servers[index % len(servers)]
-        data = await server.data(
-            system_token,
+        data = await server.api(system_token).data(
             REPORT,
             {
                 "input": {
@@ -318,7 +312,7 @@ async def test_an_escalation_fires_once_with_two_processes(
             )
             return pending.one() == 0
 
-    await until(all_escalated)
+    await eventually(all_escalated, timeout=20.0, interval=0.05)
     expected_mails = 3 * len(orders)  # support + reseller on failure, reseller on escalation
     await smtp_server.wait_for(expected_mails, timeout=20)
     await asyncio.sleep(1.0)  # time for a second escalation to happen, if it could
@@ -353,7 +347,7 @@ async def test_serve_with_workers_migrates_once_and_workers_share_events(
         async def both_workers_up() -> bool:
             return server.log_path.read_text().count("Application startup complete") == 2
 
-        await until(both_workers_up)
+        await eventually(both_workers_up, timeout=20.0, interval=0.05)
         settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
         direct = Services(settings=settings, db=Database(url))
         try:
@@ -373,7 +367,7 @@ async def test_serve_with_workers_migrates_once_and_workers_share_events(
             ]
             assert (await act(server, token, order_id, "HOLD"))["userErrors"] == []
             for sub in subs:
-                change = (await sub.next(timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
+                change = (await sub.next("1", timeout=DELIVERY_TIMEOUT))["orderStatusChanged"]
                 assert (change["order"]["number"], change["to"]) == (order.number, "HL")
         log = server.log_path.read_text()
         assert log.count("Started server process") == 2

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.scale.servers import ROOT, server_env
 from tests.support.postgres import PostgresServer
+from tests.support.processes import ROOT, server_env
 from tests.test_migrations import check_migrations, schema_differences
 
 pytestmark = pytest.mark.postgres

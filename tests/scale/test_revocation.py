@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,8 +16,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.scale.conftest import Launch
-from tests.scale.servers import ROOT, ServerProcess
 from tests.support.api import Factory
+from tests.support.processes import ROOT, ServerProcess, run_app
 
 pytestmark = pytest.mark.postgres
 
@@ -27,7 +25,7 @@ CHANGES = "subscription { orderStatusChanged { to } }"
 
 
 async def open_subscription(server: ServerProcess, token: str) -> websockets.ClientConnection:
-    ws = await websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+    ws = await websockets.connect(server.endpoint.ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
     await ws.send(
         json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
     )
@@ -59,15 +57,7 @@ async def test_a_revoked_tokens_sockets_close_on_every_process_within_5_seconds(
     revoked_sockets = [await open_subscription(server, token) for server in (a, b)]
     kept_sockets = [await open_subscription(server, kept) for server in (a, b)]
     env = {**os.environ, "ORDERPULSE_DATABASE_URL": scale_database_url, "PYTHONPATH": str(ROOT)}
-    revoked = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "app", "token", "revoke", token],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    revoked = await asyncio.to_thread(run_app, env, tmp_path, "token", "revoke", token)
     assert revoked.returncode == 0, revoked.stderr
     started = time.monotonic()
     codes = await asyncio.gather(*(close_code(ws, timeout=5) for ws in revoked_sockets))

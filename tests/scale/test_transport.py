@@ -8,7 +8,7 @@ then reads the log, so nothing is lost), and sends an announcement made while it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -27,15 +27,12 @@ from app.events.transport import (
     transport_for,
 )
 from app.settings import Settings
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.postgres
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait (bounded) until `predicate()` holds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+WAIT_SECONDS = 10.0
 
 
 async def woken(flag: asyncio.Event, timeout: float = 10.0) -> None:
@@ -164,7 +161,7 @@ async def test_an_announcement_wakes_the_other_process_only(
     await a.bus.announce()
 
     await woken(flag_b)
-    await until(lambda: b.received == 1)
+    await eventually(lambda: b.received == 1, timeout=WAIT_SECONDS)
     assert b.latest_event_id == newest  # the message carries the newest id, nothing else
     await asyncio.sleep(0.2)
     assert a.received == 0  # a process does not wake itself twice
@@ -178,7 +175,7 @@ async def test_a_burst_of_announcements_is_coalesced(
     await insert_event(scale_database_url)
     for _ in range(50):
         await a.bus.announce()
-    await until(lambda: b.received >= 1)
+    await eventually(lambda: b.received >= 1, timeout=WAIT_SECONDS)
     await asyncio.sleep(0.3)
     assert 1 <= b.received < 50
 
@@ -190,7 +187,7 @@ async def test_a_killed_listener_reconnects_and_wakes_its_listeners(
     a, b = pair
     flag_b = b.bus.listen()
     await kill_connection(b, scale_database_url)
-    await until(lambda: b.connects == 2)
+    await eventually(lambda: b.connects == 2, timeout=WAIT_SECONDS)
     await woken(flag_b)  # woken on reconnect: the fan-out rereads the log for the gap
     flag_b.clear()
     received = b.received
@@ -199,7 +196,7 @@ async def test_a_killed_listener_reconnects_and_wakes_its_listeners(
     await a.bus.announce()
 
     await woken(flag_b)
-    await until(lambda: b.received == received + 1)
+    await eventually(lambda: b.received == received + 1, timeout=WAIT_SECONDS)
     assert b.latest_event_id == newest
 
 
@@ -212,12 +209,12 @@ async def test_an_announcement_made_while_disconnected_is_sent_after_reconnectin
     newest = await insert_event(scale_database_url)
     await kill_connection(a, scale_database_url)
     if noticed:
-        await until(lambda: not a.connected.is_set())
+        await eventually(lambda: not a.connected.is_set(), timeout=WAIT_SECONDS)
 
     await a.bus.announce()
 
-    await until(lambda: a.connects == 2)
-    await until(lambda: b.received == 1)
+    await eventually(lambda: a.connects == 2, timeout=WAIT_SECONDS)
+    await eventually(lambda: b.received == 1, timeout=WAIT_SECONDS)
     assert b.latest_event_id == newest
 
 
@@ -228,9 +225,9 @@ async def test_the_listener_survives_repeated_kills(
     a, b = pair
     for round_ in range(1, 4):
         await kill_connection(b, scale_database_url)
-        await until(lambda round_=round_: b.connects == round_ + 1)  # type: ignore[misc]
+        await eventually(lambda round_=round_: b.connects == round_ + 1, timeout=WAIT_SECONDS)  # type: ignore[misc]
     await a.bus.announce()
-    await until(lambda: b.received == 1)
+    await eventually(lambda: b.received == 1, timeout=WAIT_SECONDS)
 
 
 def settings_for(url: str, **values: Any) -> Settings:

@@ -11,8 +11,8 @@ import httpx
 from app.access.tokens import create_token
 from app.access.viewer import Viewer
 from app.graphql.ids import to_global_id
-from app.orders import service
-from app.orders.flow import Action, FailureReason, OrderType, Outcome, PaymentMethod, Role, Status
+from app.orders import flow, service
+from app.orders.flow import Action, FailureReason, OrderType, PaymentMethod, Role, Status
 from app.orders.models import Customer, Reseller, SalesOrder
 from app.services import Services
 
@@ -125,11 +125,11 @@ class Factory:
             )
             assert order.id is not None
             outcome = {
-                Status.PF: Outcome.FAILED,
-                Status.CP: Outcome.SUCCEEDED,
-                Status.WZ: Outcome.SUCCEEDED,
-                Status.LO: Outcome.LONG_RUNNING,
-                Status.MO: Outcome.MANUAL_OPERATION_REQUIRED,
+                Status.PF: flow.ProvisioningOutcome.FAILED,
+                Status.CP: flow.ProvisioningOutcome.SUCCEEDED,
+                Status.WZ: flow.ProvisioningOutcome.SUCCEEDED,
+                Status.LO: flow.ProvisioningOutcome.LONG_RUNNING,
+                Status.MO: flow.ProvisioningOutcome.MANUAL_OPERATION_REQUIRED,
             }.get(target)
             if outcome is not None:
                 order = await service.report_provisioning_result(
@@ -137,7 +137,7 @@ class Factory:
                     viewer=PLATFORM,
                     order_id=order.id,
                     outcome=outcome,
-                    reason=reason if outcome is Outcome.FAILED else None,
+                    reason=reason if outcome is flow.ProvisioningOutcome.FAILED else None,
                     details=None,
                     config=desk,
                     now=now(),

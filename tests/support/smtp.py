@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import Literal, Self
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -70,12 +70,7 @@ class _Handler:
         reply = self.server._next_failure("DATA")
         if reply is not None:
             return reply
-        content = envelope.original_content or envelope.content
-        assert isinstance(content, bytes)
-        # As a mail store would: wire line endings (CRLF) become local ones.
-        content = content.replace(b"\r\n", b"\n")
-        message = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
+        message = parse_data(envelope)
         self.server._receive(
             ReceivedMail(
                 mail_from=envelope.mail_from or "",
@@ -84,6 +79,15 @@ class _Handler:
             )
         )
         return "250 Message accepted for delivery"
+
+
+def parse_data(envelope: Envelope) -> EmailMessage:
+    """The message of a DATA command, parsed as a mail store would (CRLF become newlines)."""
+    content = envelope.original_content or envelope.content
+    assert isinstance(content, bytes)
+    message = email.message_from_bytes(content.replace(b"\r\n", b"\n"), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
 
 
 def start_controller(handler: object) -> tuple[Controller, int]:
@@ -99,13 +103,10 @@ def start_controller(handler: object) -> tuple[Controller, int]:
     raise RuntimeError("could not start the test SMTP server")
 
 
-class SmtpServer:
-    """A controllable aiosmtpd server on 127.0.0.1 and a free port."""
+class ControlledSmtpServer:
+    """aiosmtpd on 127.0.0.1 and a free port, answering with the handler `handler()` makes."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._received: list[ReceivedMail] = []
-        self._failures: dict[Stage, deque[str]] = {"RCPT": deque(), "DATA": deque()}
         self._controller: Controller | None = None
         self.port = 0
 
@@ -113,13 +114,36 @@ class SmtpServer:
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
 
+    def handler(self) -> object:
+        raise NotImplementedError
+
     def start(self) -> None:
-        self._controller, self.port = start_controller(_Handler(self))
+        self._controller, self.port = start_controller(self.handler())
 
     def stop(self) -> None:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class SmtpServer(ControlledSmtpServer):
+    """A controllable aiosmtpd server: it can be told to refuse the next RCPT or DATA."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._received: list[ReceivedMail] = []
+        self._failures: dict[Stage, deque[str]] = {"RCPT": deque(), "DATA": deque()}
+
+    def handler(self) -> object:
+        return _Handler(self)
 
     def fail_next(self, count: int, reply: str, *, stage: Stage = "DATA") -> None:
         """Answer the next `count` RCPT or DATA commands with `reply` (e.g. "451 4.3.0 later")."""
@@ -158,13 +182,6 @@ class SmtpServer:
     def _receive(self, mail: ReceivedMail) -> None:
         with self._lock:
             self._received.append(mail)
-
-    def __enter__(self) -> SmtpServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
 
 
 @pytest.fixture

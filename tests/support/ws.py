@@ -86,6 +86,7 @@ async def ws_client(
     origin: str | None = None,
     max_queue: int | None = 1024,
     receive_buffer: int | None = None,
+    open_timeout: float = TIMEOUT,
 ) -> AsyncIterator[WSClient]:
     """A client socket; `receive_buffer` shrinks its kernel buffer (to play a stuck client)."""
     protocols = [PROTOCOL] if subprotocols is None else subprotocols
@@ -100,10 +101,18 @@ async def ws_client(
         sock=sock,
         subprotocols=protocols,  # type: ignore[arg-type]
         origin=origin,  # type: ignore[arg-type]
-        open_timeout=TIMEOUT,
+        open_timeout=open_timeout,
         close_timeout=1,
         ping_interval=None,
         compression=None,
         max_queue=max_queue,
     ) as connection:
         yield WSClient(connection)
+
+
+@asynccontextmanager
+async def connected(url: str, token: str, **options: Any) -> AsyncIterator[WSClient]:
+    """A socket past `connection_ack` (`options` go to `ws_client`)."""
+    async with ws_client(url, **options) as ws:
+        assert await ws.init(token) == {"type": "connection_ack"}
+        yield ws

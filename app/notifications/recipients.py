@@ -1,4 +1,4 @@
-"""Who is told, and when: failed-order notifications and the SLA escalation.
+"""Who is told, and when: the recipients of failed-order notifications and of the SLA escalation.
 
 Both write notification rows (the outbox) and their events in the caller's transaction; the
 outbox worker sends them after commit.
@@ -6,6 +6,7 @@ outbox worker sends them after commit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import update
@@ -14,7 +15,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.events.log import mark_notifications_written, record_notification_event
 from app.notifications.mailer import new_message_id
-from app.notifications.models import Notification, NotificationSettings, NotificationTemplate
+from app.notifications.models import (
+    DeliveryStatus,
+    Notification,
+    NotificationKind,
+    NotificationSettings,
+    NotificationTemplate,
+    RecipientRole,
+)
 from app.notifications.templates import (
     ORDER_FAILED_TEMPLATE_NAME,
     UNRESOLVED_TEMPLATE_NAME,
@@ -23,9 +31,6 @@ from app.notifications.templates import (
 )
 from app.orders import flow
 from app.orders.models import Customer, Reseller, SalesOrder
-
-KIND_ORDER_FAILED = "ORDER_PROVISIONING_FAILED"
-KIND_UNRESOLVED = "FAILED_ORDER_UNRESOLVED"
 
 
 async def settings_for(session: AsyncSession, reseller_id: int) -> NotificationSettings:
@@ -49,59 +54,74 @@ async def template_by_name(session: AsyncSession, name: str) -> NotificationTemp
     return row
 
 
-async def _context(session: AsyncSession, order: SalesOrder) -> tuple[dict[str, object], Reseller]:
+@dataclass(frozen=True)
+class OrderParties:
+    """The order's customer and reseller, read once for the recipients and the template."""
+
+    customer: Customer
+    reseller: Reseller
+
+
+async def _parties(session: AsyncSession, order: SalesOrder) -> OrderParties:
     customer = await session.get(Customer, order.customer_id)
     reseller = await session.get(Reseller, order.reseller_id)
     assert customer is not None and reseller is not None
+    return OrderParties(customer=customer, reseller=reseller)
+
+
+def _context(order: SalesOrder, parties: OrderParties) -> dict[str, object]:
     reason = flow.FailureReason(order.failure_reason or flow.FailureReason.OTHER)
-    info = flow.FAILURE_REASONS[reason]
-    context = template_context(
+    return template_context(
         order_number=order.number,
         order_type=order.type,
         order_status=order.status,
         order_total=f"{order.total.quantize(flow.CENTS)} {order.currency}",
-        customer_name=customer.name,
-        reseller_name=reseller.name,
+        customer_name=parties.customer.name,
+        reseller_name=parties.reseller.name,
         reason=reason.value,
         message=flow.failure_message(reason, order.failure_details),
-        remedy=info.remedy,
+        remedy=flow.FAILURE_REASONS[reason].remedy,
         details=order.failure_details,
         sla_deadline=order.sla_deadline.isoformat() if order.sla_deadline else "",
     )
-    context["_customer_email"] = customer.contact_email
-    return context, reseller
 
 
-async def _add(
+async def _write_notifications(
     session: AsyncSession,
     *,
     order: SalesOrder,
-    kind: str,
-    recipient_role: str,
-    email: str,
+    parties: OrderParties,
+    kind: NotificationKind,
+    recipients: list[tuple[RecipientRole, str]],
     template: NotificationTemplate,
-    context: dict[str, object],
     now: datetime,
-) -> Notification:
-    rendered = render_template(subject=template.subject, body=template.body, context=context)
-    notification = Notification(
-        order_id=order.id or 0,
-        reseller_id=order.reseller_id,
-        customer_id=order.customer_id,
-        kind=kind,
-        recipient_role=recipient_role,
-        email=email,
-        subject=rendered.subject,
-        body=rendered.body,
-        message_id=new_message_id(),
-        status="PENDING",
-        next_attempt_at=now,
-        created_at=now,
+) -> list[Notification]:
+    """One PENDING notification (an outbox row) and its event per (role, e-mail) recipient."""
+    rendered = render_template(
+        subject=template.subject, body=template.body, context=_context(order, parties)
     )
-    session.add(notification)
-    await session.flush()
-    await record_notification_event(session, notification=notification, at=now)
-    return notification
+    created = []
+    for role, email in recipients:
+        notification = Notification(
+            order_id=order.id or 0,
+            reseller_id=order.reseller_id,
+            customer_id=order.customer_id,
+            kind=kind.value,
+            recipient_role=role.value,
+            email=email,
+            subject=rendered.subject,
+            body=rendered.body,
+            message_id=new_message_id(),
+            status=DeliveryStatus.PENDING.value,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        session.add(notification)
+        await session.flush()
+        await record_notification_event(session, notification=notification, at=now)
+        created.append(notification)
+    mark_notifications_written(session)
+    return created
 
 
 async def notify_order_failed(
@@ -114,28 +134,21 @@ async def notify_order_failed(
         if settings.template_id is not None
         else None
     ) or await template_by_name(session, ORDER_FAILED_TEMPLATE_NAME)
-    context, reseller = await _context(session, order)
-    customer_email = str(context.pop("_customer_email"))
-    recipients = [("SUPPORT", support_email)]
+    parties = await _parties(session, order)
+    recipients = [(RecipientRole.SUPPORT, support_email)]
     if settings.notify_reseller:
-        recipients.append(("RESELLER", reseller.email))
+        recipients.append((RecipientRole.RESELLER, parties.reseller.email))
     if settings.notify_customer:
-        recipients.append(("CUSTOMER", customer_email))
-    created = [
-        await _add(
-            session,
-            order=order,
-            kind=KIND_ORDER_FAILED,
-            recipient_role=role,
-            email=email,
-            template=template,
-            context=context,
-            now=now,
-        )
-        for role, email in recipients
-    ]
-    mark_notifications_written(session)
-    return created
+        recipients.append((RecipientRole.CUSTOMER, parties.customer.contact_email))
+    return await _write_notifications(
+        session,
+        order=order,
+        parties=parties,
+        kind=NotificationKind.ORDER_PROVISIONING_FAILED,
+        recipients=recipients,
+        template=template,
+        now=now,
+    )
 
 
 async def overdue_failure_ids(
@@ -175,18 +188,14 @@ async def escalate_failure(session: AsyncSession, *, order_id: int, now: datetim
         return False
     order = await session.get(SalesOrder, order_id, populate_existing=True)
     assert order is not None
-    template = await template_by_name(session, UNRESOLVED_TEMPLATE_NAME)
-    context, reseller = await _context(session, order)
-    context.pop("_customer_email")
-    await _add(
+    parties = await _parties(session, order)
+    await _write_notifications(
         session,
         order=order,
-        kind=KIND_UNRESOLVED,
-        recipient_role="RESELLER",
-        email=reseller.email,
-        template=template,
-        context=context,
+        parties=parties,
+        kind=NotificationKind.FAILED_ORDER_UNRESOLVED,
+        recipients=[(RecipientRole.RESELLER, parties.reseller.email)],
+        template=await template_by_name(session, UNRESOLVED_TEMPLATE_NAME),
         now=now,
     )
-    mark_notifications_written(session)
     return True

@@ -1,16 +1,17 @@
-"""Real OrderPulse server processes for the multi-process tests, and clients to talk to them.
+"""Real OrderPulse server processes (`python -m app serve`), for the tests that need a process:
+the multi-process tests and the outbox crash test. Clients are tests/support's own.
 
-server = ServerProcess.start(env, log_dir=tmp_path)      # `python -m app serve` on a free port
-body = await server.graphql(token, query, variables)
-async with subscription(server, token, query) as sub:    # graphql-transport-ws
-    payload = await sub.next(timeout=10)
+server = ServerProcess.launch(env, log_dir=tmp_path, name="a")  # `python -m app serve`, free port
+await server.wait_ready()
+data = await server.api(token).data(query, variables)  # tests/support/api.py's GraphQLClient
+async with subscription(server, token, query) as sub:  # tests/support/ws.py's WSClient
+    payload = await sub.next("1", timeout=10)
 server.stop()
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import websockets
 
+from tests.support.api import GraphQLClient
+from tests.support.server import LiveServer
 from tests.support.smtp import free_port
+from tests.support.ws import WSClient, connected
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 40.0
@@ -42,6 +45,25 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
     for name, value in settings.items():
         env["ORDERPULSE_" + name.upper()] = value
     return env
+
+
+def run_app(env: Mapping[str, str], workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m app ARGS...` with `env` in `workdir`, bounded in time; not checked."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=dict(env),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def run_cli(env: Mapping[str, str], workdir: Path, *args: str) -> str:
+    """`run_app`, which must succeed; its standard output."""
+    done = run_app(env, workdir, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 @dataclass
@@ -77,12 +99,9 @@ class ServerProcess:
         return cls(process=process, port=port, log_path=log_path)
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/graphql"
+    def endpoint(self) -> LiveServer:
+        """Its addresses: `origin`, `http_url`, `ws_url`."""
+        return LiveServer("127.0.0.1", self.port)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -90,7 +109,7 @@ class ServerProcess:
 
     async def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as http:
+        async with httpx.AsyncClient(base_url=self.endpoint.origin, timeout=2.0) as http:
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(
@@ -105,33 +124,22 @@ class ServerProcess:
                     raise TimeoutError(f"server not ready in {timeout}s:\n{self.log_tail()}")
                 await asyncio.sleep(0.1)
 
-    async def graphql(
-        self, token: str, query: str, variables: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The response body of one POST /graphql (status 200 required)."""
+    def api(self, token: str) -> GraphQLClient:
+        """A client of this server's /graphql that sends `token`."""
         if self.http is None:
-            self.http = httpx.AsyncClient(base_url=self.base_url, timeout=20.0)
-        response = await self.http.post(
-            "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def data(
-        self, token: str, query: str, variables: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        body = await self.graphql(token, query, variables)
-        assert "errors" not in body, body["errors"]
-        result: dict[str, Any] = body["data"]
-        return result
+            self.http = httpx.AsyncClient(base_url=self.endpoint.origin, timeout=20.0)
+        return GraphQLClient(self.http, token)
 
     async def aclose(self) -> None:
         if self.http is not None:
             await self.http.aclose()
             self.http = None
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once (a crash), and reap it."""
+        if self.process.poll() is None:
+            os.killpg(os.getpgid(self.process.pid), signal.SIGKILL)
+        self.process.wait(10)
 
     def stop(self) -> None:
         """SIGTERM the process group (uvicorn and its workers); SIGKILL after 15 s."""
@@ -145,62 +153,11 @@ class ServerProcess:
                 self.process.wait(5)
 
 
-@dataclass
-class Subscription:
-    """One graphql-transport-ws subscription on its own websocket."""
-
-    ws: Any
-    id: str = "1"
-
-    async def next(self, timeout: float = 15.0) -> dict[str, Any]:
-        """The `data` of the next `next` message (an error or `complete` fails the test)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                message = json.loads(await self.ws.recv())
-                if message["type"] == "ping":
-                    await self.ws.send(json.dumps({"type": "pong"}))
-                    continue
-                assert message["type"] == "next", message
-                payload = message["payload"]
-                assert "errors" not in payload, payload
-                data: dict[str, Any] = payload["data"]
-                return data
-
-    async def nothing_within(self, seconds: float) -> None:
-        """Assert that no further event arrives within `seconds`."""
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    message = json.loads(await self.ws.recv())
-                    if message["type"] != "ping":
-                        raise AssertionError(f"unexpected message {message}")
-        except TimeoutError:
-            return
-
-
 @asynccontextmanager
 async def subscription(
     server: ServerProcess, token: str, query: str, variables: dict[str, Any] | None = None
-) -> AsyncIterator[Subscription]:
-    """Connect, authenticate (`connection_init` with the bearer token), subscribe."""
-    async with websockets.connect(
-        server.ws_url,
-        subprotocols=["graphql-transport-ws"],
-        open_timeout=10,  # type: ignore[list-item]
-    ) as ws:
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
-        )
-        async with asyncio.timeout(10):
-            ack = json.loads(await ws.recv())
-        assert ack["type"] == "connection_ack", ack
-        await ws.send(
-            json.dumps(
-                {
-                    "id": "1",
-                    "type": "subscribe",
-                    "payload": {"query": query, "variables": variables or {}},
-                }
-            )
-        )
-        yield Subscription(ws)
+) -> AsyncIterator[WSClient]:
+    """Connect, authenticate (`connection_init` with the bearer token), subscribe as id "1"."""
+    async with connected(server.endpoint.ws_url, token, open_timeout=10) as ws:
+        await ws.subscribe("1", query, variables or {})
+        yield ws
