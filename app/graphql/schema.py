@@ -14,6 +14,7 @@ from app.graphql.mutations import Mutation
 from app.graphql.queries import Query
 from app.graphql.subscriptions import Subscription
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
+from app.observability.graphql import OperationMetrics
 from app.settings import Settings, get_settings
 
 
@@ -46,6 +47,7 @@ class OrderPulseSchema(strawberry.Schema):
                 lambda: GuardsExtension(guards),
                 HideSuggestionsFromStrangers,
                 guards.make_mask_errors,
+                OperationMetrics,  # counts and times every operation (app.observability)
             ],
             config=StrawberryConfig(),
         )

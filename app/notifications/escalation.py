@@ -16,6 +16,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from app.notifications import policy
+from app.observability import metrics
 from app.orders import flow
 from app.orders.models import SalesOrder
 from app.services import Services
@@ -36,9 +37,11 @@ async def escalate_overdue_failures(services: Services) -> int:
             ids = await policy.overdue_failure_ids(session, now=now, limit=BATCH_SIZE)
         for order_id in ids:
             async with services.transaction() as session:
-                if await policy.escalate_failure(session, order_id=order_id, now=now):
-                    escalated += 1
-                    log.info("order %s escalated: still failed at its SLA deadline", order_id)
+                done = await policy.escalate_failure(session, order_id=order_id, now=now)
+            if done:  # committed
+                escalated += 1
+                metrics.escalation_recorded()
+                log.info("order %s escalated: still failed at its SLA deadline", order_id)
         if len(ids) < BATCH_SIZE:
             return escalated
 

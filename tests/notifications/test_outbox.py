@@ -76,6 +76,7 @@ class Desk:
 
     async def setup(self) -> Desk:
         self.reseller = await self.factory.reseller(name="Northwind", email="ops@northwind.example")
+        await self.factory.notify(self.reseller)  # the reseller is told of failures too
         self.customer = await self.factory.customer(
             self.reseller, name="Acme", contact_email="it@acme.example"
         )
@@ -432,7 +433,10 @@ class TestPoll:
         or ones left behind by a process that died before claiming them)."""
         other = Services(settings=settings, db=Database(settings.database_url), clock=clock)
         try:
-            order = await Factory(other).order(status="PF")
+            rows_of = Factory(other)
+            reseller = await rows_of.reseller()
+            await rows_of.notify(reseller)  # support and reseller: two rows
+            order = await rows_of.order(await rows_of.customer(reseller), status="PF")
             async with other.db.read() as session:
                 rows = (
                     await session.exec(

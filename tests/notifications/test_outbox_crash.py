@@ -42,6 +42,8 @@ STARTUP_TIMEOUT = 40.0  # as tests/scale: a loaded machine starts slowly
 
 CREATE_RESELLER = """mutation($name: String!, $email: String!) {
     createReseller(input: {name: $name, email: $email}) { reseller { id } userErrors { code } } }"""
+NOTIFY_RESELLER = """mutation($r: ID!) { updateNotificationSettings(input: {resellerId: $r,
+    notifyReseller: true}) { userErrors { code } } }"""
 CREATE_CUSTOMER = """mutation($r: ID!) { createCustomer(input: {resellerId: $r, name: "Acme",
     contactEmail: "it@acme.example"}) { customer { id } userErrors { code } } }"""
 PLACE = """mutation($c: ID!) { placeOrder(input: {customerId: $c,
@@ -135,6 +137,7 @@ class Api:
             CREATE_RESELLER, {"name": name, "email": f"ops@{name.lower()}.example"}
         )
         reseller_id = reseller["createReseller"]["reseller"]["id"]
+        await self.data(NOTIFY_RESELLER, {"r": reseller_id})  # support and reseller are told
         customer = await self.data(CREATE_CUSTOMER, {"r": reseller_id})
         customer_id = customer["createCustomer"]["customer"]["id"]
         order = (await self.data(PLACE, {"c": customer_id}))["placeOrder"]["order"]
@@ -250,7 +253,10 @@ async def _fail_order_offline(db_path: Path, env: dict[str, str]) -> list[str]:
     )
     services = Services(settings=settings, db=Database(settings.database_url))
     try:
-        order = await Factory(services).order(status="PF")
+        rows_of = Factory(services)
+        reseller = await rows_of.reseller()
+        await rows_of.notify(reseller)  # support and reseller: two rows
+        order = await rows_of.order(await rows_of.customer(reseller), status="PF")
         async with services.db.read() as session:
             rows = (
                 await session.exec(
