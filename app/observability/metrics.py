@@ -84,7 +84,7 @@ EVENTS_DELIVERED = Counter(
 )
 EVENT_DELIVERY_LAG = Histogram(
     "orderpulse_event_delivery_lag_seconds",
-    "From the commit that wrote an event to its write on a subscriber's socket.",
+    "From an event's write in its (committing) transaction to its send on subscribers' sockets.",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )

@@ -17,6 +17,7 @@ from tests.support.api import Factory
 from tests.support.clock import FakeClock
 from tests.support.server import LiveServer
 from tests.support.smtp import free_port
+from tests.support.ws import ws_client
 
 SPEC_NAMES = {
     "orderpulse_graphql_requests_total",
@@ -154,3 +155,36 @@ async def test_no_label_carries_a_tenant_token_or_email(
         assert {k for k, _ in labels} <= ALLOWED_LABELS, labels
     for secret in ("Secret", "secret@", "@", token, token[:12]):
         assert secret not in text
+
+
+async def test_websocket_metrics_follow_sockets_subscriptions_and_events(
+    http: httpx.AsyncClient, live_server: LiveServer, factory: Factory, clock: FakeClock
+) -> None:
+    token = await factory.token("SUPPORT")
+    before = await scrape(http)
+    async with ws_client(live_server.ws_url) as ws:
+        assert await ws.init(token) == {"type": "connection_ack"}
+        await ws.subscribe("1", "subscription { orderStatusChanged { to } }")
+        await ws.subscribe("2", "subscription { orderStatusChanged { to } }")
+        await ws.until_pong()  # both started
+        during = await scrape(http)
+        assert delta(before, during, "orderpulse_websockets_open") == 1
+        assert delta(before, during, "orderpulse_subscriptions_active") == 2
+        await factory.order(status="PR")  # one status change (placed): to both subscriptions
+        assert (await ws.next("1"))["orderStatusChanged"]["to"] == "PR"
+        assert (await ws.next("2"))["orderStatusChanged"]["to"] == "PR"
+        delivered = await scrape(http)
+        assert delta(before, delivered, "orderpulse_events_delivered_total") == 2
+        assert delta(before, delivered, "orderpulse_event_delivery_lag_seconds_count") == 1
+
+    async def closed() -> Samples | None:
+        samples = await scrape(http)
+        return (
+            samples
+            if value(samples, "orderpulse_websockets_open")
+            == value(before, "orderpulse_websockets_open")
+            else None
+        )
+
+    after = await eventually(closed)
+    assert delta(before, after, "orderpulse_subscriptions_active") == 0

@@ -45,6 +45,7 @@ from app.graphql.subscriptions import LiveStream, interrupted, too_slow
 from app.graphql.ws.documents import Documents
 from app.graphql.ws.groups import Groups, Member, Selection
 from app.graphql.ws.sending import Send, SendQueue
+from app.observability import metrics
 from app.ratelimit import RateLimiter, client_key, rate_limited_error
 from app.services import Services
 
@@ -118,7 +119,11 @@ class GraphQLWebSocket:
             )
             return
         await send({"type": "websocket.accept", "subprotocol": PROTOCOL})
-        await SocketSession(self, receive, send).run()
+        metrics.websocket_opened()
+        try:
+            await SocketSession(self, receive, send).run()
+        finally:
+            metrics.websocket_closed()
 
     def origin_allowed(self, scope: Scope) -> bool:
         """No Origin (not a browser), the server's own origin, or one configured."""
