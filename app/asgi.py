@@ -150,7 +150,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 allow_origins=cors_origins(settings),
                 allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-                expose_headers=["Retry-After", "X-Request-ID"],
                 max_age=600,
             ),
             # each GraphQL operation spends its token's budget (429 over it; CORS headers kept)
