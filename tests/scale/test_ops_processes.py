@@ -61,7 +61,8 @@ async def test_metrics_add_up_the_workers(
 
         await asyncio.gather(*(one() for _ in range(40)))
         counter_files = sorted(p.name for p in folder.glob("counter_*.db"))
-        assert len(counter_files) == 2, counter_files  # each worker keeps its own values
+        # each worker keeps its own values (the supervisor process may add a file of zeros)
+        assert len(counter_files) >= 2, counter_files
         for _ in range(8):  # whichever worker answers, the sum is the same
             async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
                 scraped = parse((await http.get("/metrics")).text)
