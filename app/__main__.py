@@ -1,11 +1,15 @@
-"""The command line: serve, migrate, token create/revoke, documents add, export-schema."""
+"""The command line: serve, migrate, token create (optionally expiring) and revoke, documents
+add, export-schema."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import logging.config
+import re
 import sys
+from datetime import timedelta
 
 from pydantic import ValidationError
 
@@ -21,6 +25,27 @@ def load_settings() -> Settings:
             name = "ORDERPULSE_" + "_".join(str(p) for p in error["loc"]).upper()
             print(f"configuration error: {name}: {error['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+_DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_TOKEN_LIFETIME = timedelta(days=3660)
+
+
+def parse_duration(value: str) -> timedelta:
+    """`30d`, `12h`, `15m` (also `s` seconds, `w` weeks): a positive span of at most ten years."""
+    match = _DURATION.match(value.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a duration: a whole number and a unit, e.g. 30d, 12h, 15m"
+        )
+    amount, unit = int(match.group(1)), match.group(2)
+    duration = timedelta(**{_UNITS[unit]: amount})
+    if duration <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"{value!r}: the expiry must be in the future")
+    if duration > MAX_TOKEN_LIFETIME:
+        raise argparse.ArgumentTypeError(f"{value!r}: at most {MAX_TOKEN_LIFETIME.days}d")
+    return duration
 
 
 def _services(settings: Settings):  # type: ignore[no-untyped-def]
@@ -49,10 +74,35 @@ async def _seed_and_print(settings: Settings, host: str, port: int) -> None:
         print(f"  {role:<9} {token}")
 
 
+def use_multiprocess_metrics() -> None:
+    """Several workers: each keeps its metrics in files of one folder that /metrics adds up.
+
+    PROMETHEUS_MULTIPROC_DIR, if set, names the folder (emptied now); else a temporary one,
+    removed at exit. Set before any worker starts, so every worker inherits it.
+    """
+    import atexit
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from app.observability.multiprocess import MULTIPROCESS_ENV, prepare_multiprocess_dir
+
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="orderpulse-metrics-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ[MULTIPROCESS_ENV] = folder
+    prepare_multiprocess_dir(Path(folder))
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    if args.workers > 1:
+        use_multiprocess_metrics()  # before anything imports prometheus-client
     import uvicorn
 
     from app.asgi import server_options
+    from app.observability.logs import logging_config
 
     cmd_migrate(settings)
     if args.demo:
@@ -66,6 +116,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         port=args.port,
         workers=args.workers,
         log_level="info",
+        log_config=logging_config(settings.log_format),  # applied again in every worker
         ws_ping_interval=20,
         ws_ping_timeout=20,
         **server_options(settings),
@@ -95,6 +146,7 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
                 reseller_id=reseller_id,
                 customer_id=customer_id,
                 now=services.clock.now(),
+                expires_in=args.expires_in,
             )
     except DomainError as exc:
         raise SystemExit(f"error: {exc.message}") from None
@@ -175,6 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--role", required=True)
     create.add_argument("--reseller", help="the reseller's GraphQL id (RESELLER tokens)")
     create.add_argument("--customer", help="the customer's GraphQL id (CUSTOMER tokens)")
+    create.add_argument(
+        "--expires-in",
+        type=parse_duration,
+        metavar="DURATION",
+        help="the token stops working after this long, e.g. 30d, 12h, 15m (default: never)",
+    )
     revoke = token_commands.add_parser("revoke", help="revoke a token")
     revoke.add_argument("token")
     documents = commands.add_parser("documents", help="trusted GraphQL documents")
@@ -194,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(export_schema())
         return
     settings = load_settings()
+    from app.observability.logs import logging_config
+
+    logging.config.dictConfig(logging_config(settings.log_format))
     if args.command == "migrate":
         cmd_migrate(settings)
     elif args.command == "serve":

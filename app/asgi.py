@@ -1,9 +1,10 @@
-"""The Starlette application: /graphql (POST, GET, GraphiQL, websockets), health, workers."""
+"""The Starlette application: /graphql (POST, GET, GraphiQL, websockets), health, metrics,
+workers."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from strawberry.http.websocket_origin import normalize_allowed_origins
 
-from app.access.tokens import viewer_for_token
+from app.access.tokens import bearer_token, viewer_for_token
 from app.access.viewer import Viewer
 from app.db import Clock, SystemClock, database_from_settings
 from app.documents.store import DocumentStore
@@ -23,20 +24,14 @@ from app.graphql.http import GraphQLHTTP
 from app.graphql.persisted import PersistedQueries
 from app.graphql.schema import build_schema
 from app.graphql.ws import GraphQLWebSocket, WebSocketShortcut
+from app.observability import metrics
+from app.observability.logs import request_id_middleware
 from app.panel import panel_routes
+from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.services import Services
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("orderpulse")
-
-
-def bearer_token(headers: Mapping[str, Any]) -> str | None:
-    """The token of an `Authorization: Bearer <token>` value (key matched without case)."""
-    value = next((v for k, v in headers.items() if str(k).lower() == "authorization"), None)
-    if not isinstance(value, str):
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def authenticate(services: Services, token: str | None) -> Viewer | None:
@@ -67,6 +62,21 @@ def cors_origins(settings: Settings) -> list[str]:
         raise ValueError(f"ORDERPULSE_ALLOWED_ORIGINS: {exc}") from None
 
 
+async def readiness_problems(services: Services, state: Any, limiter: RateLimiter) -> list[str]:
+    """Why this process should not get traffic now: the database does not answer, the
+    cross-process transport (LISTEN connection or Redis) is down, a background worker died, or the
+    shared rate-limit store is unreachable. Empty when ready."""
+    problems = [] if await services.db.ping() else ["the database does not answer"]
+    workers = getattr(state, "workers", None)
+    if workers is None:
+        problems.append("the background workers have not started")
+    else:
+        problems += workers.problems()
+    if limiter.is_shared and not await limiter.storage_reachable():
+        problems.append("the rate limit store (Redis) does not answer")
+    return problems
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
     """The ASGI app. Background workers start with the lifespan."""
     settings = settings or get_settings()
@@ -85,31 +95,41 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         return await authenticate(services, token), token
 
     graphql_http = GraphQLHTTP(services, schema, authenticate=http_viewer, persisted=persisted)
+    limiter = RateLimiter.from_settings(settings)
     websocket_app = GraphQLWebSocket(  # live subscriptions, grouped for fan-out
         services,
         schema,
         authenticate=lambda params: authenticate(services, bearer_token(params)),
         persisted=persisted,
+        limiter=limiter,
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from app.workers import start_workers
 
-        stop = await start_workers(services)
+        workers = await start_workers(services)
+        app.state.workers = workers
         try:
             yield
         finally:
-            await stop()
+            await workers.stop()
             await services.db.dispose()
+            metrics.worker_exiting()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if await services.db.ping():
+        problems = await readiness_problems(services, app.state, limiter)
+        if not problems:
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "database unavailable"}, status_code=503)
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        async with services.db.read() as session:
+            outbox = await metrics.read_outbox(session, now=services.clock.now())
+        return Response(metrics.exposition(outbox), media_type=metrics.CONTENT_TYPE)
 
     app = Starlette(
         routes=[
@@ -117,8 +137,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *panel_routes(),
+            Route("/metrics", metrics_endpoint),
         ],
         middleware=[
+            # websockets on /graphql go straight to the subscription endpoint (first, so that
+            # idle sockets keep no frame of the HTTP middleware below)
+            Middleware(WebSocketShortcut, path="/graphql", endpoint=websocket_app),
+            request_id_middleware(),  # X-Request-ID on every HTTP response, ids in the logs
             # browsers from the allowed origins may call the API (preflight answered here)
             Middleware(
                 CORSMiddleware,
@@ -127,8 +152,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
                 max_age=600,
             ),
-            # websockets on /graphql go straight to the subscription endpoint
-            Middleware(WebSocketShortcut, path="/graphql", endpoint=websocket_app),
+            # each GraphQL operation spends its token's budget (429 over it; CORS headers kept)
+            Middleware(RateLimitMiddleware, path="/graphql", limiter=limiter),
         ],
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,  # 413 before anything reads the body

@@ -8,6 +8,7 @@ from sqlmodel import col, select
 
 from app.access.tokens import create_token
 from app.access.viewer import Viewer
+from app.notifications.service import update_settings
 from app.orders import service
 from app.orders.flow import (
     Action,
@@ -38,6 +39,18 @@ async def seed_demo(services: Services) -> dict[str, str]:
                 s, viewer=SUPPORT, name=DEMO_RESELLER, email="ops@northwind.example", now=now()
             )
             assert reseller.id is not None
+            # Failure mail to the reseller and its customers is off until enabled (SPEC 3); the
+            # demo reseller has turned both on, so the failed order below tells all three.
+            await update_settings(
+                s,
+                viewer=SUPPORT,
+                reseller_id=reseller.id,
+                notify_reseller=True,
+                notify_customer=True,
+                template_id=None,
+                template_given=False,
+                now=now(),
+            )
             acme = await service.create_customer(
                 s,
                 viewer=SUPPORT,

@@ -6,7 +6,7 @@ import re
 from datetime import time
 from decimal import Decimal
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # Run known query documents from a precompiled plan (app/graphql/planner); false: always
     # the generic executor (the planner's differential tests and benchmarks compare both).
     read_planner: bool = True
+    rate_limit: str = "1200/minute"
+    """Operations per token (per client address without one), e.g. `1200/minute`, `20/second`."""
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("blocked_email_domains", "allowed_origins", mode="before")
     @classmethod
@@ -140,6 +143,21 @@ class Settings(BaseSettings):
         if code not in holidays_lib.list_supported_countries():
             raise ValueError(f"unknown holiday country code {value!r}")
         return code
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            limits = parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"expected a count per period, e.g. 1200/minute or 20/second, not {value!r}"
+            ) from None
+        if len(limits) != 1 or limits[0].amount < 1:
+            raise ValueError(f"expected one positive count per period, not {value!r}")
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod

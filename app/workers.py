@@ -1,4 +1,8 @@
-"""The background work of a server process: fan-out, outbox delivery, escalations."""
+"""The background work of a server process: fan-out, outbox delivery, escalations.
+
+`start_workers` returns the running `Workers`: awaiting `stop()` (or the object itself) ends
+them; `problems()` says what is wrong with them for `/readyz`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from app.events.transport import transport_for
+from app.events.transport import EventTransport, transport_for
 from app.notifications.escalation import run_escalations
 from app.notifications.mailer import mailer_from_settings
 from app.notifications.outbox import run_outbox
@@ -18,8 +23,36 @@ log = logging.getLogger("orderpulse.workers")
 Stop = Callable[[], Awaitable[None]]
 
 
-async def start_workers(services: Services) -> Stop:
-    """Start every background task of this process; return the function that stops them."""
+@dataclass
+class Workers:
+    """This process's background tasks and its cross-process transport (None on SQLite)."""
+
+    tasks: list[asyncio.Task[None]]
+    transport: EventTransport | None
+
+    def problems(self) -> list[str]:
+        """Why this process cannot serve properly right now (empty when all is well): a task
+        that ended (they only end when stopped), or a transport connection that is down."""
+        found = [f"the {task.get_name()} worker has stopped" for task in self.tasks if task.done()]
+        if self.transport is not None and not self.transport.connected.is_set():
+            found.append(f"the {type(self.transport).__name__} connection is down")
+        return found
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.transport is not None:
+            await self.transport.stop()
+
+    async def __call__(self) -> None:
+        await self.stop()
+
+
+async def start_workers(services: Services) -> Workers:
+    """Start every background task of this process; `await workers.stop()` ends them."""
     tasks: list[asyncio.Task[None]] = []
     # Wake-ups from other processes (PostgreSQL LISTEN/NOTIFY or Redis); none on SQLite.
     transport = transport_for(settings=services.settings, db=services.db, bus=services.bus)
@@ -36,14 +69,4 @@ async def start_workers(services: Services) -> Stop:
     )
     tasks.append(asyncio.create_task(escalations, name="escalations"))
     tasks.append(await services.fanout.start())  # live subscriptions read the log from here
-
-    async def stop() -> None:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if transport is not None:
-            await transport.stop()
-
-    return stop
+    return Workers(tasks=tasks, transport=transport)

@@ -85,3 +85,45 @@ def test_token_create_refuses_bad_arguments(tmp_path: Path) -> None:
         result = run(tmp_path, "token", "create", *args)
         assert result.returncode != 0, args
         assert message in result.stderr, (args, result.stderr)
+
+
+def _token_rows(tmp_path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        count: int = db.execute("SELECT count(*) FROM api_token").fetchone()[0]
+        return count
+
+
+def test_token_create_with_an_expiry(tmp_path: Path) -> None:
+    import sqlite3
+    from datetime import datetime, timedelta
+
+    assert run(tmp_path, "migrate").returncode == 0
+    for span, expected in [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("15m", timedelta(minutes=15)),
+    ]:
+        before = datetime.utcnow()  # the column holds naive UTC
+        created = run(tmp_path, "token", "create", "--role", "support", "--expires-in", span)
+        assert created.returncode == 0, created.stderr
+        assert created.stdout.strip().startswith("op_") and "\n" not in created.stdout.strip()
+        with sqlite3.connect(tmp_path / "cli.db") as db:
+            made, expires = db.execute(
+                "SELECT created_at, expires_at FROM api_token ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        made_at, expires_at = datetime.fromisoformat(made), datetime.fromisoformat(expires)
+        assert expires_at - made_at == expected
+        assert before - timedelta(seconds=5) <= made_at <= datetime.utcnow()
+    assert _token_rows(tmp_path) == 3
+
+
+def test_token_create_refuses_a_bad_expiry_and_writes_nothing(tmp_path: Path) -> None:
+    assert run(tmp_path, "migrate").returncode == 0
+    for span in ("30", "d", "30x", "-5d", "0d", "1.5h", "30 days", "99999d", ""):
+        result = run(tmp_path, "token", "create", "--role", "SUPPORT", "--expires-in", span)
+        assert result.returncode == 2, (span, result.stderr)
+        assert "argument --expires-in" in result.stderr, (span, result.stderr)
+        assert result.stdout == ""
+    assert _token_rows(tmp_path) == 0

@@ -20,3 +20,5 @@ class ApiToken(SQLModel, table=True):
     customer_id: int | None = Field(default=None, foreign_key="customer.id")
     created_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    """None: the token works until revoked."""

@@ -1,13 +1,19 @@
-"""Opaque API tokens: made, looked up by hash, revoked."""
+"""Opaque API tokens: made (optionally with an expiry), looked up by hash, revoked.
+
+`is_live` is the one rule for "may this token still be used": HTTP requests, a websocket's
+`connection_init`, each new subscription and the sweep of open sockets all ask it, so a token
+that expired is refused exactly like one that was revoked.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Collection
-from datetime import datetime
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,6 +24,16 @@ from app.orders.flow import Role
 from app.orders.models import Customer, Reseller
 
 TOKEN_PREFIX = "op_"  # noqa: S105 (a prefix, not a secret)
+
+
+def bearer_token(headers: Mapping[str, Any]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value (key matched without case): HTTP
+    headers and a websocket's `connection_init` payload alike."""
+    value = next((v for k, v in headers.items() if str(k).lower() == "authorization"), None)
+    if not isinstance(value, str):
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def hash_token(token: str) -> str:
@@ -31,8 +47,14 @@ async def create_token(
     reseller_id: int | None,
     customer_id: int | None,
     now: datetime,
+    expires_in: timedelta | None = None,
 ) -> str:
-    """Make a token bound to a role and, for RESELLER/CUSTOMER, to its tenant; return it once."""
+    """Make a token bound to a role and, for RESELLER/CUSTOMER, to its tenant; return it once.
+
+    With `expires_in`, the token stops working at `now + expires_in`.
+    """
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise BadInput("the expiry must be in the future")
     if role is Role.RESELLER:
         if reseller_id is None or customer_id is not None:
             raise BadInput("a RESELLER token needs --reseller and no --customer")
@@ -57,6 +79,7 @@ async def create_token(
             reseller_id=reseller_id,
             customer_id=customer_id,
             created_at=now,
+            expires_at=now + expires_in if expires_in is not None else None,
         )
     )
     await session.flush()
@@ -76,9 +99,11 @@ async def revoke_token(session: AsyncSession, *, token: str, now: datetime) -> b
 
 
 def is_live(*, now: datetime) -> list[ColumnElement[bool]]:
-    """The SQL conditions of a token that may still be used (not revoked)."""
-    del now  # the time matters once tokens expire
-    return [col(ApiToken.revoked_at).is_(None)]
+    """The SQL conditions of a token that may still be used: not revoked, not expired."""
+    return [
+        col(ApiToken.revoked_at).is_(None),
+        or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now),
+    ]
 
 
 async def live_token_ids(
@@ -94,7 +119,7 @@ async def live_token_ids(
 
 
 async def viewer_for_token(session: AsyncSession, token: str, *, now: datetime) -> Viewer | None:
-    """The viewer a live token stands for, or None for an unknown or revoked token."""
+    """The viewer a live token stands for, or None for an unknown, revoked or expired token."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     query = select(ApiToken).where(col(ApiToken.token_hash) == hash_token(token), *is_live(now=now))

@@ -16,6 +16,7 @@ from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
 from app.graphql.subscriptions import Subscription, require_live_streams
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
+from app.observability.graphql import OperationMetrics
 from app.settings import Settings, get_settings
 
 
@@ -82,6 +83,7 @@ class OrderPulseSchema(strawberry.Schema):
                 lambda: CachedValidation(maxsize=DOCUMENT_CACHE_SIZE),
                 HideSuggestionsFromStrangers,
                 guards.make_mask_errors,
+                OperationMetrics,  # counts and times every operation (app.observability)
                 *planner,  # last: answers covered queries after every guard has run
             ],
             config=StrawberryConfig(),

@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import Clock, Database
 from app.notifications import recipients
+from app.observability import metrics
 from app.orders import flow
 from app.orders.models import SalesOrder
 
@@ -43,9 +44,11 @@ async def escalate_overdue_failures(*, db: Database, transaction: Transaction, c
             ids = await recipients.overdue_failure_ids(session, now=now, limit=BATCH_SIZE)
         for order_id in ids:
             async with transaction() as session:
-                if await recipients.escalate_failure(session, order_id=order_id, now=now):
-                    escalated += 1
-                    log.info("order %s escalated: still failed at its SLA deadline", order_id)
+                done = await recipients.escalate_failure(session, order_id=order_id, now=now)
+            if done:  # committed
+                escalated += 1
+                metrics.escalation_recorded()
+                log.info("order %s escalated: still failed at its SLA deadline", order_id)
         if len(ids) < BATCH_SIZE:
             return escalated
 

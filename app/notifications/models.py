@@ -52,12 +52,16 @@ class NotificationTemplate(SQLModel, table=True):
 
 
 class NotificationSettings(SQLModel, table=True):
-    """A reseller's choices; a reseller without a row uses the defaults."""
+    """A reseller's choices; a reseller without a row uses the defaults.
+
+    Reseller and customer mail are off until the reseller (or support) turns them on (SPEC 3);
+    support is always told, whatever this row says.
+    """
 
     __tablename__ = "notification_settings"
 
     reseller_id: int = Field(foreign_key="reseller.id", primary_key=True)
-    notify_reseller: bool = True
+    notify_reseller: bool = False
     notify_customer: bool = False
     template_id: int | None = Field(default=None, foreign_key="notification_template.id")
     updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

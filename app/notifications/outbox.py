@@ -45,6 +45,7 @@ from app.db import Clock, Database
 from app.events.log import record_notification_event
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
 from app.notifications.models import DeliveryStatus, Notification
+from app.observability import metrics
 from app.settings import Settings
 
 log = logging.getLogger("orderpulse.outbox")
@@ -109,6 +110,7 @@ class Claim:
     lease_until: datetime
     """When the lease runs out; moved on each renewal."""
     mail: OutgoingMail
+    kind: str = ""
 
 
 class Outcome(Enum):
@@ -182,6 +184,7 @@ async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
                 col(Notification.subject),
                 col(Notification.body),
                 col(Notification.next_attempt_at),
+                col(Notification.kind),
             )
             .execution_options(synchronize_session=False)
         )
@@ -192,6 +195,7 @@ async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
             id=row.id,
             attempts=row.attempts,
             lease_until=lease_until,
+            kind=row.kind,
             mail=OutgoingMail(
                 message_id=row.message_id,
                 sender=sender,
@@ -295,6 +299,7 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
         if outcome is not Outcome.RETRYING:
             (row,) = changed
             await record_notification_event(session, notification=row, at=now)
+    metrics.notification_attempted(kind=claim.kind, status=str(values.get("status", PENDING)))
     if error is not None:
         log.info(
             "notification %s to %s: %s (%s)",

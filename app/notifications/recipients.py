@@ -34,13 +34,11 @@ from app.orders.models import Customer, Reseller, SalesOrder
 
 
 async def settings_for(session: AsyncSession, reseller_id: int) -> NotificationSettings:
-    """The reseller's settings row, or the defaults (not saved) when it has none."""
+    """The reseller's settings row, or the model's defaults (not saved) when it has none."""
     row = await session.get(NotificationSettings, reseller_id)
     if row is not None:
         return row
-    return NotificationSettings(
-        reseller_id=reseller_id, notify_reseller=True, notify_customer=False
-    )
+    return NotificationSettings(reseller_id=reseller_id)
 
 
 async def template_by_name(session: AsyncSession, name: str) -> NotificationTemplate:

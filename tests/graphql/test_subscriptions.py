@@ -161,13 +161,14 @@ async def test_each_viewer_gets_exactly_the_notifications_addressed_to_it(
         {"id": gid("Reseller", tenants.reseller_a)},
     )
     assert body["updateNotificationSettings"]["userErrors"] == []
+    await factory.notify(tenants.reseller_b, reseller_mail=True)
     viewers = ["support", "system", "reseller a", "reseller b", "customer a1", "customer a2"]
     async with AsyncExitStack() as stack:
         sockets = await subscribed_sockets(
             stack, live_server, tenants, viewers, NOTIFICATION_CHANGES
         )
         a1 = await factory.order(tenants.customer_a1, status="PF")  # support, reseller, customer
-        b1 = await factory.order(tenants.customer_b1, status="PF")  # support, reseller (defaults)
+        b1 = await factory.order(tenants.customer_b1, status="PF")  # support, reseller
 
         async def all_sent() -> bool:
             async with services.db.read() as session:

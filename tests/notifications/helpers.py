@@ -57,8 +57,12 @@ async def outbox_idle(services: Services) -> None:
 
 
 async def failed_in_another_process(services: Services) -> list[Notification]:
-    """Fail an order through `services` (standing for another process); its notification rows."""
-    order = await Factory(services).order(status="PF")
+    """Fail an order through `services` (standing for another process) for a reseller that has
+    its own mail enabled (support and reseller: two rows); its notification rows."""
+    rows = Factory(services)
+    reseller = await rows.reseller()
+    await rows.notify(reseller)
+    order = await rows.order(await rows.customer(reseller), status="PF")
     async with services.db.read() as session:
         query = select(Notification).where(col(Notification.order_id) == order.id)
         return list((await session.exec(query)).all())

@@ -57,6 +57,7 @@ class Desk:
     async def setup(self) -> Desk:
         self.reseller = await self.factory.reseller(name="Northwind", email=RESELLER_EMAIL)
         self.customer = await self.factory.customer(self.reseller, name="Acme")
+        await self.factory.notify(self.reseller)  # the reseller is told of failures too
         self.support = self.api.as_(await self.factory.token("SUPPORT"))
         self.system = self.api.as_(await self.factory.token("SYSTEM"))
         self.reseller_client = self.api.as_(

@@ -164,7 +164,7 @@ async def test_a_reseller_reads_and_changes_its_own_settings(
     builtin = (await support.data(TEMPLATES))["notificationTemplates"][0]
     assert default == {
         "reseller": {"id": gid("Reseller", reseller), "name": "Northwind"},
-        "notifyReseller": True,
+        "notifyReseller": False,  # both off until the reseller turns them on (SPEC 3)
         "notifyCustomer": False,
         "supportAlwaysNotified": True,
         "orderNotificationTemplate": {"id": builtin["id"], "name": "Order Provisioning Failed"},
@@ -215,7 +215,7 @@ async def test_a_reseller_reads_and_changes_its_own_settings(
             {
                 "input": {
                     "resellerId": gid("Reseller", reseller),
-                    "notifyReseller": False,
+                    "notifyReseller": True,  # would be visible if anything were written
                     "orderNotificationTemplateId": str(to_global_id("NotificationTemplate", 999)),
                 }
             },
@@ -283,7 +283,13 @@ async def test_each_viewer_sees_only_the_notifications_addressed_to_it(
         reseller_client = api.as_(await factory.token("RESELLER", reseller=reseller))
         await reseller_client.data(
             UPDATE_SETTINGS,
-            {"input": {"resellerId": gid("Reseller", reseller), "notifyCustomer": True}},
+            {
+                "input": {
+                    "resellerId": gid("Reseller", reseller),
+                    "notifyReseller": True,
+                    "notifyCustomer": True,
+                }
+            },
         )
         order = await fail_order(support, system, gid("Customer", customer))
         customer_client = api.as_(await factory.token("CUSTOMER", customer=customer))

@@ -77,6 +77,7 @@ class Desk:
 
     async def setup(self) -> Desk:
         self.reseller = await self.factory.reseller(name="Northwind", email="ops@northwind.example")
+        await self.factory.notify(self.reseller)  # the reseller is told of failures too
         self.customer = await self.factory.customer(
             self.reseller, name="Acme", contact_email="it@acme.example"
         )

@@ -40,6 +40,8 @@ STARTUP_TIMEOUT = 40.0  # as tests/scale: a loaded machine starts slowly
 
 CREATE_RESELLER = """mutation($name: String!, $email: String!) {
     createReseller(input: {name: $name, email: $email}) { reseller { id } userErrors { code } } }"""
+NOTIFY_RESELLER = """mutation($r: ID!) { updateNotificationSettings(input: {resellerId: $r,
+    notifyReseller: true}) { userErrors { code } } }"""
 CREATE_CUSTOMER = """mutation($r: ID!) { createCustomer(input: {resellerId: $r, name: "Acme",
     contactEmail: "it@acme.example"}) { customer { id } userErrors { code } } }"""
 PLACE = """mutation($c: ID!) { placeOrder(input: {customerId: $c,
@@ -133,6 +135,7 @@ class Api:
             CREATE_RESELLER, {"name": name, "email": f"ops@{name.lower()}.example"}
         )
         reseller_id = reseller["createReseller"]["reseller"]["id"]
+        await self.data(NOTIFY_RESELLER, {"r": reseller_id})  # support and reseller are told
         customer = await self.data(CREATE_CUSTOMER, {"r": reseller_id})
         customer_id = customer["createCustomer"]["customer"]["id"]
         order = (await self.data(PLACE, {"c": customer_id}))["placeOrder"]["order"]

@@ -263,12 +263,14 @@ async def test_the_outbox_sends_each_mail_once_with_two_processes(
         outbox_poll_seconds="0.02",  # both processes keep claiming
     )
     system = await rows.token("SYSTEM")
-    customer = await rows.customer()
+    reseller = await rows.reseller()
+    await rows.notify(reseller)  # the reseller is told of failures too
+    customer = await rows.customer(reseller)
     orders = [await rows.order(customer, status="PR") for _ in range(16)]
 
     await fail_orders(servers, system, orders)
 
-    expected = 2 * len(orders)  # support and the reseller (default settings), per failure
+    expected = 2 * len(orders)  # support and the reseller, per failure
     await smtp_server.wait_for(expected, timeout=20)
     await asyncio.sleep(1.0)  # time for any duplicate to arrive
     ids = Counter(str(m["Message-ID"]) for m in smtp_server.messages)
@@ -298,7 +300,9 @@ async def test_an_escalation_fires_once_with_two_processes(
         outbox_poll_seconds="0.05",
     )
     system = await rows.token("SYSTEM")
-    customer = await rows.customer()
+    reseller = await rows.reseller()
+    await rows.notify(reseller)  # the reseller is told of failures too
+    customer = await rows.customer(reseller)
     orders = [await rows.order(customer, status="PR") for _ in range(6)]
 
     await fail_orders(servers, system, orders)

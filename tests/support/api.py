@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 from app.access.tokens import create_token
 from app.access.viewer import Viewer
 from app.graphql.ids import to_global_id
+from app.notifications.service import update_settings
 from app.orders import flow, service
 from app.orders.flow import Action, FailureReason, OrderType, PaymentMethod, Role, Status
 from app.orders.models import Customer, Reseller, SalesOrder
@@ -154,8 +156,30 @@ class Factory:
         assert order.status == target.value, (order.status, target)
         return order
 
+    async def notify(
+        self, reseller: Reseller, *, reseller_mail: bool = True, customer_mail: bool = False
+    ) -> None:
+        """Turn the reseller's failure notifications on (both are off until enabled, SPEC 3)."""
+        assert reseller.id is not None
+        async with self.services.transaction() as s:
+            await update_settings(
+                s,
+                viewer=SUPPORT,
+                reseller_id=reseller.id,
+                notify_reseller=reseller_mail,
+                notify_customer=customer_mail,
+                template_id=None,
+                template_given=False,
+                now=self.services.clock.now(),
+            )
+
     async def token(
-        self, role: str, *, reseller: Reseller | None = None, customer: Customer | None = None
+        self,
+        role: str,
+        *,
+        reseller: Reseller | None = None,
+        customer: Customer | None = None,
+        expires_in: timedelta | None = None,
     ) -> str:
         async with self.services.transaction() as s:
             return await create_token(
@@ -164,6 +188,7 @@ class Factory:
                 reseller_id=reseller.id if reseller else None,
                 customer_id=customer.id if customer else None,
                 now=self.services.clock.now(),
+                expires_in=expires_in,
             )
 
 

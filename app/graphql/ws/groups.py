@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from app.graphql.context import Context
 from app.graphql.loaders import Loaders
 from app.graphql.subscriptions import LOADERS_KEY, LiveStream
 from app.graphql.ws.documents import Documents
+from app.observability import metrics
 from app.services import Services
 
 if TYPE_CHECKING:
@@ -116,6 +118,8 @@ class Group:
             for member in self.members:
                 if not member.offer(event_id, payload):
                     fallen_behind.append(member)
+            metrics.events_delivered(len(self.members) - len(fallen_behind))
+            metrics.event_delivery_lag(time.time() - event.occurred_at.timestamp())
             for member in fallen_behind:
                 member.session.end_too_slow(member)
             fallen_behind.clear()
@@ -232,11 +236,14 @@ class Groups:
             self.fanout.add(group)
         member = Member(session, id, group, selection.stream.after_id)
         group.members[member] = None
+        metrics.subscription_started()
         return member
 
     def leave(self, member: Member) -> None:
         group = member.group
-        group.members.pop(member, None)
+        if member in group.members:
+            del group.members[member]
+            metrics.subscription_ended()
         group.catching_up.pop(member, None)
         if not group.members and self.by_key.get(group.key) is group:
             del self.by_key[group.key]

@@ -35,7 +35,7 @@ from strawberry.http.websocket_origin import (
     normalize_origin,
 )
 
-from app.access.tokens import live_token_ids
+from app.access.tokens import bearer_token, live_token_ids
 from app.access.viewer import Viewer
 from app.graphql.context import Context
 from app.graphql.loaders import Loaders
@@ -45,6 +45,8 @@ from app.graphql.subscriptions import LiveStream, interrupted, too_slow
 from app.graphql.ws.documents import Documents
 from app.graphql.ws.groups import Groups, Member, Selection
 from app.graphql.ws.sending import Send, SendQueue
+from app.observability import metrics
+from app.ratelimit import RateLimiter, client_key, rate_limited_error
 from app.services import Services
 
 log = logging.getLogger("orderpulse.websocket")
@@ -86,12 +88,14 @@ class GraphQLWebSocket:
         *,
         authenticate: Authenticate,
         persisted: PersistedQueries,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.services = services
         self.documents = Documents(schema)
         self.schema = schema
         self.authenticate = authenticate
         self.persisted = persisted
+        self.limiter = limiter
         settings = services.settings
         try:
             self.allowed_origins = normalize_allowed_origins(sorted(settings.allowed_origins))
@@ -115,7 +119,11 @@ class GraphQLWebSocket:
             )
             return
         await send({"type": "websocket.accept", "subprotocol": PROTOCOL})
-        await SocketSession(self, receive, send).run()
+        metrics.websocket_opened()
+        try:
+            await SocketSession(self, receive, send).run()
+        finally:
+            metrics.websocket_closed()
 
     def origin_allowed(self, scope: Scope) -> bool:
         """No Origin (not a browser), the server's own origin, or one configured."""
@@ -192,6 +200,7 @@ class SocketSession:
         "operations",
         "outgoing",
         "queue_size",
+        "rate_key",
         "receive",
         "send",
         "services",
@@ -205,6 +214,7 @@ class SocketSession:
         self.receive = receive
         self.send = send
         self.viewer: Viewer | None = None
+        self.rate_key: str | None = None
         self.init_received = False
         self.closed = False
         self.operations: dict[str, Member | None] = {}
@@ -289,6 +299,7 @@ class SocketSession:
             await self.close(4429, "Too many open websockets for this token")
             return
         self.viewer = viewer
+        self.rate_key = client_key(token=bearer_token(payload), address=None)
         self.outgoing.put('{"type":"connection_ack"}', None)
 
     async def on_subscribe(self, data: dict[str, Any]) -> None:
@@ -315,6 +326,17 @@ class SocketSession:
         if not await self.token_is_live():
             await self.close(4403, "Forbidden")
             return
+        if self.endpoint.limiter is not None and self.rate_key is not None:
+            # each subscribe is one operation of the token's rate limit (app.ratelimit)
+            decision = await self.endpoint.limiter.hit(self.rate_key, transport="websocket")
+            if not decision.allowed:
+                message = {
+                    "id": id,
+                    "type": "error",
+                    "payload": [rate_limited_error(decision.retry_after)],
+                }
+                self.outgoing.put(json.dumps(message), None)
+                return
         self.operations[id] = None  # reserved while it starts
         try:
             query = await self.endpoint.persisted.document(

@@ -1,0 +1,62 @@
+"""Request ids and log lines: X-Request-ID on every HTTP response (the client's when sane), and
+`ORDERPULSE_LOG_FORMAT=json` makes every line a real server writes one JSON object."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.scale.servers import ServerProcess, server_env
+from tests.support.api import GraphQLClient
+
+GENERATED = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.mark.parametrize("path", ["/graphql", "/healthz", "/readyz", "/metrics", "/nowhere"])
+async def test_every_response_carries_a_request_id(api: GraphQLClient, path: str) -> None:
+    response = await api.http.post(path, json={"query": "{ viewer { role } }"})
+    assert GENERATED.match(response.headers["x-request-id"]), response.headers
+    again = await api.http.post(path, json={"query": "{ viewer { role } }"})
+    assert again.headers["x-request-id"] != response.headers["x-request-id"]
+
+
+async def test_the_clients_request_id_is_echoed_when_sane(api: GraphQLClient) -> None:
+    for sane in ("abc-123", "0f7c2a1e-5b7d-4c55-9d0e-2f4b0f6f3a10", "trace:01/span=7"):
+        response = await api.http.get("/healthz", headers={"X-Request-ID": sane})
+        assert response.headers["x-request-id"] == sane
+    for insane in ("x" * 129, "two words", 'quote"d', "new\tline", "é"):
+        response = await api.http.get(
+            "/healthz", headers=[("X-Request-ID", insane.encode("utf-8"))]
+        )
+        assert GENERATED.match(response.headers["x-request-id"]), insane
+
+
+async def test_json_logs_of_a_real_server(tmp_path: Path) -> None:
+    env = server_env(f"sqlite:///{tmp_path / 'logs.db'}", log_format="json")
+    server = ServerProcess.launch(env, log_dir=tmp_path, name="json")
+    try:
+        await server.wait_ready()
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+            response = await http.post(
+                "/graphql",
+                json={"query": "{ viewer { role } }"},
+                headers={"X-Request-ID": "req-json-42"},
+            )
+            assert response.headers["x-request-id"] == "req-json-42"
+    finally:
+        server.stop()
+    lines = [line for line in server.log_path.read_text().splitlines() if line.strip()]
+    # the CLI prints its addresses (GraphiQL, the panels) on stdout; the rest are logs
+    printed = re.compile(r"^[A-Za-z ]+: http://127\.0\.0\.1:\d+/\w+$")
+    logs = [line for line in lines if not printed.match(line)]
+    assert len(logs) >= 3, lines
+    records = [json.loads(line) for line in logs]
+    for record in records:
+        assert {"time", "level", "logger", "message", "request_id"} <= record.keys(), record
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", record["time"])
+    access = [r for r in records if r["logger"] == "uvicorn.access"]
+    assert [r["request_id"] for r in access if "POST /graphql" in r["message"]] == ["req-json-42"]

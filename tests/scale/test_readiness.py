@@ -1,0 +1,107 @@
+"""/readyz during real outages: the database refusing connections, the LISTEN connection killed
+by the server, Redis unreachable. The app runs in the test process on a real PostgreSQL database
+(and real Redis), with its workers and transport started by its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+
+from app.asgi import create_app
+from app.settings import Settings
+from tests.support.postgres import PostgresServer, database_name
+from tests.support.smtp import free_port
+
+
+@asynccontextmanager
+async def running(database_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    config = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=database_url, escalation_poll_seconds=3600, **settings
+    )
+    app = create_app(config)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=20) as http:
+            yield http
+
+
+async def readiness(http: httpx.AsyncClient, status: int, timeout: float = 15.0) -> Any:
+    """Poll /readyz until it answers `status` (bounded); its body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await http.get("/readyz")
+        if response.status_code == status:
+            return response.json()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/readyz stayed {response.status_code}: {response.text}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_database_that_refuses_connections_makes_it_unready(
+    postgres: PostgresServer, scale_database_url: str
+) -> None:
+    name = database_name(scale_database_url)
+    admin = await asyncpg.connect(postgres.admin_url)
+    try:
+        async with running(scale_database_url) as http:
+            assert await readiness(http, 200) == {"status": "ready"}
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+                name,
+            )
+            body = await readiness(http, 503)
+            assert "the database does not answer" in body["problems"]
+            assert "the PostgresTransport connection is down" in body["problems"]
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert await readiness(http, 200) == {"status": "ready"}  # both came back
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+
+async def test_a_killed_listen_connection_is_unready_until_it_reconnects(
+    postgres: PostgresServer, scale_database_url: str
+) -> None:
+    name = database_name(scale_database_url)
+    admin = await asyncpg.connect(postgres.admin_url)
+    try:
+        async with running(scale_database_url) as http:
+            assert await readiness(http, 200) == {"status": "ready"}
+            # the server kills the LISTEN connection, and new connections are refused for a
+            # while (the pool's open connections still answer, so the database is reachable)
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND application_name = 'orderpulse-events'",
+                name,
+            )
+            assert killed == 1
+            body = await readiness(http, 503)
+            assert "the PostgresTransport connection is down" in body["problems"]
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert await readiness(http, 200) == {"status": "ready"}  # reconnected by itself
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+
+async def test_redis_unreachable_makes_it_unready(scale_database_url: str, redis_url: str) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    async with running(scale_database_url, redis_url=closed) as http:
+        body = await readiness(http, 503)
+        assert body["problems"] == [
+            "the RedisTransport connection is down",
+            "the rate limit store (Redis) does not answer",
+        ]
+        # the API itself still answers; the rate limit lets operations through meanwhile
+        response = await http.post("/graphql", json={"query": "{ viewer { role } }"})
+        assert response.status_code == 200
+    async with running(scale_database_url, redis_url=redis_url) as http:
+        assert await readiness(http, 200) == {"status": "ready"}
