@@ -41,6 +41,11 @@ async def authenticate(services: Services, token: str | None) -> Viewer | None:
         return await viewer_for_token(session, token, now=services.clock.now())
 
 
+async def cached_viewer(services: Services, token: str | None) -> Viewer | None:
+    """A websocket's viewer, from the process's cache of recently used tokens."""
+    return await services.viewers.viewer(token) if token else None
+
+
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's settings that carry ours: what `python -m app serve` (and the tests) run with."""
     return {
@@ -99,7 +104,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     websocket_app = GraphQLWebSocket(  # live subscriptions, grouped for fan-out
         services,
         schema,
-        authenticate=lambda params: authenticate(services, bearer_token(params)),
+        authenticate=lambda params: cached_viewer(services, bearer_token(params)),
         persisted=persisted,
         limiter=limiter,
     )

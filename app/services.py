@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.access.tokens import REVOKED_TOKENS
+from app.access.viewer_cache import ViewerCache
 from app.db import Clock, Database, SystemClock
 from app.events.bus import EventBus
 from app.events.fanout import Fanout
@@ -30,6 +32,7 @@ class Services:
     desk: OrderDeskConfig = field(init=False)
     outbox: Outbox = field(init=False)
     fanout: Fanout = field(init=False)
+    viewers: ViewerCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.calendar = BusinessCalendar.from_settings(self.settings)
@@ -45,6 +48,9 @@ class Services:
             db=self.db,
             clock=self.clock,
             policy=DeliveryPolicy.from_settings(self.settings),
+        )
+        self.viewers = ViewerCache(
+            db=self.db, clock=self.clock, max_age_seconds=self.settings.token_check_seconds
         )
         self.fanout = Fanout(
             db=self.db,
@@ -68,6 +74,9 @@ class Services:
                 finally:
                     wrote_events = bool(session.info.get(WROTE_EVENTS))
                 wrote_notifications = bool(session.info.get(WROTE_NOTIFICATIONS))
+                revoked = set(session.info.get(REVOKED_TOKENS, ()))
+            if revoked:
+                self.viewers.forget_hashes(revoked)
             if wrote_notifications:
                 self.outbox_wake.set()
         finally:

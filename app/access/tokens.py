@@ -24,6 +24,8 @@ from app.orders.flow import Role
 from app.orders.models import Customer, Reseller
 
 TOKEN_PREFIX = "op_"  # noqa: S105 (a prefix, not a secret)
+REVOKED_TOKENS = "orderpulse.revoked_tokens"
+"""Session key: hashes of the tokens a transaction revoked (caches drop them at commit)."""
 
 
 def bearer_token(headers: Mapping[str, Any]) -> str | None:
@@ -95,6 +97,7 @@ async def revoke_token(session: AsyncSession, *, token: str, now: datetime) -> b
         return False
     row.revoked_at = now
     session.add(row)
+    session.info.setdefault(REVOKED_TOKENS, set()).add(row.token_hash)
     return True
 
 
@@ -120,15 +123,24 @@ async def live_token_ids(
 
 async def viewer_for_token(session: AsyncSession, token: str, *, now: datetime) -> Viewer | None:
     """The viewer a live token stands for, or None for an unknown, revoked or expired token."""
+    found = await live_token(session, token, now=now)
+    return found[0] if found is not None else None
+
+
+async def live_token(
+    session: AsyncSession, token: str, *, now: datetime
+) -> tuple[Viewer, datetime | None] | None:
+    """The viewer of a live token and when the token expires (None: never), or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     query = select(ApiToken).where(col(ApiToken.token_hash) == hash_token(token), *is_live(now=now))
     row = (await session.exec(query)).first()
     if row is None:
         return None
-    return Viewer(
+    viewer = Viewer(
         role=Role(row.role),
         token_id=row.id,
         reseller_id=row.reseller_id,
         customer_id=row.customer_id,
     )
+    return viewer, row.expires_at

@@ -182,6 +182,7 @@ class GraphQLWebSocket:
             return 0
         async with self.services.db.read() as session:
             live = await live_token_ids(session, token_ids, now=self.services.clock.now())
+        self.services.viewers.forget_ids(token_ids - live)
         closing = [s for t in token_ids - live for s in self.sessions_by_token.get(t, ())]
         for socket in closing:
             await socket.close(4403, "Forbidden")
@@ -360,11 +361,7 @@ class SocketSession:
         """A token revoked (or expired) since connection_init starts nothing more."""
         assert self.viewer is not None
         token_id = self.viewer.token_id
-        if token_id is None:
-            return True
-        async with self.services.db.read() as session:
-            live = await live_token_ids(session, {token_id}, now=self.services.clock.now())
-        return token_id in live
+        return token_id is None or await self.services.viewers.is_live(token_id)
 
     async def start(
         self, id: str, query: str, variables: dict[str, Any] | None, operation_name: str | None

@@ -1,0 +1,108 @@
+"""Viewers of recently used tokens, per process, for the websocket endpoint.
+
+After a deploy every open panel reconnects at once; looking each socket's token up in the database
+made the token the largest cost of a connection (a storm of 10,000 sockets over a few hundred
+tokens is 10,000 queries). Here a token is read once and its viewer trusted for `max_age_seconds`
+(never past the token's expiry), counted on the injected clock.
+
+Revocation stays bounded: a token revoked in this process (`revoke_token` inside
+`Services.transaction`) is dropped at commit; one revoked by another process (the CLI, another
+server) is trusted at most `max_age_seconds` longer, which is also the period within which the
+sweep of open sockets closes its sockets (`token_check_seconds`): one bound for both. HTTP requests
+do not use the cache; they read the token every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from app.access.tokens import hash_token, live_token, live_token_ids
+from app.access.viewer import Viewer
+from app.db import Clock, Database
+
+CAPACITY = 100_000
+"""Entries kept at most; the oldest is dropped first (a token in use is simply read again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    viewer: Viewer
+    fresh_until: datetime
+
+
+class ViewerCache:
+    """Token hash → viewer, each entry trusted until `fresh_until`."""
+
+    def __init__(self, *, db: Database, clock: Clock, max_age_seconds: float) -> None:
+        self.db = db
+        self.clock = clock
+        self.max_age = timedelta(seconds=max_age_seconds)
+        self._by_hash: dict[str, _Entry] = {}
+        self._expiry: dict[int, datetime | None] = {}  # token id → expiry, for `is_live`
+        self._live_until: dict[int, datetime] = {}  # token id → trusted live until
+        self.reads = 0
+        """Token lookups that went to the database (a figure for benchmarks and tests)."""
+
+    async def viewer(self, token: str) -> Viewer | None:
+        """The viewer of a live token, or None (unknown, revoked or expired)."""
+        key = hash_token(token)
+        now = self.clock.now()
+        entry = self._by_hash.get(key)
+        if entry is not None and now < entry.fresh_until:
+            return entry.viewer
+        self.reads += 1
+        async with self.db.read() as session:
+            found = await live_token(session, token, now=now)
+        if found is None:
+            self._by_hash.pop(key, None)
+            return None
+        viewer, expires_at = found
+        fresh_until = self._fresh_until(now, expires_at)
+        self._remember(key, _Entry(viewer, fresh_until))
+        if viewer.token_id is not None:
+            self._expiry[viewer.token_id] = expires_at
+            self._live_until[viewer.token_id] = fresh_until
+        return viewer
+
+    async def is_live(self, token_id: int) -> bool:
+        """Whether the token may still be used (its viewer is trusted as `viewer` trusts it)."""
+        now = self.clock.now()
+        until = self._live_until.get(token_id)
+        if until is not None and now < until:
+            return True
+        self.reads += 1
+        async with self.db.read() as session:
+            live = token_id in await live_token_ids(session, {token_id}, now=now)
+        if live:
+            self._live_until[token_id] = self._fresh_until(now, self._expiry.get(token_id))
+        else:
+            self.forget_ids([token_id])
+        return live
+
+    def forget_hashes(self, token_hashes: Iterable[str]) -> None:
+        """Drop these tokens (revoked in this process)."""
+        for key in token_hashes:
+            entry = self._by_hash.pop(key, None)
+            if entry is not None and entry.viewer.token_id is not None:
+                self.forget_ids([entry.viewer.token_id])
+
+    def forget_ids(self, token_ids: Iterable[int]) -> None:
+        """Drop these tokens (found dead by a sweep or a check)."""
+        dead = set(token_ids)
+        for token_id in dead:
+            self._live_until.pop(token_id, None)
+            self._expiry.pop(token_id, None)
+        for key in [k for k, e in self._by_hash.items() if e.viewer.token_id in dead]:
+            del self._by_hash[key]
+
+    def _fresh_until(self, now: datetime, expires_at: datetime | None) -> datetime:
+        until = now + self.max_age
+        return until if expires_at is None else min(until, expires_at)
+
+    def _remember(self, key: str, entry: _Entry) -> None:
+        self._by_hash.pop(key, None)
+        self._by_hash[key] = entry
+        while len(self._by_hash) > CAPACITY:
+            del self._by_hash[next(iter(self._by_hash))]
