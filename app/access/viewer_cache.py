@@ -14,6 +14,7 @@ do not use the cache; they read the token every time.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ class ViewerCache:
         self._by_hash: dict[str, _Entry] = {}
         self._expiry: dict[int, datetime | None] = {}  # token id → expiry, for `is_live`
         self._live_until: dict[int, datetime] = {}  # token id → trusted live until
+        self._reading: dict[str, asyncio.Task[Viewer | None]] = {}  # lookups under way
         self.reads = 0
         """Token lookups that went to the database (a figure for benchmarks and tests)."""
 
@@ -52,6 +54,14 @@ class ViewerCache:
         entry = self._by_hash.get(key)
         if entry is not None and now < entry.fresh_until:
             return entry.viewer
+        reading = self._reading.get(key)
+        if reading is None:  # in a storm, the sockets of one token wait for one read
+            reading = asyncio.get_running_loop().create_task(self._read(key, token, now))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(reading)
+
+    async def _read(self, key: str, token: str, now: datetime) -> Viewer | None:
         self.reads += 1
         async with self.db.read() as session:
             found = await live_token(session, token, now=now)
