@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=5.0, gt=0)
     ws_max_subscriptions: int = Field(default=50, ge=1)
     ws_queue_size: int = Field(default=256, ge=1)
+    # sockets authenticating or starting a subscription at once (admission pacing in storms)
+    ws_admission_concurrency: int = Field(default=32, ge=1)
     escalation_poll_seconds: float = Field(default=5.0, gt=0)
     max_query_depth: int = Field(default=12, ge=2)
     max_query_tokens: int = Field(default=2000, ge=50)

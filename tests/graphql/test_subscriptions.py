@@ -779,3 +779,23 @@ async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_i
     # One replay of its own per panel reads ceil((events after its cursor + 1) / 2) pages each.
     separate = sum(-(-(len(cursors) - start) // 2) for start in starts)
     assert reads <= separate // 2, (reads, separate)
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"ws_admission_concurrency": 1, "ws_init_timeout_seconds": 2.0}]
+)
+async def test_a_storm_waits_its_turn_at_admission_and_every_socket_gets_in(
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
+) -> None:
+    """One socket at a time is admitted; the others queue without timing out or being refused."""
+    async with AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(ws_client(live_server.ws_url)) for _ in range(15)
+        ]
+        token = tenants.tokens["reseller a"]
+        acks = await asyncio.gather(*(ws.init(token) for ws in sockets))
+        await asyncio.gather(*(subscribe(ws, "1", ORDER_CHANGES) for ws in sockets))
+        order = await factory.order(tenants.customer_a1, status="PR")
+        numbers = [(await ws.next("1"))["orderStatusChanged"]["order"]["number"] for ws in sockets]
+    assert acks == [{"type": "connection_ack"}] * 15
+    assert numbers == [order.number] * 15

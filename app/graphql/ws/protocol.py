@@ -102,6 +102,10 @@ class GraphQLWebSocket:
         except ValueError as exc:
             raise ValueError(f"ORDERPULSE_ALLOWED_ORIGINS: {exc}") from None
         self.groups = Groups(services.fanout)
+        self.admission = asyncio.Semaphore(settings.ws_admission_concurrency)
+        """Admission pacing: how many sockets may be authenticating or starting an operation at
+        once. A reconnect storm then waits here, off the event loop's ready queue, instead of
+        crowding out HTTP requests; each socket still handles its own messages in order."""
         self.sessions_by_token: dict[int | None, set[SocketSession]] = {}
         self.token_watch: asyncio.Task[None] | None = None
 
@@ -263,13 +267,17 @@ class SocketSession:
             return
         kind = data.get("type")
         if kind == "connection_init":
-            await self.on_init(data.get("payload"))
+            if self.init_timer is not None:  # it came in time, though it may wait its turn
+                self.init_timer.cancel()
+            async with self.endpoint.admission:
+                await self.on_init(data.get("payload"))
         elif kind == "ping":
             self.outgoing.put(json.dumps({"type": "pong"}), None)
         elif kind == "pong":
             pass
         elif kind == "subscribe":
-            await self.on_subscribe(data)
+            async with self.endpoint.admission:
+                await self.on_subscribe(data)
         elif kind == "complete":
             if isinstance(data.get("id"), str):
                 self.forget(data["id"])
