@@ -17,7 +17,16 @@ class OperationMetrics(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
-        yield
+        completed = False
+        try:
+            yield
+            completed = True
+        finally:
+            self._record(time.perf_counter() - started, completed=completed)
+
+    def _record(self, seconds: float, *, completed: bool) -> None:
+        """One operation; `completed` is False when an error (a document that does not parse,
+        raised by the parser cache) ended it before a result was made."""
         context = self.execution_context
         try:
             operation_type = context.operation_type.value
@@ -25,7 +34,9 @@ class OperationMetrics(SchemaExtension):
             operation_type = "unknown"
         result = context.result
         errors = (result.errors if result is not None else None) or context.pre_execution_errors
-        if not errors:
+        if not completed:
+            operation_type, outcome = "unknown", "rejected"
+        elif not errors:
             outcome = "success"
         elif result is not None and (
             result.data is not None or any(e.path is not None for e in errors)
@@ -36,5 +47,5 @@ class OperationMetrics(SchemaExtension):
         metrics.graphql_request(
             operation_type=operation_type,
             outcome=outcome,
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
         )

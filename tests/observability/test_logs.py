@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.scale.servers import ServerProcess, server_env
 from tests.support.api import GraphQLClient
+from tests.support.processes import ServerProcess, server_env
 
 GENERATED = re.compile(r"^[0-9a-f]{32}$")
 
@@ -40,7 +40,7 @@ async def test_json_logs_of_a_real_server(tmp_path: Path) -> None:
     server = ServerProcess.launch(env, log_dir=tmp_path, name="json")
     try:
         await server.wait_ready()
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=server.endpoint.origin, timeout=10) as http:
             response = await http.post(
                 "/graphql",
                 json={"query": "{ viewer { role } }"},

@@ -134,7 +134,12 @@ async def test_outbox_gauges_come_from_the_database(
 
     clock.advance(hours=3)  # past the 2 business hours of the SLA
     escalations = value(samples, "orderpulse_escalations_total")
-    assert await escalate_overdue_failures(services) == 1
+    assert (
+        await escalate_overdue_failures(
+            db=services.db, transaction=services.transaction, clock=services.clock
+        )
+        == 1
+    )
     after = await scrape(http)
     assert value(after, "orderpulse_escalations_total") - escalations == 1
     assert value(after, "orderpulse_outbox_pending") == 3  # the escalation mail waits too

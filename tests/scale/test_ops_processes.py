@@ -10,8 +10,8 @@ import httpx
 
 from tests.observability.helpers import parse, value
 from tests.scale.conftest import Launch
-from tests.scale.servers import ServerProcess, server_env
 from tests.support.api import Factory
+from tests.support.processes import ServerProcess, server_env
 
 QUERY = {"query": "{ viewer { role } }"}
 
@@ -26,17 +26,21 @@ async def test_two_servers_share_one_rate_limit_through_redis(
     async with httpx.AsyncClient(timeout=20) as http:
         for n in range(7):
             server = (a, b)[n % 2]
-            response = await http.post(f"{server.base_url}/graphql", json=QUERY, headers=headers)
+            response = await http.post(
+                f"{server.endpoint.origin}/graphql", json=QUERY, headers=headers
+            )
             statuses.append((server.port, response.status_code))
         assert [status for _, status in statuses] == [200] * 5 + [429] * 2
         assert {port for port, status in statuses if status == 429} == {a.port, b.port}
-        refused = await http.post(f"{a.base_url}/graphql", json=QUERY, headers=headers)
+        refused = await http.post(f"{a.endpoint.origin}/graphql", json=QUERY, headers=headers)
         assert refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
         assert 3590 <= int(refused.headers["retry-after"]) <= 3600
         # another token has a budget of its own, on both servers
         other = {"Authorization": f"Bearer {await rows.token('SUPPORT')}"}
         for server in (a, b):
-            response = await http.post(f"{server.base_url}/graphql", json=QUERY, headers=other)
+            response = await http.post(
+                f"{server.endpoint.origin}/graphql", json=QUERY, headers=other
+            )
             assert response.status_code == 200
 
 
@@ -55,7 +59,7 @@ async def test_metrics_add_up_the_workers(
 
         # separate connections, so uvicorn's workers share the requests between them
         async def one() -> None:
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+            async with httpx.AsyncClient(base_url=server.endpoint.origin, timeout=20) as http:
                 response = await http.post("/graphql", json=QUERY, headers=headers)
                 assert response.status_code == 200
 
@@ -64,7 +68,7 @@ async def test_metrics_add_up_the_workers(
         # each worker keeps its own values (the supervisor process may add a file of zeros)
         assert len(counter_files) >= 2, counter_files
         for _ in range(8):  # whichever worker answers, the sum is the same
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+            async with httpx.AsyncClient(base_url=server.endpoint.origin, timeout=20) as http:
                 scraped = parse((await http.get("/metrics")).text)
             assert value(scraped, name, **labels) == 40
             assert (
