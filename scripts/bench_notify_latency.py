@@ -32,7 +32,6 @@ import math
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,25 +47,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib import CREATE_CUSTOMER, CREATE_RESELLER, FAIL, PLACE, free_port
+
 SUPPORT_EMAIL = "support@bench.example"
+NOTIFY_RESELLER = """mutation($r: ID!) { updateNotificationSettings(input: {resellerId: $r,
+    notifyReseller: true}) { userErrors { message } } }"""
 SUBJECT_NUMBER = re.compile(r"Order (\S+) failed")
-
-CREATE_RESELLER = """mutation { createReseller(input: {name: "Bench", email: "ops@bench.example"})
-    { reseller { id } } }"""
-CREATE_CUSTOMER = """mutation($r: ID!) { createCustomer(input: {resellerId: $r, name: "Acme",
-    contactEmail: "it@acme.example"}) { customer { id } } }"""
-PLACE = """mutation($c: ID!) { placeOrder(input: {customerId: $c,
-    items: [{description: "Seat", quantity: 1, unitPrice: "10.00"}]}) {
-    order { id number status } } }"""
-FAIL = """mutation($o: ID!) { reportProvisioningResult(input: {orderId: $o, outcome: FAILED,
-    reason: SERVICE_CREATION_FAILED}) { order { status } userErrors { code message } } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 Key = tuple[str, str]
@@ -136,6 +122,7 @@ async def measure(base_url: str, token: str, inbox: Inbox, count: int, warmup: i
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
         reseller = (await gql(http, CREATE_RESELLER))["createReseller"]["reseller"]["id"]
+        await gql(http, NOTIFY_RESELLER, r=reseller)  # its mail is off until it enables it
         customer = (await gql(http, CREATE_CUSTOMER, r=reseller))["createCustomer"]["customer"]
         latencies: list[float] = []
         round_trips: list[float] = []

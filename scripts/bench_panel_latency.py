@@ -42,7 +42,16 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import make_token, migrate, sqlite_url, start_server
+from benchlib import (
+    CREATE_CUSTOMER,
+    CREATE_RESELLER,
+    FAIL,
+    PLACE,
+    make_token,
+    migrate,
+    sqlite_url,
+    start_server,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 PROTOCOL = Subprotocol("graphql-transport-ws")
@@ -56,15 +65,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CREATE_RESELLER = """mutation { createReseller(input: {name: "Bench Reseller",
-    email: "ops@bench.example"}) { reseller { id } } }"""
-CREATE_CUSTOMER = """mutation($r: ID!) { createCustomer(input: {resellerId: $r, name: "Acme",
-    contactEmail: "it@acme.example"}) { customer { id } } }"""
-PLACE = """mutation($c: ID!) { placeOrder(input: {customerId: $c,
-    items: [{description: "Seat", quantity: 1, unitPrice: "10.00"}]}) {
-    order { id number status } } }"""
-FAIL = """mutation($o: ID!) { reportProvisioningResult(input: {orderId: $o, outcome: FAILED,
-    reason: SERVICE_CREATION_FAILED}) { order { status } userErrors { code message } } }"""
 
 OBSERVER = """() => {
   window.__failedAt = {};

@@ -313,6 +313,19 @@ async def make_tokens(
         await db.dispose()
 
 
+# --- GraphQL documents the benchmarks share ---------------------------------------------------
+
+CREATE_RESELLER = """mutation { createReseller(input: {name: "Bench Reseller",
+    email: "ops@bench.example"}) { reseller { id } } }"""
+CREATE_CUSTOMER = """mutation($r: ID!) { createCustomer(input: {resellerId: $r, name: "Acme",
+    contactEmail: "it@acme.example"}) { customer { id } } }"""
+PLACE = """mutation($c: ID!) { placeOrder(input: {customerId: $c,
+    items: [{description: "Seat", quantity: 1, unitPrice: "10.00"}]}) {
+    order { id number status } } }"""
+FAIL = """mutation($o: ID!) { reportProvisioningResult(input: {orderId: $o, outcome: FAILED,
+    reason: SERVICE_CREATION_FAILED}) { order { status } userErrors { code message } } }"""
+
+
 # --- server processes ---------------------------------------------------------------------------
 
 
