@@ -138,7 +138,8 @@ class Group:
                 riders = list(self.catching_up)
                 await self._replay_pass(fanout, riders)
                 for member in riders:
-                    if self.catching_up.pop(member, None) is None and member.buffer is not None:
+                    if member in self.catching_up:  # not ended or gone meanwhile
+                        del self.catching_up[member]
                         member.go_live()
         except asyncio.CancelledError:
             raise
