@@ -37,8 +37,8 @@ log = logging.getLogger("orderpulse")
 async def authenticate(services: Services, token: str | None) -> Viewer | None:
     if not token:
         return None
-    async with services.db.read() as session:
-        return await viewer_for_token(session, token, now=services.clock.now())
+    async with services.db.read_connection() as conn:
+        return await viewer_for_token(conn, token, now=services.clock.now())
 
 
 async def cached_viewer(services: Services, token: str | None) -> Viewer | None:

@@ -11,7 +11,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -95,6 +100,14 @@ class Database:
                 url, pool_size=20, max_overflow=10, pool_pre_ping=True
             )
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        # Reads that need no transaction (PostgreSQL's READ COMMITTED gives each statement its
+        # own snapshot anyway): no BEGIN and ROLLBACK round trips around them. SQLite keeps its
+        # default: its driver begins no transaction for a read either.
+        self.reads: AsyncEngine = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -105,6 +118,13 @@ class Database:
         """A session for reads; closed (and its transaction rolled back) on exit."""
         async with self.sessions() as session:
             yield session
+
+    @asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for Core reads outside any transaction (the request path's token look-up
+        and read plans)."""
+        async with self.reads.connect() as conn:
+            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

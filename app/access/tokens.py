@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_
+from sqlalchemy import select as sa_select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -121,26 +123,41 @@ async def live_token_ids(
     return {token_id for token_id in (await session.exec(query)).all() if token_id is not None}
 
 
-async def viewer_for_token(session: AsyncSession, token: str, *, now: datetime) -> Viewer | None:
+async def viewer_for_token(
+    session: AsyncSession | AsyncConnection, token: str, *, now: datetime
+) -> Viewer | None:
     """The viewer a live token stands for, or None for an unknown, revoked or expired token."""
     found = await live_token(session, token, now=now)
     return found[0] if found is not None else None
 
 
+LIVE_TOKEN_COLUMNS = (
+    col(ApiToken.id),
+    col(ApiToken.role),
+    col(ApiToken.reseller_id),
+    col(ApiToken.customer_id),
+    col(ApiToken.expires_at),
+)
+
+
 async def live_token(
-    session: AsyncSession, token: str, *, now: datetime
+    session: AsyncSession | AsyncConnection, token: str, *, now: datetime
 ) -> tuple[Viewer, datetime | None] | None:
-    """The viewer of a live token and when the token expires (None: never), or None."""
+    """The viewer of a live token and when the token expires (None: never), or None.
+
+    Reads columns, not an ORM object, so a plain connection serves as well as a session (every
+    HTTP request asks this: `Database.read_connection` is its cheapest path)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    query = select(ApiToken).where(col(ApiToken.token_hash) == hash_token(token), *is_live(now=now))
-    row = (await session.exec(query)).first()
+    query = sa_select(*LIVE_TOKEN_COLUMNS).where(
+        col(ApiToken.token_hash) == hash_token(token), *is_live(now=now)
+    )
+    conn = await session.connection() if isinstance(session, AsyncSession) else session
+    row = (await conn.execute(query)).first()
     if row is None:
         return None
+    token_id, role, reseller_id, customer_id, expires_at = row
     viewer = Viewer(
-        role=Role(row.role),
-        token_id=row.id,
-        reseller_id=row.reseller_id,
-        customer_id=row.customer_id,
+        role=Role(role), token_id=token_id, reseller_id=reseller_id, customer_id=customer_id
     )
-    return viewer, row.expires_at
+    return viewer, expires_at

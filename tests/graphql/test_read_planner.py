@@ -404,3 +404,32 @@ async def test_plans_see_only_the_viewers_own_orders(world: World) -> None:
         for edge in data["orders"]["edges"]:  # a customer never sees its reseller's e-mail
             assert edge["node"]["reseller"]["email"] == ""
         assert data["orders"]["totalCount"] == len(own)
+
+
+async def test_total_count_is_right_past_the_last_page_and_for_empty_pages(world: World) -> None:
+    """The plan's count rides on the page's rows; a page with no rows (past the end, `first: 0`,
+    nothing matching) must still count like the executor, and from a plan."""
+    query = """query($first: Int, $after: String, $f: OrderFilter) {
+      orders(first: $first, after: $after, filter: $f) { totalCount edges { cursor } } }"""
+    oldest = min(world.orders, key=lambda o: o.id or 0)
+    assert oldest.id is not None
+    cases: list[dict[str, Any]] = [
+        {"first": 5},
+        {"first": 0},
+        {"first": 5, "after": to_cursor("order", oldest.id)},  # past the last page
+        {"first": 0, "after": to_cursor("order", oldest.id)},
+        {"first": 5, "f": {"number": "SO-NO-SUCH-ORDER"}},  # nothing matches
+        {"first": 5, "after": to_cursor("order", oldest.id), "f": {"status": ["PF"]}},
+    ]
+    for label, token in world.tokens.items():
+        if label in ("anonymous", "bad token"):
+            continue
+        for variables in cases:
+            request = Request(query, variables)
+            before = world.plans.answered
+            planned = await post(world.planned, token, request)
+            assert world.plans.answered == before + 1, (label, variables)
+            assert planned == await post(world.executor, token, request), (label, variables)
+            data = json.loads(planned[1])["data"]["orders"]
+            if "after" in variables and "f" not in variables and label == "support":
+                assert data["edges"] == [] and data["totalCount"] == len(world.orders)

@@ -2,8 +2,9 @@
 
 The SQL conditions are the resolvers' own (`queries.order_conditions`: `access.policy`'s scope
 plus the filter; `pagination.keyset_page`: the cursor), so both paths see the same rows. The
-page's customers and resellers come from the same statement (a join) instead of two more; the
-count and the items are asked only when selected.
+page's customers and resellers come from the same statement (a join) instead of two more, and so
+does `totalCount` (a scalar subquery on each row; a count of its own only past the last page); the
+items are asked only when selected.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ async def run_plan(
     """The response's `data`, or `NotCovered` (nothing is written either way)."""
     values = variable_values(plan, schema, variables)
     data: dict[str, Any] = {}
-    async with db.engine.connect() as conn:
+    async with db.read_connection() as conn:
         for root in plan.roots:
             if root.kind == "orders":
                 data[root.key] = root.assemble(await orders(conn, root, schema, viewer, values))
@@ -82,10 +83,16 @@ async def orders(
     first = argument(schema, root, "first", values)
     after = argument(schema, root, "after", values)
     where = order_conditions(viewer, order_filter(schema, argument(schema, root, "filter", values)))
+    counted = "count" in root.needs
     try:
         size = page_size(first)
+        select_page = page_select("customer" in root.needs, "reseller" in root.needs)
+        if counted:  # the count rides on every row of the page: one statement, not two
+            select_page = select_page.add_columns(
+                count_query(SalesOrder, where).correlate(None).scalar_subquery()
+            )
         query = keyset_page(
-            page_select("customer" in root.needs, "reseller" in root.needs).where(*where),
+            select_page.where(*where),
             ORDER.c.id,
             size=size,
             after=after,
@@ -98,8 +105,13 @@ async def orders(
     has_next = len(rows) > size
     page = [_order_source(row, root, viewer) for row in rows[:size]]
     total = None
-    if "count" in root.needs:
-        total = int((await conn.execute(count_query(SalesOrder, where))).scalar_one())
+    if counted:
+        if rows:
+            total = int(rows[0][-1])
+        elif after is None:  # nothing matches at all
+            total = 0
+        else:  # past the end: no row carried the count
+            total = int((await conn.execute(count_query(SalesOrder, where))).scalar_one())
     if "items" in root.needs and page:
         by_id = {source.row.id: source for source in page}
         for item in (await conn.execute(items_query(list(by_id)))).all():
@@ -125,6 +137,7 @@ def page_select(customer: bool, reseller: bool) -> Select[Any]:
 
 _ORDER_WIDTH = len(ORDER.c)
 _CUSTOMER_WIDTH = len(CUSTOMER.c)
+_RESELLER_WIDTH = len(RESELLER.c)
 
 
 def _order_source(row: Any, root: Root, viewer: Viewer) -> OrderSource:
@@ -135,7 +148,7 @@ def _order_source(row: Any, root: Root, viewer: Viewer) -> OrderSource:
         customer = CustomerRow._make(row[start : start + _CUSTOMER_WIDTH])
         start += _CUSTOMER_WIDTH
     if "reseller" in root.needs:
-        reseller = ResellerRow._make(row[start:])
+        reseller = ResellerRow._make(row[start : start + _RESELLER_WIDTH])
     return OrderSource(order, customer, reseller, viewer)
 
 
