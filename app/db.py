@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, Select, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -76,6 +77,56 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 @dataclass
+class _Borrowed:
+    """The connection a request's reads share (see `Database.request_reads`)."""
+
+    db: Database
+    conn: AsyncConnection | None = None
+    busy: bool = False  # in use: a concurrent read takes a connection of its own
+
+
+_REQUEST_READS: ContextVar[_Borrowed | None] = ContextVar("orderpulse_request_reads", default=None)
+
+
+class CompiledRead:
+    """A fixed Core SELECT for the hottest reads (a token per request): compiled once, then run
+    on asyncpg's own connection with the columns' own type conversions, skipping SQLAlchemy's
+    per-execution work (cache key, cursor adaptation, result objects). Other databases run it
+    through SQLAlchemy. Parameters are `bindparam`s named in the statement."""
+
+    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
+        self.statement = statement
+        self._compiled: tuple[str, list[tuple[str, Any]], list[Any]] | None = None
+
+    def _compile(self, dialect: Dialect) -> tuple[str, list[tuple[str, Any]], list[Any]]:
+        if self._compiled is None:
+            compiled = self.statement.compile(dialect=dialect)
+            binds = [
+                (name, compiled.binds[name].type.bind_processor(dialect))
+                for name in compiled.positiontup or ()
+            ]
+            results = [
+                c.type.result_processor(dialect, None) for c in self.statement.selected_columns
+            ]
+            self._compiled = (compiled.string, binds, results)
+        return self._compiled
+
+    async def first(self, conn: AsyncConnection, **params: Any) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        if conn.dialect.driver != "asyncpg":
+            row = (await conn.execute(self.statement, params)).first()
+            return tuple(row) if row is not None else None
+        sql, binds, results = self._compile(conn.dialect)
+        args = [params[name] if bind is None else bind(params[name]) for name, bind in binds]
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        record = await driver.fetchrow(sql, *args)
+        if record is None:
+            return None
+        return tuple(v if p is None else p(v) for v, p in zip(record, results, strict=True))
+
+
+@dataclass
 class Database:
     """The engine and session factory of one process.
 
@@ -116,19 +167,54 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reads; closed (and its transaction rolled back) on exit."""
+        await self._return_borrowed()
         async with self.sessions() as session:
             yield session
 
     @asynccontextmanager
     async def read_connection(self) -> AsyncIterator[AsyncConnection]:
         """A connection for Core reads outside any transaction (the request path's token look-up
-        and read plans)."""
-        async with self.reads.connect() as conn:
-            yield conn
+        and read plans). Inside `request_reads`, the request's one connection."""
+        borrowed = _REQUEST_READS.get()
+        if borrowed is None or borrowed.db is not self or borrowed.busy:
+            async with self.reads.connect() as conn:
+                yield conn
+            return
+        if borrowed.conn is None:
+            borrowed.conn = await self.reads.connect()
+        borrowed.busy = True
+        try:
+            yield borrowed.conn
+        finally:
+            borrowed.busy = False
+
+    @asynccontextmanager
+    async def request_reads(self) -> AsyncIterator[None]:
+        """One request: its `read_connection`s share one connection, checked out (and pinged) at
+        the first and returned at the end, instead of one checkout each."""
+        borrowed = _Borrowed(self)
+        reset = _REQUEST_READS.set(borrowed)
+        try:
+            yield
+        finally:
+            _REQUEST_READS.reset(reset)
+            if borrowed.conn is not None:
+                await borrowed.conn.close()
+
+    async def _return_borrowed(self) -> None:
+        """Before a request opens a session (the executor's resolvers, a mutation), its idle
+        shared connection goes back to the pool: a request never holds it while it waits for
+        another, so a full pool cannot deadlock requests against each other."""
+        borrowed = _REQUEST_READS.get()
+        if borrowed is not None and borrowed.db is self and not borrowed.busy:
+            conn, borrowed.conn = borrowed.conn, None
+            if conn is not None:
+                await conn.close()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits on normal exit and rolls back on error."""
+        await self._return_borrowed()
         if self.is_sqlite:
             async with self._write_lock, self.sessions() as session, session.begin():
                 yield session

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, bindparam, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access.models import ApiToken
 from app.access.viewer import Viewer
+from app.db import CompiledRead, UTCDateTime
 from app.errors import BadInput
 from app.orders.flow import Role
 from app.orders.models import Customer, Reseller
@@ -103,7 +104,7 @@ async def revoke_token(session: AsyncSession, *, token: str, now: datetime) -> b
     return True
 
 
-def is_live(*, now: datetime) -> list[ColumnElement[bool]]:
+def is_live(*, now: datetime | ColumnElement[datetime]) -> list[ColumnElement[bool]]:
     """The SQL conditions of a token that may still be used: not revoked, not expired."""
     return [
         col(ApiToken.revoked_at).is_(None),
@@ -131,12 +132,17 @@ async def viewer_for_token(
     return found[0] if found is not None else None
 
 
-LIVE_TOKEN_COLUMNS = (
-    col(ApiToken.id),
-    col(ApiToken.role),
-    col(ApiToken.reseller_id),
-    col(ApiToken.customer_id),
-    col(ApiToken.expires_at),
+LIVE_TOKEN = CompiledRead(
+    sa_select(
+        col(ApiToken.id),
+        col(ApiToken.role),
+        col(ApiToken.reseller_id),
+        col(ApiToken.customer_id),
+        col(ApiToken.expires_at),
+    ).where(
+        col(ApiToken.token_hash) == bindparam("token_hash"),
+        *is_live(now=bindparam("now", type_=UTCDateTime)),
+    )
 )
 
 
@@ -145,15 +151,12 @@ async def live_token(
 ) -> tuple[Viewer, datetime | None] | None:
     """The viewer of a live token and when the token expires (None: never), or None.
 
-    Reads columns, not an ORM object, so a plain connection serves as well as a session (every
-    HTTP request asks this: `Database.read_connection` is its cheapest path)."""
+    Every HTTP request asks this, so it is one compiled statement (`CompiledRead`) on a plain
+    connection (`Database.read_connection`); a session serves as well."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    query = sa_select(*LIVE_TOKEN_COLUMNS).where(
-        col(ApiToken.token_hash) == hash_token(token), *is_live(now=now)
-    )
     conn = await session.connection() if isinstance(session, AsyncSession) else session
-    row = (await conn.execute(query)).first()
+    row = await LIVE_TOKEN.first(conn, token_hash=hash_token(token), now=now)
     if row is None:
         return None
     token_id, role, reseller_id, customer_id, expires_at = row

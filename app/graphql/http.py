@@ -119,7 +119,8 @@ class GraphQLHTTP:
             )
         try:
             params = await self.read_params(request)
-            return await self.run(request, params, media_type)
+            async with self.services.db.request_reads():  # the token and a plan: one checkout
+                return await self.run(request, params, media_type)
         except RequestError as exc:
             body = {"errors": [exc.error.formatted]}
             return self.respond(body, exc.status, media_type, exc.headers)

@@ -21,24 +21,45 @@ PANEL = """{ orders(first: 100) { totalCount edges { node { number status
 # Set only in the test's own context (which the request and its dataloader tasks inherit), so the
 # background workers' statements (fan-out, outbox, escalations) are not counted.
 _IN_REQUEST: ContextVar[bool] = ContextVar("in_request", default=False)
+_CONTROL = {"", "BEGIN", "COMMIT", "ROLLBACK"}
 
 
 @contextmanager
 def counting(services: Services) -> Iterator[list[str]]:
+    """The statements run for requests in this context: what SQLAlchemy executes, and on
+    PostgreSQL also what runs on asyncpg's connection directly (`app.db.CompiledRead`, the token
+    of every request), seen by asyncpg's query loggers. (Those see no prepared statement, which
+    is how SQLAlchemy runs its own, so nothing is counted twice.)"""
     statements: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if _IN_REQUEST.get():
             statements.append(statement)
 
+    def logged(query: Any) -> None:  # asyncpg calls it in the context of the query's task
+        # not counted (as SQLAlchemy's events do not): transaction control, the pool's pre-ping
+        if _IN_REQUEST.get() and query.query.strip(" ;").split(" ")[0] not in _CONTROL:
+            statements.append(query.query)
+
+    drivers: list[Any] = []
+
+    def checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        if not services.db.is_sqlite:
+            connection_record.driver_connection.add_query_logger(logged)  # a set: added once
+            drivers.append(connection_record.driver_connection)
+
     engine = services.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "checkout", checkout)
     reset = _IN_REQUEST.set(True)
     try:
         yield statements
     finally:
         _IN_REQUEST.reset(reset)
         event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "checkout", checkout)
+        for driver in drivers:
+            driver.remove_query_logger(logged)
 
 
 # Planned (app/graphql/planner): token, page (joined with customers and resellers, the count as
@@ -66,3 +87,42 @@ async def test_statements_do_not_grow_with_the_page(
         data = await client.data(PANEL)
     assert len(data["orders"]["edges"]) == 100
     assert len(small) == len(large) == expected, large
+
+
+@pytest.mark.parametrize("settings_overrides", [{"read_planner": True}, {"read_planner": False}])
+async def test_a_request_never_waits_for_a_connection_while_holding_its_shared_one(
+    api: GraphQLClient, factory: Factory, services: Services, settings_overrides: Any
+) -> None:
+    """A planned page reads its token and its page on one checked-out connection; when the
+    executor answers instead, the request returns that connection before its resolvers open
+    sessions of their own (otherwise a full pool could deadlock requests against each other)."""
+    token = await factory.token("SUPPORT")
+    reseller = await factory.reseller()
+    for _ in range(3):
+        await factory.order(await factory.customer(reseller))
+    pool: list[str] = []  # "out" and "in", in order
+
+    def checkout(*args: Any) -> None:
+        if _IN_REQUEST.get():
+            pool.append("out")
+
+    def checkin(*args: Any) -> None:
+        if _IN_REQUEST.get():
+            pool.append("in")
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "checkin", checkin)
+    reset = _IN_REQUEST.set(True)
+    try:
+        data = await api.as_(token).data(PANEL)
+    finally:
+        _IN_REQUEST.reset(reset)
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "checkin", checkin)
+    assert data["orders"]["totalCount"] == 3
+    if settings_overrides["read_planner"]:
+        assert pool == ["out", "in"]
+    else:  # the token's connection comes back first; then the resolvers' sessions
+        assert pool[:2] == ["out", "in"] and pool.count("out") > 1
+        assert pool.count("out") == pool.count("in")
