@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect
@@ -16,6 +16,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
+
+R = TypeVar("R")
 
 
 class Clock(Protocol):
@@ -128,6 +130,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def saved(session: AsyncSession, row: R) -> R:
+    """`row`, added to the caller's transaction and flushed (so its id is drawn)."""
+    session.add(row)
+    await session.flush()
+    return row
 
 
 def database_from_settings(settings: Settings) -> Database:

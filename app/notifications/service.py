@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
+from app.db import saved
 from app.errors import BadInput, Conflict, NotFound
 from app.events.log import mark_notifications_written, record_notification_event
 from app.notifications.models import (
@@ -69,8 +70,7 @@ async def update_settings(
     if template_given:
         row.template_id = template_id
     row.updated_at = now
-    session.add(row)
-    await session.flush()
+    await saved(session, row)
     return await read_settings(session, viewer=viewer, reseller_id=reseller_id)
 
 
@@ -137,9 +137,7 @@ async def update_template(
     if await _name_taken(session, new_name, except_id=template_id):
         raise Conflict("a template with this name exists", field=("name",))
     row.name, row.subject, row.body, row.updated_at = new_name, new_subject, new_body, now
-    session.add(row)
-    await session.flush()
-    return row
+    return await saved(session, row)
 
 
 async def retry_notification(
@@ -158,8 +156,7 @@ async def retry_notification(
     row.attempts = 0
     row.next_attempt_at = now
     row.lease_until = None
-    session.add(row)
-    await session.flush()
+    await saved(session, row)
     await record_notification_event(session, notification=row, at=now)
     mark_notifications_written(session)
     return row

@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
+from app.db import saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
 from app.events.log import record_order_event
 from app.notifications.recipients import notify_order_failed
@@ -123,14 +124,14 @@ async def create_reseller(
     session: AsyncSession, *, viewer: Viewer, name: str, email: str, now: datetime
 ) -> Reseller:
     policy.require(viewer, policy.Operation.CREATE_RESELLER)
-    reseller = Reseller(
-        name=clean_name(name, field=("name",)),
-        email=clean_email(email, field=("email",)),
-        created_at=now,
+    return await saved(
+        session,
+        Reseller(
+            name=clean_name(name, field=("name",)),
+            email=clean_email(email, field=("email",)),
+            created_at=now,
+        ),
     )
-    session.add(reseller)
-    await session.flush()
-    return reseller
 
 
 async def create_customer(
@@ -148,19 +149,19 @@ async def create_customer(
 ) -> Customer:
     policy.require(viewer, policy.Operation.CREATE_CUSTOMER)
     await get_visible_reseller(session, viewer, reseller_id)
-    customer = Customer(
-        reseller_id=reseller_id,
-        name=clean_name(name, field=("name",)),
-        contact_email=clean_email(contact_email, field=("contactEmail",)),
-        payment_method=payment_method.value,
-        on_hold=on_hold,
-        requires_verification=requires_verification,
-        credit_limit=clean_money(credit_limit, field=("creditLimit",)),
-        created_at=now,
+    return await saved(
+        session,
+        Customer(
+            reseller_id=reseller_id,
+            name=clean_name(name, field=("name",)),
+            contact_email=clean_email(contact_email, field=("contactEmail",)),
+            payment_method=payment_method.value,
+            on_hold=on_hold,
+            requires_verification=requires_verification,
+            credit_limit=clean_money(credit_limit, field=("creditLimit",)),
+            created_at=now,
+        ),
     )
-    session.add(customer)
-    await session.flush()
-    return customer
 
 
 async def update_customer_contact(
@@ -169,9 +170,7 @@ async def update_customer_contact(
     policy.require(viewer, policy.Operation.UPDATE_CUSTOMER_CONTACT)
     customer = await get_visible_customer(session, viewer, customer_id)
     customer.contact_email = clean_email(email, field=("email",))
-    session.add(customer)
-    await session.flush()
-    return customer
+    return await saved(session, customer)
 
 
 # --- orders ---------------------------------------------------------------------------------------
