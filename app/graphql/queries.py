@@ -14,8 +14,12 @@ from app.access.viewer import Viewer as DomainViewer
 from app.errors import NotFound, OperationForbidden
 from app.graphql.context import Info, forbidden, viewer_of
 from app.graphql.ids import parse_global_id, parse_pk
-from app.graphql.pagination import After, Connection, First, fetch_page, to_connection
+from app.graphql.pagination import After, Connection, First, Listing
 from app.graphql.types import (
+    CUSTOMERS,
+    NOTIFICATIONS,
+    ORDERS,
+    RESELLERS,
     Customer,
     DeliveryStatus,
     FailureReasonInfo,
@@ -164,6 +168,18 @@ async def load_node(info: Info, type_name: str, pk: int) -> Node | None:
     return None
 
 
+async def _connection(
+    info: Info,
+    listing: Listing[Any],
+    where: Sequence[ColumnElement[bool]],
+    first: int | None,
+    after: str | None,
+) -> Connection[Any]:
+    """A top-level list: its rows for this request, with the request's loaders."""
+    db, loaders = info.context.services.db, info.context.loaders
+    return await listing.connection(db, loaders, where=where, first=first, after=after)
+
+
 async def _typed_node(info: Info, value: strawberry.ID, type_name: str) -> Node | None:
     viewer_of(info)
     parsed = parse_global_id(value, type_name)
@@ -202,17 +218,9 @@ class Query:
         first: First = None,
         after: After = None,
     ) -> Connection[Order]:
-        viewer = viewer_of(info)
-        page = await fetch_page(
-            info.context.services.db,
-            model=om.SalesOrder,
-            where=order_conditions(viewer, filter),
-            first=first,
-            after=after,
-            kind="order",
-            newest_first=True,
+        return await _connection(
+            info, ORDERS, order_conditions(viewer_of(info), filter), first, after
         )
-        return to_connection(page, "order", lambda r: Order.wrap(r, info.context.loaders))
 
     @strawberry.field(description="A customer by ID; null if missing or not visible.")
     async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
@@ -226,20 +234,11 @@ class Query:
         first: First = None,
         after: After = None,
     ) -> Connection[Customer]:
-        viewer = viewer_of(info)
-        page = await fetch_page(
-            info.context.services.db,
-            model=om.Customer,
-            where=[
-                policy.customer_scope(viewer),
-                *_id_condition(om.Customer.reseller_id, reseller_id, "Reseller"),
-            ],
-            first=first,
-            after=after,
-            kind="customer",
-            newest_first=False,
-        )
-        return to_connection(page, "customer", lambda r: Customer.wrap(r, info.context.loaders))
+        where = [
+            policy.customer_scope(viewer_of(info)),
+            *_id_condition(om.Customer.reseller_id, reseller_id, "Reseller"),
+        ]
+        return await _connection(info, CUSTOMERS, where, first, after)
 
     @strawberry.field(description="A reseller by ID; null if missing or not visible.")
     async def reseller(self, info: Info, id: strawberry.ID) -> Reseller | None:
@@ -249,17 +248,8 @@ class Query:
     async def resellers(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[Reseller]:
-        viewer = viewer_of(info)
-        page = await fetch_page(
-            info.context.services.db,
-            model=om.Reseller,
-            where=[policy.reseller_scope(viewer)],
-            first=first,
-            after=after,
-            kind="reseller",
-            newest_first=False,
-        )
-        return to_connection(page, "reseller", lambda r: Reseller.wrap(r, info.context.loaders))
+        where = [policy.reseller_scope(viewer_of(info))]
+        return await _connection(info, RESELLERS, where, first, after)
 
     @strawberry.field(description="The status catalogue.")
     def order_statuses(self, info: Info) -> list[OrderStatusInfo]:
@@ -304,18 +294,8 @@ class Query:
         viewer = viewer_of(info)
         if viewer.role not in policy.Operation.READ_NOTIFICATIONS:
             raise forbidden(f"the {viewer.role.value} role may not read notifications")
-        page = await fetch_page(
-            info.context.services.db,
-            model=nm.Notification,
-            where=notification_conditions(viewer, filter),
-            first=first,
-            after=after,
-            kind="notification",
-            newest_first=True,
-        )
-        return to_connection(
-            page, "notification", lambda r: Notification.wrap(r, info.context.loaders)
-        )
+        where = notification_conditions(viewer, filter)
+        return await _connection(info, NOTIFICATIONS, where, first, after)
 
     @strawberry.field(
         description="A reseller's notification settings (default: the viewer's reseller); null "

@@ -22,13 +22,17 @@ from app.notifications.models import (
 from app.notifications.recipients import settings_for, template_by_name
 from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME, TemplateError, validate_template
 from app.orders.models import Reseller
+from app.orders.service import visible_row
 
 
 async def _managed_reseller(session: AsyncSession, viewer: Viewer, reseller_id: int) -> Reseller:
-    reseller = await session.get(Reseller, reseller_id)
-    if reseller is None or not policy.may_manage_reseller(viewer, reseller_id):
-        raise NotFound("reseller not found", field=("resellerId",))
-    return reseller
+    return await visible_row(
+        session,
+        Reseller,
+        reseller_id,
+        visible=lambda _: policy.may_manage_reseller(viewer, reseller_id),
+        field="resellerId",
+    )
 
 
 async def read_settings(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -28,6 +29,8 @@ from app.notifications.recipients import notify_order_failed
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
+
+R = TypeVar("R")
 
 EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$"
@@ -93,20 +96,35 @@ def clean_money(value: Decimal, *, field: tuple[str, ...], allow_zero: bool = Tr
 # --- lookups that respect tenancy ---------------------------------------------------------------
 
 
+async def visible_row(
+    session: AsyncSession, model: type[R], pk: int, *, visible: Callable[[R], bool], field: str
+) -> R:
+    """The `model` row `pk` if it exists and is `visible`; NotFound (on `field`) otherwise, the
+    same answer either way, so a refusal never tells that another tenant's row exists."""
+    row = await session.get(model, pk)
+    if row is None or not visible(row):
+        raise NotFound(f"{model.__name__.lower()} not found", field=(field,))
+    return row
+
+
 async def get_visible_reseller(session: AsyncSession, viewer: Viewer, reseller_id: int) -> Reseller:
-    reseller = await session.get(Reseller, reseller_id)
-    if reseller is None or not policy.may_see_reseller(viewer, reseller_id):
-        raise NotFound("reseller not found", field=("resellerId",))
-    return reseller
+    return await visible_row(
+        session,
+        Reseller,
+        reseller_id,
+        visible=lambda _: policy.may_see_reseller(viewer, reseller_id),
+        field="resellerId",
+    )
 
 
-async def get_visible_customer(
-    session: AsyncSession, viewer: Viewer, customer_id: int, *, field: str = "customerId"
-) -> Customer:
-    customer = await session.get(Customer, customer_id)
-    if customer is None or not policy.may_see_customer(viewer, customer):
-        raise NotFound("customer not found", field=(field,))
-    return customer
+async def get_visible_customer(session: AsyncSession, viewer: Viewer, customer_id: int) -> Customer:
+    return await visible_row(
+        session,
+        Customer,
+        customer_id,
+        visible=lambda customer: policy.may_see_customer(viewer, customer),
+        field="customerId",
+    )
 
 
 async def get_visible_order(session: AsyncSession, viewer: Viewer, order_id: int) -> SalesOrder:
