@@ -26,13 +26,10 @@ from app.orders.service import visible_row
 
 
 async def _managed_reseller(session: AsyncSession, viewer: Viewer, reseller_id: int) -> Reseller:
-    return await visible_row(
-        session,
-        Reseller,
-        reseller_id,
-        visible=lambda _: policy.may_manage_reseller(viewer, reseller_id),
-        field="resellerId",
-    )
+    def managed(_: Reseller) -> bool:
+        return policy.may_manage_reseller(viewer, reseller_id)
+
+    return await visible_row(session, Reseller, reseller_id, managed, field="resellerId")
 
 
 async def read_settings(

@@ -97,7 +97,7 @@ def clean_money(value: Decimal, *, field: tuple[str, ...], allow_zero: bool = Tr
 
 
 async def visible_row(
-    session: AsyncSession, model: type[R], pk: int, *, visible: Callable[[R], bool], field: str
+    session: AsyncSession, model: type[R], pk: int, visible: Callable[[R], bool], *, field: str
 ) -> R:
     """The `model` row `pk` if it exists and is `visible`; NotFound (on `field`) otherwise, the
     same answer either way, so a refusal never tells that another tenant's row exists."""
@@ -108,23 +108,17 @@ async def visible_row(
 
 
 async def get_visible_reseller(session: AsyncSession, viewer: Viewer, reseller_id: int) -> Reseller:
-    return await visible_row(
-        session,
-        Reseller,
-        reseller_id,
-        visible=lambda _: policy.may_see_reseller(viewer, reseller_id),
-        field="resellerId",
-    )
+    def visible(_: Reseller) -> bool:
+        return policy.may_see_reseller(viewer, reseller_id)
+
+    return await visible_row(session, Reseller, reseller_id, visible, field="resellerId")
 
 
 async def get_visible_customer(session: AsyncSession, viewer: Viewer, customer_id: int) -> Customer:
-    return await visible_row(
-        session,
-        Customer,
-        customer_id,
-        visible=lambda customer: policy.may_see_customer(viewer, customer),
-        field="customerId",
-    )
+    def visible(customer: Customer) -> bool:
+        return policy.may_see_customer(viewer, customer)
+
+    return await visible_row(session, Customer, customer_id, visible, field="customerId")
 
 
 async def get_visible_order(session: AsyncSession, viewer: Viewer, order_id: int) -> SalesOrder:
