@@ -51,11 +51,12 @@ async def update_settings(
     reseller_id: int,
     notify_reseller: bool | None,
     notify_customer: bool | None,
-    template_id: int | None,
-    template_given: bool,
+    template_id: int | None = None,
+    template_given: bool = False,
     now: datetime,
 ) -> tuple[NotificationSettings, NotificationTemplate]:
-    """Change what is given; leave the rest. `template_given` with no id resets to the default."""
+    """Change what is given; leave the rest. The template changes only when `template_given`
+    (then no id resets it to the default)."""
     policy.require(viewer, policy.Operation.NOTIFICATION_SETTINGS)
     await _managed_reseller(session, viewer, reseller_id)
     if template_given and template_id is not None:

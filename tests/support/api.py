@@ -168,8 +168,6 @@ class Factory:
                 reseller_id=reseller.id,
                 notify_reseller=reseller_mail,
                 notify_customer=customer_mail,
-                template_id=None,
-                template_given=False,
                 now=self.services.clock.now(),
             )
 
