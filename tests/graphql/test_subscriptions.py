@@ -18,7 +18,6 @@ from starlette.applications import Starlette
 from websockets.exceptions import InvalidStatus
 
 from app.access.tokens import revoke_token
-from app.events.log import record_order_event
 from app.events.models import TOPIC_NOTIFICATION, Event
 from app.graphql.context import Context
 from app.graphql.ids import to_cursor, to_global_id
@@ -28,6 +27,7 @@ from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
 from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import SUPPORT, Factory, GraphQLClient, gid
+from tests.support.events import record_note
 from tests.support.polling import eventually
 from tests.support.server import LiveServer, serve
 from tests.support.world import World, make_world
@@ -424,17 +424,8 @@ async def test_a_stuck_subscriber_is_ended_with_its_resume_cursor_and_holds_up_n
         stuck.connection.transport.pause_reading()  # reads nothing from here on
         async with services.transaction() as session:  # ~2 KB a message, 80 in one batch
             for i in range(count):
-                await record_order_event(
-                    session,
-                    order=order,
-                    from_status="PR",
-                    to_status="PR",
-                    action="NOTE",
-                    actor="test",
-                    reason=None,
-                    comment=f"{i:04d}" + "x" * 1996,
-                    at=services.clock.now(),
-                )
+                comment = f"{i:04d}" + "x" * 1996
+                await record_note(session, order, comment=comment, at=services.clock.now())
         healthy_got = [(await healthy.next("1"))["orderStatusChanged"] for _ in range(count)]
         await settled(services)
         assert services.fanout.audience_count == 1  # the stuck one left its group
