@@ -70,33 +70,12 @@ async def act(
     return result
 
 
-async def kill_transport_connections(kind: str, database_url: str, redis_url: str | None) -> int:
-    """Kill every process's transport connection for this database, as a restart would."""
-    if kind == "postgres":
-        conn = await asyncpg.connect(asyncpg_dsn(database_url))
-        try:
-            killed = await conn.fetch(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name = $1",
-                CLIENT_NAME,
-            )
-            return len(killed)
-        finally:
-            await conn.close()
-    assert redis_url is not None
-    admin = aioredis.Redis.from_url(redis_url)
-    try:
-        name = f"{CLIENT_NAME}-{database_name(database_url)}"
-        ids = [c["id"] for c in await admin.client_list() if c.get("name") == name]
-        for client_id in ids:
-            await admin.client_kill_filter(_id=client_id)
-        return len(ids)
-    finally:
-        await admin.aclose()
-
-
-async def transport_connections(kind: str, database_url: str, redis_url: str | None) -> set[str]:
-    """The transport connections open now (PostgreSQL backend pids or Redis client ids)."""
+async def transport_connections(
+    kind: str, database_url: str, redis_url: str | None, *, kill: bool = False
+) -> set[str]:
+    """The transport connections that listen now (PostgreSQL backend pids or Redis client ids of
+    subscribers). With `kill`, every transport connection of this database is killed too, as a
+    restart would (on Redis the publishing ones as well)."""
     if kind == "postgres":
         conn = await asyncpg.connect(asyncpg_dsn(database_url))
         try:
@@ -105,15 +84,20 @@ async def transport_connections(kind: str, database_url: str, redis_url: str | N
                 " WHERE datname = current_database() AND application_name = $1",
                 CLIENT_NAME,
             )
-            return {str(r["pid"]) for r in rows}
+            pids = {str(r["pid"]) for r in rows}
+            for pid in pids if kill else ():
+                await conn.execute("SELECT pg_terminate_backend($1)", int(pid))
+            return pids
         finally:
             await conn.close()
     assert redis_url is not None
     admin = aioredis.Redis.from_url(redis_url)
     try:
         name = f"{CLIENT_NAME}-{database_name(database_url)}"
-        clients = await admin.client_list()
-        return {str(c["id"]) for c in clients if c.get("name") == name and c.get("sub") == "1"}
+        clients = [c for c in await admin.client_list() if c.get("name") == name]
+        for client in clients if kill else ():
+            await admin.client_kill_filter(_id=client["id"])
+        return {str(c["id"]) for c in clients if c.get("sub") == "1"}
     finally:
         await admin.aclose()
 
@@ -168,7 +152,8 @@ async def test_after_the_transport_connections_are_killed_nothing_is_lost(
     assert len(before) == 2  # one per process
 
     async with subscription(b, token, STATUS_CHANGES, {"after": cursor}) as sub:
-        assert await kill_transport_connections(kind, scale_database_url, redis_url) >= 2
+        killed = await transport_connections(kind, scale_database_url, redis_url, kill=True)
+        assert killed == before
         # Changes committed while the transports are down or coming back.
         for order in orders[:3]:
             assert (await act(a, token, gid("Order", order), "HOLD"))["userErrors"] == []
@@ -244,31 +229,44 @@ async def fail_orders(
     await asyncio.gather(*(fail(i, order) for i, order in enumerate(orders)))
 
 
+@pytest.fixture
+def launch_mailing(launch: Launch, scale_database_url: str, smtp_server: SmtpServer) -> Launch:
+    """`await launch_mailing(**settings)`: two processes on the test database that send their
+    mail to `smtp_server`."""
+
+    async def start(**settings: str) -> list[ServerProcess]:
+        servers: list[ServerProcess] = await launch(
+            scale_database_url, count=2, smtp_url=smtp_server.url, **settings
+        )
+        return servers
+
+    return start
+
+
+async def failed_with_mail(
+    rows: Factory, servers: list[ServerProcess], count: int
+) -> list[SalesOrder]:
+    """`count` orders of a reseller that is told of failures too (besides support), reported
+    failed at once through `servers`."""
+    system = await rows.token("SYSTEM")
+    reseller = await rows.reseller()
+    await rows.notify(reseller)
+    customer = await rows.customer(reseller)
+    orders = [await rows.order(customer, status="PR") for _ in range(count)]
+    await fail_orders(servers, system, orders)
+    return orders
+
+
 async def notifications(direct: Services) -> list[Notification]:
     async with direct.db.read() as session:
         return list((await session.exec(select(Notification))).all())
 
 
 async def test_the_outbox_sends_each_mail_once_with_two_processes(
-    launch: Launch,
-    scale_database_url: str,
-    rows: Factory,
-    direct: Services,
-    smtp_server: SmtpServer,
+    launch_mailing: Launch, rows: Factory, direct: Services, smtp_server: SmtpServer
 ) -> None:
-    servers = await launch(
-        scale_database_url,
-        count=2,
-        smtp_url=smtp_server.url,
-        outbox_poll_seconds="0.02",  # both processes keep claiming
-    )
-    system = await rows.token("SYSTEM")
-    reseller = await rows.reseller()
-    await rows.notify(reseller)  # the reseller is told of failures too
-    customer = await rows.customer(reseller)
-    orders = [await rows.order(customer, status="PR") for _ in range(16)]
-
-    await fail_orders(servers, system, orders)
+    servers = await launch_mailing(outbox_poll_seconds="0.02")  # both processes keep claiming
+    orders = await failed_with_mail(rows, servers, 16)
 
     expected = 2 * len(orders)  # support and the reseller, per failure
     await smtp_server.wait_for(expected, timeout=20)
@@ -283,29 +281,16 @@ async def test_the_outbox_sends_each_mail_once_with_two_processes(
 
 
 async def test_an_escalation_fires_once_with_two_processes(
-    launch: Launch,
-    scale_database_url: str,
-    rows: Factory,
-    direct: Services,
-    smtp_server: SmtpServer,
+    launch_mailing: Launch, rows: Factory, direct: Services, smtp_server: SmtpServer
 ) -> None:
-    servers = await launch(
-        scale_database_url,
-        count=2,
-        smtp_url=smtp_server.url,
+    servers = await launch_mailing(
         failure_sla_hours="0.0003",  # about a second
         business_hours="00:00-24:00",
         business_days="mon-sun",
         escalation_poll_seconds="0.02",  # both processes keep looking
         outbox_poll_seconds="0.05",
     )
-    system = await rows.token("SYSTEM")
-    reseller = await rows.reseller()
-    await rows.notify(reseller)  # the reseller is told of failures too
-    customer = await rows.customer(reseller)
-    orders = [await rows.order(customer, status="PR") for _ in range(6)]
-
-    await fail_orders(servers, system, orders)
+    orders = await failed_with_mail(rows, servers, 6)
 
     async def all_escalated() -> bool:
         async with direct.db.read() as session:

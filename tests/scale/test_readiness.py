@@ -43,53 +43,76 @@ async def readiness(http: httpx.AsyncClient, status: int, timeout: float = 15.0)
         await asyncio.sleep(0.05)
 
 
+class DatabaseAdmin:
+    """The PostgreSQL server's side of an outage of one database: refuse new connections to it,
+    end the open ones."""
+
+    def __init__(self, admin: Any, name: str) -> None:
+        self.admin = admin
+        self.name = name
+
+    async def allow_connections(self, allowed: bool) -> None:
+        value = "true" if allowed else "false"
+        await self.admin.execute(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS {value}')
+
+    async def terminate(self, application_name: str | None = None) -> int:
+        """End the open connections to the database (only `application_name`'s, if given)."""
+        killed: int = await self.admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND ($2::text IS NULL OR application_name = $2)",
+            self.name,
+            application_name,
+        )
+        return killed
+
+
+@asynccontextmanager
+async def database_admin(
+    postgres: PostgresServer, database_url: str
+) -> AsyncIterator[DatabaseAdmin]:
+    """A `DatabaseAdmin` of `database_url`; connections are allowed again at the end."""
+    admin = await asyncpg.connect(postgres.admin_url)
+    outage = DatabaseAdmin(admin, database_name(database_url))
+    try:
+        yield outage
+    finally:
+        await outage.allow_connections(True)
+        await admin.close()
+
+
 async def test_a_database_that_refuses_connections_makes_it_unready(
     postgres: PostgresServer, scale_database_url: str
 ) -> None:
-    name = database_name(scale_database_url)
-    admin = await asyncpg.connect(postgres.admin_url)
-    try:
-        async with running(scale_database_url) as http:
-            assert await readiness(http, 200) == {"status": "ready"}
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
-                name,
-            )
-            body = await readiness(http, 503)
-            assert "the database does not answer" in body["problems"]
-            assert "the PostgresTransport connection is down" in body["problems"]
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            assert await readiness(http, 200) == {"status": "ready"}  # both came back
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
+    async with (
+        database_admin(postgres, scale_database_url) as outage,
+        running(scale_database_url) as http,
+    ):
+        assert await readiness(http, 200) == {"status": "ready"}
+        await outage.allow_connections(False)
+        await outage.terminate()
+        body = await readiness(http, 503)
+        assert "the database does not answer" in body["problems"]
+        assert "the PostgresTransport connection is down" in body["problems"]
+        await outage.allow_connections(True)
+        assert await readiness(http, 200) == {"status": "ready"}  # both came back
 
 
 async def test_a_killed_listen_connection_is_unready_until_it_reconnects(
     postgres: PostgresServer, scale_database_url: str
 ) -> None:
-    name = database_name(scale_database_url)
-    admin = await asyncpg.connect(postgres.admin_url)
-    try:
-        async with running(scale_database_url) as http:
-            assert await readiness(http, 200) == {"status": "ready"}
-            # the server kills the LISTEN connection, and new connections are refused for a
-            # while (the pool's open connections still answer, so the database is reachable)
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            killed = await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND application_name = 'orderpulse-events'",
-                name,
-            )
-            assert killed == 1
-            body = await readiness(http, 503)
-            assert "the PostgresTransport connection is down" in body["problems"]
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            assert await readiness(http, 200) == {"status": "ready"}  # reconnected by itself
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
+    async with (
+        database_admin(postgres, scale_database_url) as outage,
+        running(scale_database_url) as http,
+    ):
+        assert await readiness(http, 200) == {"status": "ready"}
+        # the server kills the LISTEN connection, and new connections are refused for a
+        # while (the pool's open connections still answer, so the database is reachable)
+        await outage.allow_connections(False)
+        assert await outage.terminate("orderpulse-events") == 1
+        body = await readiness(http, 503)
+        assert "the PostgresTransport connection is down" in body["problems"]
+        await outage.allow_connections(True)
+        assert await readiness(http, 200) == {"status": "ready"}  # reconnected by itself
 
 
 async def test_redis_unreachable_makes_it_unready(scale_database_url: str, redis_url: str) -> None:
