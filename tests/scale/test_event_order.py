@@ -29,11 +29,10 @@ from app.graphql.ids import to_cursor
 from app.orders.flow import Role
 from app.orders.models import SalesOrder
 from app.services import Services
-from tests.scale.conftest import Launch
 from tests.scale.test_multiprocess import STATUS_CHANGES, fail_orders, last_cursor
 from tests.support.api import Factory, gid
 from tests.support.events import record_note
-from tests.support.processes import subscription
+from tests.support.processes import ServerProcess, subscription
 
 pytestmark = pytest.mark.postgres
 
@@ -183,9 +182,9 @@ async def test_concurrent_writers_and_readers_see_every_committed_event_once_in_
 
 
 async def test_two_processes_writing_at_once_give_every_subscriber_the_same_gapless_stream(
-    launch: Launch, scale_database_url: str, rows: Factory, direct: Services
+    two_servers: list[ServerProcess], rows: Factory, direct: Services
 ) -> None:
-    a, b = await launch(scale_database_url, count=2)
+    a, b = two_servers
     token = await rows.token("SUPPORT")
     system = await rows.token("SYSTEM")
     customer = await rows.customer()

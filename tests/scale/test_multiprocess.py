@@ -177,9 +177,9 @@ async def test_after_the_transport_connections_are_killed_nothing_is_lost(
 
 
 async def test_concurrent_actions_on_one_order_through_two_processes_one_wins(
-    launch: Launch, scale_database_url: str, rows: Factory, direct: Services
+    two_servers: list[ServerProcess], rows: Factory, direct: Services
 ) -> None:
-    a, b = await launch(scale_database_url, count=2)
+    a, b = two_servers
     token = await rows.token("SUPPORT")
     customer = await rows.customer()
     orders = [await rows.order(customer, status="PF") for _ in range(8)]
