@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -47,10 +48,23 @@ SLOW_POLL = {"fanout_poll_seconds": "60"}
 DELIVERY_TIMEOUT = 10.0
 
 
-def transport_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
-    if kind == "redis":
-        return {**SLOW_POLL, "redis_url": request.getfixturevalue("redis_url")}
-    return dict(SLOW_POLL)
+@dataclass
+class OverTransport:
+    """Two processes whose events cross only through the transport `kind`."""
+
+    kind: str
+    redis_url: str | None
+    servers: list[ServerProcess]
+
+
+@pytest.fixture(params=["postgres", "redis"])
+async def over_transport(
+    request: pytest.FixtureRequest, launch: Launch, scale_database_url: str
+) -> OverTransport:
+    kind: str = request.param
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    settings = {**SLOW_POLL, **({"redis_url": redis_url} if redis_url else {})}
+    return OverTransport(kind, redis_url, await launch(scale_database_url, count=2, **settings))
 
 
 async def last_cursor(server: ServerProcess, token: str, order_id: str) -> str:
@@ -102,18 +116,10 @@ async def transport_connections(
         await admin.aclose()
 
 
-KINDS = pytest.mark.parametrize("kind", ["postgres", "redis"])
-
-
-@KINDS
 async def test_a_change_through_one_process_reaches_a_subscriber_on_another(
-    kind: str,
-    request: pytest.FixtureRequest,
-    launch: Launch,
-    scale_database_url: str,
-    rows: Factory,
+    over_transport: OverTransport, rows: Factory
 ) -> None:
-    a, b = await launch(scale_database_url, count=2, **transport_settings(kind, request))
+    a, b = over_transport.servers
     token = await rows.token("SUPPORT")
     order = await rows.order(status="PF")
     order_id = gid("Order", order)
@@ -133,17 +139,10 @@ async def test_a_change_through_one_process_reaches_a_subscriber_on_another(
         await sub.nothing_within(0.5)
 
 
-@KINDS
 async def test_after_the_transport_connections_are_killed_nothing_is_lost(
-    kind: str,
-    request: pytest.FixtureRequest,
-    launch: Launch,
-    scale_database_url: str,
-    rows: Factory,
+    over_transport: OverTransport, scale_database_url: str, rows: Factory
 ) -> None:
-    settings = transport_settings(kind, request)
-    redis_url = settings.get("redis_url")
-    a, b = await launch(scale_database_url, count=2, **settings)
+    kind, redis_url, (a, b) = over_transport.kind, over_transport.redis_url, over_transport.servers
     token = await rows.token("SUPPORT")
     customer = await rows.customer()
     orders = [await rows.order(customer, status="PF") for _ in range(4)]
