@@ -81,6 +81,15 @@ async def subscribe(
     assert await ws.until_pong() == []
 
 
+async def error_for(ws: WSClient, id: str, query: str) -> list[dict[str, Any]]:
+    """Subscribe as `id`; the payload of the `error` message that must answer it."""
+    await ws.subscribe(id, query)
+    message = await ws.receive()
+    assert (message["id"], message["type"]) == (id, "error"), message
+    errors: list[dict[str, Any]] = message["payload"]
+    return errors
+
+
 async def subscribed_sockets(
     stack: AsyncExitStack, server: LiveServer, tenants: World, viewers: list[str], query: str
 ) -> dict[str, WSClient]:
@@ -591,12 +600,8 @@ async def test_subscriptions_per_connection_are_bounded(
     async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await subscribe(ws, "1", ORDER_CHANGES)
         await subscribe(ws, "2", NOTIFICATION_CHANGES)
-        await ws.subscribe("3", ORDER_CHANGES)
-        assert await ws.receive() == {
-            "id": "3",
-            "type": "error",
-            "payload": [{"message": "Subscription limit reached"}],
-        }
+        refusal = await error_for(ws, "3", ORDER_CHANGES)
+        assert refusal == [{"message": "Subscription limit reached"}]
         await ws.send({"id": "1", "type": "complete"})
         await subscribe(ws, "3", ORDER_CHANGES)
 
@@ -605,10 +610,8 @@ async def test_an_invalid_document_is_an_error_for_that_id_only(
     live_server: LiveServer, tenants: World
 ) -> None:
     async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
-        await ws.subscribe("1", "subscription { orderStatusChanged { nope } }")
-        message = await ws.receive()
-        assert message["id"] == "1" and message["type"] == "error"
-        assert [e["message"] for e in message["payload"]] == [
+        errors = await error_for(ws, "1", "subscription { orderStatusChanged { nope } }")
+        assert [e["message"] for e in errors] == [
             "Cannot query field 'nope' on type 'OrderStatusChange'."
         ]
         await subscribe(ws, "2", ORDER_CHANGES)
