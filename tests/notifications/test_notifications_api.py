@@ -11,7 +11,7 @@ from app.graphql.ids import to_global_id
 from app.notifications.models import NotificationSettings, NotificationTemplate
 from app.services import Services
 from tests.notifications.helpers import NOTIFICATION_FIELDS, fail_order, outbox_idle
-from tests.support.api import Factory, GraphQLClient, gid
+from tests.support.api import Factory, GraphQLClient, gid, refused
 from tests.support.smtp import SmtpServer
 
 TEMPLATES = "{ notificationTemplates { id name subject body } }"
@@ -131,9 +131,9 @@ async def test_only_support_manages_templates(
 ) -> None:
     reseller = await factory.reseller()
     client = api.as_(await factory.token("RESELLER", reseller=reseller))
-    refused = await client.post(CREATE_TEMPLATE, {"input": GOOD_TEMPLATE})
-    assert refused["data"] is None
-    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    refusal = await client.post(CREATE_TEMPLATE, {"input": GOOD_TEMPLATE})
+    assert refusal["data"] is None
+    assert refusal["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     names = [t["name"] for t in (await support.data(TEMPLATES))["notificationTemplates"]]
     assert names == ["Order Provisioning Failed", "Failed Order Unresolved"]
     customer = await factory.customer(reseller)
@@ -238,21 +238,14 @@ async def test_a_reseller_cannot_read_or_change_anothers_settings(
     }
     assert (await client.data(READ_SETTINGS, {"r": "not-an-id"})) == {"notificationSettings": None}
     for reseller_id in (gid("Reseller", theirs), str(to_global_id("Reseller", 999)), "garbage"):
-        refused = (
+        refusal = (
             await client.data(
                 UPDATE_SETTINGS, {"input": {"resellerId": reseller_id, "notifyCustomer": True}}
             )
         )["updateNotificationSettings"]
-        assert refused == {
-            "notificationSettings": None,
-            "userErrors": [
-                {
-                    "field": ["input", "resellerId"],
-                    "message": "reseller not found",
-                    "code": "NOT_FOUND",
-                }
-            ],
-        }
+        assert refusal == refused(
+            "notificationSettings", ["input", "resellerId"], "reseller not found", "NOT_FOUND"
+        )
     async with services.db.read() as session:
         assert (await session.exec(select(NotificationSettings))).all() == []
 

@@ -190,5 +190,10 @@ class Factory:
             )
 
 
+def refused(object_field: str, field: list[str] | None, message: str, code: str) -> dict[str, Any]:
+    """The payload of a mutation that wrote nothing: its object null, and this one user error."""
+    return {object_field: None, "userErrors": [{"field": field, "message": message, "code": code}]}
+
+
 def gid(type_name: str, row: Any) -> str:
     return str(to_global_id(type_name, row.id))
