@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import strawberry
@@ -129,37 +129,26 @@ def notification_conditions(
     return conditions
 
 
-async def _first_visible(info: Info, model: type, where: Sequence[ColumnElement[bool]]) -> object:
-    async with info.context.services.db.read() as session:
-        return (await session.exec(select(model).where(*where))).first()
+# The node types whose rows a viewer sees by a tenancy scope: their listing (model and GraphQL
+# type) and the scope `access.policy` gives.
+SCOPED_NODES: dict[str, tuple[Listing[Any], Callable[[DomainViewer], ColumnElement[bool]]]] = {
+    "Order": (ORDERS, policy.order_scope),
+    "Customer": (CUSTOMERS, policy.customer_scope),
+    "Reseller": (RESELLERS, policy.reseller_scope),
+    "Notification": (NOTIFICATIONS, policy.notification_scope),
+}
 
 
 async def load_node(info: Info, type_name: str, pk: int) -> Node | None:
     """The object behind a global ID if the viewer may see it; None exactly as if missing."""
     viewer = viewer_of(info)
     loaders = info.context.loaders
-    if type_name == "Order":
-        row = await _first_visible(
-            info, om.SalesOrder, [col(om.SalesOrder.id) == pk, policy.order_scope(viewer)]
-        )
-        return Order.wrap(row, loaders) if isinstance(row, om.SalesOrder) else None
-    if type_name == "Customer":
-        row = await _first_visible(
-            info, om.Customer, [col(om.Customer.id) == pk, policy.customer_scope(viewer)]
-        )
-        return Customer.wrap(row, loaders) if isinstance(row, om.Customer) else None
-    if type_name == "Reseller":
-        row = await _first_visible(
-            info, om.Reseller, [col(om.Reseller.id) == pk, policy.reseller_scope(viewer)]
-        )
-        return Reseller.wrap(row, loaders) if isinstance(row, om.Reseller) else None
-    if type_name == "Notification":
-        row = await _first_visible(
-            info,
-            nm.Notification,
-            [col(nm.Notification.id) == pk, policy.notification_scope(viewer)],
-        )
-        return Notification.wrap(row, loaders) if isinstance(row, nm.Notification) else None
+    if type_name in SCOPED_NODES:
+        listing, scope = SCOPED_NODES[type_name]
+        query = select(listing.model).where(col(listing.model.id) == pk, scope(viewer))
+        async with info.context.services.db.read() as session:
+            row = (await session.exec(query)).first()
+        return listing.node(row, loaders) if row is not None else None
     if type_name == "NotificationTemplate":
         if viewer.role not in policy.Operation.LIST_TEMPLATES:
             return None
