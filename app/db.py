@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, Select, event
 from sqlalchemy.engine import Dialect
@@ -22,6 +22,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
+
+R = TypeVar("R")
 
 
 class Clock(Protocol):
@@ -234,6 +236,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def saved(session: AsyncSession, row: R) -> R:
+    """`row`, added to the caller's transaction and flushed (so its id is drawn)."""
+    session.add(row)
+    await session.flush()
+    return row
 
 
 def database_from_settings(settings: Settings) -> Database:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from sqlmodel import col, select
 
@@ -24,6 +25,33 @@ from app.services import Services
 DEMO_RESELLER = "Northwind Cloud Partners"
 SUPPORT = Viewer(role=Role.SUPPORT)
 PLATFORM = Viewer(role=Role.SYSTEM)
+
+# The demo reseller's customers, by key: what `create_customer` is given besides the reseller.
+DEMO_CUSTOMERS: dict[str, dict[str, Any]] = {
+    "acme": {"name": "Acme Corp", "contact_email": "it@acme.example"},
+    "cash": {
+        "name": "Globex (pays by check)",
+        "contact_email": "billing@globex.example",
+        "payment_method": PaymentMethod.CASH_OR_CHECK,
+    },
+    "held": {
+        "name": "Initech (account on hold)",
+        "contact_email": "admin@initech.example",
+        "on_hold": True,
+    },
+}
+# The orders, in the order they are placed: the customer, the unit price of its ten seats, and
+# what happens to it next (a provisioning outcome, an operator's action, or nothing).
+DEMO_ORDERS: list[tuple[str, str, ProvisioningOutcome | Action | None]] = [
+    ("acme", "12.50", None),  # PR
+    ("acme", "25.00", ProvisioningOutcome.FAILED),  # PF, with DEMO_FAILURE
+    ("acme", "8.00", ProvisioningOutcome.SUCCEEDED),  # CP
+    ("acme", "900.00", None),  # WA: at or above the approval threshold
+    ("cash", "40.00", None),  # WP
+    ("held", "15.00", None),  # HL
+    ("held", "15.00", Action.CANCEL),  # CL
+]
+DEMO_FAILURE = (FailureReason.NO_IP_ADDRESSES, "Pool eu-west-1 exhausted")
 
 
 async def seed_demo(services: Services) -> dict[str, str]:
@@ -47,107 +75,57 @@ async def seed_demo(services: Services) -> dict[str, str]:
                 reseller_id=reseller.id,
                 notify_reseller=True,
                 notify_customer=True,
-                template_id=None,
-                template_given=False,
                 now=now(),
             )
-            acme = await service.create_customer(
-                s,
-                viewer=SUPPORT,
-                reseller_id=reseller.id,
-                name="Acme Corp",
-                contact_email="it@acme.example",
-                now=now(),
-            )
-            cash = await service.create_customer(
-                s,
-                viewer=SUPPORT,
-                reseller_id=reseller.id,
-                name="Globex (pays by check)",
-                contact_email="billing@globex.example",
-                payment_method=PaymentMethod.CASH_OR_CHECK,
-                now=now(),
-            )
-            held = await service.create_customer(
-                s,
-                viewer=SUPPORT,
-                reseller_id=reseller.id,
-                name="Initech (account on hold)",
-                contact_email="admin@initech.example",
-                on_hold=True,
-                now=now(),
-            )
-            assert acme.id and cash.id and held.id
-
-            def items(price: str) -> list[service.ItemInput]:
-                return [service.ItemInput("Microsoft 365 Business Standard", 10, Decimal(price))]
-
-            async def order(customer_id: int, price: str) -> int:
-                placed = await service.place_order(
+            customer_ids: dict[str, int] = {}
+            for key, fields in DEMO_CUSTOMERS.items():
+                made = await service.create_customer(
+                    s, viewer=SUPPORT, reseller_id=reseller.id, now=now(), **fields
+                )
+                assert made.id is not None
+                customer_ids[key] = made.id
+            for key, price, then in DEMO_ORDERS:
+                order = await service.place_order(
                     s,
                     viewer=SUPPORT,
-                    customer_id=customer_id,
+                    customer_id=customer_ids[key],
                     order_type=OrderType.SO,
                     currency="USD",
-                    items=items(price),
+                    items=[
+                        service.ItemInput("Microsoft 365 Business Standard", 10, Decimal(price))
+                    ],
                     config=desk,
                     now=now(),
                 )
-                assert placed.id is not None
-                return placed.id
-
-            await order(acme.id, "12.50")  # PR
-            failed = await order(acme.id, "25.00")
-            await service.report_provisioning_result(
-                s,
-                viewer=PLATFORM,
-                order_id=failed,
-                outcome=ProvisioningOutcome.FAILED,
-                reason=FailureReason.NO_IP_ADDRESSES,
-                details="Pool eu-west-1 exhausted",
-                config=desk,
-                now=now(),
-            )
-            done = await order(acme.id, "8.00")
-            await service.report_provisioning_result(
-                s,
-                viewer=PLATFORM,
-                order_id=done,
-                outcome=ProvisioningOutcome.SUCCEEDED,
-                reason=None,
-                details=None,
-                config=desk,
-                now=now(),
-            )
-            await order(acme.id, "900.00")  # WA: at or above the approval threshold
-            await order(cash.id, "40.00")  # WP
-            await order(held.id, "15.00")  # HL
-            cancelled = await order(held.id, "15.00")
-            await service.perform_order_action(
-                s,
-                viewer=SUPPORT,
-                order_id=cancelled,
-                action=Action.CANCEL,
-                config=desk,
-                now=now(),
-            )
+                assert order.id is not None
+                if isinstance(then, ProvisioningOutcome):
+                    reason, details = (
+                        DEMO_FAILURE if then is ProvisioningOutcome.FAILED else (None, None)
+                    )
+                    await service.report_provisioning_result(
+                        s,
+                        viewer=PLATFORM,
+                        order_id=order.id,
+                        outcome=then,
+                        reason=reason,
+                        details=details,
+                        config=desk,
+                        now=now(),
+                    )
+                elif then is not None:
+                    await service.perform_order_action(
+                        s, viewer=SUPPORT, order_id=order.id, action=then, config=desk, now=now()
+                    )
         assert reseller.id is not None
         customer = (
             await s.exec(select(Customer).where(col(Customer.reseller_id) == reseller.id))
         ).first()
         assert customer is not None
-        tokens = {
-            "SUPPORT": await create_token(
-                s, role=Role.SUPPORT, reseller_id=None, customer_id=None, now=now()
-            ),
-            "RESELLER": await create_token(
-                s, role=Role.RESELLER, reseller_id=reseller.id, customer_id=None, now=now()
-            ),
-            "CUSTOMER": await create_token(
-                s, role=Role.CUSTOMER, reseller_id=None, customer_id=customer.id, now=now()
-            ),
-            "SYSTEM": await create_token(
-                s, role=Role.SYSTEM, reseller_id=None, customer_id=None, now=now()
-            ),
-        }
+        bound_to = {Role.RESELLER: (reseller.id, None), Role.CUSTOMER: (None, customer.id)}
+        tokens = {}
+        for role in (Role.SUPPORT, Role.RESELLER, Role.CUSTOMER, Role.SYSTEM):
+            reseller_id, customer_id = bound_to.get(role, (None, None))
+            tokens[role.value] = await create_token(
+                s, role=role, reseller_id=reseller_id, customer_id=customer_id, now=now()
+            )
     return tokens

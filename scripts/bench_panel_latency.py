@@ -53,19 +53,10 @@ from benchlib import (
     start_server,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-PROTOCOL = Subprotocol("graphql-transport-ws")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The browser tests' own launch of Chromium (importing benchlib put the root on sys.path).
+from tests.support.browser import launch_chromium
 
+PROTOCOL = Subprotocol("graphql-transport-ws")
 OBSERVER = """() => {
   window.__failedAt = {};
   const note = () => {
@@ -160,9 +151,7 @@ async def run(count: int, warmup: int) -> None:
             )
 
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=CHROMIUM, args=CHROMIUM_ARGS
-                )
+                browser = await launch_chromium(playwright)
                 page = await browser.new_page()
                 await page.goto(f"{origin}/panel")
                 await page.fill("input[name=token]", reseller)

@@ -29,6 +29,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.db import saved
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import Notification
 from app.orders.models import SalesOrder
@@ -90,23 +91,22 @@ async def record_order_event(
 ) -> Event:
     """One status change of `order` (from None for a new order)."""
     assert order.id is not None
-    await _announce_writer(session)
-    event = Event(
-        topic=TOPIC_ORDER_STATUS,
-        order_id=order.id,
-        reseller_id=order.reseller_id,
-        customer_id=order.customer_id,
-        from_status=from_status,
-        to_status=to_status,
-        action=action,
-        actor=actor,
-        reason=reason,
-        comment=comment,
-        occurred_at=at,
+    return await _recorded(
+        session,
+        Event(
+            topic=TOPIC_ORDER_STATUS,
+            order_id=order.id,
+            reseller_id=order.reseller_id,
+            customer_id=order.customer_id,
+            from_status=from_status,
+            to_status=to_status,
+            action=action,
+            actor=actor,
+            reason=reason,
+            comment=comment,
+            occurred_at=at,
+        ),
     )
-    session.add(event)
-    await session.flush()
-    return event
 
 
 async def record_notification_event(
@@ -114,20 +114,25 @@ async def record_notification_event(
 ) -> Event:
     """A notification was created or changed delivery status."""
     assert notification.id is not None
-    await _announce_writer(session)
-    event = Event(
-        topic=TOPIC_NOTIFICATION,
-        order_id=notification.order_id,
-        reseller_id=notification.reseller_id,
-        customer_id=notification.customer_id,
-        notification_id=notification.id,
-        recipient_role=notification.recipient_role,
-        delivery_status=notification.status,
-        occurred_at=at,
+    return await _recorded(
+        session,
+        Event(
+            topic=TOPIC_NOTIFICATION,
+            order_id=notification.order_id,
+            reseller_id=notification.reseller_id,
+            customer_id=notification.customer_id,
+            notification_id=notification.id,
+            recipient_role=notification.recipient_role,
+            delivery_status=notification.status,
+            occurred_at=at,
+        ),
     )
-    session.add(event)
-    await session.flush()
-    return event
+
+
+async def _recorded(session: AsyncSession, event: Event) -> Event:
+    """`event` written in the caller's transaction, with its writer announced first."""
+    await _announce_writer(session)
+    return await saved(session, event)
 
 
 def mark_notifications_written(session: AsyncSession) -> None:

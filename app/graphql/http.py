@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import orjson
@@ -87,21 +88,15 @@ def wants_html(request: Request) -> bool:
     return "text/html" in accept and not request.query_params
 
 
+@dataclass
 class GraphQLHTTP:
     """The /graphql endpoint for HTTP requests (websockets have their own, `app.graphql.ws`)."""
 
-    def __init__(
-        self,
-        services: Services,
-        schema: OrderPulseSchema,
-        *,
-        authenticate: Authenticate,
-        persisted: PersistedQueries,
-    ) -> None:
-        self.services = services
-        self.schema = schema
-        self.authenticate = authenticate
-        self.persisted = persisted
+    services: Services
+    schema: OrderPulseSchema
+    _: KW_ONLY
+    authenticate: Authenticate
+    persisted: PersistedQueries
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from OrderPulse's own files (strawberry's page loads it from a CDN)."""

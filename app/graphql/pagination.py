@@ -15,6 +15,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from app.db import Database
 from app.graphql.context import bad_input
 from app.graphql.ids import parse_cursor, to_cursor
+from app.graphql.loaders import Loaders
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
@@ -104,17 +105,40 @@ def count_query(model: type[SQLModel], where: Sequence[ColumnElement[bool]]) -> 
     return _count_all(model).where(*where)
 
 
+@dataclass(frozen=True)
+class Listing(Generic[M]):
+    """A list the API pages through: its rows, the kind its cursors name, its order, and the
+    GraphQL object each row becomes (given the loaders of its request or event)."""
+
+    model: type[M]
+    kind: str
+    newest_first: bool
+    node: Callable[[M, Loaders], Any]
+
+    async def connection(
+        self,
+        db: Database,
+        loaders: Loaders,
+        *,
+        where: Sequence[ColumnElement[bool]],
+        first: int | None,
+        after: str | None,
+    ) -> Connection[Any]:
+        """The page of this list's rows matching `where` after the cursor `after`."""
+        page = await fetch_page(db, self, where=where, first=first, after=after)
+        return to_connection(page, self.kind, lambda row: self.node(row, loaders))
+
+
 async def fetch_page(
     db: Database,
+    listing: Listing[M],
     *,
-    model: type[M],
     where: Sequence[ColumnElement[bool]],
     first: int | None,
     after: str | None,
-    kind: str,
-    newest_first: bool,
 ) -> Page[M]:
-    """One page of `model` rows matching `where`, after the cursor `after`."""
+    """One page of the listing's rows matching `where`, after the cursor `after`."""
+    model = listing.model
     size = page_size(first)
     pk: ColumnElement[int] = col(model.id)  # type: ignore[attr-defined,assignment]
     query = keyset_page(
@@ -122,8 +146,8 @@ async def fetch_page(
         pk,
         size=size,
         after=after,
-        kind=kind,
-        newest_first=newest_first,
+        kind=listing.kind,
+        newest_first=listing.newest_first,
     )
     async with db.read() as session:
         rows = list((await session.exec(query)).all())

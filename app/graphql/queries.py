@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import strawberry
@@ -14,8 +14,12 @@ from app.access.viewer import Viewer as DomainViewer
 from app.errors import NotFound, OperationForbidden
 from app.graphql.context import Info, forbidden, viewer_of
 from app.graphql.ids import parse_global_id, parse_pk
-from app.graphql.pagination import After, Connection, First, fetch_page, to_connection
+from app.graphql.pagination import After, Connection, First, Listing
 from app.graphql.types import (
+    CUSTOMERS,
+    NOTIFICATIONS,
+    ORDERS,
+    RESELLERS,
     Customer,
     DeliveryStatus,
     FailureReasonInfo,
@@ -125,43 +129,44 @@ def notification_conditions(
     return conditions
 
 
-async def _first_visible(info: Info, model: type, where: Sequence[ColumnElement[bool]]) -> object:
-    async with info.context.services.db.read() as session:
-        return (await session.exec(select(model).where(*where))).first()
+# The node types whose rows a viewer sees by a tenancy scope: their listing (model and GraphQL
+# type) and the scope `access.policy` gives.
+SCOPED_NODES: dict[str, tuple[Listing[Any], Callable[[DomainViewer], ColumnElement[bool]]]] = {
+    "Order": (ORDERS, policy.order_scope),
+    "Customer": (CUSTOMERS, policy.customer_scope),
+    "Reseller": (RESELLERS, policy.reseller_scope),
+    "Notification": (NOTIFICATIONS, policy.notification_scope),
+}
 
 
 async def load_node(info: Info, type_name: str, pk: int) -> Node | None:
     """The object behind a global ID if the viewer may see it; None exactly as if missing."""
     viewer = viewer_of(info)
     loaders = info.context.loaders
-    if type_name == "Order":
-        row = await _first_visible(
-            info, om.SalesOrder, [col(om.SalesOrder.id) == pk, policy.order_scope(viewer)]
-        )
-        return Order.wrap(row, loaders) if isinstance(row, om.SalesOrder) else None
-    if type_name == "Customer":
-        row = await _first_visible(
-            info, om.Customer, [col(om.Customer.id) == pk, policy.customer_scope(viewer)]
-        )
-        return Customer.wrap(row, loaders) if isinstance(row, om.Customer) else None
-    if type_name == "Reseller":
-        row = await _first_visible(
-            info, om.Reseller, [col(om.Reseller.id) == pk, policy.reseller_scope(viewer)]
-        )
-        return Reseller.wrap(row, loaders) if isinstance(row, om.Reseller) else None
-    if type_name == "Notification":
-        row = await _first_visible(
-            info,
-            nm.Notification,
-            [col(nm.Notification.id) == pk, policy.notification_scope(viewer)],
-        )
-        return Notification.wrap(row, loaders) if isinstance(row, nm.Notification) else None
+    if type_name in SCOPED_NODES:
+        listing, scope = SCOPED_NODES[type_name]
+        query = select(listing.model).where(col(listing.model.id) == pk, scope(viewer))
+        async with info.context.services.db.read() as session:
+            row = (await session.exec(query)).first()
+        return listing.node(row, loaders) if row is not None else None
     if type_name == "NotificationTemplate":
         if viewer.role not in policy.Operation.LIST_TEMPLATES:
             return None
         row = await loaders.template.load(pk)
         return NotificationTemplate.wrap(row) if row is not None else None
     return None
+
+
+async def _connection(
+    info: Info,
+    listing: Listing[Any],
+    where: Sequence[ColumnElement[bool]],
+    first: int | None,
+    after: str | None,
+) -> Connection[Any]:
+    """A top-level list: its rows for this request, with the request's loaders."""
+    db, loaders = info.context.services.db, info.context.loaders
+    return await listing.connection(db, loaders, where=where, first=first, after=after)
 
 
 async def _typed_node(info: Info, value: strawberry.ID, type_name: str) -> Node | None:
@@ -202,17 +207,9 @@ class Query:
         first: First = None,
         after: After = None,
     ) -> Connection[Order]:
-        viewer = viewer_of(info)
-        page = await fetch_page(
-            info.context.services.db,
-            model=om.SalesOrder,
-            where=order_conditions(viewer, filter),
-            first=first,
-            after=after,
-            kind="order",
-            newest_first=True,
+        return await _connection(
+            info, ORDERS, order_conditions(viewer_of(info), filter), first, after
         )
-        return to_connection(page, "order", lambda r: Order.wrap(r, info.context.loaders))
 
     @strawberry.field(description="A customer by ID; null if missing or not visible.")
     async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
@@ -226,20 +223,11 @@ class Query:
         first: First = None,
         after: After = None,
     ) -> Connection[Customer]:
-        viewer = viewer_of(info)
-        page = await fetch_page(
-            info.context.services.db,
-            model=om.Customer,
-            where=[
-                policy.customer_scope(viewer),
-                *_id_condition(om.Customer.reseller_id, reseller_id, "Reseller"),
-            ],
-            first=first,
-            after=after,
-            kind="customer",
-            newest_first=False,
-        )
-        return to_connection(page, "customer", lambda r: Customer.wrap(r, info.context.loaders))
+        where = [
+            policy.customer_scope(viewer_of(info)),
+            *_id_condition(om.Customer.reseller_id, reseller_id, "Reseller"),
+        ]
+        return await _connection(info, CUSTOMERS, where, first, after)
 
     @strawberry.field(description="A reseller by ID; null if missing or not visible.")
     async def reseller(self, info: Info, id: strawberry.ID) -> Reseller | None:
@@ -249,17 +237,8 @@ class Query:
     async def resellers(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[Reseller]:
-        viewer = viewer_of(info)
-        page = await fetch_page(
-            info.context.services.db,
-            model=om.Reseller,
-            where=[policy.reseller_scope(viewer)],
-            first=first,
-            after=after,
-            kind="reseller",
-            newest_first=False,
-        )
-        return to_connection(page, "reseller", lambda r: Reseller.wrap(r, info.context.loaders))
+        where = [policy.reseller_scope(viewer_of(info))]
+        return await _connection(info, RESELLERS, where, first, after)
 
     @strawberry.field(description="The status catalogue.")
     def order_statuses(self, info: Info) -> list[OrderStatusInfo]:
@@ -304,18 +283,8 @@ class Query:
         viewer = viewer_of(info)
         if viewer.role not in policy.Operation.READ_NOTIFICATIONS:
             raise forbidden(f"the {viewer.role.value} role may not read notifications")
-        page = await fetch_page(
-            info.context.services.db,
-            model=nm.Notification,
-            where=notification_conditions(viewer, filter),
-            first=first,
-            after=after,
-            kind="notification",
-            newest_first=True,
-        )
-        return to_connection(
-            page, "notification", lambda r: Notification.wrap(r, info.context.loaders)
-        )
+        where = notification_conditions(viewer, filter)
+        return await _connection(info, NOTIFICATIONS, where, first, after)
 
     @strawberry.field(
         description="A reseller's notification settings (default: the viewer's reseller); null "

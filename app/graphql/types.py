@@ -16,7 +16,7 @@ from app.graphql.changes import EventChange
 from app.graphql.context import Info, viewer_of
 from app.graphql.ids import to_global_id
 from app.graphql.loaders import Loaders
-from app.graphql.pagination import After, Connection, First, fetch_page, to_connection
+from app.graphql.pagination import After, Connection, First, Listing
 from app.notifications import models as nm
 from app.orders import flow
 from app.orders import models as om
@@ -107,17 +107,16 @@ class Reseller(Node):
     async def customers(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[Customer]:
-        viewer = viewer_of(info)
-        page = await fetch_page(
+        return await CUSTOMERS.connection(
             info.context.services.db,
-            model=om.Customer,
-            where=[col(om.Customer.reseller_id) == self.row.id, policy.customer_scope(viewer)],
+            self.loaders,
+            where=[
+                col(om.Customer.reseller_id) == self.row.id,
+                policy.customer_scope(viewer_of(info)),
+            ],
             first=first,
             after=after,
-            kind="customer",
-            newest_first=False,
         )
-        return to_connection(page, "customer", lambda r: Customer.wrap(r, self.loaders))
 
     @strawberry.field(description="When the reseller was created.")
     def created_at(self) -> datetime:
@@ -170,17 +169,16 @@ class Customer(Node):
     async def orders(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[Order]:
-        viewer = viewer_of(info)
-        page = await fetch_page(
+        return await ORDERS.connection(
             info.context.services.db,
-            model=om.SalesOrder,
-            where=[col(om.SalesOrder.customer_id) == self.row.id, policy.order_scope(viewer)],
+            self.loaders,
+            where=[
+                col(om.SalesOrder.customer_id) == self.row.id,
+                policy.order_scope(viewer_of(info)),
+            ],
             first=first,
             after=after,
-            kind="order",
-            newest_first=True,
         )
-        return to_connection(page, "order", lambda r: Order.wrap(r, self.loaders))
 
     @strawberry.field(description="When the customer was created.")
     def created_at(self) -> datetime:
@@ -485,6 +483,15 @@ class NotificationSettings:
     @strawberry.field(description="Support is always notified; this cannot be switched off.")
     def support_always_notified(self) -> bool:
         return True
+
+
+# The lists the API pages through (Relay connections), each with its cursor kind and order.
+ORDERS = Listing(om.SalesOrder, kind="order", newest_first=True, node=Order.wrap)
+CUSTOMERS = Listing(om.Customer, kind="customer", newest_first=False, node=Customer.wrap)
+RESELLERS = Listing(om.Reseller, kind="reseller", newest_first=False, node=Reseller.wrap)
+NOTIFICATIONS = Listing(
+    nm.Notification, kind="notification", newest_first=True, node=Notification.wrap
+)
 
 
 @strawberry.type(name="Viewer", description="Who is asking.")

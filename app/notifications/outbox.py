@@ -112,6 +112,15 @@ class Claim:
     mail: OutgoingMail
     kind: str = ""
 
+    def still_held(self) -> tuple[ColumnElement[bool], ...]:
+        """The conditions under which the notification's row is still this claim's: PENDING with
+        the lease this worker last wrote (another worker that took it over wrote a new one)."""
+        return (
+            col(Notification.id) == self.id,
+            col(Notification.status) == PENDING,
+            col(Notification.lease_until) == self.lease_until,
+        )
+
 
 class Outcome(Enum):
     """What became of one claimed delivery."""
@@ -213,13 +222,7 @@ async def renew_lease(outbox: Outbox, claim: Claim) -> bool:
     lease_until = outbox.clock.now() + timedelta(seconds=outbox.policy.lease_seconds)
     async with outbox.transaction() as session:
         result = await session.exec(
-            update(Notification)
-            .where(
-                col(Notification.id) == claim.id,
-                col(Notification.status) == PENDING,
-                col(Notification.lease_until) == claim.lease_until,
-            )
-            .values(lease_until=lease_until)
+            update(Notification).where(*claim.still_held()).values(lease_until=lease_until)
         )
     if result.rowcount != 1:
         return False
@@ -278,11 +281,7 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
         changed = (
             await session.exec(
                 update(Notification)
-                .where(
-                    col(Notification.id) == claim.id,
-                    col(Notification.status) == PENDING,
-                    col(Notification.lease_until) == claim.lease_until,
-                )
+                .where(*claim.still_held())
                 .values(**values)
                 .returning(Notification)
                 .execution_options(synchronize_session=False)

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.db import saved
 from app.events.log import mark_notifications_written, record_notification_event
 from app.notifications.mailer import new_message_id
 from app.notifications.models import (
@@ -100,22 +101,23 @@ async def _write_notifications(
     )
     created = []
     for role, email in recipients:
-        notification = Notification(
-            order_id=order.id or 0,
-            reseller_id=order.reseller_id,
-            customer_id=order.customer_id,
-            kind=kind.value,
-            recipient_role=role.value,
-            email=email,
-            subject=rendered.subject,
-            body=rendered.body,
-            message_id=new_message_id(),
-            status=DeliveryStatus.PENDING.value,
-            next_attempt_at=now,
-            created_at=now,
+        notification = await saved(
+            session,
+            Notification(
+                order_id=order.id or 0,
+                reseller_id=order.reseller_id,
+                customer_id=order.customer_id,
+                kind=kind.value,
+                recipient_role=role.value,
+                email=email,
+                subject=rendered.subject,
+                body=rendered.body,
+                message_id=new_message_id(),
+                status=DeliveryStatus.PENDING.value,
+                next_attempt_at=now,
+                created_at=now,
+            ),
         )
-        session.add(notification)
-        await session.flush()
         await record_notification_event(session, notification=notification, at=now)
         created.append(notification)
     mark_notifications_written(session)

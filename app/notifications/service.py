@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
+from app.db import saved
 from app.errors import BadInput, Conflict, NotFound
 from app.events.log import mark_notifications_written, record_notification_event
 from app.notifications.models import (
@@ -21,13 +22,14 @@ from app.notifications.models import (
 from app.notifications.recipients import settings_for, template_by_name
 from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME, TemplateError, validate_template
 from app.orders.models import Reseller
+from app.orders.service import visible_row
 
 
 async def _managed_reseller(session: AsyncSession, viewer: Viewer, reseller_id: int) -> Reseller:
-    reseller = await session.get(Reseller, reseller_id)
-    if reseller is None or not policy.may_manage_reseller(viewer, reseller_id):
-        raise NotFound("reseller not found", field=("resellerId",))
-    return reseller
+    def managed(_: Reseller) -> bool:
+        return policy.may_manage_reseller(viewer, reseller_id)
+
+    return await visible_row(session, Reseller, reseller_id, managed, field="resellerId")
 
 
 async def read_settings(
@@ -49,11 +51,12 @@ async def update_settings(
     reseller_id: int,
     notify_reseller: bool | None,
     notify_customer: bool | None,
-    template_id: int | None,
-    template_given: bool,
+    template_id: int | None = None,
+    template_given: bool = False,
     now: datetime,
 ) -> tuple[NotificationSettings, NotificationTemplate]:
-    """Change what is given; leave the rest. `template_given` with no id resets to the default."""
+    """Change what is given; leave the rest. The template changes only when `template_given`
+    (then no id resets it to the default)."""
     policy.require(viewer, policy.Operation.NOTIFICATION_SETTINGS)
     await _managed_reseller(session, viewer, reseller_id)
     if template_given and template_id is not None:
@@ -69,8 +72,7 @@ async def update_settings(
     if template_given:
         row.template_id = template_id
     row.updated_at = now
-    session.add(row)
-    await session.flush()
+    await saved(session, row)
     return await read_settings(session, viewer=viewer, reseller_id=reseller_id)
 
 
@@ -137,9 +139,7 @@ async def update_template(
     if await _name_taken(session, new_name, except_id=template_id):
         raise Conflict("a template with this name exists", field=("name",))
     row.name, row.subject, row.body, row.updated_at = new_name, new_subject, new_body, now
-    session.add(row)
-    await session.flush()
-    return row
+    return await saved(session, row)
 
 
 async def retry_notification(
@@ -158,8 +158,7 @@ async def retry_notification(
     row.attempts = 0
     row.next_attempt_at = now
     row.lease_until = None
-    session.add(row)
-    await session.flush()
+    await saved(session, row)
     await record_notification_event(session, notification=row, at=now)
     mark_notifications_written(session)
     return row

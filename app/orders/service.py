@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,12 +22,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
+from app.db import saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
 from app.events.log import record_order_event
 from app.notifications.recipients import notify_order_failed
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
+
+R = TypeVar("R")
 
 EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$"
@@ -92,20 +96,29 @@ def clean_money(value: Decimal, *, field: tuple[str, ...], allow_zero: bool = Tr
 # --- lookups that respect tenancy ---------------------------------------------------------------
 
 
+async def visible_row(
+    session: AsyncSession, model: type[R], pk: int, visible: Callable[[R], bool], *, field: str
+) -> R:
+    """The `model` row `pk` if it exists and is `visible`; NotFound (on `field`) otherwise, the
+    same answer either way, so a refusal never tells that another tenant's row exists."""
+    row = await session.get(model, pk)
+    if row is None or not visible(row):
+        raise NotFound(f"{model.__name__.lower()} not found", field=(field,))
+    return row
+
+
 async def get_visible_reseller(session: AsyncSession, viewer: Viewer, reseller_id: int) -> Reseller:
-    reseller = await session.get(Reseller, reseller_id)
-    if reseller is None or not policy.may_see_reseller(viewer, reseller_id):
-        raise NotFound("reseller not found", field=("resellerId",))
-    return reseller
+    def visible(_: Reseller) -> bool:
+        return policy.may_see_reseller(viewer, reseller_id)
+
+    return await visible_row(session, Reseller, reseller_id, visible, field="resellerId")
 
 
-async def get_visible_customer(
-    session: AsyncSession, viewer: Viewer, customer_id: int, *, field: str = "customerId"
-) -> Customer:
-    customer = await session.get(Customer, customer_id)
-    if customer is None or not policy.may_see_customer(viewer, customer):
-        raise NotFound("customer not found", field=(field,))
-    return customer
+async def get_visible_customer(session: AsyncSession, viewer: Viewer, customer_id: int) -> Customer:
+    def visible(customer: Customer) -> bool:
+        return policy.may_see_customer(viewer, customer)
+
+    return await visible_row(session, Customer, customer_id, visible, field="customerId")
 
 
 async def get_visible_order(session: AsyncSession, viewer: Viewer, order_id: int) -> SalesOrder:
@@ -123,14 +136,14 @@ async def create_reseller(
     session: AsyncSession, *, viewer: Viewer, name: str, email: str, now: datetime
 ) -> Reseller:
     policy.require(viewer, policy.Operation.CREATE_RESELLER)
-    reseller = Reseller(
-        name=clean_name(name, field=("name",)),
-        email=clean_email(email, field=("email",)),
-        created_at=now,
+    return await saved(
+        session,
+        Reseller(
+            name=clean_name(name, field=("name",)),
+            email=clean_email(email, field=("email",)),
+            created_at=now,
+        ),
     )
-    session.add(reseller)
-    await session.flush()
-    return reseller
 
 
 async def create_customer(
@@ -148,19 +161,19 @@ async def create_customer(
 ) -> Customer:
     policy.require(viewer, policy.Operation.CREATE_CUSTOMER)
     await get_visible_reseller(session, viewer, reseller_id)
-    customer = Customer(
-        reseller_id=reseller_id,
-        name=clean_name(name, field=("name",)),
-        contact_email=clean_email(contact_email, field=("contactEmail",)),
-        payment_method=payment_method.value,
-        on_hold=on_hold,
-        requires_verification=requires_verification,
-        credit_limit=clean_money(credit_limit, field=("creditLimit",)),
-        created_at=now,
+    return await saved(
+        session,
+        Customer(
+            reseller_id=reseller_id,
+            name=clean_name(name, field=("name",)),
+            contact_email=clean_email(contact_email, field=("contactEmail",)),
+            payment_method=payment_method.value,
+            on_hold=on_hold,
+            requires_verification=requires_verification,
+            credit_limit=clean_money(credit_limit, field=("creditLimit",)),
+            created_at=now,
+        ),
     )
-    session.add(customer)
-    await session.flush()
-    return customer
 
 
 async def update_customer_contact(
@@ -169,9 +182,7 @@ async def update_customer_contact(
     policy.require(viewer, policy.Operation.UPDATE_CUSTOMER_CONTACT)
     customer = await get_visible_customer(session, viewer, customer_id)
     customer.contact_email = clean_email(email, field=("email",))
-    session.add(customer)
-    await session.flush()
-    return customer
+    return await saved(session, customer)
 
 
 # --- orders ---------------------------------------------------------------------------------------

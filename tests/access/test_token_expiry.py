@@ -3,6 +3,7 @@ exactly like revoked ones, over HTTP and over the websocket."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
@@ -16,7 +17,7 @@ from app.services import Services
 from tests.support.api import Factory, GraphQLClient
 from tests.support.clock import FakeClock
 from tests.support.server import LiveServer
-from tests.support.ws import ws_client
+from tests.support.ws import WSClient, ws_client
 
 VIEWER = "{ viewer { role } }"
 
@@ -79,24 +80,34 @@ async def test_an_expiry_in_the_past_is_refused_and_nothing_is_written(
         assert (await session.exec(select(ApiToken))).all() == []
 
 
-async def test_an_expired_token_is_refused_at_connection_init_with_4403(
-    live_server: LiveServer, factory: Factory, clock: FakeClock
+Closed = tuple[int | None, str | None]
+"""The close code and reason a socket ended with."""
+
+
+async def init_on_a_new_socket(live_server: LiveServer, _: WSClient, token: str) -> Closed:
+    async with ws_client(live_server.ws_url) as ws:
+        await ws.send({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        return await ws.closed_with()
+
+
+async def subscribe_on_the_open_socket(_: LiveServer, ws: WSClient, token: str) -> Closed:
+    await ws.subscribe("1", "subscription { orderStatusChanged { to } }")
+    return await ws.closed_with()
+
+
+AFTER_EXPIRY: dict[str, Callable[[LiveServer, WSClient, str], Awaitable[Closed]]] = {
+    "connection_init on a new socket": init_on_a_new_socket,
+    "a subscribe on the socket open since before": subscribe_on_the_open_socket,
+}
+
+
+@pytest.mark.parametrize("step", list(AFTER_EXPIRY))
+async def test_an_expired_token_is_closed_with_4403_at_its_next_step(
+    step: str, live_server: LiveServer, factory: Factory, clock: FakeClock
 ) -> None:
+    """Refused at connection_init, and a socket that outlives its token starts nothing more."""
     token = await factory.token("SUPPORT", expires_in=timedelta(minutes=15))
     async with ws_client(live_server.ws_url) as ws:
         assert (await ws.init(token))["type"] == "connection_ack"
-    clock.advance(minutes=15)
-    async with ws_client(live_server.ws_url) as ws:
-        await ws.send({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
-        assert await ws.closed_with() == (4403, "Forbidden")
-
-
-async def test_a_token_expiring_while_connected_starts_nothing_more(
-    live_server: LiveServer, factory: Factory, clock: FakeClock
-) -> None:
-    token = await factory.token("SUPPORT", expires_in=timedelta(hours=1))
-    async with ws_client(live_server.ws_url) as ws:
-        assert (await ws.init(token))["type"] == "connection_ack"
-        clock.advance(hours=1)
-        await ws.subscribe("1", "subscription { orderStatusChanged { to } }")
-        assert await ws.closed_with() == (4403, "Forbidden")
+        clock.advance(minutes=15)
+        assert await AFTER_EXPIRY[step](live_server, ws, token) == (4403, "Forbidden")

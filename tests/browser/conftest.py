@@ -8,7 +8,6 @@ any error was logged (a test that expects a browser's own offline errors says wh
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +25,7 @@ from playwright.async_api import (
     Page,
     Route,
     WebSocket,
+    WebSocketRoute,
     async_playwright,
     expect,
 )
@@ -33,19 +33,9 @@ from playwright.async_api import Error as PlaywrightError
 
 from app.orders.models import Customer, Reseller, SalesOrder
 from tests.support.api import Factory, GraphQLClient, gid
+from tests.support.browser import CHROMIUM, launch_chromium
 from tests.support.server import LiveServer
 
-CHROMIUM = os.environ.get("ORDERPULSE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 LIVE_TIMEOUT_MS = 1000
 """SPEC 9: a change shows in every open panel that may see it within a second."""
@@ -63,7 +53,7 @@ async def browser() -> AsyncIterator[Browser]:
             pytrace=False,
         )
     async with async_playwright() as playwright:
-        instance = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        instance = await launch_chromium(playwright)
         try:
             yield instance
         finally:
@@ -135,9 +125,14 @@ class Panels:
         page.on("websocket", on_websocket)
         return page, record
 
-    async def signed_in(self, token: str) -> tuple[Page, PageRecord]:
-        """A panel page signed in with `token`, live and showing its orders."""
+    async def signed_in(
+        self, token: str, *, websocket_route: Callable[[WebSocketRoute], Any] | None = None
+    ) -> tuple[Page, PageRecord]:
+        """A panel page signed in with `token`, live and showing its orders; its websocket goes
+        through `websocket_route` when one is given."""
         page, record = await self.page()
+        if websocket_route is not None:
+            await page.route_web_socket("**/graphql", websocket_route)
         await page.goto("/panel")
         await page.fill("input[name=token]", token)
         await page.click("button[name=sign-in]")

@@ -217,11 +217,7 @@ async def test_an_action_on_a_stale_order_is_refused_with_a_clear_conflict_messa
 ) -> None:
     order = world.orders["pf"]
     relay = HeldSocket()
-    page, _ = await panels.page()
-    await page.route_web_socket("**/graphql", relay.route)
-    await page.goto("/panel")
-    await page.fill("input[name=token]", world.tokens["support"])
-    await page.click("button[name=sign-in]")
+    page, _ = await panels.signed_in(world.tokens["support"], websocket_route=relay.route)
     await row(page, order).click()
     detail = page.locator("[data-order-detail]")
     await expect(detail.locator("button[data-action=HOLD]")).to_be_visible()
@@ -294,12 +290,7 @@ async def test_a_dropped_socket_reconnects_and_misses_nothing(
     panels: Panels, world: World, http: GraphQLClient
 ) -> None:
     relay = HeldSocket()
-    page, _ = await panels.page()
-    await page.route_web_socket("**/graphql", relay.route)
-    await page.goto("/panel")
-    await page.fill("input[name=token]", world.tokens["reseller"])
-    await page.click("button[name=sign-in]")
-    await expect(page.locator('[data-connection="live"]')).to_be_visible()
+    page, _ = await panels.signed_in(world.tokens["reseller"], websocket_route=relay.route)
     await expect(row(page, world.orders["pr"])).to_be_visible()
 
     relay.hold()

@@ -24,13 +24,13 @@ from app.events.fanout import (
     SubscriberTooSlow,
     event_is_visible,
 )
-from app.events.log import record_order_event
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import NotificationSettings
 from app.orders.flow import Role
 from app.orders.models import SalesOrder
 from app.services import Services
 from tests.support.api import Factory
+from tests.support.events import record_note
 from tests.support.world import World, make_world
 
 TIMEOUT = 5.0
@@ -267,17 +267,7 @@ async def test_the_reader_polls_for_a_wake_up_that_never_came(
 
     async def touch_without_telling_any_bus() -> None:
         async with services.db.write() as session:
-            await record_order_event(
-                session,
-                order=order,
-                from_status="PR",
-                to_status="PR",
-                action="TOUCHED",
-                actor="test",
-                reason=None,
-                comment=None,
-                at=services.clock.now(),
-            )
+            await record_note(session, order, action="TOUCHED", at=services.clock.now())
 
     delivery = await first_delivery(fanout, touch_without_telling_any_bus)
     assert (delivery.event.order_id, delivery.event.action) == (order.id, "TOUCHED")

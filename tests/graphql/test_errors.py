@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.api import Factory, GraphQLClient, gid
+from tests.support.api import Factory, GraphQLClient, gid, refused
 
 CREATE_CUSTOMER = """mutation($input: CreateCustomerInput!) { createCustomer(input: $input) {
     customer { id } userErrors { field message code } } }"""
@@ -94,10 +94,7 @@ async def test_create_customer_bad_input(
     }
     data = await support.data(CREATE_CUSTOMER, {"input": {**values, **input}})
     code = "NOT_FOUND" if message.endswith("not found") else "BAD_USER_INPUT"
-    assert data["createCustomer"] == {
-        "customer": None,
-        "userErrors": [{"field": field, "message": message, "code": code}],
-    }
+    assert data["createCustomer"] == refused("customer", field, message, code)
     assert await counts(support) == before
 
 
@@ -166,10 +163,7 @@ async def test_place_order_bad_input(
         PLACE, {"input": {"customerId": gid("Customer", customer), "items": items, **extra}}
     )
     code = "NOT_FOUND" if message.endswith("not found") else "BAD_USER_INPUT"
-    assert data["placeOrder"] == {
-        "order": None,
-        "userErrors": [{"field": field, "message": message, "code": code}],
-    }
+    assert data["placeOrder"] == refused("order", field, message, code)
     assert await counts(support) == before
 
 

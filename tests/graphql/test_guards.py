@@ -185,31 +185,25 @@ async def test_a_query_within_the_limits_runs(live_server: LiveServer, token: st
 # --- websocket ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("guard", list(GUARDED_SUBSCRIPTIONS))
-async def test_each_guard_refuses_a_subscription_over_the_websocket(
-    live_server: LiveServer, token: str, services: Services, guard: str
+@pytest.mark.parametrize("guard", list(FRAGMENTS))
+@pytest.mark.parametrize(
+    "operations", [GUARDED_SUBSCRIPTIONS, GUARDED_QUERIES], ids=["subscription", "query"]
+)
+async def test_each_guard_refuses_an_operation_over_the_websocket(
+    live_server: LiveServer,
+    token: str,
+    services: Services,
+    operations: dict[str, tuple[str, dict[str, Any] | None]],
+    guard: str,
 ) -> None:
-    query, variables = GUARDED_SUBSCRIPTIONS[guard]
+    query, variables = operations[guard]
     async with connected(live_server, token) as ws:
-        await ws.subscribe("s", query, variables)
+        await ws.subscribe("op", query, variables)
         message = await ws.receive()
-        assert (message["id"], message["type"]) == ("s", "error"), message
+        assert (message["id"], message["type"]) == ("op", "error"), message
         assert_too_complex(message["payload"], guard)
         assert await ws.until_pong() == []  # the socket stays open for other operations
         assert services.fanout.audience_count == 0  # nothing was started
-
-
-@pytest.mark.parametrize("guard", list(GUARDED_QUERIES))
-async def test_each_guard_refuses_a_query_over_the_websocket(
-    live_server: LiveServer, token: str, guard: str
-) -> None:
-    query, variables = GUARDED_QUERIES[guard]
-    async with connected(live_server, token) as ws:
-        await ws.subscribe("q", query, variables)
-        message = await ws.receive()
-        assert (message["id"], message["type"]) == ("q", "error"), message
-        assert_too_complex(message["payload"], guard)
-        assert await ws.until_pong() == []
 
 
 async def test_a_subscription_within_the_cost_is_accepted(

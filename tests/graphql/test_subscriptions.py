@@ -18,7 +18,6 @@ from starlette.applications import Starlette
 from websockets.exceptions import InvalidStatus
 
 from app.access.tokens import revoke_token
-from app.events.log import record_order_event
 from app.events.models import TOPIC_NOTIFICATION, Event
 from app.graphql.context import Context
 from app.graphql.ids import to_cursor, to_global_id
@@ -28,6 +27,7 @@ from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
 from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import SUPPORT, Factory, GraphQLClient, gid
+from tests.support.events import record_note
 from tests.support.polling import eventually
 from tests.support.server import LiveServer, serve
 from tests.support.world import World, make_world
@@ -79,6 +79,15 @@ async def subscribe(
     """Subscribe and wait until the server has registered it (it handles messages in order)."""
     await ws.subscribe(id, query, variables)
     assert await ws.until_pong() == []
+
+
+async def error_for(ws: WSClient, id: str, query: str) -> list[dict[str, Any]]:
+    """Subscribe as `id`; the payload of the `error` message that must answer it."""
+    await ws.subscribe(id, query)
+    message = await ws.receive()
+    assert (message["id"], message["type"]) == (id, "error"), message
+    errors: list[dict[str, Any]] = message["payload"]
+    return errors
 
 
 async def subscribed_sockets(
@@ -424,17 +433,8 @@ async def test_a_stuck_subscriber_is_ended_with_its_resume_cursor_and_holds_up_n
         stuck.connection.transport.pause_reading()  # reads nothing from here on
         async with services.transaction() as session:  # ~2 KB a message, 80 in one batch
             for i in range(count):
-                await record_order_event(
-                    session,
-                    order=order,
-                    from_status="PR",
-                    to_status="PR",
-                    action="NOTE",
-                    actor="test",
-                    reason=None,
-                    comment=f"{i:04d}" + "x" * 1996,
-                    at=services.clock.now(),
-                )
+                comment = f"{i:04d}" + "x" * 1996
+                await record_note(session, order, comment=comment, at=services.clock.now())
         healthy_got = [(await healthy.next("1"))["orderStatusChanged"] for _ in range(count)]
         await settled(services)
         assert services.fanout.audience_count == 1  # the stuck one left its group
@@ -600,12 +600,8 @@ async def test_subscriptions_per_connection_are_bounded(
     async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
         await subscribe(ws, "1", ORDER_CHANGES)
         await subscribe(ws, "2", NOTIFICATION_CHANGES)
-        await ws.subscribe("3", ORDER_CHANGES)
-        assert await ws.receive() == {
-            "id": "3",
-            "type": "error",
-            "payload": [{"message": "Subscription limit reached"}],
-        }
+        refusal = await error_for(ws, "3", ORDER_CHANGES)
+        assert refusal == [{"message": "Subscription limit reached"}]
         await ws.send({"id": "1", "type": "complete"})
         await subscribe(ws, "3", ORDER_CHANGES)
 
@@ -614,10 +610,8 @@ async def test_an_invalid_document_is_an_error_for_that_id_only(
     live_server: LiveServer, tenants: World
 ) -> None:
     async with connected(live_server.ws_url, tenants.tokens["support"]) as ws:
-        await ws.subscribe("1", "subscription { orderStatusChanged { nope } }")
-        message = await ws.receive()
-        assert message["id"] == "1" and message["type"] == "error"
-        assert [e["message"] for e in message["payload"]] == [
+        errors = await error_for(ws, "1", "subscription { orderStatusChanged { nope } }")
+        assert [e["message"] for e in errors] == [
             "Cannot query field 'nope' on type 'OrderStatusChange'."
         ]
         await subscribe(ws, "2", ORDER_CHANGES)

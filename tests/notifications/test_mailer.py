@@ -23,7 +23,7 @@ from app.notifications.mailer import (
 )
 from app.settings import Settings
 from tests.support import smtp as smtp_support
-from tests.support.smtp import SmtpServer, free_port
+from tests.support.smtp import SmtpServer, Stage, free_port
 
 smtp_server = smtp_support.smtp_server  # the shared fixture, used here by name
 
@@ -88,42 +88,30 @@ async def test_resend_reuses_the_message_id(smtp_server: SmtpServer) -> None:
     assert [m["Message-ID"] for m in messages] == [outgoing().message_id] * 2
 
 
-async def test_451_on_data_is_transient(smtp_server: SmtpServer) -> None:
-    smtp_server.fail_next(1, "451 4.3.0 try later")
+@pytest.mark.parametrize(
+    ("reply", "stage", "message", "permanent"),
+    [
+        ("451 4.3.0 try later", "DATA", "server replied 451 4.3.0 try later", False),
+        ("554 5.6.0 message refused", "DATA", "server replied 554 5.6.0 message refused", True),
+        ("550 5.1.1 no such user", "RCPT", "recipient refused: 550 5.1.1 no such user", True),
+        ("450 4.2.1 mailbox busy", "RCPT", "recipient refused: 450 4.2.1 mailbox busy", False),
+    ],
+)
+async def test_a_refusal_is_permanent_only_with_a_5xx_reply(
+    reply: str,
+    stage: Stage,
+    message: str,
+    permanent: bool,
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.fail_next(1, reply, stage=stage)
     mailer = SmtpMailer(smtp_server.url)
     with pytest.raises(DeliveryError) as caught:
         await mailer.send(outgoing())
-    assert caught.value.permanent is False
-    assert "451" in caught.value.message
+    assert (caught.value.message, caught.value.permanent) == (message, permanent)
     assert smtp_server.messages == []
-    await mailer.send(outgoing())  # the next attempt goes through
+    await mailer.send(outgoing())  # a later attempt (a support retry, if final) goes through
     assert len(smtp_server.messages) == 1
-
-
-async def test_550_on_data_is_permanent(smtp_server: SmtpServer) -> None:
-    smtp_server.fail_next(1, "554 5.6.0 message refused")
-    with pytest.raises(DeliveryError) as caught:
-        await SmtpMailer(smtp_server.url).send(outgoing())
-    assert caught.value.permanent is True
-    assert caught.value.message == "server replied 554 5.6.0 message refused"
-    assert smtp_server.messages == []
-
-
-async def test_550_on_rcpt_is_permanent(smtp_server: SmtpServer) -> None:
-    smtp_server.fail_next(1, "550 5.1.1 no such user", stage="RCPT")
-    with pytest.raises(DeliveryError) as caught:
-        await SmtpMailer(smtp_server.url).send(outgoing())
-    assert caught.value.permanent is True
-    assert "550 5.1.1 no such user" in caught.value.message
-    assert smtp_server.messages == []
-
-
-async def test_451_on_rcpt_is_transient(smtp_server: SmtpServer) -> None:
-    smtp_server.fail_next(1, "450 4.2.1 mailbox busy", stage="RCPT")
-    with pytest.raises(DeliveryError) as caught:
-        await SmtpMailer(smtp_server.url).send(outgoing())
-    assert caught.value.permanent is False
-    assert smtp_server.messages == []
 
 
 async def test_connection_refused_is_transient() -> None:

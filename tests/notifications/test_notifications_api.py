@@ -9,9 +9,10 @@ from sqlmodel import select
 
 from app.graphql.ids import to_global_id
 from app.notifications.models import NotificationSettings, NotificationTemplate
+from app.orders.models import Reseller
 from app.services import Services
 from tests.notifications.helpers import NOTIFICATION_FIELDS, fail_order, outbox_idle
-from tests.support.api import Factory, GraphQLClient, gid
+from tests.support.api import Factory, GraphQLClient, gid, refused
 from tests.support.smtp import SmtpServer
 
 TEMPLATES = "{ notificationTemplates { id name subject body } }"
@@ -30,6 +31,7 @@ UPDATE_SETTINGS = (
     notificationSettings { %s } userErrors { field message code } } }"""
     % SETTINGS_FIELDS
 )
+
 NOTIFICATIONS = (
     """query($filter: NotificationFilter) { notifications(filter: $filter, first: 100) {
     totalCount edges { node { %s } } } }"""
@@ -38,6 +40,14 @@ NOTIFICATIONS = (
 ORDER_NOTIFICATIONS = """query($id: ID!) { order(id: $id) {
     notifications { recipientRole email } } }"""
 NODE = "query($id: ID!) { node(id: $id) { ... on Notification { id email } } }"
+
+
+async def update_settings(client: GraphQLClient, reseller: Reseller, **input: Any) -> Any:
+    """`updateNotificationSettings` of `reseller` with `input`: its payload."""
+    input = {"resellerId": gid("Reseller", reseller), **input}
+    data = await client.data(UPDATE_SETTINGS, {"input": input})
+    return data["updateNotificationSettings"]
+
 
 GOOD_TEMPLATE = {
     "name": "Terse",
@@ -131,9 +141,9 @@ async def test_only_support_manages_templates(
 ) -> None:
     reseller = await factory.reseller()
     client = api.as_(await factory.token("RESELLER", reseller=reseller))
-    refused = await client.post(CREATE_TEMPLATE, {"input": GOOD_TEMPLATE})
-    assert refused["data"] is None
-    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    refusal = await client.post(CREATE_TEMPLATE, {"input": GOOD_TEMPLATE})
+    assert refusal["data"] is None
+    assert refusal["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     names = [t["name"] for t in (await support.data(TEMPLATES))["notificationTemplates"]]
     assert names == ["Order Provisioning Failed", "Failed Order Unresolved"]
     customer = await factory.customer(reseller)
@@ -172,18 +182,9 @@ async def test_a_reseller_reads_and_changes_its_own_settings(
     template = (await support.data(CREATE_TEMPLATE, {"input": GOOD_TEMPLATE}))[
         "createNotificationTemplate"
     ]["notificationTemplate"]
-    changed = (
-        await client.data(
-            UPDATE_SETTINGS,
-            {
-                "input": {
-                    "resellerId": gid("Reseller", reseller),
-                    "notifyCustomer": True,
-                    "orderNotificationTemplateId": template["id"],
-                }
-            },
-        )
-    )["updateNotificationSettings"]
+    changed = await update_settings(
+        client, reseller, notifyCustomer=True, orderNotificationTemplateId=template["id"]
+    )
     expected = {
         **default,
         "notifyCustomer": True,
@@ -196,31 +197,17 @@ async def test_a_reseller_reads_and_changes_its_own_settings(
     ] == expected
 
     # An explicit null goes back to the built-in template; omitted fields stay as they are.
-    reset = (
-        await client.data(
-            UPDATE_SETTINGS,
-            {
-                "input": {
-                    "resellerId": gid("Reseller", reseller),
-                    "orderNotificationTemplateId": None,
-                }
-            },
-        )
-    )["updateNotificationSettings"]["notificationSettings"]
+    reset = (await update_settings(client, reseller, orderNotificationTemplateId=None))[
+        "notificationSettings"
+    ]
     assert reset == {**expected, "orderNotificationTemplate": default["orderNotificationTemplate"]}
 
-    unknown = (
-        await client.data(
-            UPDATE_SETTINGS,
-            {
-                "input": {
-                    "resellerId": gid("Reseller", reseller),
-                    "notifyReseller": True,  # would be visible if anything were written
-                    "orderNotificationTemplateId": str(to_global_id("NotificationTemplate", 999)),
-                }
-            },
-        )
-    )["updateNotificationSettings"]
+    unknown = await update_settings(
+        client,
+        reseller,
+        notifyReseller=True,  # would be visible if anything were written
+        orderNotificationTemplateId=str(to_global_id("NotificationTemplate", 999)),
+    )
     assert unknown["notificationSettings"] is None
     assert [(e["code"], e["field"]) for e in unknown["userErrors"]] == [
         ("NOT_FOUND", ["input", "orderNotificationTemplateId"])
@@ -238,21 +225,14 @@ async def test_a_reseller_cannot_read_or_change_anothers_settings(
     }
     assert (await client.data(READ_SETTINGS, {"r": "not-an-id"})) == {"notificationSettings": None}
     for reseller_id in (gid("Reseller", theirs), str(to_global_id("Reseller", 999)), "garbage"):
-        refused = (
+        refusal = (
             await client.data(
                 UPDATE_SETTINGS, {"input": {"resellerId": reseller_id, "notifyCustomer": True}}
             )
         )["updateNotificationSettings"]
-        assert refused == {
-            "notificationSettings": None,
-            "userErrors": [
-                {
-                    "field": ["input", "resellerId"],
-                    "message": "reseller not found",
-                    "code": "NOT_FOUND",
-                }
-            ],
-        }
+        assert refusal == refused(
+            "notificationSettings", ["input", "resellerId"], "reseller not found", "NOT_FOUND"
+        )
     async with services.db.read() as session:
         assert (await session.exec(select(NotificationSettings))).all() == []
 
@@ -281,16 +261,10 @@ async def test_each_viewer_sees_only_the_notifications_addressed_to_it(
         reseller = await factory.reseller(email=f"ops@{name}.example")
         customer = await factory.customer(reseller, contact_email=f"it@{name}-customer.example")
         reseller_client = api.as_(await factory.token("RESELLER", reseller=reseller))
-        await reseller_client.data(
-            UPDATE_SETTINGS,
-            {
-                "input": {
-                    "resellerId": gid("Reseller", reseller),
-                    "notifyReseller": True,
-                    "notifyCustomer": True,
-                }
-            },
+        enabled = await update_settings(
+            reseller_client, reseller, notifyReseller=True, notifyCustomer=True
         )
+        assert enabled["userErrors"] == []
         order = await fail_order(support, system, gid("Customer", customer))
         customer_client = api.as_(await factory.token("CUSTOMER", customer=customer))
         tenants.append((name, order, reseller_client, customer_client))

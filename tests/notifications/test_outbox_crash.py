@@ -14,7 +14,6 @@ process, with a one-second delivery lease:
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import subprocess
@@ -33,9 +32,11 @@ from app.services import Services
 from app.settings import Settings
 from tests.notifications.helpers import GatedSmtpServer, failed_in_another_process
 from tests.support.polling import eventually
+from tests.support.processes import server_env
 from tests.support.smtp import free_port
 
 SUPPORT_EMAIL = "support@distributor.example"
+DATABASE_FILE = "orderpulse.db"
 STARTUP_TIMEOUT = 40.0  # as tests/scale: a loaded machine starts slowly
 
 CREATE_RESELLER = """mutation($name: String!, $email: String!) {
@@ -149,6 +150,20 @@ class Api:
         return [edge["node"] for edge in data["notifications"]["edges"]]
 
 
+def server_and_api(tmp_path: Path, gated: GatedSmtpServer, **settings: str) -> tuple[Server, Api]:
+    """A server (not started yet) on an SQLite file in `tmp_path` that sends its mail to `gated`,
+    with `settings`; and a support client of it."""
+    env = server_env(
+        f"sqlite:///{tmp_path / DATABASE_FILE}",
+        smtp_url=gated.url,
+        mail_dir=str(tmp_path / "mail"),
+        **settings,
+    )
+    assert env["ORDERPULSE_SUPPORT_EMAIL"] == SUPPORT_EMAIL
+    server = Server(env, tmp_path)
+    return server, Api(server, server.cli("token", "create", "--role", "SUPPORT"))
+
+
 @pytest.fixture
 def gated() -> Iterator[GatedSmtpServer]:
     with GatedSmtpServer() as server:
@@ -162,18 +177,10 @@ def message_ids(arrivals: list[Any]) -> list[str]:
 async def test_a_killed_server_loses_no_notification(
     tmp_path: Path, gated: GatedSmtpServer
 ) -> None:
-    db_path = tmp_path / "orderpulse.db"
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "ORDERPULSE_DATABASE_URL": f"sqlite:///{db_path}",
-        "ORDERPULSE_SMTP_URL": gated.url,
-        "ORDERPULSE_SUPPORT_EMAIL": SUPPORT_EMAIL,
-        "ORDERPULSE_DELIVERY_LEASE_SECONDS": "1",
-        "ORDERPULSE_OUTBOX_POLL_SECONDS": "0.1",
-        "ORDERPULSE_MAIL_DIR": str(tmp_path / "mail"),
-    }
-    server = Server(env, tmp_path)
-    api = Api(server, server.cli("token", "create", "--role", "SUPPORT"))
+    server, api = server_and_api(
+        tmp_path, gated, delivery_lease_seconds="1", outbox_poll_seconds="0.1"
+    )
+    db_path, env = tmp_path / DATABASE_FILE, server.env
     try:
         # 1. Killed in the middle of the SMTP transactions.
         gated.gate.clear()
@@ -263,15 +270,7 @@ async def test_with_the_default_lease_a_killed_servers_mail_goes_out_within_30_s
 ) -> None:
     """The default lease (renewed while sending) is short: after a crash in the middle of the
     SMTP transactions, the restarted server sends the mail well within 30 s, same Message-ID."""
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "ORDERPULSE_DATABASE_URL": f"sqlite:///{tmp_path / 'orderpulse.db'}",
-        "ORDERPULSE_SMTP_URL": gated.url,
-        "ORDERPULSE_SUPPORT_EMAIL": SUPPORT_EMAIL,
-        "ORDERPULSE_MAIL_DIR": str(tmp_path / "mail"),
-    }
-    server = Server(env, tmp_path)
-    api = Api(server, server.cli("token", "create", "--role", "SUPPORT"))
+    server, api = server_and_api(tmp_path, gated)  # the default lease and poll
     try:
         gated.gate.clear()
         await server.start()

@@ -108,3 +108,10 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
     for server in started:
         await server.aclose()
         server.stop()
+
+
+@pytest.fixture
+async def two_servers(launch: Launch, scale_database_url: str) -> list[ServerProcess]:
+    """Two server processes on the test's database, with the default settings."""
+    servers: list[ServerProcess] = await launch(scale_database_url, count=2)
+    return servers

@@ -14,23 +14,25 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import pytest
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access.viewer import Viewer
 from app.events.bus import EventBus
 from app.events.fanout import Batch, EventFilter, Fanout
-from app.events.log import readable_horizon, record_order_event
+from app.events.log import readable_horizon
 from app.events.models import TOPIC_ORDER_STATUS, Event
 from app.graphql.ids import to_cursor
 from app.orders.flow import Role
 from app.orders.models import SalesOrder
 from app.services import Services
-from tests.scale.conftest import Launch
 from tests.scale.test_multiprocess import STATUS_CHANGES, fail_orders, last_cursor
 from tests.support.api import Factory, gid
-from tests.support.processes import subscription
+from tests.support.events import record_note
+from tests.support.processes import ServerProcess, subscription
 
 pytestmark = pytest.mark.postgres
 
@@ -55,18 +57,27 @@ def manual_fanout(services: Services) -> Fanout:
     return Fanout(db=services.db, bus=EventBus(), queue_size=10_000, replay_page_size=7)
 
 
-async def write_event(session: object, order: SalesOrder, note: str) -> int:
-    event = await record_order_event(
-        session,  # type: ignore[arg-type]
-        order=order,
-        from_status="PR",
-        to_status="PR",
-        action="TEST",
-        actor=note,
-        reason=None,
-        comment=None,
-        at=AT,
-    )
+class Watched(NamedTuple):
+    """An order, and a fanout read by hand from the end of the log with one `Recorder`."""
+
+    order: SalesOrder
+    fanout: Fanout
+    start: int
+    audience: Recorder
+
+
+@pytest.fixture
+async def watched(direct: Services, rows: Factory) -> Watched:
+    order = await rows.order(status="PR")
+    fanout = manual_fanout(direct)
+    await fanout.seek_end()
+    audience = Recorder()
+    fanout.add(audience)
+    return Watched(order, fanout, fanout.position, audience)
+
+
+async def write_event(session: AsyncSession, order: SalesOrder, note: str) -> int:
+    event = await record_note(session, order, action="TEST", actor=note, at=AT)
     assert event.id is not None
     return event.id
 
@@ -87,14 +98,9 @@ async def replayed(fanout: Fanout, after: int) -> list[int]:
 
 
 async def test_an_event_committed_before_a_smaller_id_is_held_back_until_that_id_settles(
-    direct: Services, rows: Factory
+    direct: Services, watched: Watched
 ) -> None:
-    order = await rows.order(status="PR")
-    fanout = manual_fanout(direct)
-    await fanout.seek_end()
-    start = fanout.position
-    audience = Recorder()
-    fanout.add(audience)
+    order, fanout, start, audience = watched
 
     async with direct.db.sessions() as slow, slow.begin():
         early = await write_event(slow, order, "slow writer")  # drawn first, still open
@@ -118,14 +124,9 @@ async def test_an_event_committed_before_a_smaller_id_is_held_back_until_that_id
 
 
 async def test_a_rolled_back_writer_holds_nothing_back_once_it_ends(
-    direct: Services, rows: Factory
+    direct: Services, watched: Watched
 ) -> None:
-    order = await rows.order(status="PR")
-    fanout = manual_fanout(direct)
-    await fanout.seek_end()
-    start = fanout.position
-    audience = Recorder()
-    fanout.add(audience)
+    order, fanout, start, audience = watched
 
     slow = direct.db.sessions()
     transaction = await slow.begin()
@@ -143,14 +144,9 @@ async def test_a_rolled_back_writer_holds_nothing_back_once_it_ends(
 
 
 async def test_concurrent_writers_and_readers_see_every_committed_event_once_in_id_order(
-    direct: Services, rows: Factory
+    direct: Services, watched: Watched
 ) -> None:
-    order = await rows.order(status="PR")
-    fanout = manual_fanout(direct)
-    await fanout.seek_end()
-    start = fanout.position
-    audience = Recorder()
-    fanout.add(audience)
+    order, fanout, start, audience = watched
     rng = random.Random(8)
     writing = True
 
@@ -186,9 +182,9 @@ async def test_concurrent_writers_and_readers_see_every_committed_event_once_in_
 
 
 async def test_two_processes_writing_at_once_give_every_subscriber_the_same_gapless_stream(
-    launch: Launch, scale_database_url: str, rows: Factory, direct: Services
+    two_servers: list[ServerProcess], rows: Factory, direct: Services
 ) -> None:
-    a, b = await launch(scale_database_url, count=2)
+    a, b = two_servers
     token = await rows.token("SUPPORT")
     system = await rows.token("SYSTEM")
     customer = await rows.customer()

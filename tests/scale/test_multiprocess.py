@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -47,10 +48,23 @@ SLOW_POLL = {"fanout_poll_seconds": "60"}
 DELIVERY_TIMEOUT = 10.0
 
 
-def transport_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
-    if kind == "redis":
-        return {**SLOW_POLL, "redis_url": request.getfixturevalue("redis_url")}
-    return dict(SLOW_POLL)
+@dataclass
+class OverTransport:
+    """Two processes whose events cross only through the transport `kind`."""
+
+    kind: str
+    redis_url: str | None
+    servers: list[ServerProcess]
+
+
+@pytest.fixture(params=["postgres", "redis"])
+async def over_transport(
+    request: pytest.FixtureRequest, launch: Launch, scale_database_url: str
+) -> OverTransport:
+    kind: str = request.param
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    settings = {**SLOW_POLL, **({"redis_url": redis_url} if redis_url else {})}
+    return OverTransport(kind, redis_url, await launch(scale_database_url, count=2, **settings))
 
 
 async def last_cursor(server: ServerProcess, token: str, order_id: str) -> str:
@@ -70,33 +84,12 @@ async def act(
     return result
 
 
-async def kill_transport_connections(kind: str, database_url: str, redis_url: str | None) -> int:
-    """Kill every process's transport connection for this database, as a restart would."""
-    if kind == "postgres":
-        conn = await asyncpg.connect(asyncpg_dsn(database_url))
-        try:
-            killed = await conn.fetch(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name = $1",
-                CLIENT_NAME,
-            )
-            return len(killed)
-        finally:
-            await conn.close()
-    assert redis_url is not None
-    admin = aioredis.Redis.from_url(redis_url)
-    try:
-        name = f"{CLIENT_NAME}-{database_name(database_url)}"
-        ids = [c["id"] for c in await admin.client_list() if c.get("name") == name]
-        for client_id in ids:
-            await admin.client_kill_filter(_id=client_id)
-        return len(ids)
-    finally:
-        await admin.aclose()
-
-
-async def transport_connections(kind: str, database_url: str, redis_url: str | None) -> set[str]:
-    """The transport connections open now (PostgreSQL backend pids or Redis client ids)."""
+async def transport_connections(
+    kind: str, database_url: str, redis_url: str | None, *, kill: bool = False
+) -> set[str]:
+    """The transport connections that listen now (PostgreSQL backend pids or Redis client ids of
+    subscribers). With `kill`, every transport connection of this database is killed too, as a
+    restart would (on Redis the publishing ones as well)."""
     if kind == "postgres":
         conn = await asyncpg.connect(asyncpg_dsn(database_url))
         try:
@@ -105,31 +98,28 @@ async def transport_connections(kind: str, database_url: str, redis_url: str | N
                 " WHERE datname = current_database() AND application_name = $1",
                 CLIENT_NAME,
             )
-            return {str(r["pid"]) for r in rows}
+            pids = {str(r["pid"]) for r in rows}
+            for pid in pids if kill else ():
+                await conn.execute("SELECT pg_terminate_backend($1)", int(pid))
+            return pids
         finally:
             await conn.close()
     assert redis_url is not None
     admin = aioredis.Redis.from_url(redis_url)
     try:
         name = f"{CLIENT_NAME}-{database_name(database_url)}"
-        clients = await admin.client_list()
-        return {str(c["id"]) for c in clients if c.get("name") == name and c.get("sub") == "1"}
+        clients = [c for c in await admin.client_list() if c.get("name") == name]
+        for client in clients if kill else ():
+            await admin.client_kill_filter(_id=client["id"])
+        return {str(c["id"]) for c in clients if c.get("sub") == "1"}
     finally:
         await admin.aclose()
 
 
-KINDS = pytest.mark.parametrize("kind", ["postgres", "redis"])
-
-
-@KINDS
 async def test_a_change_through_one_process_reaches_a_subscriber_on_another(
-    kind: str,
-    request: pytest.FixtureRequest,
-    launch: Launch,
-    scale_database_url: str,
-    rows: Factory,
+    over_transport: OverTransport, rows: Factory
 ) -> None:
-    a, b = await launch(scale_database_url, count=2, **transport_settings(kind, request))
+    a, b = over_transport.servers
     token = await rows.token("SUPPORT")
     order = await rows.order(status="PF")
     order_id = gid("Order", order)
@@ -149,17 +139,10 @@ async def test_a_change_through_one_process_reaches_a_subscriber_on_another(
         await sub.nothing_within(0.5)
 
 
-@KINDS
 async def test_after_the_transport_connections_are_killed_nothing_is_lost(
-    kind: str,
-    request: pytest.FixtureRequest,
-    launch: Launch,
-    scale_database_url: str,
-    rows: Factory,
+    over_transport: OverTransport, scale_database_url: str, rows: Factory
 ) -> None:
-    settings = transport_settings(kind, request)
-    redis_url = settings.get("redis_url")
-    a, b = await launch(scale_database_url, count=2, **settings)
+    kind, redis_url, (a, b) = over_transport.kind, over_transport.redis_url, over_transport.servers
     token = await rows.token("SUPPORT")
     customer = await rows.customer()
     orders = [await rows.order(customer, status="PF") for _ in range(4)]
@@ -168,7 +151,8 @@ async def test_after_the_transport_connections_are_killed_nothing_is_lost(
     assert len(before) == 2  # one per process
 
     async with subscription(b, token, STATUS_CHANGES, {"after": cursor}) as sub:
-        assert await kill_transport_connections(kind, scale_database_url, redis_url) >= 2
+        killed = await transport_connections(kind, scale_database_url, redis_url, kill=True)
+        assert killed == before
         # Changes committed while the transports are down or coming back.
         for order in orders[:3]:
             assert (await act(a, token, gid("Order", order), "HOLD"))["userErrors"] == []
@@ -192,9 +176,9 @@ async def test_after_the_transport_connections_are_killed_nothing_is_lost(
 
 
 async def test_concurrent_actions_on_one_order_through_two_processes_one_wins(
-    launch: Launch, scale_database_url: str, rows: Factory, direct: Services
+    two_servers: list[ServerProcess], rows: Factory, direct: Services
 ) -> None:
-    a, b = await launch(scale_database_url, count=2)
+    a, b = two_servers
     token = await rows.token("SUPPORT")
     customer = await rows.customer()
     orders = [await rows.order(customer, status="PF") for _ in range(8)]
@@ -244,31 +228,44 @@ async def fail_orders(
     await asyncio.gather(*(fail(i, order) for i, order in enumerate(orders)))
 
 
+@pytest.fixture
+def launch_mailing(launch: Launch, scale_database_url: str, smtp_server: SmtpServer) -> Launch:
+    """`await launch_mailing(**settings)`: two processes on the test database that send their
+    mail to `smtp_server`."""
+
+    async def start(**settings: str) -> list[ServerProcess]:
+        servers: list[ServerProcess] = await launch(
+            scale_database_url, count=2, smtp_url=smtp_server.url, **settings
+        )
+        return servers
+
+    return start
+
+
+async def failed_with_mail(
+    rows: Factory, servers: list[ServerProcess], count: int
+) -> list[SalesOrder]:
+    """`count` orders of a reseller that is told of failures too (besides support), reported
+    failed at once through `servers`."""
+    system = await rows.token("SYSTEM")
+    reseller = await rows.reseller()
+    await rows.notify(reseller)
+    customer = await rows.customer(reseller)
+    orders = [await rows.order(customer, status="PR") for _ in range(count)]
+    await fail_orders(servers, system, orders)
+    return orders
+
+
 async def notifications(direct: Services) -> list[Notification]:
     async with direct.db.read() as session:
         return list((await session.exec(select(Notification))).all())
 
 
 async def test_the_outbox_sends_each_mail_once_with_two_processes(
-    launch: Launch,
-    scale_database_url: str,
-    rows: Factory,
-    direct: Services,
-    smtp_server: SmtpServer,
+    launch_mailing: Launch, rows: Factory, direct: Services, smtp_server: SmtpServer
 ) -> None:
-    servers = await launch(
-        scale_database_url,
-        count=2,
-        smtp_url=smtp_server.url,
-        outbox_poll_seconds="0.02",  # both processes keep claiming
-    )
-    system = await rows.token("SYSTEM")
-    reseller = await rows.reseller()
-    await rows.notify(reseller)  # the reseller is told of failures too
-    customer = await rows.customer(reseller)
-    orders = [await rows.order(customer, status="PR") for _ in range(16)]
-
-    await fail_orders(servers, system, orders)
+    servers = await launch_mailing(outbox_poll_seconds="0.02")  # both processes keep claiming
+    orders = await failed_with_mail(rows, servers, 16)
 
     expected = 2 * len(orders)  # support and the reseller, per failure
     await smtp_server.wait_for(expected, timeout=20)
@@ -283,29 +280,16 @@ async def test_the_outbox_sends_each_mail_once_with_two_processes(
 
 
 async def test_an_escalation_fires_once_with_two_processes(
-    launch: Launch,
-    scale_database_url: str,
-    rows: Factory,
-    direct: Services,
-    smtp_server: SmtpServer,
+    launch_mailing: Launch, rows: Factory, direct: Services, smtp_server: SmtpServer
 ) -> None:
-    servers = await launch(
-        scale_database_url,
-        count=2,
-        smtp_url=smtp_server.url,
+    servers = await launch_mailing(
         failure_sla_hours="0.0003",  # about a second
         business_hours="00:00-24:00",
         business_days="mon-sun",
         escalation_poll_seconds="0.02",  # both processes keep looking
         outbox_poll_seconds="0.05",
     )
-    system = await rows.token("SYSTEM")
-    reseller = await rows.reseller()
-    await rows.notify(reseller)  # the reseller is told of failures too
-    customer = await rows.customer(reseller)
-    orders = [await rows.order(customer, status="PR") for _ in range(6)]
-
-    await fail_orders(servers, system, orders)
+    orders = await failed_with_mail(rows, servers, 6)
 
     async def all_escalated() -> bool:
         async with direct.db.read() as session:

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
+import pytest
 
 from app.asgi import create_app
 from app.settings import Settings
@@ -43,53 +44,76 @@ async def readiness(http: httpx.AsyncClient, status: int, timeout: float = 15.0)
         await asyncio.sleep(0.05)
 
 
-async def test_a_database_that_refuses_connections_makes_it_unready(
-    postgres: PostgresServer, scale_database_url: str
-) -> None:
-    name = database_name(scale_database_url)
+class DatabaseAdmin:
+    """The PostgreSQL server's side of an outage of one database: refuse new connections to it,
+    end the open ones."""
+
+    def __init__(self, admin: Any, name: str) -> None:
+        self.admin = admin
+        self.name = name
+
+    async def allow_connections(self, allowed: bool) -> None:
+        value = "true" if allowed else "false"
+        await self.admin.execute(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS {value}')
+
+    async def terminate(self, application_name: str | None = None) -> int:
+        """End the open connections to the database (only `application_name`'s, if given)."""
+        killed: int = await self.admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND ($2::text IS NULL OR application_name = $2)",
+            self.name,
+            application_name,
+        )
+        return killed
+
+
+@asynccontextmanager
+async def database_admin(
+    postgres: PostgresServer, database_url: str
+) -> AsyncIterator[DatabaseAdmin]:
+    """A `DatabaseAdmin` of `database_url`; connections are allowed again at the end."""
     admin = await asyncpg.connect(postgres.admin_url)
+    database = DatabaseAdmin(admin, database_name(database_url))
     try:
-        async with running(scale_database_url) as http:
-            assert await readiness(http, 200) == {"status": "ready"}
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
-                name,
-            )
-            body = await readiness(http, 503)
-            assert "the database does not answer" in body["problems"]
-            assert "the PostgresTransport connection is down" in body["problems"]
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            assert await readiness(http, 200) == {"status": "ready"}  # both came back
+        yield database
     finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await database.allow_connections(True)
         await admin.close()
 
 
-async def test_a_killed_listen_connection_is_unready_until_it_reconnects(
-    postgres: PostgresServer, scale_database_url: str
+OUTAGES = {
+    # Every connection to the database ended and new ones refused: the pool and the LISTEN
+    # connection both fail.
+    "the database refuses connections": (
+        None,
+        ["the database does not answer", "the PostgresTransport connection is down"],
+    ),
+    # The server kills the LISTEN connection, and new connections are refused for a while (the
+    # pool's open connections still answer, so the database is reachable).
+    "the LISTEN connection is killed": (
+        "orderpulse-events",
+        ["the PostgresTransport connection is down"],
+    ),
+}
+
+
+@pytest.mark.parametrize("outage", list(OUTAGES))
+async def test_an_outage_makes_it_unready_until_it_ends_by_itself(
+    outage: str, postgres: PostgresServer, scale_database_url: str
 ) -> None:
-    name = database_name(scale_database_url)
-    admin = await asyncpg.connect(postgres.admin_url)
-    try:
-        async with running(scale_database_url) as http:
-            assert await readiness(http, 200) == {"status": "ready"}
-            # the server kills the LISTEN connection, and new connections are refused for a
-            # while (the pool's open connections still answer, so the database is reachable)
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            killed = await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND application_name = 'orderpulse-events'",
-                name,
-            )
-            assert killed == 1
-            body = await readiness(http, 503)
-            assert "the PostgresTransport connection is down" in body["problems"]
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            assert await readiness(http, 200) == {"status": "ready"}  # reconnected by itself
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
+    ended, problems = OUTAGES[outage]
+    async with (
+        database_admin(postgres, scale_database_url) as admin,
+        running(scale_database_url) as http,
+    ):
+        assert await readiness(http, 200) == {"status": "ready"}
+        await admin.allow_connections(False)
+        killed = await admin.terminate(ended)
+        assert killed == 1 if ended else killed >= 1
+        body = await readiness(http, 503)
+        assert set(problems) <= set(body["problems"]), body
+        await admin.allow_connections(True)
+        assert await readiness(http, 200) == {"status": "ready"}  # reconnected by itself
 
 
 async def test_redis_unreachable_makes_it_unready(scale_database_url: str, redis_url: str) -> None:

@@ -15,7 +15,6 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.scale.conftest import Launch
 from tests.support.api import Factory
 from tests.support.processes import ROOT, ServerProcess, run_app
 
@@ -49,9 +48,9 @@ async def close_code(ws: websockets.ClientConnection, timeout: float) -> tuple[i
 
 
 async def test_a_revoked_tokens_sockets_close_on_every_process_within_5_seconds(
-    launch: Launch, scale_database_url: str, rows: Factory, tmp_path: object
+    two_servers: list[ServerProcess], scale_database_url: str, rows: Factory, tmp_path: object
 ) -> None:
-    a, b = await launch(scale_database_url, count=2)
+    a, b = two_servers
     token = await rows.token("SUPPORT")
     kept = await rows.token("SUPPORT")
     revoked_sockets = [await open_subscription(server, token) for server in (a, b)]

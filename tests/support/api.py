@@ -168,8 +168,6 @@ class Factory:
                 reseller_id=reseller.id,
                 notify_reseller=reseller_mail,
                 notify_customer=customer_mail,
-                template_id=None,
-                template_given=False,
                 now=self.services.clock.now(),
             )
 
@@ -190,6 +188,11 @@ class Factory:
                 now=self.services.clock.now(),
                 expires_in=expires_in,
             )
+
+
+def refused(object_field: str, field: list[str] | None, message: str, code: str) -> dict[str, Any]:
+    """The payload of a mutation that wrote nothing: its object null, and this one user error."""
+    return {object_field: None, "userErrors": [{"field": field, "message": message, "code": code}]}
 
 
 def gid(type_name: str, row: Any) -> str:

@@ -44,6 +44,7 @@ from app.graphql.loaders import items_query
 from app.graphql.pagination import count_query, keyset_page, page_info, page_size
 from app.graphql.planner.compile import NotCovered, OrderSource, PageSource, Plan, Root
 from app.graphql.queries import OrderFilter, order_conditions, status_counts, status_counts_query
+from app.graphql.types import ORDERS
 from app.orders.models import Customer, Reseller, SalesOrder
 
 MISSING: Any = object()
@@ -96,8 +97,8 @@ async def orders(
             ORDER.c.id,
             size=size,
             after=after,
-            kind="order",
-            newest_first=True,
+            kind=ORDERS.kind,
+            newest_first=ORDERS.newest_first,
         )
     except GraphQLError as error:  # a bad `first` or `after`: the executor reports it
         raise NotCovered(error.message) from error
@@ -116,7 +117,7 @@ async def orders(
         by_id = {source.row.id: source for source in page}
         for item in (await conn.execute(items_query(list(by_id)))).all():
             by_id[item.order_id].items.append(item)
-    cursors = [to_cursor("order", source.row.id) for source in page]
+    cursors = [to_cursor(ORDERS.kind, source.row.id) for source in page]
     info = page_info(cursors, has_next=has_next, has_previous=after is not None)
     return PageSource(orders=page, page_info=info, total=total)
 
