@@ -144,20 +144,11 @@ async def measure(
 # --- servers ----------------------------------------------------------------------------------
 
 
-# One token sends every request, thousands a minute: far above the default per-token rate limit
-# (1200/minute, which answers 429). The limiter still runs on every request, with a limit the
-# load never reaches, so its cost is measured; PostGraphile has no limiter.
-BENCH_RATE_LIMIT = "100000000/minute"
-
-
 def start_orderpulse(url: str, workers: int, planner: bool) -> b.Server:
     return b.start_server(
         url,
         workers=workers,
-        extra_env={
-            "ORDERPULSE_READ_PLANNER": "true" if planner else "false",
-            "ORDERPULSE_RATE_LIMIT": BENCH_RATE_LIMIT,
-        },
+        extra_env={"ORDERPULSE_READ_PLANNER": "true" if planner else "false"},
     )
 
 
@@ -312,10 +303,7 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 async def server_cpu(url: str, token: str, args: argparse.Namespace, planner: bool) -> str:
-    extra = {
-        "ORDERPULSE_READ_PLANNER": "true" if planner else "false",
-        "ORDERPULSE_RATE_LIMIT": BENCH_RATE_LIMIT,
-    }
+    extra = {"ORDERPULSE_READ_PLANNER": "true" if planner else "false"}
     if args.app_root:
         extra["PYTHONPATH"] = args.app_root  # made absolute in main()
     server = b.start_server(url, workers=1, extra_env=extra)
