@@ -82,7 +82,7 @@ class Root:
     kind: str
     arguments: dict[str, ValueNode]
     assemble: Getter
-    needs: frozenset[str] = frozenset()  # "count", "items", "customer", "reseller"
+    needs: frozenset[str] = frozenset()  # "count", "items", "customer", "reseller", "order.total"…
 
 
 @dataclass(frozen=True)
@@ -329,10 +329,43 @@ TABLES: Mapping[str, Mapping[str, Getter]] = {
     "OrderFailure": ATTRIBUTES,
     "OrderStatusCount": ATTRIBUTES,
 }
-# Which SQL a field needs beyond the page itself.
+# The columns each field's getter reads ("table.column"; a row has only the columns its document
+# needs, plus its id). A getter reading a column not listed fails on the row (AttributeError), and
+# the executor answers that request instead: a missing entry costs speed, never a wrong answer.
+_ORDER_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "number": ("number",),
+    "type": ("type",),
+    "status": ("status",),
+    "version": ("version",),
+    "total": ("total", "currency"),
+    "requiresManualAction": ("status",),
+    "createdAt": ("created_at",),
+    "updatedAt": ("updated_at",),
+    "failure": ("failure_reason", "failure_details", "failed_at", "sla_deadline", "escalated_at"),
+    "availableActions": ("status",),
+}
+_CUSTOMER_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "name": ("name",),
+    "contactEmail": ("contact_email",),
+    "paymentMethod": ("payment_method",),
+    "onHold": ("on_hold",),
+    "requiresVerification": ("requires_verification",),
+    "creditLimit": ("credit_limit",),
+    "createdAt": ("created_at",),
+}
+_RESELLER_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "name": ("name",),
+    "email": ("email",),
+    "createdAt": ("created_at",),
+}
+# Which SQL a field needs: beyond the page ("count", "items", the "customer" and "reseller"
+# joins) and the page's columns.
 NEEDS: Mapping[tuple[str, str], tuple[str, ...]] = {
     ("OrderConnection", "totalCount"): ("count",),
     ("Order", "items"): ("items",),
     ("Order", "customer"): ("customer",),
     ("Order", "reseller"): ("reseller",),
+    **{("Order", f): tuple(f"order.{c}" for c in cs) for f, cs in _ORDER_COLUMNS.items()},
+    **{("Customer", f): tuple(f"customer.{c}" for c in cs) for f, cs in _CUSTOMER_COLUMNS.items()},
+    **{("Reseller", f): tuple(f"reseller.{c}" for c in cs) for f, cs in _RESELLER_COLUMNS.items()},
 }

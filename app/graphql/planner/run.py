@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import namedtuple
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
@@ -53,10 +54,41 @@ INT_RANGE = range(-(2**31), 2**31)
 ORDER = SalesOrder.__table__  # type: ignore[attr-defined]
 CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
 RESELLER = Reseller.__table__  # type: ignore[attr-defined]
-# Rows as light tuples with the ORM objects' attribute names (the row functions read those).
-OrderRow = namedtuple("OrderRow", [c.key for c in ORDER.c])  # type: ignore[misc]
-CustomerRow = namedtuple("CustomerRow", [c.key for c in CUSTOMER.c])  # type: ignore[misc]
-ResellerRow = namedtuple("ResellerRow", [c.key for c in RESELLER.c])  # type: ignore[misc]
+TABLES = {"order": ORDER, "customer": CUSTOMER, "reseller": RESELLER}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The page statement of a set of needs, and how its rows split into light tuples with the ORM
+    objects' attribute names (the row functions read those): only the columns the document reads,
+    plus each table's id."""
+
+    select: Select[Any]
+    order: Any  # namedtuple types
+    customer: Any
+    reseller: Any
+
+
+@functools.cache
+def layout(needs: frozenset[str]) -> Layout:
+    """Built once per set of needs."""
+    names: dict[str, list[str]] = {}
+    for table in ("order", *(t for t in ("customer", "reseller") if t in needs)):
+        wanted = {n.partition(".")[2] for n in needs if n.startswith(table + ".")} | {"id"}
+        names[table] = [c.key for c in TABLES[table].c if c.key in wanted]  # the table's order
+    joined = ORDER
+    if "customer" in names:
+        joined = joined.join(CUSTOMER, CUSTOMER.c.id == ORDER.c.customer_id)
+    if "reseller" in names:
+        joined = joined.join(RESELLER, RESELLER.c.id == ORDER.c.reseller_id)
+    columns = [TABLES[table].c[name] for table, keys in names.items() for name in keys]
+    types = {t: namedtuple(f"{t.title()}Row", keys) for t, keys in names.items()}
+    return Layout(
+        select(*columns).select_from(joined),
+        types["order"],
+        types.get("customer"),
+        types.get("reseller"),
+    )
 
 
 async def run_plan(
@@ -87,7 +119,8 @@ async def orders(
     counted = "count" in root.needs
     try:
         size = page_size(first)
-        select_page = page_select("customer" in root.needs, "reseller" in root.needs)
+        shape = layout(root.needs)
+        select_page = shape.select
         if counted:  # the count rides on every row of the page: one statement, not two
             select_page = select_page.add_columns(
                 count_query(SalesOrder, where).correlate(None).scalar_subquery()
@@ -104,7 +137,7 @@ async def orders(
         raise NotCovered(error.message) from error
     rows = (await conn.execute(query)).all()
     has_next = len(rows) > size
-    page = [_order_source(row, root, viewer) for row in rows[:size]]
+    page = [_order_source(row, shape, viewer) for row in rows[:size]]
     total = None
     if counted:
         if rows:
@@ -122,34 +155,16 @@ async def orders(
     return PageSource(orders=page, page_info=info, total=total)
 
 
-@functools.cache
-def page_select(customer: bool, reseller: bool) -> Select[Any]:
-    """The orders, joined with their customers and resellers when selected (built once)."""
-    columns = list(ORDER.c)
-    joined = ORDER
-    if customer:
-        columns += list(CUSTOMER.c)
-        joined = joined.join(CUSTOMER, CUSTOMER.c.id == ORDER.c.customer_id)
-    if reseller:
-        columns += list(RESELLER.c)
-        joined = joined.join(RESELLER, RESELLER.c.id == ORDER.c.reseller_id)
-    return select(*columns).select_from(joined)
-
-
-_ORDER_WIDTH = len(ORDER.c)
-_CUSTOMER_WIDTH = len(CUSTOMER.c)
-_RESELLER_WIDTH = len(RESELLER.c)
-
-
-def _order_source(row: Any, root: Root, viewer: Viewer) -> OrderSource:
-    order = OrderRow._make(row[:_ORDER_WIDTH])
+def _order_source(row: Any, layout: Layout, viewer: Viewer) -> OrderSource:
+    end = len(layout.order._fields)
+    order = layout.order._make(row[:end])
     customer = reseller = None
-    start = _ORDER_WIDTH
-    if "customer" in root.needs:
-        customer = CustomerRow._make(row[start : start + _CUSTOMER_WIDTH])
-        start += _CUSTOMER_WIDTH
-    if "reseller" in root.needs:
-        reseller = ResellerRow._make(row[start : start + _RESELLER_WIDTH])
+    if layout.customer is not None:
+        start, end = end, end + len(layout.customer._fields)
+        customer = layout.customer._make(row[start:end])
+    if layout.reseller is not None:
+        start, end = end, end + len(layout.reseller._fields)
+        reseller = layout.reseller._make(row[start:end])
     return OrderSource(order, customer, reseller, viewer)
 
 
