@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_read.py                       # everything (about 5 minutes)
     .venv/bin/python scripts/bench_read.py --skip-big --seconds 10
+    .venv/bin/python scripts/bench_read.py --skip-big --skip-sqlite --rounds 3   # median ratio
     .venv/bin/python scripts/bench_read.py --skip-big --skip-peer --planner both   # planner on/off
     .venv/bin/python scripts/bench_read.py --skip-big --profile pg1    # py-spy the 1-worker server
     .venv/bin/python scripts/bench_read.py --cpu 300 [--app-root ../main]  # server CPU/request
@@ -32,6 +33,7 @@ import collections
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -386,12 +388,20 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
         reseller = seeded.reseller_ids[0]
         token = await b.make_token(url, "RESELLER", reseller_id=reseller)
         results: dict[str, Figures] = {}
-        for planner in planners:
-            tag = "" if planner else " (no planner)"
-            results[f"op2{tag}"] = await run_orderpulse(
-                url, 2, token, args, planner, key("pg2", planner)
-            )
-        if not args.skip_peer and node_present():
+        with_peer = not args.skip_peer and node_present()
+        if not args.skip_peer and not with_peer:
+            print("   (no Node.js here: PostGraphile not run)")
+        rounds: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        for round_number in range(args.rounds):  # alternated, so both meet the same noise
+            if args.rounds > 1:
+                print(f"-- round {round_number + 1} of {args.rounds}")
+            for planner in planners:
+                tag = "" if planner else " (no planner)"
+                results[f"op2{tag}"] = await run_orderpulse(
+                    url, 2, token, args, planner, key("pg2", planner)
+                )
+            if not with_peer:
+                continue
             peer = await start_postgraphile(url, 2)
             try:
                 body = json.dumps({"query": PEER_PANEL, "variables": {"r": reseller}}).encode()
@@ -401,9 +411,18 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
                 peer.stop()
             for planner in planners:
                 tag = "" if planner else " (no planner)"
-                print(ratio(results[f"op2{tag}"], results["peer"], (f"OrderPulse{tag}", "PG4")))
-        elif not args.skip_peer:
-            print("   (no Node.js here: PostGraphile not run)")
+                ours, theirs = results[f"op2{tag}"], results["peer"]
+                print(ratio(ours, theirs, (f"OrderPulse{tag}", "PG4")))
+                if not (ours.errors or theirs.errors):
+                    rounds[tag].append((ours.rps / theirs.rps, ours.p99 / theirs.p99))
+        for tag, pairs in rounds.items():
+            if len(pairs) > 1:
+                print(
+                    f"  median of {len(pairs)} rounds, OrderPulse{tag}/PG4: "
+                    f"req/s {statistics.median(p[0] for p in pairs):.2f}, "
+                    f"p99 {statistics.median(p[1] for p in pairs):.2f}; req/s ratios "
+                    + ", ".join(f"{p[0]:.2f}" for p in pairs)
+                )
         if args.skip_sqlite:
             return
         for planner in planners:
@@ -487,6 +506,9 @@ def main() -> None:
     )
     parser.add_argument("--app-root", help="with --cpu: serve the code of another checkout")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="OrderPulse and the peer alternately, N times each"
+    )
     parser.add_argument("--planner", choices=["on", "off", "both"], default="on")
     parser.add_argument("--load", choices=["autocannon", "python"], default=None)
     parser.add_argument("--big", type=int, default=1_000_000)
