@@ -400,6 +400,44 @@ async def test_an_unusable_cursor_is_one_error_that_reveals_nothing(
     assert change["order"]["number"] == later.number
 
 
+async def test_a_cursor_checked_for_one_tenant_is_still_refused_to_another(
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
+) -> None:
+    """Cursor checks keep each event's tenancy in memory; the rule still applies per viewer."""
+    order = await factory.order(tenants.customer_b1, status="PR")
+    async with services.db.read() as session:
+        query = select(col(Event.id)).where(col(Event.order_id) == order.id)
+        cursor = to_cursor("event", (await session.exec(query)).one())
+    reads_before = services.fanout.cursors.reads
+    refused = []
+    async with (
+        connected(live_server.ws_url, tenants.tokens["reseller b"]) as owner,
+        connected(live_server.ws_url, tenants.tokens["reseller a"]) as other,
+    ):
+        for id in ("1", "2"):
+            await subscribe(owner, id, ORDER_CHANGES, {"after": cursor})
+            await other.subscribe(id, ORDER_CHANGES, {"after": cursor})
+            refused.append(await other.until_pong())
+    assert refused == [
+        [
+            {
+                "id": id,
+                "type": "error",
+                "payload": [
+                    {
+                        "message": INVALID_CURSOR_MESSAGE,
+                        "locations": [{"line": 3, "column": 3}],
+                        "path": ["orderStatusChanged"],
+                        "extensions": {"code": "BAD_USER_INPUT"},
+                    }
+                ],
+            }
+        ]
+        for id in ("1", "2")
+    ]
+    assert services.fanout.cursors.reads - reads_before == 1  # one read for all four checks
+
+
 # --- a slow consumer ----------------------------------------------------------------------------
 
 
