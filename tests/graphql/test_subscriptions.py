@@ -25,6 +25,7 @@ from app.graphql.ids import to_cursor, to_global_id
 from app.graphql.loaders import Loaders
 from app.graphql.schema import build_schema
 from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
+from app.graphql.ws import groups
 from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import SUPPORT, Factory, GraphQLClient, gid
@@ -776,9 +777,17 @@ async def test_an_order_can_be_followed_from_its_history_cursor(
     assert (change["cursor"], change["to"]) == (history["order"]["history"][1]["cursor"], "PF")
 
 
+@pytest.mark.parametrize("slice_seconds", [groups.REPLAY_SLICE_SECONDS, 0.0])
 async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_its_events(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: World
+    live_server: LiveServer,
+    factory: Factory,
+    services: Services,
+    tenants: World,
+    monkeypatch: pytest.MonkeyPatch,
+    slice_seconds: float,
 ) -> None:
+    """Also with the replay letting the loop run between every two riders (slice 0)."""
+    monkeypatch.setattr(groups, "REPLAY_SLICE_SECONDS", slice_seconds)
     services.fanout.replay_page_size = 2  # many pages: separate replays would read many more
     orders = [await factory.order(tenants.customer_a1, status="PR") for _ in range(9)]
     async with services.db.read() as session:
