@@ -2,7 +2,7 @@
 """Reconnect-storm benchmark: N panels come back at once after a deploy, each resuming with `after`.
 
     .venv/bin/python scripts/bench_reconnect.py [--subscribers 10000] [--backlog 20]
-        [--workers 1] [--peer] [--database sqlite|postgres]
+        [--workers 1] [--peer] [--database sqlite|postgres] [--server-env NAME=VALUE ...]
 
 1. Migrates and seeds a fresh database (SQLite in a temporary directory, or a throwaway
    PostgreSQL database), starts `python -m app serve` on a free port, and writes `--backlog`
@@ -116,10 +116,13 @@ RESUBMIT = """mutation($id: ID!) { performOrderAction(input: {orderId: $id, acti
 class OrderPulseTarget:
     """OrderPulse with a backlog of K events of one order, seen by that order's reseller."""
 
-    def __init__(self, database: str, workers: int, directory: Path) -> None:
+    def __init__(
+        self, database: str, workers: int, directory: Path, server_env: dict[str, str]
+    ) -> None:
         self.database = database
         self.workers = workers
         self.directory = directory
+        self.server_env = server_env
         self.url = ""
         self.server: b.Server | None = None
         self.order_id = ""
@@ -140,7 +143,7 @@ class OrderPulseTarget:
             await b.make_token(self.url, "RESELLER", reseller_id=reseller)
             for _ in range(max(1, -(-clients // SOCKETS_PER_TOKEN)))
         ]
-        self.server = b.start_server(self.url, workers=self.workers)
+        self.server = b.start_server(self.url, workers=self.workers, extra_env=self.server_env)
         data = await post_graphql(
             self.server.port,
             self.tokens[0],
@@ -367,13 +370,21 @@ async def main() -> None:
     parser.add_argument("--connect-window", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--peer", action="store_true", help="also run the Node graphql-ws peer")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the server, e.g. ORDERPULSE_WS_ADMISSION_CONCURRENCY=8 (repeatable)",
+    )
     args = parser.parse_args()
+    server_env = dict(item.split("=", 1) for item in args.server_env)
     ensure_node_modules()
     results: list[StormResult] = []
     for workers in (int(w) for w in args.workers.split(",")):
         directory = Path(tempfile.mkdtemp(prefix="orderpulse-reconnect-"))
         try:
-            target = OrderPulseTarget(args.database, workers, directory)
+            target = OrderPulseTarget(args.database, workers, directory, server_env)
             name = f"OrderPulse {args.database} w{workers}"
             result = await run_storm(
                 name,
