@@ -16,8 +16,11 @@
    exactly the events after its cursor, in order, once. Printed: the time until every client is
    caught up, the time until every `connection_ack`, and then one live change published through
    the API, its delivery p50/p99 to all N (proves every client is live).
-3. While the storm lasts, a probe posts a small panel query (`orders(first: 10)`) over HTTP every
-   50 ms; its p99 is printed (HTTP must still answer during the storm).
+3. While the storm lasts, two probes post a small panel query (`orders(first: 10)`) over HTTP
+   every 50 ms, one on a new connection each time (a page being loaded), one over a kept-alive
+   connection (an open panel); their p99s are printed (HTTP must still answer during the storm).
+   A new connection first waits to be accepted behind the storm's connections (up
+   to `--connect-window` of them): that wait is most of its time.
 4. The server's peak RSS (VmHWM) and its growth per connected client after the storm.
 5. With `--peer`, the same client process runs against a Node graphql-js + graphql-ws server with
    in-memory pub/sub (scripts/reconnect/peer.mjs; no log, so no replay: its clients connect with
@@ -69,6 +72,8 @@ class StormResult:
     http_p99_ms: float | None
     http_requests: int
     http_failures: int
+    kept_http_p99_ms: float | None
+    kept_http_requests: int
     peak_rss_mb: float | None
     cpu_ms_per_client: float
     rss_per_client_kb: float | None
@@ -230,13 +235,18 @@ class PeerTarget:
             self.process.wait(10)
 
 
-async def http_probe(port: int, token: str, stop: asyncio.Event) -> tuple[list[float], int]:
-    """Post a small panel query every 50 ms until `stop`; latencies of those that answered."""
+async def http_probe(
+    port: int, token: str, stop: asyncio.Event, *, keep_alive: bool
+) -> tuple[list[float], int]:
+    """Post a small panel query every 50 ms until `stop`; latencies of those that answered.
+
+    `keep_alive`: over one connection (an open panel), else a new connection each time (a page
+    being loaded: it also waits for the server to accept it, behind the storm's connections)."""
     latencies: list[float] = []
     failures = 0
     body, headers = b.graphql_request(token, PANEL_PROBE)
+    conn = b.HttpConnection(port)
     while not stop.is_set():
-        conn = b.HttpConnection(port)
         started = time.perf_counter()
         try:
             status, payload = await asyncio.wait_for(conn.post("/graphql", body, headers), 30)
@@ -246,12 +256,16 @@ async def http_probe(port: int, token: str, stop: asyncio.Event) -> tuple[list[f
                 failures += 1
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             failures += 1
-        finally:
             await conn.close()
+            conn = b.HttpConnection(port)
+        if not keep_alive:
+            await conn.close()
+            conn = b.HttpConnection(port)
         try:
             await asyncio.wait_for(stop.wait(), 0.05)
         except TimeoutError:
             pass
+    await conn.close()
     return latencies, failures
 
 
@@ -290,8 +304,13 @@ async def run_storm(
         }
         stop_probe = asyncio.Event()
         probe_token = target.tokens[0]
-        probe = (
-            asyncio.create_task(http_probe(target.port, probe_token, stop_probe))
+        probes = (
+            [
+                asyncio.create_task(
+                    http_probe(target.port, probe_token, stop_probe, keep_alive=keep_alive)
+                )
+                for keep_alive in (False, True)
+            ]
             if isinstance(target, OrderPulseTarget)
             else None
         )
@@ -299,7 +318,9 @@ async def run_storm(
         await storm.stdin.drain()
         line = await asyncio.wait_for(storm.stdout.readline(), wait_seconds + 60)
         stop_probe.set()
-        latencies, failures = await probe if probe is not None else ([], 0)
+        (latencies, failures), (kept, kept_failures) = (
+            [await probe for probe in probes] if probes is not None else [([], 0), ([], 0)]
+        )
         caught = json.loads(line)["caughtUp"]
         cpu_storm = cpu_seconds(target.pids) - cpu_before
         await asyncio.sleep(1.0)  # settle before measuring memory
@@ -325,9 +346,11 @@ async def run_storm(
             live_received=live["received"],
             live_p50_ms=statistics.median(times) if times else float("nan"),
             live_p99_ms=b.percentile(times, 99),
-            http_p99_ms=b.percentile(latencies, 99) * 1000 if probe is not None else None,
+            http_p99_ms=b.percentile(latencies, 99) * 1000 if probes is not None else None,
             http_requests=len(latencies),
-            http_failures=failures,
+            http_failures=failures + kept_failures,
+            kept_http_p99_ms=b.percentile(kept, 99) * 1000 if probes is not None else None,
+            kept_http_requests=len(kept),
             peak_rss_mb=peak / 1024,
             cpu_ms_per_client=cpu_storm * 1000 / clients,
             rss_per_client_kb=(rss_after - rss_before) / clients,
@@ -343,8 +366,9 @@ def report(result: StormResult) -> None:
         else f"NOT ALL ({result.caught_up}/{result.clients})"
     )
     http = (
-        f"HTTP p99 {result.http_p99_ms:.0f} ms over {result.http_requests} requests"
-        f" ({result.http_failures} failed)"
+        f"HTTP p99 {result.http_p99_ms:.0f} ms over {result.http_requests} requests on new"
+        f" connections, {result.kept_http_p99_ms:.0f} ms over {result.kept_http_requests} on a"
+        f" kept-alive one ({result.http_failures} failed)"
         if result.http_p99_ms is not None
         else "HTTP n/a"
     )
