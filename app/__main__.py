@@ -110,7 +110,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     print(f"Control panels: http://{args.host}:{args.port}/panel", flush=True)
     print(f"GraphiQL: http://{args.host}:{args.port}/graphql", flush=True)
     uvicorn.run(
-        "app.asgi:create_app",
+        "app.asgi:serve_app",
         factory=True,
         host=args.host,
         port=args.port,

@@ -28,6 +28,7 @@ from app.observability import metrics
 from app.observability.logs import request_id_middleware
 from app.panel import panel_routes
 from app.ratelimit import RateLimiter, RateLimitMiddleware
+from app.runtime import tune_garbage_collector
 from app.services import Services
 from app.settings import Settings, get_settings
 
@@ -82,7 +83,15 @@ async def readiness_problems(services: Services, state: Any, limiter: RateLimite
     return problems
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
+def serve_app() -> Starlette:
+    """The app as `python -m app serve` runs it (in each worker): the garbage collector is tuned
+    for many long-lived sockets once the lifespan has started (app/runtime.py)."""
+    return create_app(tune_runtime=True)
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Clock | None = None, tune_runtime: bool = False
+) -> Starlette:
     """The ASGI app. Background workers start with the lifespan."""
     settings = settings or get_settings()
     services = Services(
@@ -115,6 +124,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
         workers = await start_workers(services)
         app.state.workers = workers
+        if tune_runtime:
+            tune_garbage_collector()
         try:
             yield
         finally:

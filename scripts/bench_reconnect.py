@@ -2,7 +2,7 @@
 """Reconnect-storm benchmark: N panels come back at once after a deploy, each resuming with `after`.
 
     .venv/bin/python scripts/bench_reconnect.py [--subscribers 10000] [--backlog 20]
-        [--workers 1] [--peer] [--database sqlite|postgres]
+        [--workers 1] [--peer] [--database sqlite|postgres] [--server-env NAME=VALUE ...]
 
 1. Migrates and seeds a fresh database (SQLite in a temporary directory, or a throwaway
    PostgreSQL database), starts `python -m app serve` on a free port, and writes `--backlog`
@@ -16,8 +16,11 @@
    exactly the events after its cursor, in order, once. Printed: the time until every client is
    caught up, the time until every `connection_ack`, and then one live change published through
    the API, its delivery p50/p99 to all N (proves every client is live).
-3. While the storm lasts, a probe posts a small panel query (`orders(first: 10)`) over HTTP every
-   50 ms; its p99 is printed (HTTP must still answer during the storm).
+3. While the storm lasts, two probes post a small panel query (`orders(first: 10)`) over HTTP
+   every 50 ms, one on a new connection each time (a page being loaded), one over a kept-alive
+   connection (an open panel); their p99s are printed (HTTP must still answer during the storm).
+   A new connection first waits to be accepted behind the storm's connections (up
+   to `--connect-window` of them): that wait is most of its time.
 4. The server's peak RSS (VmHWM) and its growth per connected client after the storm.
 5. With `--peer`, the same client process runs against a Node graphql-js + graphql-ws server with
    in-memory pub/sub (scripts/reconnect/peer.mjs; no log, so no replay: its clients connect with
@@ -69,6 +72,8 @@ class StormResult:
     http_p99_ms: float | None
     http_requests: int
     http_failures: int
+    kept_http_p99_ms: float | None
+    kept_http_requests: int
     peak_rss_mb: float | None
     cpu_ms_per_client: float
     rss_per_client_kb: float | None
@@ -116,10 +121,13 @@ RESUBMIT = """mutation($id: ID!) { performOrderAction(input: {orderId: $id, acti
 class OrderPulseTarget:
     """OrderPulse with a backlog of K events of one order, seen by that order's reseller."""
 
-    def __init__(self, database: str, workers: int, directory: Path) -> None:
+    def __init__(
+        self, database: str, workers: int, directory: Path, server_env: dict[str, str]
+    ) -> None:
         self.database = database
         self.workers = workers
         self.directory = directory
+        self.server_env = server_env
         self.url = ""
         self.server: b.Server | None = None
         self.order_id = ""
@@ -140,7 +148,7 @@ class OrderPulseTarget:
             await b.make_token(self.url, "RESELLER", reseller_id=reseller)
             for _ in range(max(1, -(-clients // SOCKETS_PER_TOKEN)))
         ]
-        self.server = b.start_server(self.url, workers=self.workers)
+        self.server = b.start_server(self.url, workers=self.workers, extra_env=self.server_env)
         data = await post_graphql(
             self.server.port,
             self.tokens[0],
@@ -227,13 +235,18 @@ class PeerTarget:
             self.process.wait(10)
 
 
-async def http_probe(port: int, token: str, stop: asyncio.Event) -> tuple[list[float], int]:
-    """Post a small panel query every 50 ms until `stop`; latencies of those that answered."""
+async def http_probe(
+    port: int, token: str, stop: asyncio.Event, *, keep_alive: bool
+) -> tuple[list[float], int]:
+    """Post a small panel query every 50 ms until `stop`; latencies of those that answered.
+
+    `keep_alive`: over one connection (an open panel), else a new connection each time (a page
+    being loaded: it also waits for the server to accept it, behind the storm's connections)."""
     latencies: list[float] = []
     failures = 0
     body, headers = b.graphql_request(token, PANEL_PROBE)
+    conn = b.HttpConnection(port)
     while not stop.is_set():
-        conn = b.HttpConnection(port)
         started = time.perf_counter()
         try:
             status, payload = await asyncio.wait_for(conn.post("/graphql", body, headers), 30)
@@ -243,12 +256,16 @@ async def http_probe(port: int, token: str, stop: asyncio.Event) -> tuple[list[f
                 failures += 1
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             failures += 1
-        finally:
             await conn.close()
+            conn = b.HttpConnection(port)
+        if not keep_alive:
+            await conn.close()
+            conn = b.HttpConnection(port)
         try:
             await asyncio.wait_for(stop.wait(), 0.05)
         except TimeoutError:
             pass
+    await conn.close()
     return latencies, failures
 
 
@@ -287,8 +304,13 @@ async def run_storm(
         }
         stop_probe = asyncio.Event()
         probe_token = target.tokens[0]
-        probe = (
-            asyncio.create_task(http_probe(target.port, probe_token, stop_probe))
+        probes = (
+            [
+                asyncio.create_task(
+                    http_probe(target.port, probe_token, stop_probe, keep_alive=keep_alive)
+                )
+                for keep_alive in (False, True)
+            ]
             if isinstance(target, OrderPulseTarget)
             else None
         )
@@ -296,7 +318,9 @@ async def run_storm(
         await storm.stdin.drain()
         line = await asyncio.wait_for(storm.stdout.readline(), wait_seconds + 60)
         stop_probe.set()
-        latencies, failures = await probe if probe is not None else ([], 0)
+        (latencies, failures), (kept, kept_failures) = (
+            [await probe for probe in probes] if probes is not None else [([], 0), ([], 0)]
+        )
         caught = json.loads(line)["caughtUp"]
         cpu_storm = cpu_seconds(target.pids) - cpu_before
         await asyncio.sleep(1.0)  # settle before measuring memory
@@ -322,9 +346,11 @@ async def run_storm(
             live_received=live["received"],
             live_p50_ms=statistics.median(times) if times else float("nan"),
             live_p99_ms=b.percentile(times, 99),
-            http_p99_ms=b.percentile(latencies, 99) * 1000 if probe is not None else None,
+            http_p99_ms=b.percentile(latencies, 99) * 1000 if probes is not None else None,
             http_requests=len(latencies),
-            http_failures=failures,
+            http_failures=failures + kept_failures,
+            kept_http_p99_ms=b.percentile(kept, 99) * 1000 if probes is not None else None,
+            kept_http_requests=len(kept),
             peak_rss_mb=peak / 1024,
             cpu_ms_per_client=cpu_storm * 1000 / clients,
             rss_per_client_kb=(rss_after - rss_before) / clients,
@@ -340,8 +366,9 @@ def report(result: StormResult) -> None:
         else f"NOT ALL ({result.caught_up}/{result.clients})"
     )
     http = (
-        f"HTTP p99 {result.http_p99_ms:.0f} ms over {result.http_requests} requests"
-        f" ({result.http_failures} failed)"
+        f"HTTP p99 {result.http_p99_ms:.0f} ms over {result.http_requests} requests on new"
+        f" connections, {result.kept_http_p99_ms:.0f} ms over {result.kept_http_requests} on a"
+        f" kept-alive one ({result.http_failures} failed)"
         if result.http_p99_ms is not None
         else "HTTP n/a"
     )
@@ -367,13 +394,21 @@ async def main() -> None:
     parser.add_argument("--connect-window", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--peer", action="store_true", help="also run the Node graphql-ws peer")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the server, e.g. ORDERPULSE_WS_ADMISSION_CONCURRENCY=8 (repeatable)",
+    )
     args = parser.parse_args()
+    server_env = dict(item.split("=", 1) for item in args.server_env)
     ensure_node_modules()
     results: list[StormResult] = []
     for workers in (int(w) for w in args.workers.split(",")):
         directory = Path(tempfile.mkdtemp(prefix="orderpulse-reconnect-"))
         try:
-            target = OrderPulseTarget(args.database, workers, directory)
+            target = OrderPulseTarget(args.database, workers, directory, server_env)
             name = f"OrderPulse {args.database} w{workers}"
             result = await run_storm(
                 name,

@@ -8,9 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from limits import parse
 from sqlmodel import select
 
 from app.orders.models import Reseller
+from app.ratelimit import LocalWindows
 from app.services import Services
 from tests.observability.helpers import scrape, value
 from tests.support.api import Factory
@@ -116,3 +118,17 @@ async def test_each_subscribe_over_the_limit_gets_a_rate_limited_error(
         assert await ws.until_pong() == []  # the socket stays open; 1 and 2 still run
     samples = await scrape(http)
     assert value(samples, "orderpulse_rate_limited_total", transport="websocket") >= 1
+
+
+def test_the_in_process_window_allows_n_in_any_period_and_forgets_idle_keys() -> None:
+    now = [1000.0]
+    windows = LocalWindows(parse("3/10 seconds"), now=lambda: now[0])
+    answers = []
+    for at in (0, 1, 2, 3, 9.5, 10, 10.5, 11, 12):
+        now[0] = 1000.0 + at
+        answers.append(windows.hit("token:a"))
+    assert answers == [None, None, None, 7.0, 0.5, None, 0.5, None, None]
+    assert windows.hit("token:b") is None  # another key has its own budget
+    now[0] = 1000.0 + 12 + 10  # a whole period later: both keys idle, dropped on the next hit
+    assert windows.hit("token:c") is None
+    assert set(windows.hits) == {"token:c"}

@@ -20,7 +20,7 @@ from sqlmodel import SQLModel, col
 
 from app.access.viewer import Viewer
 from app.errors import OperationForbidden
-from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
+from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event, EventTenancy
 from app.notifications.models import Notification, RecipientRole
 from app.orders.flow import Role
 from app.orders.models import Customer, Reseller, SalesOrder
@@ -171,8 +171,8 @@ class Scope:
                 return False
         return True
 
-    def allows_row(self, viewer: Viewer, row: SQLModel) -> bool:
-        """`allows` for a row of `model`."""
+    def allows_row(self, viewer: Viewer, row: SQLModel | EventTenancy) -> bool:
+        """`allows` for a row of `model` (or an object with its rule columns)."""
         return self.allows(
             viewer, {field: getattr(row, name) for field, name in self.columns.items()}
         )
@@ -256,7 +256,7 @@ def may_see_notification(
     )
 
 
-def may_see_event(viewer: Viewer, event: Event) -> bool:
+def may_see_event(viewer: Viewer, event: Event | EventTenancy) -> bool:
     return event_scope_of(event.topic).allows_row(viewer, event)
 
 

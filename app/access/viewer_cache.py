@@ -8,8 +8,10 @@ tokens is 10,000 queries). Here a token is read once and its viewer trusted for 
 Revocation stays bounded: a token revoked in this process (`revoke_token` inside
 `Services.transaction`) is dropped at commit; one revoked by another process (the CLI, another
 server) is trusted at most `max_age_seconds` longer, which is also the period within which the
-sweep of open sockets closes its sockets (`token_check_seconds`): one bound for both. HTTP requests
-do not use the cache; they read the token every time.
+sweep of open sockets closes its sockets (`token_check_seconds`): one bound for both. The sweep
+also renews the trust of the tokens it found live (`confirm_live`, from the time it asked), so a
+token with open sockets is not read again every period while a storm of its sockets reconnects.
+HTTP requests do not use the cache; they read the token every time.
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ class ViewerCache:
         self.clock = clock
         self.max_age = timedelta(seconds=max_age_seconds)
         self._by_hash: dict[str, _Entry] = {}
+        self._hash_of: dict[int, str] = {}  # token id → key in `_by_hash`
         self._expiry: dict[int, datetime | None] = {}  # token id → expiry, for `is_live`
         self._live_until: dict[int, datetime] = {}  # token id → trusted live until
         self._reading: dict[str, asyncio.Task[Viewer | None]] = {}  # lookups under way
         self.reads = 0
         """Token lookups that went to the database (a figure for benchmarks and tests)."""
+        self.confirmations = 0
+        """Sweeps that renewed the trust of live tokens (`confirm_live`; a figure for tests)."""
 
     async def viewer(self, token: str) -> Viewer | None:
         """The viewer of a live token, or None (unknown, revoked or expired)."""
@@ -72,6 +77,7 @@ class ViewerCache:
         fresh_until = self._fresh_until(now, expires_at)
         self._remember(key, _Entry(viewer, fresh_until))
         if viewer.token_id is not None:
+            self._hash_of[viewer.token_id] = key
             self._expiry[viewer.token_id] = expires_at
             self._live_until[viewer.token_id] = fresh_until
         return viewer
@@ -91,6 +97,21 @@ class ViewerCache:
             self.forget_ids([token_id])
         return live
 
+    def confirm_live(self, token_ids: Iterable[int], *, now: datetime) -> None:
+        """These tokens were found live by a read that started at `now`: trust them (and their
+        viewers) for `max_age_seconds` from then, never past their expiry."""
+        self.confirmations += 1
+        for token_id in token_ids:
+            if token_id not in self._expiry:  # not cached (or dropped meanwhile)
+                continue
+            fresh_until = self._fresh_until(now, self._expiry[token_id])
+            if fresh_until > self._live_until.get(token_id, fresh_until):
+                self._live_until[token_id] = fresh_until
+            entry = self._by_hash.get(self._hash_of.get(token_id, ""))
+            if entry is not None and entry.viewer.token_id == token_id:
+                if fresh_until > entry.fresh_until:
+                    self._by_hash[self._hash_of[token_id]] = _Entry(entry.viewer, fresh_until)
+
     def forget_hashes(self, token_hashes: Iterable[str]) -> None:
         """Drop these tokens (revoked in this process)."""
         for key in token_hashes:
@@ -100,12 +121,13 @@ class ViewerCache:
 
     def forget_ids(self, token_ids: Iterable[int]) -> None:
         """Drop these tokens (found dead by a sweep or a check)."""
-        dead = set(token_ids)
-        for token_id in dead:
+        for token_id in set(token_ids):
             self._live_until.pop(token_id, None)
             self._expiry.pop(token_id, None)
-        for key in [k for k, e in self._by_hash.items() if e.viewer.token_id in dead]:
-            del self._by_hash[key]
+            key = self._hash_of.pop(token_id, None)
+            entry = self._by_hash.get(key) if key is not None else None
+            if entry is not None and entry.viewer.token_id == token_id:
+                del self._by_hash[key]  # type: ignore[arg-type]
 
     def _fresh_until(self, now: datetime, expires_at: datetime | None) -> datetime:
         until = now + self.max_age
@@ -115,4 +137,9 @@ class ViewerCache:
         self._by_hash.pop(key, None)
         self._by_hash[key] = entry
         while len(self._by_hash) > CAPACITY:
-            del self._by_hash[next(iter(self._by_hash))]
+            oldest = next(iter(self._by_hash))
+            token_id = self._by_hash.pop(oldest).viewer.token_id
+            if token_id is not None and self._hash_of.get(token_id) == oldest:
+                del self._hash_of[token_id]
+                self._expiry.pop(token_id, None)
+                self._live_until.pop(token_id, None)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -39,7 +39,7 @@ from app.access.viewer import Viewer
 from app.db import Database
 from app.events.bus import EventBus
 from app.events.log import readable_horizon
-from app.events.models import Event
+from app.events.models import Event, EventTenancy
 
 log = logging.getLogger("orderpulse.fanout")
 
@@ -51,6 +51,8 @@ BATCH_SIZE = 200
 """Events read (and dispatched) together."""
 REPLAY_PAGE_SIZE = 100
 """Events read together while replaying after a cursor."""
+CURSOR_CACHE_SIZE = 4096
+"""Events whose tenancy `CursorChecks` keeps (the most recently used)."""
 
 
 class Batch:
@@ -172,18 +174,55 @@ class Delivery:
     batch: Batch
 
 
-async def event_is_visible(db: Database, *, event_id: int, event_filter: EventFilter) -> bool:
-    """Whether `event_id` is an event of the filter's topic that its viewer may see.
-
-    This checks a cursor. The filter's own conditions (status, customer, reseller) do not apply:
-    any event of the stream's topic that the viewer may see is a place to resume from.
-    """
-    topic_and_tenant = EventFilter(viewer=event_filter.viewer, topic=event_filter.topic)
+async def read_event_tenancy(db: Database, event_id: int) -> EventTenancy | None:
+    """The columns of event `event_id` that decide who may see it (None: no such event)."""
     async with db.read() as session:
-        query = select(col(Event.id)).where(
-            col(Event.id) == event_id, *topic_and_tenant.conditions()
+        query = select(
+            col(Event.topic),
+            col(Event.reseller_id),
+            col(Event.customer_id),
+            col(Event.recipient_role),
+        ).where(col(Event.id) == event_id)
+        row = (await session.exec(query)).first()
+    return None if row is None else EventTenancy(*row)
+
+
+class CursorChecks:
+    """Whether a cursor is a place a viewer may resume from, with the events' tenancy kept by id.
+
+    A reconnect storm resumes thousands of subscriptions from the same few cursors; an event row
+    never changes, so its tenancy columns are read once and the rule (`policy.may_see_event`, the
+    in-memory form of the rule the log's SQL reads use) is applied in memory. An id not found is
+    not remembered: it may be an event still being committed.
+    """
+
+    def __init__(self, db: Database, *, capacity: int = CURSOR_CACHE_SIZE) -> None:
+        self.db = db
+        self.capacity = capacity
+        self._tenancy: OrderedDict[int, EventTenancy] = OrderedDict()
+        self.reads = 0
+        """Events whose tenancy was read from the database (a figure for tests)."""
+
+    async def is_visible(self, *, event_id: int, event_filter: EventFilter) -> bool:
+        """Whether `event_id` is an event of the filter's topic that its viewer may see.
+
+        The filter's own conditions (status, customer, reseller) do not apply: any event of the
+        stream's topic that the viewer may see is a place to resume from.
+        """
+        tenancy = self._tenancy.get(event_id)
+        if tenancy is None:
+            self.reads += 1
+            tenancy = await read_event_tenancy(self.db, event_id)
+            if tenancy is None:
+                return False
+            self._tenancy[event_id] = tenancy
+            if len(self._tenancy) > self.capacity:
+                self._tenancy.popitem(last=False)
+        else:
+            self._tenancy.move_to_end(event_id)
+        return tenancy.topic == event_filter.topic and policy.may_see_event(
+            event_filter.viewer, tenancy
         )
-        return (await session.exec(query)).first() is not None
 
 
 async def replay(
@@ -235,6 +274,8 @@ class Fanout:
         """The id of the last event handed out (or seen at start)."""
         self.replay_reads = 0
         """Pages of the log read for replays so far (each one SQL statement)."""
+        self.cursors = CursorChecks(db)
+        """Where a subscription may resume (`after`), checked by every transport."""
         self._audiences: dict[int, Audience] = {}  # by identity
         self._task: asyncio.Task[None] | None = None
 

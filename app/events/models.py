@@ -6,6 +6,7 @@ copied onto each row so the fan-out can decide who may see it without a join.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Index
@@ -38,3 +39,16 @@ class Event(SQLModel, table=True):
     comment: str | None = Field(default=None, max_length=2000)
     delivery_status: str | None = Field(default=None, max_length=10)
     occurred_at: datetime = Field(sa_type=UTCDateTime)
+
+
+@dataclass(frozen=True, slots=True)
+class EventTenancy:
+    """The columns of an event row that decide who may see it (`policy.may_see_event`).
+
+    An event row is written once and never changed, so these can be kept in memory by id.
+    """
+
+    topic: str
+    reseller_id: int
+    customer_id: int
+    recipient_role: str | None

@@ -26,7 +26,7 @@ import strawberry
 from graphql import GraphQLError
 
 from app.access.viewer import Viewer
-from app.events.fanout import Batch, EventFilter, SubscriberTooSlow, event_is_visible
+from app.events.fanout import Batch, EventFilter, SubscriberTooSlow
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.graphql.changes import EVENT_CURSOR_KIND, EventChange, event_cursor
 from app.graphql.context import Info, viewer_of
@@ -198,8 +198,8 @@ async def open_stream(
     after_id = None
     if after is not None:
         after_id = parse_cursor(after, CURSOR_KIND)
-        if after_id is None or not await event_is_visible(
-            services.db, event_id=after_id, event_filter=event_filter
+        if after_id is None or not await services.fanout.cursors.is_visible(
+            event_id=after_id, event_filter=event_filter
         ):
             raise invalid_cursor()
     return LiveStream(services, event_filter, after_id, make_payload)

@@ -8,12 +8,16 @@ trust period (`token_check_seconds`, on the injected clock) has passed, never la
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from datetime import timedelta
+
+import pytest
 
 from app.access.tokens import revoke_token
 from app.db import Database
 from app.services import Services
 from tests.support.api import Factory
 from tests.support.clock import FakeClock
+from tests.support.polling import eventually
 from tests.support.server import LiveServer
 from tests.support.ws import ws_client
 
@@ -48,6 +52,41 @@ async def test_a_token_revoked_elsewhere_is_refused_once_its_trust_period_has_pa
     async with ws_client(live_server.ws_url) as ws:
         await ws.send({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
         assert await ws.closed_with() == (4403, "Forbidden")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"token_check_seconds": 0.2}])
+async def test_the_sweep_of_open_sockets_renews_the_trust_in_their_live_tokens(
+    live_server: LiveServer, factory: Factory, services: Services, clock: FakeClock
+) -> None:
+    """A storm outlasting the trust period does not read its tokens again while sockets are open."""
+    reseller = await factory.reseller()
+    token = await factory.token("RESELLER", reseller=reseller)
+    reads_before = services.viewers.reads
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(ws_client(live_server.ws_url))
+        assert await first.init(token) == {"type": "connection_ack"}
+        for _ in range(3):  # 0.45 s on the clock: past the first read's trust period (0.2 s)
+            clock.advance(seconds=0.15)
+            swept = services.viewers.confirmations
+            await eventually(lambda swept=swept: services.viewers.confirmations >= swept + 2)
+            ws = await stack.enter_async_context(ws_client(live_server.ws_url))
+            assert await ws.init(token) == {"type": "connection_ack"}
+    assert services.viewers.reads - reads_before == 1
+
+
+async def test_renewed_trust_never_reaches_past_the_tokens_expiry(
+    services: Services, factory: Factory, clock: FakeClock
+) -> None:
+    token = await factory.token("SUPPORT", expires_in=timedelta(seconds=3))
+    cache = services.viewers
+    assert cache.max_age == timedelta(seconds=2)
+    viewer = await cache.viewer(token)
+    assert viewer is not None and viewer.token_id is not None
+    clock.advance(seconds=1.5)
+    cache.confirm_live([viewer.token_id], now=clock.now())  # trusted to 3.5 s, but expires at 3
+    clock.advance(seconds=1.5)
+    assert await cache.viewer(token) is None
+    assert not await cache.is_live(viewer.token_id)
 
 
 async def test_an_unknown_token_is_never_remembered(

@@ -18,11 +18,11 @@ from app.access.viewer import Viewer
 from app.events.bus import EventBus
 from app.events.fanout import (
     Batch,
+    CursorChecks,
     Delivery,
     EventFilter,
     Fanout,
     SubscriberTooSlow,
-    event_is_visible,
 )
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import NotificationSettings
@@ -330,22 +330,57 @@ async def test_a_cursor_is_a_visible_event_of_the_streams_topic(
     logged = await events_after(services, start)
     order_event = next(e for e in logged if e.topic == TOPIC_ORDER_STATUS)
     notification_event = next(e for e in logged if e.topic == TOPIC_NOTIFICATION)
+    unknown = (logged[-1].id or 0) + 1000
     viewers = tenants.viewers()
+    checks = CursorChecks(services.db)
 
     async def visible(viewer: str, topic: str, event_id: int | None) -> bool:
         event_filter = EventFilter(viewer=viewers[viewer], topic=topic)
-        return await event_is_visible(
-            services.db, event_id=event_id or 0, event_filter=event_filter
-        )
+        return await checks.is_visible(event_id=event_id or 0, event_filter=event_filter)
 
     assert order_event.order_id == order_b.id
-    assert await visible("support", TOPIC_ORDER_STATUS, order_event.id)
-    assert await visible("reseller b", TOPIC_ORDER_STATUS, order_event.id)
-    assert not await visible("reseller a", TOPIC_ORDER_STATUS, order_event.id)
-    assert not await visible("customer a1", TOPIC_ORDER_STATUS, order_event.id)
-    assert not await visible("support", TOPIC_NOTIFICATION, order_event.id)  # another topic
-    assert await visible("support", TOPIC_NOTIFICATION, notification_event.id)
-    assert not await visible("support", TOPIC_ORDER_STATUS, (logged[-1].id or 0) + 1000)
+    assert notification_event.recipient_role == "SUPPORT"  # the reseller's mail is off
+    for _ in range(2):  # the second round answers from the tenancy read in the first
+        assert await visible("support", TOPIC_ORDER_STATUS, order_event.id)
+        assert await visible("reseller b", TOPIC_ORDER_STATUS, order_event.id)
+        assert not await visible("reseller a", TOPIC_ORDER_STATUS, order_event.id)
+        assert not await visible("customer a1", TOPIC_ORDER_STATUS, order_event.id)
+        assert not await visible("support", TOPIC_NOTIFICATION, order_event.id)  # another topic
+        assert await visible("support", TOPIC_NOTIFICATION, notification_event.id)
+        assert not await visible("reseller b", TOPIC_NOTIFICATION, notification_event.id)
+        assert not await visible("support", TOPIC_ORDER_STATUS, unknown)
+    assert checks.reads == 2 + 2  # each event once; the unknown id each time
+
+
+async def test_an_id_not_yet_in_the_log_is_not_remembered_as_invisible(
+    services: Services, factory: Factory, tenants: World
+) -> None:
+    checks = CursorChecks(services.db)
+    next_id = await last_event_id(services) + 1
+    support = tenants.viewers()["support"]
+    topics = (TOPIC_ORDER_STATUS, TOPIC_NOTIFICATION)
+    for topic in topics:
+        event_filter = EventFilter(viewer=support, topic=topic)
+        assert not await checks.is_visible(event_id=next_id, event_filter=event_filter)
+    await factory.order(tenants.customer_a1, status="PF")
+    committed = next(e for e in await events_after(services, next_id - 1) if e.id == next_id)
+    event_filter = EventFilter(viewer=support, topic=committed.topic)
+    assert await checks.is_visible(event_id=next_id, event_filter=event_filter)
+
+
+async def test_remembered_tenancies_are_bounded_and_the_oldest_is_read_again(
+    services: Services, factory: Factory, tenants: World
+) -> None:
+    start = await last_event_id(services)
+    for _ in range(3):
+        await factory.order(tenants.customer_a1, status="PR")
+    orders = [e for e in await events_after(services, start) if e.topic == TOPIC_ORDER_STATUS]
+    assert len(orders) == 3
+    checks = CursorChecks(services.db, capacity=2)
+    event_filter = EventFilter(viewer=tenants.viewers()["reseller a"], topic=TOPIC_ORDER_STATUS)
+    for event in [*orders[:3], orders[2], orders[0]]:
+        assert await checks.is_visible(event_id=event.id or 0, event_filter=event_filter)
+    assert checks.reads == 4  # the first one was dropped for the third, then read again
 
 
 async def test_rows_are_those_committed_when_the_batch_is_read(

@@ -24,6 +24,7 @@ from app.graphql.ids import to_cursor, to_global_id
 from app.graphql.loaders import Loaders
 from app.graphql.schema import build_schema
 from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
+from app.graphql.ws import groups
 from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import SUPPORT, Factory, GraphQLClient, gid
@@ -409,6 +410,44 @@ async def test_an_unusable_cursor_is_one_error_that_reveals_nothing(
     assert change["order"]["number"] == later.number
 
 
+async def test_a_cursor_checked_for_one_tenant_is_still_refused_to_another(
+    live_server: LiveServer, factory: Factory, services: Services, tenants: World
+) -> None:
+    """Cursor checks keep each event's tenancy in memory; the rule still applies per viewer."""
+    order = await factory.order(tenants.customer_b1, status="PR")
+    async with services.db.read() as session:
+        query = select(col(Event.id)).where(col(Event.order_id) == order.id)
+        cursor = to_cursor("event", (await session.exec(query)).one())
+    reads_before = services.fanout.cursors.reads
+    refused = []
+    async with (
+        connected(live_server.ws_url, tenants.tokens["reseller b"]) as owner,
+        connected(live_server.ws_url, tenants.tokens["reseller a"]) as other,
+    ):
+        for id in ("1", "2"):
+            await subscribe(owner, id, ORDER_CHANGES, {"after": cursor})
+            await other.subscribe(id, ORDER_CHANGES, {"after": cursor})
+            refused.append(await other.until_pong())
+    assert refused == [
+        [
+            {
+                "id": id,
+                "type": "error",
+                "payload": [
+                    {
+                        "message": INVALID_CURSOR_MESSAGE,
+                        "locations": [{"line": 3, "column": 3}],
+                        "path": ["orderStatusChanged"],
+                        "extensions": {"code": "BAD_USER_INPUT"},
+                    }
+                ],
+            }
+        ]
+        for id in ("1", "2")
+    ]
+    assert services.fanout.cursors.reads - reads_before == 1  # one read for all four checks
+
+
 # --- a slow consumer ----------------------------------------------------------------------------
 
 
@@ -732,9 +771,17 @@ async def test_an_order_can_be_followed_from_its_history_cursor(
     assert (change["cursor"], change["to"]) == (history["order"]["history"][1]["cursor"], "PF")
 
 
+@pytest.mark.parametrize("slice_seconds", [groups.REPLAY_SLICE_SECONDS, 0.0])
 async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_its_events(
-    live_server: LiveServer, factory: Factory, services: Services, tenants: World
+    live_server: LiveServer,
+    factory: Factory,
+    services: Services,
+    tenants: World,
+    monkeypatch: pytest.MonkeyPatch,
+    slice_seconds: float,
 ) -> None:
+    """Also with the replay letting the loop run between every two riders (slice 0)."""
+    monkeypatch.setattr(groups, "REPLAY_SLICE_SECONDS", slice_seconds)
     services.fanout.replay_page_size = 2  # many pages: separate replays would read many more
     orders = [await factory.order(tenants.customer_a1, status="PR") for _ in range(9)]
     async with services.db.read() as session:

@@ -49,6 +49,10 @@ log = logging.getLogger("orderpulse.websocket")
 
 REPLAY_DRAIN_SECONDS = 5.0
 """How long a shared replay waits for a rider's socket to take what is queued before going on."""
+REPLAY_SLICE_SECONDS = 0.005
+"""How long a shared replay queues messages before it lets the event loop run other work: a pass
+for thousands of riders would otherwise hold the loop (and every HTTP request) for 100 ms or
+more."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,10 +164,16 @@ class Group:
             if not riders:
                 return
             payloads = await self.selection.render(batch.events, batch)
-            for event, payload in zip(batch.events, payloads, strict=True):
-                event_id = event.id or 0
-                for member in riders:
-                    backlog = member.backlog
+            rendered = [(e.id or 0, p) for e, p in zip(batch.events, payloads, strict=True)]
+            slice_ends = time.perf_counter() + REPLAY_SLICE_SECONDS
+            for member in riders:
+                if time.perf_counter() > slice_ends:  # let HTTP and other sockets run
+                    await asyncio.sleep(0)
+                    slice_ends = time.perf_counter() + REPLAY_SLICE_SECONDS
+                if member not in self.catching_up:  # ended or gone meanwhile
+                    continue
+                backlog = member.backlog
+                for event_id, payload in rendered:
                     if not backlog.is_given(event_id):
                         backlog.last_id = event_id
                         member.session.outgoing.put(member.prefix + payload + "}", backlog)

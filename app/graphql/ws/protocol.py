@@ -14,7 +14,8 @@ is spoken (4406).
 
 Revocation: while sockets are open, the endpoint asks the database every `token_check_seconds`
 which of their tokens are still live (one query for all of them) and closes the others' sockets
-with 4403, so a token revoked on any process loses its sockets on every process.
+with 4403, so a token revoked on any process loses its sockets on every process; the answer also
+renews the per-process viewer cache's trust in the live ones (app/access/viewer_cache.py).
 """
 
 from __future__ import annotations
@@ -184,9 +185,11 @@ class GraphQLWebSocket:
         token_ids = {t for t in self.sessions_by_token if t is not None}
         if not token_ids:
             return 0
+        now = self.services.clock.now()
         async with self.services.db.read() as session:
-            live = await live_token_ids(session, token_ids, now=self.services.clock.now())
+            live = await live_token_ids(session, token_ids, now=now)
         self.services.viewers.forget_ids(token_ids - live)
+        self.services.viewers.confirm_live(live, now=now)
         closing = [s for t in token_ids - live for s in self.sessions_by_token.get(t, ())]
         for socket in closing:
             await socket.close(4403, "Forbidden")
