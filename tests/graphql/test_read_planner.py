@@ -18,13 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import parse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from app.asgi import create_app
 from app.graphql.ids import to_cursor, to_global_id
-from app.graphql.planner.compile import NEEDS
+from app.graphql.planner.compile import NEEDS, compile_plan
 from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.schema import build_schema
 from app.orders import service
@@ -439,7 +440,7 @@ async def test_total_count_is_right_past_the_last_page_and_for_empty_pages(world
 
 SUBSELECTIONS = {
     "Money": "{ amount currency }",
-    "OrderFailure": "{ reason message remedy details failedAt slaDeadline escalatedAt }",
+    "OrderFailure": "{ reason remedy details failedAt slaDeadline escalatedAt }",
     "OrderItem": "{ description quantity unitPrice }",
     "Customer": "{ id }",
     "Reseller": "{ id }",
@@ -466,7 +467,17 @@ async def test_every_covered_field_alone_is_planned_and_equals_the_executor(worl
                 named = named.of_type
             leaf = f"{name} {SUBSELECTIONS[named.name]}" if named.name in SUBSELECTIONS else name
             selections.append(path.replace("{}", "{ " + leaf + " }") if path != "{}" else leaf)
+    selections.append("failure { message }")  # rendered by Python: the row plan answers
     assert len(selections) > 20
+    in_sql = 0
+    for selection in selections:  # which of them PostgreSQL builds as JSON (json_sql.FIELDS)
+        query = f"{{ orders(first: 30) {{ edges {{ node {{ {selection} }} }} }} }}"
+        root = compile_plan(schema, parse(query), None).roots[0]
+        built = root.edge_json is not None and root.assemble_json is not None
+        expected = not ("message" in selection or selection == "reseller { email }")
+        assert built == expected, selection
+        in_sql += built
+    assert in_sql == len(selections) - 2
     tokens = {k: v for k, v in world.tokens.items() if k not in ("anonymous", "bad token")}
     for selection in selections:
         query = f"{{ orders(first: 30) {{ edges {{ node {{ {selection} }} }} }} }}"
@@ -475,3 +486,29 @@ async def test_every_covered_field_alone_is_planned_and_equals_the_executor(worl
             planned = await post(world.planned, token, Request(query, {}))
             assert world.plans.answered == before + 1, (selection, label)
             assert planned == await post(world.executor, token, Request(query, {})), selection
+
+
+async def test_a_reused_page_statement_is_per_viewer_and_sees_new_commits(
+    world: World, factory: Factory
+) -> None:
+    """A page's statement is built once per root and inputs, then reused (`run.statement`): it
+    holds SQL, not results, so an order committed between two requests is in the second; and
+    each viewer has its own."""
+    query = "{ orders(first: 100) { totalCount edges { node { number } } } }"
+    first, second = world.resellers[:2]
+    tokens = [world.tokens[f"reseller {first.id}"], world.tokens[f"reseller {second.id}"]]
+
+    async def numbers(token: str | None) -> tuple[int, set[str]]:
+        _status, body = await post(world.planned, token, Request(query, {}))
+        page = json.loads(body)["data"]["orders"]
+        return page["totalCount"], {e["node"]["number"] for e in page["edges"]}
+
+    before = {token: await numbers(token) for token in tokens}
+    assert before[tokens[0]][1].isdisjoint(before[tokens[1]][1])
+    customer = next(c for c in world.customers if c.reseller_id == first.id)
+    new = await factory.order(customer)
+    after = {token: await numbers(token) for token in tokens}
+    assert after[tokens[0]] == (before[tokens[0]][0] + 1, before[tokens[0]][1] | {new.number})
+    assert after[tokens[1]] == before[tokens[1]]
+    plan = world.plans.cached(query)
+    assert plan is not None and len(plan.roots[0].statements) == 2  # one per viewer, reused

@@ -10,6 +10,7 @@ time: the document is never planned; at run time: this request goes to the execu
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -36,6 +37,7 @@ from graphql.language import DocumentNode
 
 from app.graphql import types as t
 from app.graphql.ids import to_cursor, to_global_id
+from app.graphql.planner.json_sql import Build, NotInSql, edge_builder
 from app.orders import flow
 
 Getter = Callable[[Any], Any]
@@ -69,6 +71,7 @@ class PageSource:
     orders: list[OrderSource]
     page_info: Any
     total: int | None
+    edges_json: list[Any] | None = None  # the edges as PostgreSQL built them (`json_sql`)
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -83,6 +86,12 @@ class Root:
     arguments: dict[str, ValueNode]
     assemble: Getter
     needs: frozenset[str] = frozenset()  # "count", "items", "customer", "reseller", "order.total"…
+    # On PostgreSQL, when every field under `edges` is covered by `json_sql`: the edge's JSON,
+    # and the assembler that takes the page's edges as they come (`PageSource.edges_json`).
+    edge_json: Build | None = None
+    assemble_json: Getter | None = None
+    # The page statements built for this root, by their inputs (`planner.run.statement`).
+    statements: OrderedDict[Any, Any] = field(default_factory=OrderedDict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class _Compiler:
         self.schema = schema
         self.fragments = fragments
         self.needs: set[str] = set()
+        self.json_edges = False  # compiling the assembler of `Root.assemble_json`
 
     # Fields by response key, in the order graphql-core's collect_fields gives them.
     def collect(self, parent: GraphQLObjectType, selection_sets: list[SelectionSetNode]) -> Grouped:
@@ -155,13 +165,39 @@ class _Compiler:
             return Root(key, name, {}, _constant(query_type.name))
         self.needs = set()
         field_type = query_type.fields[name].type
+        edge_json = assemble_json = None
         if name == "orders":
             assemble = self.value(field_type, nodes, _identity)
+            try:
+                edge_json = self.edge_json(field_type, nodes)
+            except NotInSql:
+                pass
+            else:
+                self.json_edges = True
+                assemble_json = self.value(field_type, nodes, _identity)
+                self.json_edges = False
         elif name == "orderStatusCounts":
             assemble = self.value(field_type, nodes, _identity)
         else:
             raise NotCovered(name)
-        return Root(key, name, arguments, assemble, frozenset(self.needs))
+        needs = frozenset(self.needs)
+        return Root(key, name, arguments, assemble, needs, edge_json, assemble_json)
+
+    def edge_json(self, connection: GraphQLOutputType, nodes: list[FieldNode]) -> Build:
+        """The JSON of one edge of the `orders` connection, or `NotInSql`."""
+        inner = connection.of_type if isinstance(connection, GraphQLNonNull) else connection
+        assert isinstance(inner, GraphQLObjectType)
+        grouped = self.collect(inner, [n.selection_set for n in nodes if n.selection_set])
+        edges = [
+            field_nodes for field_nodes in grouped.values() if field_nodes[0].name.value == "edges"
+        ]
+        if len(edges) != 1:  # none selected (nothing to build) or under several aliases
+            raise NotInSql("edges")
+        edge_type = inner.fields["edges"].type
+        while isinstance(edge_type, GraphQLNonNull | GraphQLList):
+            edge_type = edge_type.of_type
+        assert isinstance(edge_type, GraphQLObjectType)
+        return edge_builder(edge_type, edges[0], self.collect)
 
     def obj(self, object_type: GraphQLObjectType, nodes: list[FieldNode]) -> Getter:
         """The assembler of an object: `{key: value}` in the order of the selection."""
@@ -174,6 +210,9 @@ class _Compiler:
             name = field_nodes[0].name.value
             if name == "__typename":
                 parts.append((key, _constant(object_type.name)))
+                continue
+            if self.json_edges and table is CONNECTION and name == "edges":
+                parts.append((key, attrgetter("edges_json")))  # as PostgreSQL built them
                 continue
             definition = object_type.fields[name]
             if table is ATTRIBUTES:

@@ -30,6 +30,10 @@ class PlanCache:
         self.answered = 0  # requests answered from a plan (the tests check the plan really ran)
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
 
+    def cached(self, query: str, operation_name: str | None = None) -> Plan | None:
+        """The plan compiled for a document, if any (no compiling)."""
+        return self._plans.get((query, operation_name))
+
     def get(self, context: Any) -> Plan | None:
         key = (context.query, context.operation_name)
         try:

@@ -14,6 +14,7 @@ from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from graphql import (
     BooleanValueNode,
     EnumValueNode,
@@ -44,8 +45,10 @@ from app.graphql.ids import to_cursor
 from app.graphql.loaders import items_query
 from app.graphql.pagination import count_query, keyset_page, page_info, page_size
 from app.graphql.planner.compile import NotCovered, OrderSource, PageSource, Plan, Root
+from app.graphql.planner.json_sql import Build, page_statement
 from app.graphql.queries import OrderFilter, order_conditions, status_counts, status_counts_query
 from app.graphql.types import ORDERS
+from app.orders.flow import Role
 from app.orders.models import Customer, Reseller, SalesOrder
 
 MISSING: Any = object()
@@ -67,6 +70,7 @@ class Layout:
     order: Any  # namedtuple types
     customer: Any
     reseller: Any
+    joined: Any  # the FROM: orders, joined with customers and resellers when selected
 
 
 @functools.cache
@@ -88,7 +92,14 @@ def layout(needs: frozenset[str]) -> Layout:
         types["order"],
         types.get("customer"),
         types.get("reseller"),
+        joined,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def edge_expression(build: Build, role: Role) -> Any:
+    """A plan's edge JSON for a role, built once."""
+    return build(role)
 
 
 async def run_plan(
@@ -100,7 +111,10 @@ async def run_plan(
     async with db.read_connection() as conn:
         for root in plan.roots:
             if root.kind == "orders":
-                data[root.key] = root.assemble(await orders(conn, root, schema, viewer, values))
+                page = await orders(conn, root, schema, viewer, values)
+                assemble = root.assemble if page.edges_json is None else root.assemble_json
+                assert assemble is not None
+                data[root.key] = assemble(page)
             elif root.kind == "orderStatusCounts":
                 filter = order_filter(schema, argument(schema, root, "filter", values))
                 rows = (await conn.execute(status_counts_query(viewer, filter))).all()
@@ -110,18 +124,48 @@ async def run_plan(
     return data
 
 
-async def orders(
+@dataclass(frozen=True)
+class PageStatement:
+    """What a page runs, for one set of inputs (see `statement`)."""
+
+    query: Any  # the page's rows, or (as_json) the page as JSON
+    size: int
+    where: list[Any]
+    as_json: bool
+    shape: Layout
+
+
+STATEMENTS_PER_ROOT = 256
+
+
+def statement(
     conn: AsyncConnection, root: Root, schema: GraphQLSchema, viewer: Viewer, values: Any
-) -> PageSource:
+) -> PageStatement:
+    """The page's statement, built once per root and inputs (the viewer, `first`, `after`, the
+    filter) and then reused: building the statement and its SQLAlchemy cache key cost more than
+    running it. The key holds every input the statement is built from, so a reused statement is
+    the statement those inputs build."""
     first = argument(schema, root, "first", values)
     after = argument(schema, root, "after", values)
-    where = order_conditions(viewer, order_filter(schema, argument(schema, root, "filter", values)))
+    raw_filter = argument(schema, root, "filter", values)
+    as_json = root.edge_json is not None and conn.dialect.name == "postgresql"
+    key = (viewer, first, after, orjson.dumps(raw_filter, option=orjson.OPT_SORT_KEYS), as_json)
+    cache = root.statements
+    found: PageStatement | None = cache.get(key)
+    if found is not None:
+        cache.move_to_end(key)
+        return found
+    where = order_conditions(viewer, order_filter(schema, raw_filter))
     counted = "count" in root.needs
     try:
         size = page_size(first)
         shape = layout(root.needs)
         select_page = shape.select
-        if counted:  # the count rides on every row of the page: one statement, not two
+        if as_json:
+            assert root.edge_json is not None
+            edge = edge_expression(root.edge_json, viewer.role).label("edge")
+            select_page = select(ORDER.c.id.label("id"), edge).select_from(shape.joined)
+        elif counted:  # the count rides on every row of the page: one statement, not two
             select_page = select_page.add_columns(
                 count_query(SalesOrder, where).correlate(None).scalar_subquery()
             )
@@ -135,9 +179,27 @@ async def orders(
         )
     except GraphQLError as error:  # a bad `first` or `after`: the executor reports it
         raise NotCovered(error.message) from error
-    rows = (await conn.execute(query)).all()
+    if as_json:
+        total = count_query(SalesOrder, where).correlate(None) if counted else None
+        query = page_statement(query.subquery("page"), total)
+    found = PageStatement(query, size, where, as_json, shape)
+    cache[key] = found
+    if len(cache) > STATEMENTS_PER_ROOT:
+        cache.popitem(last=False)
+    return found
+
+
+async def orders(
+    conn: AsyncConnection, root: Root, schema: GraphQLSchema, viewer: Viewer, values: Any
+) -> PageSource:
+    built = statement(conn, root, schema, viewer, values)
+    size, where, after = built.size, built.where, argument(schema, root, "after", values)
+    counted = "count" in root.needs
+    if built.as_json:
+        return await _json_page(conn, built.query, size, after, counted)
+    rows = (await conn.execute(built.query)).all()
     has_next = len(rows) > size
-    page = [_order_source(row, shape, viewer) for row in rows[:size]]
+    page = [_order_source(row, built.shape, viewer) for row in rows[:size]]
     total = None
     if counted:
         if rows:
@@ -153,6 +215,24 @@ async def orders(
     cursors = [to_cursor(ORDERS.kind, source.row.id) for source in page]
     info = page_info(cursors, has_next=has_next, has_previous=after is not None)
     return PageSource(orders=page, page_info=info, total=total)
+
+
+async def _json_page(
+    conn: AsyncConnection, statement: Any, size: int, after: str | None, counted: bool
+) -> PageSource:
+    """The page with its edges built by PostgreSQL (`json_sql`), in one statement."""
+    row = (await conn.execute(statement)).one()
+    edges = orjson.loads(row[0]) if row[0] is not None else []
+    ids = orjson.loads(row[1]) if row[1] is not None else []
+    shown = ids[:size]
+    cursors = [to_cursor(ORDERS.kind, shown[0]), to_cursor(ORDERS.kind, shown[-1])] if shown else []
+    info = page_info(cursors, has_next=len(ids) > size, has_previous=after is not None)
+    return PageSource(
+        orders=[],
+        page_info=info,
+        total=int(row[2]) if counted else None,
+        edges_json=edges[:size],
+    )
 
 
 def _order_source(row: Any, layout: Layout, viewer: Viewer) -> OrderSource:

@@ -1,0 +1,288 @@
+"""PostgreSQL builds a page's edges as JSON: the plan's fastest form.
+
+For an `orders` connection whose `edges` selection is covered here, the page statement returns the
+edges already in their response shape (`json_build_object` per edge, `json_agg` over the page) and
+Python only parses it: no row objects, no per-field assemblers. Each covered field is written as
+the SQL expression of what the schema's serializer would return for the resolver's value (global
+ids, enum names, money as people write it, ISO datetimes), so the response equals the executor's;
+`tests/graphql/test_read_planner.py` requires that on PostgreSQL for random documents and for every
+covered field alone. A field not covered here (a message rendered by Python, an e-mail the policy
+decides per viewer) leaves the document to the row plan (`planner.run`), never to a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from graphql import (
+    FieldNode,
+    GraphQLEnumType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+)
+from sqlalchemy import Text, case, cast, func, literal, literal_column, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.orders import flow
+from app.orders.flow import Role
+from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
+
+if TYPE_CHECKING:
+    from app.graphql.planner.compile import Grouped
+
+ORDER = SalesOrder.__table__  # type: ignore[attr-defined]
+CUSTOMER = Customer.__table__  # type: ignore[attr-defined]
+RESELLER = Reseller.__table__  # type: ignore[attr-defined]
+ITEM = OrderItem.__table__  # type: ignore[attr-defined]
+
+Sql = ColumnElement[Any]
+Build = Callable[[Role], Sql]
+"""An expression, built for one role (`availableActions` depends on it)."""
+
+
+class NotInSql(Exception):
+    """This selection has a field PostgreSQL does not build here: the row plan answers."""
+
+
+# --- the serializers, in SQL ----------------------------------------------------------------------
+
+
+def global_id(prefix: str, pk: Sql) -> Sql:
+    """`ids.to_global_id`/`to_cursor`: base64url of "prefix:pk", without padding."""
+    raw = func.encode(func.convert_to(literal(prefix + ":") + cast(pk, Text), "UTF8"), "base64")
+    return func.rtrim(func.translate(raw, "+/", "-_"), "=")
+
+
+def money(value: Sql) -> Sql:
+    """`types.amount` then str(): cents always shown, finer digits only when there are any."""
+    cents = func.round(value, 2)
+    return case((value == cents, cast(cents, Text)), else_=func.rtrim(cast(value, Text), "0"))
+
+
+def iso_datetime(value: Sql) -> Sql:
+    """datetime.isoformat() of the stored UTC time: microseconds only when not zero."""
+    seconds = func.to_char(value, 'YYYY-MM-DD"T"HH24:MI:SS')
+    micro = func.to_char(value, "US")
+    fraction = case((micro == "000000", literal("")), else_=literal(".") + micro)
+    return seconds + fraction + literal("+00:00")
+
+
+def enum_name(enum: type[Enum], value: Sql) -> Sql:
+    """The GraphQL name of a stored enum value (the column itself when names are values)."""
+    if all(member.name == member.value for member in enum):
+        return value
+    return case({member.value: literal(member.name) for member in enum}, value=value)
+
+
+def json_list(values: list[str]) -> Sql:
+    return func.json_build_array(*(literal(v) for v in values))
+
+
+# --- what each covered field is, per type ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leaf:
+    build: Build
+
+
+@dataclass(frozen=True)
+class Child:
+    """An object field (its type's fields read the tables in scope), or the order's `items`."""
+
+    items: bool = False
+    absent: Callable[[], Sql] | None = None  # when true, the object is null
+
+
+def _available_actions(role: Role) -> Sql:
+    whens = {
+        status.value: json_list([a.name for a in flow.available_actions(status, role)])
+        for status in flow.Status
+    }
+    return case(whens, value=ORDER.c.status, else_=func.json_build_array())
+
+
+def _manual(_role: Role) -> Sql:
+    manual: Sql = ORDER.c.status.in_([s.value for s in flow.MANUAL_ACTION_STATUSES])
+    return manual
+
+
+def _remedy(_role: Role) -> Sql:
+    whens = {reason.value: literal(info.remedy) for reason, info in flow.FAILURE_REASONS.items()}
+    return case(whens, value=ORDER.c.failure_reason)
+
+
+def _failure_absent() -> Sql:
+    o = ORDER.c
+    absent: Sql = o.failure_reason.is_(None) | o.failed_at.is_(None) | o.sla_deadline.is_(None)
+    return absent
+
+
+def _c(column: Sql) -> Build:
+    return lambda _role: column
+
+
+FIELDS: Mapping[str, Mapping[str, Leaf | Child]] = {
+    "OrderEdge": {
+        "cursor": Leaf(lambda _v: global_id("order", ORDER.c.id)),
+        "node": Child(),
+    },
+    "Order": {
+        "id": Leaf(lambda _v: global_id("Order", ORDER.c.id)),
+        "number": Leaf(_c(ORDER.c.number)),
+        "type": Leaf(lambda _v: enum_name(flow.OrderType, ORDER.c.type)),
+        "status": Leaf(lambda _v: enum_name(flow.Status, ORDER.c.status)),
+        "version": Leaf(_c(ORDER.c.version)),
+        "total": Child(),
+        "requiresManualAction": Leaf(_manual),
+        "items": Child(items=True),
+        "customer": Child(),
+        "reseller": Child(),
+        "createdAt": Leaf(lambda _v: iso_datetime(ORDER.c.created_at)),
+        "updatedAt": Leaf(lambda _v: iso_datetime(ORDER.c.updated_at)),
+        "failure": Child(absent=_failure_absent),
+        "availableActions": Leaf(_available_actions),
+    },
+    "Money": {  # (the covered types have one Money field: an order's total)
+        "amount": Leaf(lambda _v: money(ORDER.c.total)),
+        "currency": Leaf(_c(ORDER.c.currency)),
+    },
+    "OrderFailure": {
+        "reason": Leaf(lambda _v: enum_name(flow.FailureReason, ORDER.c.failure_reason)),
+        "remedy": Leaf(_remedy),
+        "details": Leaf(_c(ORDER.c.failure_details)),
+        "failedAt": Leaf(lambda _v: iso_datetime(ORDER.c.failed_at)),
+        "slaDeadline": Leaf(lambda _v: iso_datetime(ORDER.c.sla_deadline)),
+        "escalatedAt": Leaf(lambda _v: iso_datetime(ORDER.c.escalated_at)),
+    },
+    "Customer": {
+        "id": Leaf(lambda _v: global_id("Customer", CUSTOMER.c.id)),
+        "name": Leaf(_c(CUSTOMER.c.name)),
+        "contactEmail": Leaf(_c(CUSTOMER.c.contact_email)),
+        "paymentMethod": Leaf(lambda _v: enum_name(flow.PaymentMethod, CUSTOMER.c.payment_method)),
+        "onHold": Leaf(_c(CUSTOMER.c.on_hold)),
+        "requiresVerification": Leaf(_c(CUSTOMER.c.requires_verification)),
+        "creditLimit": Leaf(lambda _v: money(CUSTOMER.c.credit_limit)),
+        "createdAt": Leaf(lambda _v: iso_datetime(CUSTOMER.c.created_at)),
+    },
+    "Reseller": {  # not `email`: the policy decides it per viewer (the row plan answers)
+        "id": Leaf(lambda _v: global_id("Reseller", RESELLER.c.id)),
+        "name": Leaf(_c(RESELLER.c.name)),
+        "createdAt": Leaf(lambda _v: iso_datetime(RESELLER.c.created_at)),
+    },
+    "OrderItem": {
+        "description": Leaf(_c(ITEM.c.description)),
+        "quantity": Leaf(_c(ITEM.c.quantity)),
+        "unitPrice": Leaf(lambda _v: money(ITEM.c.unit_price)),
+    },
+}
+_KEY = re.compile(r"^[_A-Za-z][_0-9A-Za-z]*$")  # a GraphQL name, safe to write as a SQL literal
+_MAX_PAIRS = 50  # json_build_object takes at most 100 arguments
+
+
+def edge_builder(
+    object_type: GraphQLObjectType,
+    nodes: list[FieldNode],
+    collect: Callable[[GraphQLObjectType, list[Any]], Grouped],
+) -> Build:
+    """The JSON of one `OrderEdge` for the page's row (ORDER, and CUSTOMER and RESELLER when joined,
+    in scope), or `NotInSql`."""
+    return _object(object_type, nodes, collect)
+
+
+def _object(
+    object_type: GraphQLObjectType,
+    nodes: list[FieldNode],
+    collect: Callable[[GraphQLObjectType, list[Any]], Grouped],
+) -> Build:
+    table = FIELDS.get(object_type.name)
+    if table is None:
+        raise NotInSql(object_type.name)
+    grouped = collect(object_type, [n.selection_set for n in nodes if n.selection_set])
+    if len(grouped) > _MAX_PAIRS:
+        raise NotInSql("too many fields")
+    parts: list[tuple[str, Build]] = []
+    for key, field_nodes in grouped.items():
+        if not _KEY.match(key):
+            raise NotInSql(key)
+        name = field_nodes[0].name.value
+        if name == "__typename":
+            type_name = object_type.name
+            parts.append((key, lambda _role, n=type_name: literal(n)))  # type: ignore[misc]
+            continue
+        spec = table.get(name)
+        if spec is None:
+            raise NotInSql(f"{object_type.name}.{name}")
+        field_type = object_type.fields[name].type
+        if isinstance(spec, Leaf):
+            _check_leaf(field_type)
+            parts.append((key, spec.build))
+        else:
+            parts.append((key, _child(spec, field_type, field_nodes, collect)))
+
+    def build(role: Role) -> Sql:
+        arguments: list[Any] = []
+        for key, part in parts:
+            arguments += [literal_column(f"'{key}'"), part(role)]
+        return func.json_build_object(*arguments)
+
+    return build
+
+
+def _child(
+    spec: Child,
+    field_type: GraphQLOutputType,
+    nodes: list[FieldNode],
+    collect: Callable[[GraphQLObjectType, list[Any]], Grouped],
+) -> Build:
+    inner = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
+    if spec.items:  # [OrderItem!]!: the order's items, in their order
+        assert isinstance(inner, GraphQLList)
+        item_type = inner.of_type.of_type if isinstance(inner.of_type, GraphQLNonNull) else None
+        assert isinstance(item_type, GraphQLObjectType)
+        item = _object(item_type, nodes, collect)
+
+        def items(role: Role) -> Sql:
+            agg = func.json_agg(aggregate_order_by(item(role), ITEM.c.position))
+            rows = select(agg).where(ITEM.c.order_id == ORDER.c.id).scalar_subquery()
+            return func.coalesce(rows, func.json_build_array())
+
+        return items
+    assert isinstance(inner, GraphQLObjectType)
+    built = _object(inner, nodes, collect)
+    absent = spec.absent
+    if absent is None:
+        return built
+    return lambda role: case((absent(), literal_column("NULL")), else_=built(role))
+
+
+def _check_leaf(field_type: GraphQLOutputType) -> None:
+    named: Any = field_type
+    while isinstance(named, GraphQLNonNull | GraphQLList):
+        named = named.of_type
+    if isinstance(named, GraphQLObjectType):
+        raise NotInSql(str(named))
+    if isinstance(named, GraphQLEnumType) and getattr(named, "wrapped_cls", None) is None:
+        raise NotInSql(str(named))
+
+
+def page_statement(page: Any, total: Any | None) -> Any:
+    """From the page subquery (columns `id`, `edge`; newest first, one row more than the page):
+    its edges as one JSON text and their ids, in page order, and the total when counted (a
+    statement of its own, as a scalar subquery: one round trip, even past the last page)."""
+    columns: list[Any] = [
+        cast(func.json_agg(aggregate_order_by(page.c.edge, page.c.id.desc())), Text),
+        # their ids as JSON text too: an int[] would make asyncpg look its type up on every new
+        # connection
+        cast(func.json_agg(aggregate_order_by(page.c.id, page.c.id.desc())), Text),
+    ]
+    if total is not None:
+        columns.append(total.scalar_subquery())
+    return select(*columns).select_from(page)
