@@ -24,12 +24,13 @@ horizon is final, and a reader that hands out only those never has to go back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import saved
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import Notification
 from app.orders.models import SalesOrder
@@ -77,6 +78,49 @@ async def readable_horizon(session: AsyncSession) -> int | None:
     return last_drawn if open_key is None else min(last_drawn, int(open_key))
 
 
+def order_event(
+    order: SalesOrder,
+    *,
+    from_status: str | None,
+    to_status: str,
+    action: str | None,
+    actor: str | None,
+    reason: str | None,
+    comment: str | None,
+    at: datetime,
+) -> Event:
+    """The event of one status change of `order` (from None for a new order), not yet written."""
+    assert order.id is not None
+    return Event(
+        topic=TOPIC_ORDER_STATUS,
+        order_id=order.id,
+        reseller_id=order.reseller_id,
+        customer_id=order.customer_id,
+        from_status=from_status,
+        to_status=to_status,
+        action=action,
+        actor=actor,
+        reason=reason,
+        comment=comment,
+        occurred_at=at,
+    )
+
+
+def notification_event(notification: Notification, *, at: datetime) -> Event:
+    """The event of a notification created or changed in delivery status, not yet written."""
+    assert notification.id is not None
+    return Event(
+        topic=TOPIC_NOTIFICATION,
+        order_id=notification.order_id,
+        reseller_id=notification.reseller_id,
+        customer_id=notification.customer_id,
+        notification_id=notification.id,
+        recipient_role=notification.recipient_role,
+        delivery_status=notification.status,
+        occurred_at=at,
+    )
+
+
 async def record_order_event(
     session: AsyncSession,
     *,
@@ -89,50 +133,50 @@ async def record_order_event(
     comment: str | None,
     at: datetime,
 ) -> Event:
-    """One status change of `order` (from None for a new order)."""
-    assert order.id is not None
-    return await _recorded(
-        session,
-        Event(
-            topic=TOPIC_ORDER_STATUS,
-            order_id=order.id,
-            reseller_id=order.reseller_id,
-            customer_id=order.customer_id,
-            from_status=from_status,
-            to_status=to_status,
-            action=action,
-            actor=actor,
-            reason=reason,
-            comment=comment,
-            occurred_at=at,
-        ),
+    """One status change of `order` (from None for a new order), written."""
+    event = order_event(
+        order,
+        from_status=from_status,
+        to_status=to_status,
+        action=action,
+        actor=actor,
+        reason=reason,
+        comment=comment,
+        at=at,
     )
+    await record_events(session, [event])
+    return event
 
 
 async def record_notification_event(
     session: AsyncSession, *, notification: Notification, at: datetime
 ) -> Event:
-    """A notification was created or changed delivery status."""
-    assert notification.id is not None
-    return await _recorded(
-        session,
-        Event(
-            topic=TOPIC_NOTIFICATION,
-            order_id=notification.order_id,
-            reseller_id=notification.reseller_id,
-            customer_id=notification.customer_id,
-            notification_id=notification.id,
-            recipient_role=notification.recipient_role,
-            delivery_status=notification.status,
-            occurred_at=at,
-        ),
-    )
+    """A notification was created or changed delivery status: its event, written."""
+    event = notification_event(notification, at=at)
+    await record_events(session, [event])
+    return event
 
 
-async def _recorded(session: AsyncSession, event: Event) -> Event:
-    """`event` written in the caller's transaction, with its writer announced first."""
+_EVENT_COLUMNS = tuple(c.name for c in Event.__table__.columns if c.name != "id")  # type: ignore[attr-defined]
+_INSERT_EVENTS = insert(Event).returning(col(Event.id), sort_by_parameter_order=True)
+
+
+async def record_events(session: AsyncSession, events: Sequence[Event]) -> None:
+    """`events` written in the caller's transaction, their ids drawn in the order given (and set
+    on them), with the writer announced first.
+
+    One INSERT (of several rows: `sort_by_parameter_order` keeps their ids in the given order), run
+    on the session's connection rather than through the unit of work: the log is only appended
+    to, never read back in the writing transaction, so the flush's bookkeeping buys nothing.
+    """
+    if not events:
+        return
     await _announce_writer(session)
-    return await saved(session, event)
+    connection = await session.connection()
+    rows = [{name: getattr(event, name) for name in _EVENT_COLUMNS} for event in events]
+    result = await connection.execute(_INSERT_EVENTS, rows)
+    for event, event_id in zip(events, result.scalars(), strict=True):
+        event.id = event_id
 
 
 def mark_notifications_written(session: AsyncSession) -> None:
