@@ -223,6 +223,17 @@ class Database:
                 await conn.close()
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """PostgreSQL only: a connection on which each statement commits on its own, for a write
+        that is one statement (no BEGIN and COMMIT round trips). On SQLite, writes take `write()`
+        (its one-writer lock)."""
+        if self.is_sqlite:
+            raise RuntimeError("SQLite writes go through Database.write()")
+        await self._return_borrowed()
+        async with self.reads.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits on normal exit and rolls back on error."""
         await self._return_borrowed()

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -63,14 +64,17 @@ async def _announce_writer(session: AsyncSession) -> None:
         await connection.execute(_ANNOUNCE, {"lock_class": WRITER_LOCK_CLASS})
 
 
-async def readable_horizon(session: AsyncSession) -> int | None:
+async def readable_horizon(reader: AsyncSession | AsyncConnection) -> int | None:
     """The highest event id up to which the log is final (None: no limit, as on SQLite).
 
-    Read the events with a later statement than this one (see the module docstring).
+    Read the events with a later statement than this one (see the module docstring). `reader`
+    is a session or a connection; on an autocommit connection (`Database.read_connection`) each
+    statement has its own snapshot too, and there is no BEGIN and ROLLBACK around them.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    dialect = reader.dialect if isinstance(reader, AsyncConnection) else reader.get_bind().dialect
+    if dialect.name != "postgresql":
         return None
-    connection = await session.connection()
+    connection = reader if isinstance(reader, AsyncConnection) else await reader.connection()
     last_drawn = int((await connection.execute(_LAST_DRAWN)).scalar_one())
     open_key = (
         await connection.execute(_SMALLEST_OPEN_KEY, {"lock_class": WRITER_LOCK_CLASS})
@@ -109,14 +113,36 @@ def order_event(
 def notification_event(notification: Notification, *, at: datetime) -> Event:
     """The event of a notification created or changed in delivery status, not yet written."""
     assert notification.id is not None
-    return Event(
-        topic=TOPIC_NOTIFICATION,
+    return delivery_status_event(
+        notification_id=notification.id,
         order_id=notification.order_id,
         reseller_id=notification.reseller_id,
         customer_id=notification.customer_id,
-        notification_id=notification.id,
         recipient_role=notification.recipient_role,
         delivery_status=notification.status,
+        at=at,
+    )
+
+
+def delivery_status_event(
+    *,
+    notification_id: int,
+    order_id: int,
+    reseller_id: int,
+    customer_id: int,
+    recipient_role: str,
+    delivery_status: str,
+    at: datetime,
+) -> Event:
+    """`notification_event` from the columns alone (the outbox has no Notification object)."""
+    return Event(
+        topic=TOPIC_NOTIFICATION,
+        order_id=order_id,
+        reseller_id=reseller_id,
+        customer_id=customer_id,
+        notification_id=notification_id,
+        recipient_role=recipient_role,
+        delivery_status=delivery_status,
         occurred_at=at,
     )
 
