@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -82,6 +83,11 @@ async def readable_horizon(reader: AsyncSession | AsyncConnection) -> int | None
     return last_drawn if open_key is None else min(last_drawn, int(open_key))
 
 
+EventRow = dict[str, Any]
+"""An event's columns (all but its id), as `record_events` writes them. Plain dicts, not `Event`
+objects: building a SQLModel table object costs more than writing its row."""
+
+
 def order_event(
     order: SalesOrder,
     *,
@@ -92,39 +98,28 @@ def order_event(
     reason: str | None,
     comment: str | None,
     at: datetime,
-) -> Event:
+) -> EventRow:
     """The event of one status change of `order` (from None for a new order), not yet written."""
     assert order.id is not None
-    return Event(
-        topic=TOPIC_ORDER_STATUS,
-        order_id=order.id,
-        reseller_id=order.reseller_id,
-        customer_id=order.customer_id,
-        from_status=from_status,
-        to_status=to_status,
-        action=action,
-        actor=actor,
-        reason=reason,
-        comment=comment,
-        occurred_at=at,
-    )
+    return {
+        "topic": TOPIC_ORDER_STATUS,
+        "order_id": order.id,
+        "reseller_id": order.reseller_id,
+        "customer_id": order.customer_id,
+        "notification_id": None,
+        "recipient_role": None,
+        "from_status": from_status,
+        "to_status": to_status,
+        "action": action,
+        "actor": actor,
+        "reason": reason,
+        "comment": comment,
+        "delivery_status": None,
+        "occurred_at": at,
+    }
 
 
-def notification_event(notification: Notification, *, at: datetime) -> Event:
-    """The event of a notification created or changed in delivery status, not yet written."""
-    assert notification.id is not None
-    return delivery_status_event(
-        notification_id=notification.id,
-        order_id=notification.order_id,
-        reseller_id=notification.reseller_id,
-        customer_id=notification.customer_id,
-        recipient_role=notification.recipient_role,
-        delivery_status=notification.status,
-        at=at,
-    )
-
-
-def delivery_status_event(
+def notification_event(
     *,
     notification_id: int,
     order_id: int,
@@ -133,18 +128,24 @@ def delivery_status_event(
     recipient_role: str,
     delivery_status: str,
     at: datetime,
-) -> Event:
-    """`notification_event` from the columns alone (the outbox has no Notification object)."""
-    return Event(
-        topic=TOPIC_NOTIFICATION,
-        order_id=order_id,
-        reseller_id=reseller_id,
-        customer_id=customer_id,
-        notification_id=notification_id,
-        recipient_role=recipient_role,
-        delivery_status=delivery_status,
-        occurred_at=at,
-    )
+) -> EventRow:
+    """The event of a notification created or changed in delivery status, not yet written."""
+    return {
+        "topic": TOPIC_NOTIFICATION,
+        "order_id": order_id,
+        "reseller_id": reseller_id,
+        "customer_id": customer_id,
+        "notification_id": notification_id,
+        "recipient_role": recipient_role,
+        "from_status": None,
+        "to_status": None,
+        "action": None,
+        "actor": None,
+        "reason": None,
+        "comment": None,
+        "delivery_status": delivery_status,
+        "occurred_at": at,
+    }
 
 
 async def record_order_event(
@@ -160,7 +161,7 @@ async def record_order_event(
     at: datetime,
 ) -> Event:
     """One status change of `order` (from None for a new order), written."""
-    event = order_event(
+    row = order_event(
         order,
         from_status=from_status,
         to_status=to_status,
@@ -170,39 +171,46 @@ async def record_order_event(
         comment=comment,
         at=at,
     )
-    await record_events(session, [event])
-    return event
+    (event_id,) = await record_events(session, [row])
+    return Event(id=event_id, **row)
 
 
 async def record_notification_event(
     session: AsyncSession, *, notification: Notification, at: datetime
 ) -> Event:
     """A notification was created or changed delivery status: its event, written."""
-    event = notification_event(notification, at=at)
-    await record_events(session, [event])
-    return event
+    assert notification.id is not None
+    row = notification_event(
+        notification_id=notification.id,
+        order_id=notification.order_id,
+        reseller_id=notification.reseller_id,
+        customer_id=notification.customer_id,
+        recipient_role=notification.recipient_role,
+        delivery_status=notification.status,
+        at=at,
+    )
+    (event_id,) = await record_events(session, [row])
+    return Event(id=event_id, **row)
 
 
-_EVENT_COLUMNS = tuple(c.name for c in Event.__table__.columns if c.name != "id")  # type: ignore[attr-defined]
 _INSERT_EVENTS = insert(Event).returning(col(Event.id), sort_by_parameter_order=True)
 
 
-async def record_events(session: AsyncSession, events: Sequence[Event]) -> None:
-    """`events` written in the caller's transaction, their ids drawn in the order given (and set
-    on them), with the writer announced first.
+async def record_events(session: AsyncSession, rows: Sequence[EventRow]) -> list[int]:
+    """`rows` written as events in the caller's transaction, with the writer announced first;
+    their ids, drawn in the order given.
 
-    One INSERT (of several rows: `sort_by_parameter_order` keeps their ids in the given order), run
-    on the session's connection rather than through the unit of work: the log is only appended
-    to, never read back in the writing transaction, so the flush's bookkeeping buys nothing.
+    One INSERT (of several rows: `sort_by_parameter_order` keeps their ids in the given order;
+    SQLite, which cannot promise that, gets one INSERT a row), run on the session's connection
+    rather than through the unit of work: the log is only appended to, never read back in the
+    writing transaction, so the flush's bookkeeping buys nothing.
     """
-    if not events:
-        return
+    if not rows:
+        return []
     await _announce_writer(session)
     connection = await session.connection()
-    rows = [{name: getattr(event, name) for name in _EVENT_COLUMNS} for event in events]
-    result = await connection.execute(_INSERT_EVENTS, rows)
-    for event, event_id in zip(events, result.scalars(), strict=True):
-        event.id = event_id
+    ids = (await connection.execute(_INSERT_EVENTS, list(rows))).scalars()
+    return cast(list[int], list(ids))
 
 
 def mark_notifications_written(session: AsyncSession) -> None:

@@ -43,7 +43,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import Clock, Database
-from app.events.log import delivery_status_event, record_events
+from app.events.log import notification_event, record_events
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
 from app.notifications.models import DeliveryStatus, Notification
 from app.observability import metrics
@@ -304,7 +304,7 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
             )
             return Outcome.LEASE_LOST
         if outcome is not Outcome.RETRYING:
-            event = delivery_status_event(
+            event = notification_event(
                 notification_id=claim.id,
                 order_id=changed.order_id,
                 reseller_id=changed.reseller_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import Boolean, and_, bindparam, func, insert, update
 from sqlalchemy import select as sa_select  # sqlmodel's select takes at most four columns
@@ -16,8 +17,12 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.events.log import mark_notifications_written, notification_event, record_events
-from app.events.models import Event
+from app.events.log import (
+    EventRow,
+    mark_notifications_written,
+    notification_event,
+    record_events,
+)
 from app.notifications.mailer import new_message_id
 from app.notifications.models import (
     DeliveryStatus,
@@ -135,7 +140,6 @@ def _context(order: SalesOrder, mail: FailureMail) -> dict[str, object]:
     )
 
 
-_NOTIFICATION_COLUMNS = tuple(c.name for c in Notification.__table__.columns if c.name != "id")  # type: ignore[attr-defined]
 _INSERT_NOTIFICATIONS = insert(Notification).returning(
     col(Notification.id), sort_by_parameter_order=True
 )
@@ -149,38 +153,52 @@ async def _write_notifications(
     kind: NotificationKind,
     recipients: list[tuple[RecipientRole, str]],
     now: datetime,
-    events_before: Sequence[Event] = (),
-) -> list[Notification]:
+    events_before: Sequence[EventRow] = (),
+) -> list[int]:
     """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
-    `events_before` and the notifications' events in one more (in that order in the log)."""
+    `events_before` and the notifications' events in one more (in that order in the log); the
+    notifications' ids."""
+    assert order.id is not None
     rendered = render_template(subject=mail.subject, body=mail.body, context=_context(order, mail))
-    created = [
-        Notification(
-            order_id=order.id or 0,
-            reseller_id=order.reseller_id,
-            customer_id=order.customer_id,
-            kind=kind.value,
-            recipient_role=role.value,
-            email=email,
-            subject=rendered.subject,
-            body=rendered.body,
-            message_id=new_message_id(),
-            status=DeliveryStatus.PENDING.value,
-            next_attempt_at=now,
-            created_at=now,
-        )
+    rows: list[dict[str, Any]] = [
+        {
+            "order_id": order.id,
+            "reseller_id": order.reseller_id,
+            "customer_id": order.customer_id,
+            "kind": kind.value,
+            "recipient_role": role.value,
+            "email": email,
+            "subject": rendered.subject,
+            "body": rendered.body,
+            "message_id": new_message_id(),
+            "status": DeliveryStatus.PENDING.value,
+            "attempts": 0,
+            "last_error": None,
+            "next_attempt_at": now,
+            "lease_until": None,
+            "created_at": now,
+            "sent_at": None,
+        }
         for role, email in recipients
     ]
     connection = await session.connection()
-    rows = [{name: getattr(n, name) for name in _NOTIFICATION_COLUMNS} for n in created]
-    ids = (await connection.execute(_INSERT_NOTIFICATIONS, rows)).scalars()
-    for notification, notification_id in zip(created, ids, strict=True):
-        notification.id = notification_id
-    await record_events(
-        session, [*events_before, *(notification_event(n, at=now) for n in created)]
-    )
+    inserted = (await connection.execute(_INSERT_NOTIFICATIONS, rows)).scalars()
+    ids = cast(list[int], list(inserted))
+    events = [
+        notification_event(
+            notification_id=notification_id,
+            order_id=order.id,
+            reseller_id=order.reseller_id,
+            customer_id=order.customer_id,
+            recipient_role=row["recipient_role"],
+            delivery_status=row["status"],
+            at=now,
+        )
+        for notification_id, row in zip(ids, rows, strict=True)
+    ]
+    await record_events(session, [*events_before, *events])
     mark_notifications_written(session)
-    return created
+    return ids
 
 
 async def notify_order_failed(
@@ -189,8 +207,8 @@ async def notify_order_failed(
     order: SalesOrder,
     support_email: str,
     now: datetime,
-    events_before: Sequence[Event] = (),
-) -> list[Notification]:
+    events_before: Sequence[EventRow] = (),
+) -> list[int]:
     """The order just entered PF: tell support always, and the reseller/customer per settings.
 
     `events_before` (the status change's own event) is written in the same INSERT as the
