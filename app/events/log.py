@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import insert, text
+from sqlalchemy import ColumnElement, func, insert, literal_column, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -53,6 +53,29 @@ _SMALLEST_OPEN_KEY = text(
     "AND classid = :lock_class AND objsubid = 2 "
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
+
+
+_ANNOUNCING = func.pg_advisory_xact_lock_shared(
+    WRITER_LOCK_CLASS,
+    literal_column(
+        "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END"
+        " FROM event_id_seq)::int"
+    ),
+).label("writer_announced")
+
+
+def announcing(session: AsyncSession) -> tuple[ColumnElement[Any], ...]:
+    """The announcement as a column to RETURN from the transaction's first write (empty when it
+    is not needed: SQLite, or already announced), which saves its own round trip.
+
+    Only for a statement that, if it changes no row (and so returns none: no lock was taken), is
+    followed by no event in this transaction: the caller raises or returns instead. Every id
+    the transaction draws afterwards is above the key, as with `_announce_writer`.
+    """
+    if session.info.get(WROTE_EVENTS) or session.get_bind().dialect.name != "postgresql":
+        return ()
+    session.info[WROTE_EVENTS] = True
+    return (_ANNOUNCING,)
 
 
 async def _announce_writer(session: AsyncSession) -> None:

@@ -43,7 +43,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import Clock, Database
-from app.events.log import notification_event, record_events
+from app.events.log import announcing, notification_event, record_events
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
 from app.notifications.models import DeliveryStatus, Notification
 from app.observability import metrics
@@ -282,18 +282,22 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
             outcome = Outcome.RETRYING
             delay = retry_delay(retry_seconds=policy.retry_seconds, attempts=attempts)
             values["next_attempt_at"] = now + delay
-    record = (
-        update(Notification)
-        .where(*claim.still_held())
-        .values(**values)
-        .returning(
-            col(Notification.order_id),
-            col(Notification.reseller_id),
-            col(Notification.customer_id),
-            col(Notification.recipient_role),
-        )
-    )
     async with outbox.transaction() as session:
+        # A change of delivery status records an event: the writer's announcement rides on the
+        # UPDATE (when the row is no longer this claim's, nothing is locked and nothing follows).
+        announced = announcing(session) if outcome is not Outcome.RETRYING else ()
+        record = (
+            update(Notification)
+            .where(*claim.still_held())
+            .values(**values)
+            .returning(
+                col(Notification.order_id),
+                col(Notification.reseller_id),
+                col(Notification.customer_id),
+                col(Notification.recipient_role),
+                *announced,
+            )
+        )
         changed = (await (await session.connection()).execute(record)).first()
         if changed is None:
             log.warning(

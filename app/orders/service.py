@@ -24,7 +24,7 @@ from app.access import policy
 from app.access.viewer import Viewer
 from app.db import saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
-from app.events.log import order_event, record_events, record_order_event
+from app.events.log import announcing, order_event, record_events, record_order_event
 from app.notifications.recipients import notify_order_failed
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
@@ -299,13 +299,15 @@ async def _save_change(
     values = {**values, "version": order.version + 1, "updated_at": now}
     # On the session's connection: the ORM's UPDATE would look for the order in the session to
     # synchronise it, which the loop below does directly.
+    # The event-log writer's announcement rides on it (an order change always records an event).
     connection = await session.connection()
     result = await connection.execute(
         update(SalesOrder)
         .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
         .values(**values)
+        .returning(col(SalesOrder.id), *announcing(session))
     )
-    if result.rowcount != 1:
+    if len(result.all()) != 1:
         raise Conflict("the order was changed by someone else; reload it and try again")
     for key, value in values.items():
         set_committed_value(order, key, value)
