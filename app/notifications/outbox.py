@@ -392,12 +392,18 @@ async def run_outbox(
     log.info("outbox: %s", describe_mailer(mailer))
     poll = outbox.policy.poll_seconds
     in_flight: set[asyncio.Task[Outcome]] = set()
+    saturated = False  # every slot was taken: mail may be waiting for one
 
     def finished(task: asyncio.Task[Outcome]) -> None:
         in_flight.discard(task)
-        wake.set()  # a slot is free: look for more
+        failed = task.cancelled() or task.exception() is not None
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
+        # Look again when a slot freed up for mail that may be waiting, or when a delivery left
+        # work for later (a retry, a lease lost). A sent mail leaves none: new mail wakes the
+        # loop by its commit, another process's by the poll.
+        if saturated or failed or task.result() is not Outcome.SENT:
+            wake.set()
 
     try:
         while True:
@@ -410,12 +416,13 @@ async def run_outbox(
                     task = asyncio.create_task(deliver_claim(outbox, mailer, claim))
                     in_flight.add(task)
                     task.add_done_callback(finished)
-                if len(in_flight) >= concurrency:
+                saturated = len(in_flight) >= concurrency
+                if saturated:
                     wait = None  # full: the next finished delivery wakes the loop
                 elif claims and len(claims) == free:
                     continue  # there may be more due right now
                 elif in_flight:
-                    pass  # the next finished delivery wakes the loop, which looks again then
+                    pass  # see `finished`: what the deliveries leave for later wakes the loop
                 else:
                     due_in = await seconds_until_next_due(outbox)
                     if due_in is not None:
