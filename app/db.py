@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, Select, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -67,6 +68,15 @@ def async_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+asyncpg://" + url[len("postgresql://") :]
     raise ValueError(f"unsupported database URL {url!r}")
+
+
+def _replace_if_closed(dbapi_connection: Any, connection_record: Any, _proxy: Any) -> None:
+    """At checkout, a pooled PostgreSQL connection whose server end is gone (backend terminated,
+    server restarted) is replaced by a new one, as `pool_pre_ping` would, without its round
+    trips: on asyncpg a ping is BEGIN, `;` and ROLLBACK, three per checkout, while asyncpg
+    already knows a connection the server closed (the event loop read its end of stream)."""
+    if connection_record.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -149,9 +159,8 @@ class Database:
         else:
             # Up to 30 connections as before, but 20 kept: with 16+ requests in flight, a
             # smaller pool closed and reopened connections (and re-prepared their statements).
-            self.engine = create_async_engine(
-                url, pool_size=20, max_overflow=10, pool_pre_ping=True
-            )
+            self.engine = create_async_engine(url, pool_size=20, max_overflow=10)
+            event.listen(self.engine.sync_engine, "checkout", _replace_if_closed)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         # Reads that need no transaction (PostgreSQL's READ COMMITTED gives each statement its
         # own snapshot anyway): no BEGIN and ROLLBACK round trips around them. SQLite keeps its
@@ -212,6 +221,17 @@ class Database:
             conn, borrowed.conn = borrowed.conn, None
             if conn is not None:
                 await conn.close()
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """PostgreSQL only: a connection on which each statement commits on its own, for a write
+        that is one statement (no BEGIN and COMMIT round trips). On SQLite, writes take `write()`
+        (its one-writer lock)."""
+        if self.is_sqlite:
+            raise RuntimeError("SQLite writes go through Database.write()")
+        await self._return_borrowed()
+        async with self.reads.connect() as conn:
+            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

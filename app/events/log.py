@@ -24,12 +24,15 @@ horizon is final, and a reader that hands out only those never has to go back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, func, insert, literal_column, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import saved
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import Notification
 from app.orders.models import SalesOrder
@@ -52,6 +55,29 @@ _SMALLEST_OPEN_KEY = text(
 )
 
 
+_ANNOUNCING = func.pg_advisory_xact_lock_shared(
+    WRITER_LOCK_CLASS,
+    literal_column(
+        "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END"
+        " FROM event_id_seq)::int"
+    ),
+).label("writer_announced")
+
+
+def announcing(session: AsyncSession) -> tuple[ColumnElement[Any], ...]:
+    """The announcement as a column to RETURN from the transaction's first write (empty when it
+    is not needed: SQLite, or already announced), which saves its own round trip.
+
+    Only for a statement that, if it changes no row (and so returns none: no lock was taken), is
+    followed by no event in this transaction: the caller raises or returns instead. Every id
+    the transaction draws afterwards is above the key, as with `_announce_writer`.
+    """
+    if session.info.get(WROTE_EVENTS) or session.get_bind().dialect.name != "postgresql":
+        return ()
+    session.info[WROTE_EVENTS] = True
+    return (_ANNOUNCING,)
+
+
 async def _announce_writer(session: AsyncSession) -> None:
     """Before this transaction's first event: say, on PostgreSQL, which ids it may still commit."""
     if session.info.get(WROTE_EVENTS):
@@ -62,19 +88,87 @@ async def _announce_writer(session: AsyncSession) -> None:
         await connection.execute(_ANNOUNCE, {"lock_class": WRITER_LOCK_CLASS})
 
 
-async def readable_horizon(session: AsyncSession) -> int | None:
+async def readable_horizon(reader: AsyncSession | AsyncConnection) -> int | None:
     """The highest event id up to which the log is final (None: no limit, as on SQLite).
 
-    Read the events with a later statement than this one (see the module docstring).
+    Read the events with a later statement than this one (see the module docstring). `reader`
+    is a session or a connection; on an autocommit connection (`Database.read_connection`) each
+    statement has its own snapshot too, and there is no BEGIN and ROLLBACK around them.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    dialect = reader.dialect if isinstance(reader, AsyncConnection) else reader.get_bind().dialect
+    if dialect.name != "postgresql":
         return None
-    connection = await session.connection()
+    connection = reader if isinstance(reader, AsyncConnection) else await reader.connection()
     last_drawn = int((await connection.execute(_LAST_DRAWN)).scalar_one())
     open_key = (
         await connection.execute(_SMALLEST_OPEN_KEY, {"lock_class": WRITER_LOCK_CLASS})
     ).scalar_one()
     return last_drawn if open_key is None else min(last_drawn, int(open_key))
+
+
+EventRow = dict[str, Any]
+"""An event's columns (all but its id), as `record_events` writes them. Plain dicts, not `Event`
+objects: building a SQLModel table object costs more than writing its row."""
+
+
+def order_event(
+    order: SalesOrder,
+    *,
+    from_status: str | None,
+    to_status: str,
+    action: str | None,
+    actor: str | None,
+    reason: str | None,
+    comment: str | None,
+    at: datetime,
+) -> EventRow:
+    """The event of one status change of `order` (from None for a new order), not yet written."""
+    assert order.id is not None
+    return {
+        "topic": TOPIC_ORDER_STATUS,
+        "order_id": order.id,
+        "reseller_id": order.reseller_id,
+        "customer_id": order.customer_id,
+        "notification_id": None,
+        "recipient_role": None,
+        "from_status": from_status,
+        "to_status": to_status,
+        "action": action,
+        "actor": actor,
+        "reason": reason,
+        "comment": comment,
+        "delivery_status": None,
+        "occurred_at": at,
+    }
+
+
+def notification_event(
+    *,
+    notification_id: int,
+    order_id: int,
+    reseller_id: int,
+    customer_id: int,
+    recipient_role: str,
+    delivery_status: str,
+    at: datetime,
+) -> EventRow:
+    """The event of a notification created or changed in delivery status, not yet written."""
+    return {
+        "topic": TOPIC_NOTIFICATION,
+        "order_id": order_id,
+        "reseller_id": reseller_id,
+        "customer_id": customer_id,
+        "notification_id": notification_id,
+        "recipient_role": recipient_role,
+        "from_status": None,
+        "to_status": None,
+        "action": None,
+        "actor": None,
+        "reason": None,
+        "comment": None,
+        "delivery_status": delivery_status,
+        "occurred_at": at,
+    }
 
 
 async def record_order_event(
@@ -89,50 +183,57 @@ async def record_order_event(
     comment: str | None,
     at: datetime,
 ) -> Event:
-    """One status change of `order` (from None for a new order)."""
-    assert order.id is not None
-    return await _recorded(
-        session,
-        Event(
-            topic=TOPIC_ORDER_STATUS,
-            order_id=order.id,
-            reseller_id=order.reseller_id,
-            customer_id=order.customer_id,
-            from_status=from_status,
-            to_status=to_status,
-            action=action,
-            actor=actor,
-            reason=reason,
-            comment=comment,
-            occurred_at=at,
-        ),
+    """One status change of `order` (from None for a new order), written."""
+    row = order_event(
+        order,
+        from_status=from_status,
+        to_status=to_status,
+        action=action,
+        actor=actor,
+        reason=reason,
+        comment=comment,
+        at=at,
     )
+    (event_id,) = await record_events(session, [row])
+    return Event(id=event_id, **row)
 
 
 async def record_notification_event(
     session: AsyncSession, *, notification: Notification, at: datetime
 ) -> Event:
-    """A notification was created or changed delivery status."""
+    """A notification was created or changed delivery status: its event, written."""
     assert notification.id is not None
-    return await _recorded(
-        session,
-        Event(
-            topic=TOPIC_NOTIFICATION,
-            order_id=notification.order_id,
-            reseller_id=notification.reseller_id,
-            customer_id=notification.customer_id,
-            notification_id=notification.id,
-            recipient_role=notification.recipient_role,
-            delivery_status=notification.status,
-            occurred_at=at,
-        ),
+    row = notification_event(
+        notification_id=notification.id,
+        order_id=notification.order_id,
+        reseller_id=notification.reseller_id,
+        customer_id=notification.customer_id,
+        recipient_role=notification.recipient_role,
+        delivery_status=notification.status,
+        at=at,
     )
+    (event_id,) = await record_events(session, [row])
+    return Event(id=event_id, **row)
 
 
-async def _recorded(session: AsyncSession, event: Event) -> Event:
-    """`event` written in the caller's transaction, with its writer announced first."""
+_INSERT_EVENTS = insert(Event).returning(col(Event.id), sort_by_parameter_order=True)
+
+
+async def record_events(session: AsyncSession, rows: Sequence[EventRow]) -> list[int]:
+    """`rows` written as events in the caller's transaction, with the writer announced first;
+    their ids, drawn in the order given.
+
+    One INSERT (of several rows: `sort_by_parameter_order` keeps their ids in the given order;
+    SQLite, which cannot promise that, gets one INSERT a row), run on the session's connection
+    rather than through the unit of work: the log is only appended to, never read back in the
+    writing transaction, so the flush's bookkeeping buys nothing.
+    """
+    if not rows:
+        return []
     await _announce_writer(session)
-    return await saved(session, event)
+    connection = await session.connection()
+    ids = (await connection.execute(_INSERT_EVENTS, list(rows))).scalars()
+    return cast(list[int], list(ids))
 
 
 def mark_notifications_written(session: AsyncSession) -> None:

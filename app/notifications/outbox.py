@@ -2,9 +2,10 @@
 
 Each delivery takes three steps, none of which holds a transaction open across the network:
 
-1. `claim_due` leases due rows (`lease_until = now + ORDERPULSE_DELIVERY_LEASE_SECONDS`) in one
-   short transaction: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so many workers share the
-   outbox; on SQLite (one writer) the conditional UPDATE alone is the claim.
+1. `claim_due` leases due rows (`lease_until = now + ORDERPULSE_DELIVERY_LEASE_SECONDS`) with one
+   UPDATE ... RETURNING, its own transaction: over `SELECT ... FOR UPDATE SKIP LOCKED` on
+   PostgreSQL (committed by itself, no BEGIN and COMMIT round trips), so many workers share the
+   outbox; on SQLite (one writer, under the write lock) the conditional UPDATE alone is the claim.
 2. The mail is sent through a `Mailer`, outside any transaction, with the notification's own
    Message-ID (made when the row was written, so every resend carries the same one). While it is
    being sent, the worker renews its lease every third of the lease time, so the lease can be
@@ -42,7 +43,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import Clock, Database
-from app.events.log import record_notification_event
+from app.events.log import announcing, notification_event, record_events
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
 from app.notifications.models import DeliveryStatus, Notification
 from app.observability import metrics
@@ -177,27 +178,31 @@ async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
         .order_by(col(Notification.next_attempt_at), col(Notification.id))
         .limit(limit)
     )
-    async with outbox.transaction() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            # Rows another worker is claiming right now are skipped, not waited for.
-            due = due.with_for_update(skip_locked=True)
-        claimed = await session.exec(
-            update(Notification)
-            .where(col(Notification.id).in_(due.scalar_subquery()), _is_due(now))
-            .values(lease_until=lease_until)
-            .returning(
-                col(Notification.id),
-                col(Notification.attempts),
-                col(Notification.message_id),
-                col(Notification.email),
-                col(Notification.subject),
-                col(Notification.body),
-                col(Notification.next_attempt_at),
-                col(Notification.kind),
-            )
-            .execution_options(synchronize_session=False)
+    if not outbox.db.is_sqlite:
+        # Rows another worker is claiming right now are skipped, not waited for.
+        due = due.with_for_update(skip_locked=True)
+    claim = (
+        update(Notification)
+        .where(col(Notification.id).in_(due.scalar_subquery()), _is_due(now))
+        .values(lease_until=lease_until)
+        .returning(
+            col(Notification.id),
+            col(Notification.attempts),
+            col(Notification.message_id),
+            col(Notification.email),
+            col(Notification.subject),
+            col(Notification.body),
+            col(Notification.next_attempt_at),
+            col(Notification.kind),
         )
-        rows = sorted(claimed.all(), key=lambda r: (r.next_attempt_at, r.id))
+    )
+    if outbox.db.is_sqlite:
+        async with outbox.transaction() as session:
+            claimed = (await (await session.connection()).execute(claim)).all()
+    else:  # one statement: it commits on its own
+        async with outbox.db.autocommit() as conn:
+            claimed = (await conn.execute(claim)).all()
+    rows = sorted(claimed, key=lambda r: (r.next_attempt_at, r.id))
     sender = outbox.policy.mail_from
     return [
         Claim(
@@ -278,15 +283,22 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
             delay = retry_delay(retry_seconds=policy.retry_seconds, attempts=attempts)
             values["next_attempt_at"] = now + delay
     async with outbox.transaction() as session:
-        changed = (
-            await session.exec(
-                update(Notification)
-                .where(*claim.still_held())
-                .values(**values)
-                .returning(Notification)
-                .execution_options(synchronize_session=False)
+        # A change of delivery status records an event: the writer's announcement rides on the
+        # UPDATE (when the row is no longer this claim's, nothing is locked and nothing follows).
+        announced = announcing(session) if outcome is not Outcome.RETRYING else ()
+        record = (
+            update(Notification)
+            .where(*claim.still_held())
+            .values(**values)
+            .returning(
+                col(Notification.order_id),
+                col(Notification.reseller_id),
+                col(Notification.customer_id),
+                col(Notification.recipient_role),
+                *announced,
             )
-        ).first()
+        )
+        changed = (await (await session.connection()).execute(record)).first()
         if changed is None:
             log.warning(
                 "notification %s: the lease ran out before the outcome (%s) was recorded; "
@@ -296,8 +308,16 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
             )
             return Outcome.LEASE_LOST
         if outcome is not Outcome.RETRYING:
-            (row,) = changed
-            await record_notification_event(session, notification=row, at=now)
+            event = notification_event(
+                notification_id=claim.id,
+                order_id=changed.order_id,
+                reseller_id=changed.reseller_id,
+                customer_id=changed.customer_id,
+                recipient_role=changed.recipient_role,
+                delivery_status=str(values["status"]),
+                at=now,
+            )
+            await record_events(session, [event])
     metrics.notification_attempted(kind=claim.kind, status=str(values.get("status", PENDING)))
     if error is not None:
         log.info(
@@ -336,8 +356,8 @@ async def seconds_until_next_due(outbox: Outbox) -> float | None:
         func.min(case((~leased, col(Notification.next_attempt_at)))),
         func.min(case((leased, col(Notification.lease_until)))),
     ).where(col(Notification.status) == PENDING)
-    async with outbox.db.read() as session:
-        next_attempt, lease_expiry = (await session.exec(query)).one()
+    async with outbox.db.read_connection() as conn:
+        next_attempt, lease_expiry = (await conn.execute(query)).one()
     moments: list[datetime] = [m for m in (next_attempt, lease_expiry) if m is not None]
     if not moments:
         return None
@@ -372,12 +392,18 @@ async def run_outbox(
     log.info("outbox: %s", describe_mailer(mailer))
     poll = outbox.policy.poll_seconds
     in_flight: set[asyncio.Task[Outcome]] = set()
+    saturated = False  # every slot was taken: mail may be waiting for one
 
     def finished(task: asyncio.Task[Outcome]) -> None:
         in_flight.discard(task)
-        wake.set()  # a slot is free: look for more
+        failed = task.cancelled() or task.exception() is not None
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
+        # Look again when a slot freed up for mail that may be waiting, or when a delivery left
+        # work for later (a retry, a lease lost). A sent mail leaves none: new mail wakes the
+        # loop by its commit, another process's by the poll.
+        if saturated or failed or task.result() is not Outcome.SENT:
+            wake.set()
 
     try:
         while True:
@@ -390,10 +416,13 @@ async def run_outbox(
                     task = asyncio.create_task(deliver_claim(outbox, mailer, claim))
                     in_flight.add(task)
                     task.add_done_callback(finished)
-                if len(in_flight) >= concurrency:
+                saturated = len(in_flight) >= concurrency
+                if saturated:
                     wait = None  # full: the next finished delivery wakes the loop
                 elif claims and len(claims) == free:
                     continue  # there may be more due right now
+                elif in_flight:
+                    pass  # see `finished`: what the deliveries leave for later wakes the loop
                 else:
                     due_in = await seconds_until_next_due(outbox)
                     if due_in is not None:

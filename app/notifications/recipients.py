@@ -6,15 +6,23 @@ outbox worker sends them after commit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import Boolean, and_, bindparam, func, insert, update
+from sqlalchemy import select as sa_select  # sqlmodel's select takes at most four columns
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import saved
-from app.events.log import mark_notifications_written, record_notification_event
+from app.events.log import (
+    EventRow,
+    mark_notifications_written,
+    notification_event,
+    record_events,
+)
 from app.notifications.mailer import new_message_id
 from app.notifications.models import (
     DeliveryStatus,
@@ -54,29 +62,76 @@ async def template_by_name(session: AsyncSession, name: str) -> NotificationTemp
 
 
 @dataclass(frozen=True)
-class OrderParties:
-    """The order's customer and reseller, read once for the recipients and the template."""
+class FailureMail:
+    """What a failed order's notifications need besides the order: its customer and reseller,
+    the reseller's notification settings (the defaults when it has none), and the template."""
 
-    customer: Customer
-    reseller: Reseller
+    customer_name: str
+    customer_email: str
+    reseller_name: str
+    reseller_email: str
+    notify_reseller: bool
+    notify_customer: bool
+    subject: str
+    body: str
 
 
-async def _parties(session: AsyncSession, order: SalesOrder) -> OrderParties:
-    customer = await session.get(Customer, order.customer_id)
-    reseller = await session.get(Reseller, order.reseller_id)
-    assert customer is not None and reseller is not None
-    return OrderParties(customer=customer, reseller=reseller)
+_chosen = aliased(NotificationTemplate, name="chosen_template")
+_builtin = aliased(NotificationTemplate, name="builtin_template")
+_DEFAULTS = NotificationSettings(reseller_id=0)
+_FAILURE_MAIL = (
+    sa_select(
+        col(Customer.name),
+        col(Customer.contact_email),
+        col(Reseller.name),
+        col(Reseller.email),
+        func.coalesce(col(NotificationSettings.notify_reseller), _DEFAULTS.notify_reseller),
+        func.coalesce(col(NotificationSettings.notify_customer), _DEFAULTS.notify_customer),
+        func.coalesce(col(_chosen.subject), col(_builtin.subject)),
+        func.coalesce(col(_chosen.body), col(_builtin.body)),
+    )
+    .select_from(Customer)
+    .join(Reseller, col(Reseller.id) == col(Customer.reseller_id))
+    .outerjoin(NotificationSettings, col(NotificationSettings.reseller_id) == col(Reseller.id))
+    .outerjoin(
+        _chosen,
+        and_(
+            bindparam("reseller_template", type_=Boolean),
+            col(_chosen.id) == col(NotificationSettings.template_id),
+        ),
+    )
+    .outerjoin(_builtin, col(_builtin.name) == bindparam("builtin_name"))
+    .where(col(Customer.id) == bindparam("customer_id"))
+)
 
 
-def _context(order: SalesOrder, parties: OrderParties) -> dict[str, object]:
+async def failure_mail(
+    session: AsyncSession, *, customer_id: int, template_name: str, reseller_template: bool
+) -> FailureMail:
+    """One statement for what `settings_for`, `template_by_name` and two look-ups by key would
+    read. The template is the reseller's chosen one if `reseller_template` and it chose one,
+    otherwise the built-in `template_name`."""
+    connection = await session.connection()
+    params = {
+        "customer_id": customer_id,
+        "builtin_name": template_name,
+        "reseller_template": reseller_template,
+    }
+    row = (await connection.execute(_FAILURE_MAIL, params)).one()
+    if row[6] is None:
+        raise LookupError(f"the built-in template {template_name!r} is missing; run migrations")
+    return FailureMail(*row)
+
+
+def _context(order: SalesOrder, mail: FailureMail) -> dict[str, object]:
     reason = flow.FailureReason(order.failure_reason or flow.FailureReason.OTHER)
     return template_context(
         order_number=order.number,
         order_type=order.type,
         order_status=order.status,
         order_total=f"{order.total.quantize(flow.CENTS)} {order.currency}",
-        customer_name=parties.customer.name,
-        reseller_name=parties.reseller.name,
+        customer_name=mail.customer_name,
+        reseller_name=mail.reseller_name,
         reason=reason.value,
         message=flow.failure_message(reason, order.failure_details),
         remedy=flow.FAILURE_REASONS[reason].remedy,
@@ -85,69 +140,98 @@ def _context(order: SalesOrder, parties: OrderParties) -> dict[str, object]:
     )
 
 
+_INSERT_NOTIFICATIONS = insert(Notification).returning(
+    col(Notification.id), sort_by_parameter_order=True
+)
+
+
 async def _write_notifications(
     session: AsyncSession,
     *,
     order: SalesOrder,
-    parties: OrderParties,
+    mail: FailureMail,
     kind: NotificationKind,
     recipients: list[tuple[RecipientRole, str]],
-    template: NotificationTemplate,
     now: datetime,
-) -> list[Notification]:
-    """One PENDING notification (an outbox row) and its event per (role, e-mail) recipient."""
-    rendered = render_template(
-        subject=template.subject, body=template.body, context=_context(order, parties)
-    )
-    created = []
-    for role, email in recipients:
-        notification = await saved(
-            session,
-            Notification(
-                order_id=order.id or 0,
-                reseller_id=order.reseller_id,
-                customer_id=order.customer_id,
-                kind=kind.value,
-                recipient_role=role.value,
-                email=email,
-                subject=rendered.subject,
-                body=rendered.body,
-                message_id=new_message_id(),
-                status=DeliveryStatus.PENDING.value,
-                next_attempt_at=now,
-                created_at=now,
-            ),
+    events_before: Sequence[EventRow] = (),
+) -> list[int]:
+    """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
+    `events_before` and the notifications' events in one more (in that order in the log); the
+    notifications' ids."""
+    assert order.id is not None
+    rendered = render_template(subject=mail.subject, body=mail.body, context=_context(order, mail))
+    rows: list[dict[str, Any]] = [
+        {
+            "order_id": order.id,
+            "reseller_id": order.reseller_id,
+            "customer_id": order.customer_id,
+            "kind": kind.value,
+            "recipient_role": role.value,
+            "email": email,
+            "subject": rendered.subject,
+            "body": rendered.body,
+            "message_id": new_message_id(),
+            "status": DeliveryStatus.PENDING.value,
+            "attempts": 0,
+            "last_error": None,
+            "next_attempt_at": now,
+            "lease_until": None,
+            "created_at": now,
+            "sent_at": None,
+        }
+        for role, email in recipients
+    ]
+    connection = await session.connection()
+    inserted = (await connection.execute(_INSERT_NOTIFICATIONS, rows)).scalars()
+    ids = cast(list[int], list(inserted))
+    events = [
+        notification_event(
+            notification_id=notification_id,
+            order_id=order.id,
+            reseller_id=order.reseller_id,
+            customer_id=order.customer_id,
+            recipient_role=row["recipient_role"],
+            delivery_status=row["status"],
+            at=now,
         )
-        await record_notification_event(session, notification=notification, at=now)
-        created.append(notification)
+        for notification_id, row in zip(ids, rows, strict=True)
+    ]
+    await record_events(session, [*events_before, *events])
     mark_notifications_written(session)
-    return created
+    return ids
 
 
 async def notify_order_failed(
-    session: AsyncSession, *, order: SalesOrder, support_email: str, now: datetime
-) -> list[Notification]:
-    """The order just entered PF: tell support always, and the reseller/customer per settings."""
-    settings = await settings_for(session, order.reseller_id)
-    template = (
-        await session.get(NotificationTemplate, settings.template_id)
-        if settings.template_id is not None
-        else None
-    ) or await template_by_name(session, ORDER_FAILED_TEMPLATE_NAME)
-    parties = await _parties(session, order)
+    session: AsyncSession,
+    *,
+    order: SalesOrder,
+    support_email: str,
+    now: datetime,
+    events_before: Sequence[EventRow] = (),
+) -> list[int]:
+    """The order just entered PF: tell support always, and the reseller/customer per settings.
+
+    `events_before` (the status change's own event) is written in the same INSERT as the
+    notifications' events, ahead of them."""
+    mail = await failure_mail(
+        session,
+        customer_id=order.customer_id,
+        template_name=ORDER_FAILED_TEMPLATE_NAME,
+        reseller_template=True,
+    )
     recipients = [(RecipientRole.SUPPORT, support_email)]
-    if settings.notify_reseller:
-        recipients.append((RecipientRole.RESELLER, parties.reseller.email))
-    if settings.notify_customer:
-        recipients.append((RecipientRole.CUSTOMER, parties.customer.contact_email))
+    if mail.notify_reseller:
+        recipients.append((RecipientRole.RESELLER, mail.reseller_email))
+    if mail.notify_customer:
+        recipients.append((RecipientRole.CUSTOMER, mail.customer_email))
     return await _write_notifications(
         session,
         order=order,
-        parties=parties,
+        mail=mail,
         kind=NotificationKind.ORDER_PROVISIONING_FAILED,
         recipients=recipients,
-        template=template,
         now=now,
+        events_before=events_before,
     )
 
 
@@ -188,14 +272,18 @@ async def escalate_failure(session: AsyncSession, *, order_id: int, now: datetim
         return False
     order = await session.get(SalesOrder, order_id, populate_existing=True)
     assert order is not None
-    parties = await _parties(session, order)
+    mail = await failure_mail(
+        session,
+        customer_id=order.customer_id,
+        template_name=UNRESOLVED_TEMPLATE_NAME,
+        reseller_template=False,
+    )
     await _write_notifications(
         session,
         order=order,
-        parties=parties,
+        mail=mail,
         kind=NotificationKind.FAILED_ORDER_UNRESOLVED,
-        recipients=[(RecipientRole.RESELLER, parties.reseller.email)],
-        template=await template_by_name(session, UNRESOLVED_TEMPLATE_NAME),
+        recipients=[(RecipientRole.RESELLER, mail.reseller_email)],
         now=now,
     )
     return True

@@ -24,7 +24,7 @@ from app.access import policy
 from app.access.viewer import Viewer
 from app.db import saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
-from app.events.log import record_order_event
+from app.events.log import announcing, order_event, record_events, record_order_event
 from app.notifications.recipients import notify_order_failed
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
@@ -297,12 +297,17 @@ async def _save_change(
     """Write `values` only if nobody changed the order since it was read (else CONFLICT)."""
     assert order.id is not None
     values = {**values, "version": order.version + 1, "updated_at": now}
-    result = await session.exec(
+    # On the session's connection: the ORM's UPDATE would look for the order in the session to
+    # synchronise it, which the loop below does directly.
+    # The event-log writer's announcement rides on it (an order change always records an event).
+    connection = await session.connection()
+    result = await connection.execute(
         update(SalesOrder)
         .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
         .values(**values)
+        .returning(col(SalesOrder.id), *announcing(session))
     )
-    if result.rowcount != 1:
+    if len(result.all()) != 1:
         raise Conflict("the order was changed by someone else; reload it and try again")
     for key, value in values.items():
         set_committed_value(order, key, value)
@@ -335,9 +340,8 @@ async def _move(
             escalated_at=None,
         )
     await _save_change(session, order, values, now)
-    await record_order_event(
-        session,
-        order=order,
+    event = order_event(
+        order,
         from_status=source,
         to_status=to.value,
         action=action,
@@ -346,8 +350,16 @@ async def _move(
         comment=comment,
         at=now,
     )
-    if to is Status.PF:
-        await notify_order_failed(session, order=order, support_email=config.support_email, now=now)
+    if to is Status.PF:  # the notifications' events are written with (after) the order's
+        await notify_order_failed(
+            session,
+            order=order,
+            support_email=config.support_email,
+            now=now,
+            events_before=[event],
+        )
+    else:
+        await record_events(session, [event])
 
 
 def clean_comment(value: str | None, *, field: str) -> str | None:

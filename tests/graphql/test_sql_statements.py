@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from app.services import Services
-from tests.support.api import Factory, GraphQLClient
+from tests.support.api import Factory, GraphQLClient, gid
 
 PANEL = """{ orders(first: 100) { totalCount edges { node { number status
     total { amount currency } customer { name } reseller { name } items { quantity }
@@ -132,3 +132,35 @@ async def test_a_request_never_waits_for_a_connection_while_holding_its_shared_o
     else:  # the token's connection comes back first; then the resolvers' sessions
         assert pool[:2] == ["out", "in"] and pool.count("out") > 1
         assert pool.count("out") == pool.count("in")
+
+
+FAIL = """mutation($id: ID!) { reportProvisioningResult(input: {orderId: $id, outcome: FAILED,
+    reason: EXTERNAL_SYSTEM_ERROR}) { order { status } userErrors { code } } }"""
+RESUBMIT = """mutation($id: ID!) { performOrderAction(input: {orderId: $id, action: RESUBMIT}) {
+    order { status } userErrors { code } } }"""
+
+
+@pytest.mark.parametrize("recipients", [1, 3], ids=["support only", "support, reseller, customer"])
+async def test_a_status_change_costs_a_fixed_number_of_statements(
+    api: GraphQLClient, factory: Factory, services: Services, recipients: int
+) -> None:
+    """A failure: token, order, its update (which also announces the event-log writer on
+    PostgreSQL, app/events/log.py), the mail's facts (customer, reseller, settings and template
+    in one), the notifications (one INSERT), the events (one INSERT, the change's and each
+    notification's). A resubmit: token, order, update, event. On PostgreSQL that does not grow
+    with the recipients; SQLite (no ordered multi-row RETURNING) inserts the notifications and
+    events a row at a time."""
+    client = api.as_(await factory.token("SUPPORT"))
+    reseller = await factory.reseller()
+    if recipients == 3:
+        await factory.notify(reseller, reseller_mail=True, customer_mail=True)
+    order = await factory.order(await factory.customer(reseller), status="PR")
+    sqlite = services.db.is_sqlite
+    with counting(services) as failing:
+        data = await client.data(FAIL, {"id": gid("Order", order)})
+    assert data["reportProvisioningResult"] == {"order": {"status": "PF"}, "userErrors": []}
+    assert len(failing) == (5 + 2 * recipients if sqlite else 6), failing
+    with counting(services) as resubmitting:
+        data = await client.data(RESUBMIT, {"id": gid("Order", order)})
+    assert data["performOrderAction"] == {"order": {"status": "PR"}, "userErrors": []}
+    assert len(resubmitting) == 4, resubmitting

@@ -210,6 +210,37 @@ async def test_an_unresolved_failure_is_escalated_once_at_its_deadline(
     assert len(smtp_server.messages) == 2
 
 
+async def test_the_escalation_uses_its_builtin_template_whatever_the_reseller_chose(
+    desk: Desk, services: Services, clock: FakeClock
+) -> None:
+    """The reseller's chosen template is for the failure mail only (both read in one statement,
+    `recipients.failure_mail`, which takes the chosen one only when asked to)."""
+    created = await desk.support.data(
+        """mutation { createNotificationTemplate(input: {name: "Mine",
+        subject: "Mine {{ order.number }}", body: "mine\\n"}) {
+        notificationTemplate { id } userErrors { code } } }"""
+    )
+    template = created["createNotificationTemplate"]["notificationTemplate"]
+    chosen = await desk.reseller_client.data(
+        """mutation($r: ID!, $t: ID) { updateNotificationSettings(input: {resellerId: $r,
+        orderNotificationTemplateId: $t}) { userErrors { code } } }""",
+        {"r": gid("Reseller", desk.reseller), "t": template["id"]},
+    )
+    assert chosen["updateNotificationSettings"]["userErrors"] == []
+    order = await desk.fail()
+    failed = (await desk.order(order["id"]))["notifications"]
+    assert {(n["recipientRole"], n["subject"]) for n in failed} == {
+        ("SUPPORT", f"Mine {order['number']}"),
+        ("RESELLER", f"Mine {order['number']}"),
+    }
+    clock.set(at(order["failure"]["slaDeadline"]))
+    assert await escalate(services) == 1
+    (notification,) = await desk.unresolved(order["id"])
+    assert notification["subject"] == (
+        f"Order {order['number']} is still failed past its SLA deadline"
+    )
+
+
 async def test_leaving_pf_before_the_deadline_cancels_the_escalation(
     desk: Desk, services: Services, clock: FakeClock
 ) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, select
 
 from app.db import Database
@@ -518,3 +519,38 @@ def _pk(global_id: str) -> int:
     parsed = parse_global_id(global_id, "Notification")
     assert parsed is not None
     return parsed[1]
+
+
+async def test_on_postgresql_a_claim_is_one_statement_with_no_transaction_round_trips(
+    desk: Desk, smtp_server: SmtpServer, services: Services, clock: FakeClock
+) -> None:
+    """The claim's UPDATE ... RETURNING commits by itself: what the server is sent is that one
+    statement, with no BEGIN and COMMIT around it."""
+    if services.db.is_sqlite:
+        pytest.skip("SQLite claims under its write lock, in a transaction (no round trips)")
+    await desk.settings(notifyReseller=False)
+    smtp_server.fail_next(1, "451 4.3.0 later")
+    order = await desk.fail()
+    await desk.settled(order, 1)
+    clock.advance(seconds=RETRY_SECONDS)
+    executed: list[str] = []  # SQLAlchemy's statements (asyncpg runs them prepared)
+    sent: list[str] = []  # what asyncpg sends unprepared: BEGIN, COMMIT, a pool ping
+
+    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
+        executed.append(text)
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        record.driver_connection.add_query_logger(lambda query: sent.append(query.query))
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "checkout", checkout)
+    try:
+        (claim,) = await claim_due(services.outbox, limit=10)
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "checkout", checkout)
+    assert len(executed) == 1, executed
+    assert executed[0].startswith("UPDATE notification SET lease_until")
+    assert sent == []
+    assert claim.attempts == 1

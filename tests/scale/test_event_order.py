@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import pytest
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access.viewer import Viewer
@@ -26,8 +26,9 @@ from app.events.fanout import Batch, EventFilter, Fanout
 from app.events.log import readable_horizon
 from app.events.models import TOPIC_ORDER_STATUS, Event
 from app.graphql.ids import to_cursor
-from app.orders.flow import Role
+from app.orders.flow import Action, Role
 from app.orders.models import SalesOrder
+from app.orders.service import perform_order_action
 from app.services import Services
 from tests.scale.test_multiprocess import STATUS_CHANGES, fail_orders, last_cursor
 from tests.support.api import Factory, gid
@@ -121,6 +122,39 @@ async def test_an_event_committed_before_a_smaller_id_is_held_back_until_that_id
     await fanout.catch_up()
     assert audience.ids == [early, late]
     assert await replayed(fanout, start) == [early, late]
+
+
+async def test_an_order_change_announces_itself_with_its_update(
+    direct: Services, rows: Factory, watched: Watched
+) -> None:
+    """The order service's writer is announced by its version-checked UPDATE (no statement of
+    its own): while its transaction is open, a later id committed by another writer is held
+    back, exactly as for a writer announced by `record_events`."""
+    order, fanout, _, audience = watched
+    failed = await rows.order(status="PF")
+    assert failed.id is not None
+    await fanout.catch_up()  # the new order's own events
+    audience.ids.clear()
+    async with direct.db.sessions() as slow, slow.begin():
+        await perform_order_action(
+            slow,
+            viewer=SUPPORT,
+            order_id=failed.id,
+            action=Action.RESUBMIT,
+            config=direct.desk,
+            now=AT,
+        )
+        early = (await slow.exec(select(func.max(col(Event.id))))).one()
+        assert early is not None and early > fanout.position
+        async with direct.transaction() as fast:
+            late = await write_event(fast, order, "fast writer")
+        assert early < late
+        await fanout.catch_up()
+        assert audience.ids == []
+        async with direct.db.read() as session:
+            assert await readable_horizon(session) == early - 1
+    await fanout.catch_up()
+    assert audience.ids == [early, late]
 
 
 async def test_a_rolled_back_writer_holds_nothing_back_once_it_ends(
