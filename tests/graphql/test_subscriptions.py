@@ -66,6 +66,23 @@ mutation($id: ID!, $action: OrderAction!) {
 TIMEOUT = 5.0
 
 
+def invalid_cursor(id: str) -> dict[str, Any]:
+    """The `error` message for a subscription of ORDER_CHANGES whose `after` the viewer may not
+    use (the same for a cursor of another tenant's event and for one that is not a cursor)."""
+    return {
+        "id": id,
+        "type": "error",
+        "payload": [
+            {
+                "message": INVALID_CURSOR_MESSAGE,
+                "locations": [{"line": 3, "column": 3}],
+                "path": ["orderStatusChanged"],
+                "extensions": {"code": "BAD_USER_INPUT"},
+            }
+        ],
+    }
+
+
 # --- fixtures and helpers -----------------------------------------------------------------------
 
 
@@ -392,18 +409,7 @@ async def test_an_unusable_cursor_is_one_error_that_reveals_nothing(
         for id, cursor in cursors.items():
             await ws.subscribe(id, ORDER_CHANGES, {"after": cursor})
             message = await ws.receive()
-            assert message == {
-                "id": id,
-                "type": "error",
-                "payload": [
-                    {
-                        "message": INVALID_CURSOR_MESSAGE,
-                        "locations": [{"line": 3, "column": 3}],
-                        "path": ["orderStatusChanged"],
-                        "extensions": {"code": "BAD_USER_INPUT"},
-                    }
-                ],
-            }
+            assert message == invalid_cursor(id)
         await ws.subscribe("good", ORDER_CHANGES, {"after": to_cursor("event", own_event.id or 0)})
         later = await factory.order(tenants.customer_a2, status="PR")
         change = (await ws.next("good"))["orderStatusChanged"]
@@ -428,23 +434,7 @@ async def test_a_cursor_checked_for_one_tenant_is_still_refused_to_another(
             await subscribe(owner, id, ORDER_CHANGES, {"after": cursor})
             await other.subscribe(id, ORDER_CHANGES, {"after": cursor})
             refused.append(await other.until_pong())
-    assert refused == [
-        [
-            {
-                "id": id,
-                "type": "error",
-                "payload": [
-                    {
-                        "message": INVALID_CURSOR_MESSAGE,
-                        "locations": [{"line": 3, "column": 3}],
-                        "path": ["orderStatusChanged"],
-                        "extensions": {"code": "BAD_USER_INPUT"},
-                    }
-                ],
-            }
-        ]
-        for id in ("1", "2")
-    ]
+    assert refused == [[invalid_cursor(id)] for id in ("1", "2")]
     assert services.fanout.cursors.reads - reads_before == 1  # one read for all four checks
 
 
