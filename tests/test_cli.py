@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
@@ -22,6 +23,13 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "PYTHONPATH": str(ROOT),
     }
     return run_app(env, tmp_path, *args)
+
+
+async def in_thread(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`run`, without blocking the event loop: while the app in this process is serving, one of
+    its background workers may be inside a write transaction, which a blocked loop would hold
+    open, and the command's own write would wait for the lock until SQLite gives up."""
+    return await asyncio.to_thread(run, tmp_path, *args)
 
 
 async def test_tokens_from_the_cli_work_and_can_be_revoked(tmp_path: Path) -> None:
@@ -47,7 +55,7 @@ async def test_tokens_from_the_cli_work_and_can_be_revoked(tmp_path: Path) -> No
             )
             reseller_id = response.json()["data"]["createReseller"]["reseller"]["id"]
 
-            reseller_token = run(
+            reseller_token = await in_thread(
                 tmp_path, "token", "create", "--role", "RESELLER", "--reseller", reseller_id
             )
             assert reseller_token.returncode == 0, reseller_token.stderr
@@ -60,8 +68,8 @@ async def test_tokens_from_the_cli_work_and_can_be_revoked(tmp_path: Path) -> No
                 "viewer": {"role": "RESELLER", "reseller": {"id": reseller_id}}
             }
 
-            revoked = run(tmp_path, "token", "revoke", token)
-            assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked"
+            revoked = await in_thread(tmp_path, "token", "revoke", token)
+            assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked", revoked.stderr
             response = await http.post(
                 "/graphql", json={"query": "{ viewer { role } }"}, headers=headers
             )
