@@ -88,6 +88,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+PING_SECONDS = 3.0
+
+
 @dataclass
 class _Borrowed:
     """The connection a request's reads share (see `Database.request_reads`)."""
@@ -245,10 +248,12 @@ class Database:
                 yield session
 
     async def ping(self) -> bool:
+        """Whether the database answers `SELECT 1` within `PING_SECONDS` (`/readyz` must answer
+        promptly even when a connection hangs)."""
         from sqlalchemy import text
 
         try:
-            async with self.engine.connect() as conn:
+            async with asyncio.timeout(PING_SECONDS), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return True
         except Exception:

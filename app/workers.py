@@ -21,6 +21,7 @@ from app.services import Services
 log = logging.getLogger("orderpulse.workers")
 
 Stop = Callable[[], Awaitable[None]]
+STOP_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -38,14 +39,25 @@ class Workers:
             found.append(f"the {type(self.transport).__name__} connection is down")
         return found
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Cancel the tasks and stop the transport, waiting at most `grace` seconds for each:
+        a task stuck in a database call on a connection the server dropped must not hold the
+        process's shutdown (or a test's) forever."""
         for task in self.tasks:
             task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self.tasks:
+            _done, stuck = await asyncio.wait(self.tasks, timeout=grace)
+            for task in stuck:
+                log.warning("the %s worker did not stop within %.0f s", task.get_name(), grace)
+            for task in self.tasks:
+                if task.done() and not task.cancelled():
+                    with contextlib.suppress(Exception):
+                        task.result()  # retrieved, so asyncio does not report it again
         if self.transport is not None:
-            await self.transport.stop()
+            try:
+                await asyncio.wait_for(self.transport.stop(), grace)
+            except TimeoutError:
+                log.warning("the event transport did not stop within %.0f s", grace)
 
     async def __call__(self) -> None:
         await self.stop()
