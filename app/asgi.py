@@ -3,6 +3,7 @@ workers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -120,7 +121,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        from app.workers import start_workers
+        from app.workers import STOP_GRACE_SECONDS, start_workers
 
         workers = await start_workers(services)
         app.state.workers = workers
@@ -130,7 +131,10 @@ def create_app(
             yield
         finally:
             await workers.stop()
-            await services.db.dispose()
+            try:  # bounded like the workers' stop: a dropped connection must not hold shutdown
+                await asyncio.wait_for(services.db.dispose(), STOP_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("closing the database connections took over %.0f s", STOP_GRACE_SECONDS)
             metrics.worker_exiting()
 
     async def healthz(request: Request) -> Response:

@@ -12,7 +12,7 @@ import json
 import time
 
 import pytest
-from playwright.async_api import Page, WebSocketRoute, expect
+from playwright.async_api import Page, Route, WebSocketRoute, expect
 
 from tests.browser.conftest import LIVE_TIMEOUT_MS, Panels, World, report_failure, row
 from tests.support.api import GraphQLClient, gid
@@ -354,3 +354,35 @@ async def test_graphiql_is_served_offline_and_runs_a_live_subscription(
     await expect(response).to_contain_text(world.orders["pr"].number)
     await expect(response).to_contain_text('"to": "PF"')
     assert any(u.endswith("/panel/static/vendor/graphiql.js") for u in record.requests)
+
+
+async def test_answers_that_arrive_after_signing_out_are_dropped(
+    panels: Panels, world: World
+) -> None:
+    """The panel's loads started while signed in may answer after the user signed out: the page
+    drops them (it used to read the signed-out viewer and throw)."""
+    page, _ = await panels.page()
+    held: list[Route] = []
+
+    async def hold_customers(route: Route) -> None:
+        if "PanelCustomers" in (route.request.post_data or ""):
+            held.append(route)  # answered only after signing out
+        else:
+            await route.continue_()
+
+    await page.route("**/graphql", hold_customers)
+    await page.goto("/panel")
+    await page.fill("input[name=token]", world.tokens["reseller"])
+    await page.click("button[name=sign-in]")
+    await expect(page.locator('[data-connection="live"]')).to_be_visible()
+    for _ in range(200):  # the customers' load is on its way (at most 10 s)
+        if held:
+            break
+        await asyncio.sleep(0.05)
+    assert held
+    await page.click("button[name=sign-out]")
+    await expect(page.locator("input[name=token]")).to_be_visible()
+    for route in held:
+        await route.continue_()
+    await page.evaluate("() => new Promise((done) => setTimeout(done, 300))")  # answers handled
+    await expect(page.locator("[data-customer-list] > *")).to_have_count(0)

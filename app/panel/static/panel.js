@@ -177,10 +177,15 @@ function renderShell() {
 
 // --- loading -------------------------------------------------------------------------------------
 
+// An answer that arrives after its session ended (signed out, or signed in with another token)
+// is dropped: the page no longer shows what it asked for.
 async function guarded(promise) {
+  const session = state.token;
   try {
-    return await promise;
+    const data = await promise;
+    return state.token === session ? data : null;
   } catch (error) {
+    if (state.token !== session) return null;
     if (error.code === "UNAUTHENTICATED") signOut("Your token was refused (revoked or expired). Sign in again.");
     else console.warn("OrderPulse:", error.message);
     return null;
@@ -267,6 +272,7 @@ async function loadCustomers() {
 }
 
 async function loadSettings(resellerId) {
+  if (!state.viewer) return; // signed out meanwhile
   const isSupport = state.viewer.role === "SUPPORT";
   if (isSupport && !resellerId) {
     const data = await guarded(api.graphql(state.token, api.RESELLERS));
@@ -592,6 +598,7 @@ function renderNotifications() {
 }
 
 function renderCustomers(customers) {
+  if (!state.viewer) return; // signed out meanwhile
   const isSupport = state.viewer.role === "SUPPORT";
   $("[data-customer-list]").replaceChildren(
     ...customers.map((customer) => {
