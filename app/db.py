@@ -204,8 +204,8 @@ class Database:
 
     @asynccontextmanager
     async def request_reads(self) -> AsyncIterator[None]:
-        """One request: its `read_connection`s share one connection, checked out (and pinged) at
-        the first and returned at the end, instead of one checkout each."""
+        """One request: its `read_connection`s share one connection, checked out at the first
+        and returned at the end, instead of one checkout each."""
         borrowed = _Borrowed(self)
         reset = _REQUEST_READS.set(borrowed)
         try:

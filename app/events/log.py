@@ -171,29 +171,8 @@ def notification_event(
     }
 
 
-async def record_order_event(
-    session: AsyncSession,
-    *,
-    order: SalesOrder,
-    from_status: str | None,
-    to_status: str,
-    action: str | None,
-    actor: str | None,
-    reason: str | None,
-    comment: str | None,
-    at: datetime,
-) -> Event:
-    """One status change of `order` (from None for a new order), written."""
-    row = order_event(
-        order,
-        from_status=from_status,
-        to_status=to_status,
-        action=action,
-        actor=actor,
-        reason=reason,
-        comment=comment,
-        at=at,
-    )
+async def record_event(session: AsyncSession, row: EventRow) -> Event:
+    """One event (`order_event`, `notification_event`), written in the caller's transaction."""
     (event_id,) = await record_events(session, [row])
     return Event(id=event_id, **row)
 
@@ -212,8 +191,7 @@ async def record_notification_event(
         delivery_status=notification.status,
         at=at,
     )
-    (event_id,) = await record_events(session, [row])
-    return Event(id=event_id, **row)
+    return await record_event(session, row)
 
 
 _INSERT_EVENTS = insert(Event).returning(col(Event.id), sort_by_parameter_order=True)

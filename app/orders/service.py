@@ -24,7 +24,7 @@ from app.access import policy
 from app.access.viewer import Viewer
 from app.db import saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
-from app.events.log import announcing, order_event, record_events, record_order_event
+from app.events.log import announcing, order_event, record_event, record_events
 from app.notifications.recipients import notify_order_failed
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
@@ -277,16 +277,18 @@ async def place_order(
             )
         )
     await session.flush()
-    await record_order_event(
+    await record_event(
         session,
-        order=order,
-        from_status=None,
-        to_status=status.value,
-        action="PLACE_ORDER",
-        actor=viewer.actor,
-        reason=None,
-        comment=None,
-        at=now,
+        order_event(
+            order,
+            from_status=None,
+            to_status=status.value,
+            action="PLACE_ORDER",
+            actor=viewer.actor,
+            reason=None,
+            comment=None,
+            at=now,
+        ),
     )
     return order
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.events.log import record_order_event
+from app.events.log import order_event, record_event
 from app.events.models import Event
 from app.orders.models import SalesOrder
 
@@ -25,14 +25,16 @@ async def record_note(
     comment: str | None = None,
 ) -> Event:
     """A PR-to-PR event of `order`, in the caller's transaction."""
-    return await record_order_event(
+    return await record_event(
         session,
-        order=order,
-        from_status="PR",
-        to_status="PR",
-        action=action,
-        actor=actor,
-        reason=None,
-        comment=comment,
-        at=at,
+        order_event(
+            order,
+            from_status="PR",
+            to_status="PR",
+            action=action,
+            actor=actor,
+            reason=None,
+            comment=comment,
+            at=at,
+        ),
     )

@@ -1,10 +1,11 @@
 """Run a plan: its arguments, its SQL (on one connection), then its assemblers.
 
 The SQL conditions are the resolvers' own (`queries.order_conditions`: `access.policy`'s scope
-plus the filter; `pagination.keyset_page`: the cursor), so both paths see the same rows. The
-page's customers and resellers come from the same statement (a join) instead of two more, and so
-does `totalCount` (a scalar subquery on each row; a count of its own only past the last page); the
-items are asked only when selected.
+plus the filter; `pagination.keyset_page`: the cursor), so both paths see the same rows. A page's
+statement is built once per set of inputs and reused (`statement`). On PostgreSQL a page whose
+edges `json_sql` covers is built as JSON by the database, with its count, in one statement. Else
+the page's rows carry their customers and resellers (a join) and `totalCount` (a scalar subquery
+on each row; a count of its own only past the last page); the items are asked only when selected.
 """
 
 from __future__ import annotations
@@ -130,7 +131,9 @@ class PageStatement:
 
     query: Any  # the page's rows, or (as_json) the page as JSON
     size: int
+    after: str | None
     where: list[Any]
+    counted: bool
     as_json: bool
     shape: Layout
 
@@ -157,6 +160,7 @@ def statement(
         return found
     where = order_conditions(viewer, order_filter(schema, raw_filter))
     counted = "count" in root.needs
+    count = count_query(SalesOrder, where).correlate(None) if counted else None
     try:
         size = page_size(first)
         shape = layout(root.needs)
@@ -165,10 +169,8 @@ def statement(
             assert root.edge_json is not None
             edge = edge_expression(root.edge_json, viewer.role).label("edge")
             select_page = select(ORDER.c.id.label("id"), edge).select_from(shape.joined)
-        elif counted:  # the count rides on every row of the page: one statement, not two
-            select_page = select_page.add_columns(
-                count_query(SalesOrder, where).correlate(None).scalar_subquery()
-            )
+        elif count is not None:  # the count rides on every row of the page: one statement
+            select_page = select_page.add_columns(count.scalar_subquery())
         query = keyset_page(
             select_page.where(*where),
             ORDER.c.id,
@@ -180,9 +182,8 @@ def statement(
     except GraphQLError as error:  # a bad `first` or `after`: the executor reports it
         raise NotCovered(error.message) from error
     if as_json:
-        total = count_query(SalesOrder, where).correlate(None) if counted else None
-        query = page_statement(query.subquery("page"), total)
-    found = PageStatement(query, size, where, as_json, shape)
+        query = page_statement(query.subquery("page"), count)
+    found = PageStatement(query, size, after, where, counted, as_json, shape)
     cache[key] = found
     if len(cache) > STATEMENTS_PER_ROOT:
         cache.popitem(last=False)
@@ -193,8 +194,7 @@ async def orders(
     conn: AsyncConnection, root: Root, schema: GraphQLSchema, viewer: Viewer, values: Any
 ) -> PageSource:
     built = statement(conn, root, schema, viewer, values)
-    size, where, after = built.size, built.where, argument(schema, root, "after", values)
-    counted = "count" in root.needs
+    size, after, counted = built.size, built.after, built.counted
     if built.as_json:
         return await _json_page(conn, built.query, size, after, counted)
     rows = (await conn.execute(built.query)).all()
@@ -207,7 +207,7 @@ async def orders(
         elif after is None:  # nothing matches at all
             total = 0
         else:  # past the end: no row carried the count
-            total = int((await conn.execute(count_query(SalesOrder, where))).scalar_one())
+            total = int((await conn.execute(count_query(SalesOrder, built.where))).scalar_one())
     if "items" in root.needs and page:
         by_id = {source.row.id: source for source in page}
         for item in (await conn.execute(items_query(list(by_id)))).all():
