@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, Select, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -104,41 +104,79 @@ _REQUEST_READS: ContextVar[_Borrowed | None] = ContextVar("orderpulse_request_re
 
 
 class CompiledRead:
-    """A fixed Core SELECT for the hottest reads (a token per request): compiled once, then run
-    on asyncpg's own connection with the columns' own type conversions, skipping SQLAlchemy's
-    per-execution work (cache key, cursor adaptation, result objects). Other databases run it
-    through SQLAlchemy. Parameters are `bindparam`s named in the statement."""
+    """A fixed Core SELECT for the hottest reads (a token per request, a panel's page): compiled
+    once, then run on the driver's own connection (asyncpg; aiosqlite's thread in one hop) with the
+    columns' own type conversions, skipping SQLAlchemy's per-execution work (the statement's cache
+    key, which walks the whole statement, the execution context, result objects).
+
+    Parameters are the statement's own bound values, or `bindparam`s given by name at each run.
+    A statement whose columns need what only a live cursor tells (asyncpg's Numeric conversion
+    depends on the column's type in the result) runs through SQLAlchemy instead: the same rows.
+    `tests/test_compiled_read.py` compares both ways on SQLite and PostgreSQL."""
 
     def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
         self.statement = statement
-        self._compiled: tuple[str, list[tuple[str, Any]], list[Any]] | None = None
+        # by dialect name; None: run through SQLAlchemy
+        self._compiled: dict[str, _Compiled | None] = {}
 
-    def _compile(self, dialect: Dialect) -> tuple[str, list[tuple[str, Any]], list[Any]]:
-        if self._compiled is None:
-            compiled = self.statement.compile(dialect=dialect)
-            binds = [
-                (name, compiled.binds[name].type.bind_processor(dialect))
-                for name in compiled.positiontup or ()
-            ]
+    def _compile(self, dialect: Dialect) -> _Compiled | None:
+        try:
+            return self._compiled[dialect.name]
+        except KeyError:
+            pass
+        compiled = self.statement.compile(
+            dialect=dialect, compile_kwargs={"render_postcompile": True}
+        )
+        bound = compiled.construct_params(_check=False)  # the values bound in the statement
+        processors = compiled._bind_processors  # what SQLAlchemy applies to each parameter
+        names = compiled.positiontup or ()
+        binds = [(name, bound.get(name), processors.get(name)) for name in names]
+        try:
             results = [
-                c.type.result_processor(dialect, None) for c in self.statement.selected_columns
+                c.type._cached_result_processor(dialect, None)
+                for c in self.statement.selected_columns
             ]
-            self._compiled = (compiled.string, binds, results)
-        return self._compiled
+            found: _Compiled | None = _Compiled(compiled.string, binds, results)
+        except (TypeError, InvalidRequestError):  # needs the cursor's column type
+            found = None
+        self._compiled[dialect.name] = found
+        return found
+
+    async def all(self, conn: AsyncConnection, **params: Any) -> list[tuple[Any, ...]]:
+        """Every row, as plain tuples."""
+        compiled = self._compile(conn.dialect)
+        if compiled is None:
+            return [tuple(row) for row in (await conn.execute(self.statement, params)).all()]
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        args = compiled.arguments(params)
+        if conn.dialect.driver == "asyncpg":
+            records: Any = await driver.fetch(compiled.sql, *args)
+        else:  # aiosqlite: execute and fetch in one trip to its thread
+            records = await driver.execute_fetchall(compiled.sql, args)
+        return [compiled.row(record) for record in records]
 
     async def first(self, conn: AsyncConnection, **params: Any) -> tuple[Any, ...] | None:
         """The first row, or None."""
-        if conn.dialect.driver != "asyncpg":
-            row = (await conn.execute(self.statement, params)).first()
-            return tuple(row) if row is not None else None
-        sql, binds, results = self._compile(conn.dialect)
-        args = [params[name] if bind is None else bind(params[name]) for name, bind in binds]
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        record = await driver.fetchrow(sql, *args)
-        if record is None:
-            return None
-        return tuple(v if p is None else p(v) for v, p in zip(record, results, strict=True))
+        rows = await self.all(conn, **params)
+        return rows[0] if rows else None
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    binds: list[tuple[str, Any, Any]]  # name, bound value, bind processor, in parameter order
+    results: list[Any]  # result processor per column (None: as the driver gives it)
+
+    def arguments(self, params: dict[str, Any]) -> list[Any]:
+        args = []
+        for name, value, process in self.binds:
+            value = params.get(name, value)
+            args.append(value if process is None else process(value))
+        return args
+
+    def row(self, record: Any) -> tuple[Any, ...]:
+        return tuple(v if p is None else p(v) for v, p in zip(record, self.results, strict=True))
 
 
 @dataclass

@@ -73,11 +73,20 @@ class Figures:
     p99: float
     requests: int
     errors: int
+    server_ms: float = float("nan")  # CPU per request of the server's processes
+    database_ms: float = float("nan")  # and of its PostgreSQL backends
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.server_ms + (0.0 if self.database_ms != self.database_ms else self.database_ms)
 
     def line(self) -> str:
+        cpu = f"CPU/request: server {self.server_ms:.2f} ms"
+        if self.database_ms == self.database_ms:  # not NaN: PostgreSQL
+            cpu += f" + database {self.database_ms:.2f} ms"
         return (
             f"{self.rps:8.1f} req/s  p50 {self.p50:7.1f} ms  p99 {self.p99:7.1f} ms  "
-            f"({self.requests} requests, {self.errors} errors)"
+            f"({self.requests} requests, {self.errors} errors; {cpu})"
         )
 
 
@@ -121,9 +130,15 @@ def autocannon(port: int, body: bytes, headers: dict[str, str], seconds: float) 
 
 
 async def measure(
-    port: int, body: bytes, headers: dict[str, str], seconds: float, generator: str
+    port: int,
+    body: bytes,
+    headers: dict[str, str],
+    seconds: float,
+    generator: str,
+    meter: b.CpuMeter,
 ) -> Figures:
-    """Check one response, warm up 2 s, then load for `seconds`."""
+    """Check one response, warm up 2 s, then load for `seconds`, metering the CPU the server and
+    its database backends spend meanwhile."""
     conn = b.HttpConnection(port)
     try:
         status, payload = await conn.post("/graphql", body, headers)
@@ -134,13 +149,21 @@ async def measure(
         raise RuntimeError(f"unexpected answer ({status}): {payload[:500]!r}")
     if generator == "autocannon":
         await asyncio.to_thread(autocannon, port, body, headers, 2)
-        return await asyncio.to_thread(autocannon, port, body, headers, seconds)
-    result = await b.load(
-        port, lambda _: (body, headers), concurrency=32, seconds=seconds, check=has_50_orders
-    )
-    return Figures(
-        result.rps, result.percentile(50), result.percentile(99), result.requests, result.errors
-    )
+        await meter.begin()
+        figures = await asyncio.to_thread(autocannon, port, body, headers, seconds)
+    else:
+        await meter.begin()
+        result = await b.load(
+            port, lambda _: (body, headers), concurrency=32, seconds=seconds, check=has_50_orders
+        )
+        figures = Figures(
+            result.rps, result.percentile(50), result.percentile(99), result.requests, result.errors
+        )
+    await meter.end()
+    figures.server_ms = 1000 * meter.server / figures.requests
+    if meter.url.startswith("postgres"):
+        figures.database_ms = 1000 * meter.database / figures.requests
+    return figures
 
 
 # --- servers ----------------------------------------------------------------------------------
@@ -291,19 +314,6 @@ def finish_profiler(spy: tuple[subprocess.Popen[bytes], Path]) -> str:
 # --- server CPU per request (quiet enough to compare levers on a shared machine) ----------------
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU of every process in the server's process group, from /proc."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
-            total += int(fields[11]) + int(fields[12])  # utime stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 async def server_cpu(url: str, token: str, args: argparse.Namespace, planner: bool) -> str:
     extra = {"ORDERPULSE_READ_PLANNER": "true" if planner else "false"}
     if args.app_root:
@@ -312,11 +322,11 @@ async def server_cpu(url: str, token: str, args: argparse.Namespace, planner: bo
     try:
         body, headers = b.graphql_request(token, PANEL)
         await b.sequential_latency(server.port, lambda _: (body, headers), requests=20)
-        before = group_cpu_seconds(os.getpgid(server.process.pid))
+        before = sum(map(b.process_cpu_seconds, b.group_pids(server.process.pid)))
         latencies = await b.sequential_latency(
             server.port, lambda _: (body, headers), requests=args.cpu
         )
-        used = group_cpu_seconds(os.getpgid(server.process.pid)) - before
+        used = sum(map(b.process_cpu_seconds, b.group_pids(server.process.pid))) - before
         per_request = 1000 * used / (args.cpu + 5)  # sequential_latency adds 5 warm-ups
         return f"{per_request:6.2f} ms server CPU per request, {b.summary_ms(latencies)}"
     finally:
@@ -353,7 +363,8 @@ async def run_orderpulse(
         spy = None
         if args.profile == key:
             spy = start_profiler(server.process.pid, args.seconds + 2)
-        figures = await measure(server.port, body, headers, args.seconds, args.load)
+        meter = b.CpuMeter(server.process.pid, url)
+        figures = await measure(server.port, body, headers, args.seconds, args.load, meter)
         print(f"{label:<44}: {figures.line()}", flush=True)
         if spy is not None:
             print(finish_profiler(spy), flush=True)
@@ -369,7 +380,8 @@ def key(run: str, planner: bool) -> str:
 def ratio(ours: Figures, theirs: Figures, names: tuple[str, str]) -> str:
     line = (
         f"  ratio {names[0]}/{names[1]}: req/s {ours.rps / theirs.rps:.2f}, "
-        f"p99 {ours.p99 / theirs.p99:.2f} (lower is better)"
+        f"p99 {ours.p99 / theirs.p99:.2f}, CPU per request {ours.cpu_ms / theirs.cpu_ms:.2f} "
+        "(lower is better)"
     )
     if ours.errors or theirs.errors:  # a 429 or 500 is fast: such a ratio means nothing
         line += "  NOT COMPARABLE: a run had errors"
@@ -405,7 +417,8 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
             peer = await start_postgraphile(url, 2)
             try:
                 body = json.dumps({"query": PEER_PANEL, "variables": {"r": reseller}}).encode()
-                results["peer"] = await measure(peer.port, body, {}, args.seconds, args.load)
+                meter = b.CpuMeter(peer.process.pid, url)
+                results["peer"] = await measure(peer.port, body, {}, args.seconds, args.load, meter)
                 print(f"{'PostGraphile 4, 2 workers':<44}: {results['peer'].line()}", flush=True)
             finally:
                 peer.stop()

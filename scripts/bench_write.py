@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -40,73 +39,6 @@ REPORT = """mutation Fail($id: ID!) { reportProvisioningResult(input: {orderId: 
   outcome: FAILED, reason: EXTERNAL_SYSTEM_ERROR}) { order { status } userErrors { code } } }"""
 RESUBMIT = """mutation Resubmit($id: ID!) { performOrderAction(input: {orderId: $id,
   action: RESUBMIT}) { order { status } userErrors { code } } }"""
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def group_pids(pgid: int) -> list[int]:
-    """The processes of a process group (the server and its workers)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                pids.append(int(entry.name))
-    return pids
-
-
-async def backend_pids(url: str) -> list[int]:
-    """The PostgreSQL backends connected to the benchmark's database."""
-    if not url.startswith("postgres"):
-        return []
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid()"
-        )
-        return [r["pid"] for r in rows]
-    finally:
-        await conn.close()
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds of the server's processes and its database backends over a window."""
-
-    server_pgid: int
-    url: str
-    server: float = 0.0
-    database: float = 0.0
-    _start: dict[int, float] | None = None
-
-    async def _sample(self) -> dict[int, float]:
-        pids = [*group_pids(self.server_pgid), *(-p for p in await backend_pids(self.url))]
-        return {p: process_cpu_seconds(abs(p)) for p in pids}
-
-    async def begin(self) -> None:
-        self._start = await self._sample()
-
-    async def end(self) -> None:
-        assert self._start is not None
-        for pid, seconds in (await self._sample()).items():
-            spent = seconds - self._start.get(pid, 0.0)
-            if pid > 0:
-                self.server += spent
-            else:
-                self.database += spent
 
 
 async def drive(
@@ -206,7 +138,7 @@ async def run_config(config: str, args: argparse.Namespace, *, root: Path, label
             extra_env={"ORDERPULSE_MAIL_DIR": str(folder / "mail")},
             root=root,
         )
-        meter = CpuMeter(server.process.pid, url)
+        meter = b.CpuMeter(server.process.pid, url)
 
         async def on_measure(starting: bool) -> None:
             await (meter.begin() if starting else meter.end())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.util import await_only
 
 from app.services import Services
 from tests.support.api import Factory, GraphQLClient, gid
@@ -24,13 +26,17 @@ _IN_REQUEST: ContextVar[bool] = ContextVar("in_request", default=False)
 _CONTROL = {"", "BEGIN", "COMMIT", "ROLLBACK"}
 
 
-@contextmanager
-def counting(services: Services) -> Iterator[list[str]]:
-    """The statements run for requests in this context: what SQLAlchemy executes, and on
-    PostgreSQL also what runs on asyncpg's connection directly (`app.db.CompiledRead`, the token
-    of every request), seen by asyncpg's query loggers. (Those see no prepared statement, which
-    is how SQLAlchemy runs its own, so nothing is counted twice.)"""
+@asynccontextmanager
+async def counting(services: Services) -> AsyncIterator[list[str]]:
+    """The statements run for requests in this context, as the database driver sees them.
+
+    On PostgreSQL: what SQLAlchemy executes, and what runs on asyncpg's connection directly
+    (`app.db.CompiledRead`: the token of every request, a planned page), seen by asyncpg's query
+    loggers. (Those see no prepared statement, which is how SQLAlchemy runs its own, so nothing is
+    counted twice.) On SQLite: every statement the sqlite3 connection runs (its trace callback),
+    on connections a request checked out."""
     statements: list[str] = []
+    active = [True]
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if _IN_REQUEST.get():
@@ -42,21 +48,43 @@ def counting(services: Services) -> Iterator[list[str]]:
             statements.append(query.query)
 
     drivers: list[Any] = []
+    traced: set[Any] = set()
 
     def checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        driver = connection_record.driver_connection
         if not services.db.is_sqlite:
-            connection_record.driver_connection.add_query_logger(logged)  # a set: added once
-            drivers.append(connection_record.driver_connection)
+            driver.add_query_logger(logged)  # a set: added once
+            drivers.append(driver)
+            return
+        # sqlite3 calls the trace callback in aiosqlite's thread, where the request's context is
+        # not: the connection's record says whether a request holds it
+        info = connection_record.info
+        info["in_request"] = _IN_REQUEST.get()
+        if driver not in traced:
+            traced.add(driver)
+
+            def traced_sql(statement: str) -> None:
+                verb = statement.strip(" ;").split(" ")[0].upper()
+                if active[0] and info.get("in_request") and verb not in _CONTROL | {"PRAGMA"}:
+                    statements.append(statement)
+
+            await_only(driver.set_trace_callback(traced_sql))  # checkout runs in a greenlet
 
     engine = services.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    if not services.db.is_sqlite:
+        event.listen(engine, "before_cursor_execute", record)
     event.listen(engine, "checkout", checkout)
     reset = _IN_REQUEST.set(True)
     try:
         yield statements
+        # asyncpg calls its query loggers with `call_soon`, after the query: let them run
+        for _ in range(3):
+            await asyncio.sleep(0)
     finally:
         _IN_REQUEST.reset(reset)
-        event.remove(engine, "before_cursor_execute", record)
+        active[0] = False
+        if not services.db.is_sqlite:
+            event.remove(engine, "before_cursor_execute", record)
         event.remove(engine, "checkout", checkout)
         for driver in drivers:
             driver.remove_query_logger(logged)
@@ -82,12 +110,12 @@ async def test_statements_do_not_grow_with_the_page(
     customers = [await factory.customer(resellers[i % 3]) for i in range(6)]
     for i in range(10):
         await factory.order(customers[i % 6])
-    with counting(services) as small:
+    async with counting(services) as small:
         data = await client.data(PANEL)
     assert len(data["orders"]["edges"]) == 10
     for i in range(90):
         await factory.order(customers[i % 6], status="PF" if i % 10 == 0 else "PR")
-    with counting(services) as large:
+    async with counting(services) as large:
         data = await client.data(PANEL)
     assert len(data["orders"]["edges"]) == 100
     assert len(small) == len(large) == expected, large
@@ -156,11 +184,11 @@ async def test_a_status_change_costs_a_fixed_number_of_statements(
         await factory.notify(reseller, reseller_mail=True, customer_mail=True)
     order = await factory.order(await factory.customer(reseller), status="PR")
     sqlite = services.db.is_sqlite
-    with counting(services) as failing:
+    async with counting(services) as failing:
         data = await client.data(FAIL, {"id": gid("Order", order)})
     assert data["reportProvisioningResult"] == {"order": {"status": "PF"}, "userErrors": []}
     assert len(failing) == (5 + 2 * recipients if sqlite else 6), failing
-    with counting(services) as resubmitting:
+    async with counting(services) as resubmitting:
         data = await client.data(RESUBMIT, {"id": gid("Order", order)})
     assert data["performOrderAction"] == {"order": {"status": "PR"}, "userErrors": []}
     assert len(resubmitting) == 4, resubmitting

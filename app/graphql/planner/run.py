@@ -41,7 +41,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.access.viewer import Viewer
-from app.db import Database
+from app.db import CompiledRead, Database
 from app.graphql.ids import to_cursor
 from app.graphql.loaders import items_query
 from app.graphql.pagination import count_query, keyset_page, page_info, page_size
@@ -129,7 +129,7 @@ async def run_plan(
 class PageStatement:
     """What a page runs, for one set of inputs (see `statement`)."""
 
-    query: Any  # the page's rows, or (as_json) the page as JSON
+    query: CompiledRead  # the page's rows, or (as_json) the page as JSON
     size: int
     after: str | None
     where: list[Any]
@@ -183,7 +183,7 @@ def statement(
         raise NotCovered(error.message) from error
     if as_json:
         query = page_statement(query.subquery("page"), count)
-    found = PageStatement(query, size, after, where, counted, as_json, shape)
+    found = PageStatement(CompiledRead(query), size, after, where, counted, as_json, shape)
     cache[key] = found
     if len(cache) > STATEMENTS_PER_ROOT:
         cache.popitem(last=False)
@@ -197,7 +197,7 @@ async def orders(
     size, after, counted = built.size, built.after, built.counted
     if built.as_json:
         return await _json_page(conn, built.query, size, after, counted)
-    rows = (await conn.execute(built.query)).all()
+    rows = await built.query.all(conn)
     has_next = len(rows) > size
     page = [_order_source(row, built.shape, viewer) for row in rows[:size]]
     total = None
@@ -218,10 +218,11 @@ async def orders(
 
 
 async def _json_page(
-    conn: AsyncConnection, statement: Any, size: int, after: str | None, counted: bool
+    conn: AsyncConnection, statement: CompiledRead, size: int, after: str | None, counted: bool
 ) -> PageSource:
     """The page with its edges built by PostgreSQL (`json_sql`), in one statement."""
-    row = (await conn.execute(statement)).one()
+    row = await statement.first(conn)  # an aggregate: always one row
+    assert row is not None
     edges = orjson.loads(row[0]) if row[0] is not None else []
     ids = orjson.loads(row[1]) if row[1] is not None else []
     shown = ids[:size]
