@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -79,6 +79,11 @@ def _replace_if_closed(dbapi_connection: Any, connection_record: Any, _proxy: An
         raise DisconnectionError("the server closed this connection")
 
 
+SQLITE_FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {}
+"""SQL functions every SQLite connection gets (name: arity, function); modules add theirs at
+import (the read planner's JSON serializers: `planner.json_sql`)."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -86,6 +91,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    for name, (arity, function) in SQLITE_FUNCTIONS.items():
+        dbapi_connection.create_function(name, arity, function, deterministic=True)
 
 
 PING_SECONDS = 3.0

@@ -1,20 +1,21 @@
-"""The serializers PostgreSQL runs when it builds a page as JSON (`planner.json_sql`) give what the
-schema's own serializers give for the resolvers' values: global ids and cursors, money, datetimes
-(with and without microseconds), enum names. Checked value by value on the local PostgreSQL in
-every suite, beside the whole-response differential tests in test_read_planner.py (which reach
-these on PostgreSQL: ORDERPULSE_TEST_DATABASE=postgres)."""
+"""The serializers the database runs when it builds a page as JSON (`planner.json_sql`) give what
+the schema's own serializers give for the resolvers' values: global ids and cursors, money,
+datetimes (with and without microseconds), enum names, booleans. Checked value by value on the
+local PostgreSQL and on SQLite in every suite, beside the whole-response differential tests in
+test_read_planner.py (which run on the suite's database)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import orjson
 import pytest
-from sqlalchemy import DateTime, Integer, Numeric, String, cast, func, literal, select
+from sqlalchemy import Boolean, DateTime, Integer, Numeric, String, cast, func, literal, select
 
-from app.db import Database
+from app.db import Database, UTCDateTime
 from app.graphql.ids import to_cursor, to_global_id
 from app.graphql.planner import json_sql
 from app.graphql.types import amount
@@ -88,3 +89,65 @@ async def test_enum_names_and_actions(postgres: Database) -> None:
         assert orjson.loads(str(text)) == {
             "a": [a.name for a in flow.available_actions(flow.Status.PF, role)]
         }
+
+
+# --- SQLite: its JSON functions, and ours for what it lacks -------------------------------------
+
+
+@pytest.fixture
+async def sqlite(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'json.db'}")
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+SQLITE = json_sql.JSON_SQL["sqlite"]
+
+
+async def test_sqlite_ids_and_cursors(sqlite: Database) -> None:
+    for pk in IDS:
+        for prefix in ("Order", "Customer", "order"):
+            got = await one(sqlite, SQLITE.global_id(prefix, literal(pk, Integer)))
+            assert got == to_global_id(prefix, pk) == to_cursor(prefix, pk)
+
+
+async def test_sqlite_money_is_what_the_row_path_reads(sqlite: Database) -> None:
+    """SQLite keeps NUMERIC as REAL: the row path reads it through SQLAlchemy's Numeric processor
+    and `types.amount`; the JSON function must give the same text."""
+    for scale in (2, 4):
+        for text in AMOUNTS:
+            column = cast(literal(Decimal(text), Numeric(18, scale)), Numeric(18, scale))
+            stored = await one(sqlite, column)
+            assert isinstance(stored, Decimal)
+            assert await one(sqlite, SQLITE.money(column)) == str(amount(stored)), text
+    assert await one(sqlite, SQLITE.money(cast(literal(None), Numeric(18, 4)))) is None
+
+
+async def test_sqlite_datetimes(sqlite: Database) -> None:
+    for value in DATETIMES:
+        stored = literal(value, UTCDateTime)  # as a column keeps it: text (a CAST would not)
+        assert await one(sqlite, SQLITE.datetime(stored)) == value.isoformat(), value
+
+
+async def test_sqlite_objects_booleans_enums_and_actions(sqlite: Database) -> None:
+    for role in flow.Role:
+        for status in flow.Status:
+            actions = [a.name for a in flow.available_actions(status, role)]
+            edge = SQLITE.object(
+                [
+                    ("status", json_sql.enum_name(flow.Status, literal(status.value, String))),
+                    ("on", SQLITE.boolean(literal(True, Boolean))),
+                    ("off", SQLITE.boolean(literal(False, Boolean))),
+                    ("actions", SQLITE.array(actions)),
+                    ("nested", SQLITE.object([("n", literal(1, Integer))])),
+                ]
+            )
+            assert orjson.loads(str(await one(sqlite, edge))) == {
+                "status": status.name,
+                "on": True,
+                "off": False,
+                "actions": actions,
+                "nested": {"n": 1},
+            }

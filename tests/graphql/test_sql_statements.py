@@ -123,6 +123,30 @@ async def test_statements_do_not_grow_with_the_page(
         assert sum("json_agg" in statement for statement in large) == 1
 
 
+NO_ITEMS = """{ orders(first: 50) { totalCount edges { node { id number status
+    total { amount currency } failure { reason } customer { name contactEmail } reseller { name }
+    } } } }"""
+
+
+@pytest.mark.parametrize("settings_overrides", [{"read_planner": True}])
+async def test_a_panel_page_is_the_token_and_one_statement_that_builds_its_json(
+    api: GraphQLClient, factory: Factory, services: Services
+) -> None:
+    """The issue's panel page (no items): on both databases the page's edges come built as JSON
+    by the database, in one statement with the count (PostgreSQL: one row for the page; SQLite:
+    a row per edge, its ids, money and datetimes by the functions `json_sql` registers)."""
+    token = await factory.token("SUPPORT")
+    for i in range(60):
+        await factory.order(status="PF" if i % 5 == 0 else "PR")
+    async with counting(services) as statements:
+        data = await api.as_(token).data(NO_ITEMS)
+    assert len(data["orders"]["edges"]) == 50 and data["orders"]["totalCount"] == 60
+    assert len(statements) == 2, statements
+    page = statements[1]
+    expected = "json_agg" if services.db.engine.dialect.name == "postgresql" else "json_object"
+    assert expected in page and "count(" in page.lower(), page
+
+
 @pytest.mark.parametrize("settings_overrides", [{"read_planner": True}, {"read_planner": False}])
 async def test_a_request_never_waits_for_a_connection_while_holding_its_shared_one(
     api: GraphQLClient, factory: Factory, services: Services, settings_overrides: Any

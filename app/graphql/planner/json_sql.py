@@ -1,20 +1,28 @@
-"""PostgreSQL builds a page's edges as JSON: the plan's fastest form.
+"""The database builds a page's edges as JSON: the plan's fastest form.
 
 For an `orders` connection whose `edges` selection is covered here, the page statement returns the
-edges already in their response shape (`json_build_object` per edge, `json_agg` over the page) and
-Python only parses it: no row objects, no per-field assemblers. Each covered field is written as
-the SQL expression of what the schema's serializer would return for the resolver's value (global
-ids, enum names, money as people write it, ISO datetimes), so the response equals the executor's;
-`tests/graphql/test_read_planner.py` requires that on PostgreSQL for random documents and for every
-covered field alone. A field not covered here (a message rendered by Python, an e-mail the policy
-decides per viewer) leaves the document to the row plan (`planner.run`), never to a guess.
+edges already in their response shape and Python only parses them: no row objects, no per-field
+assemblers. Each covered field is written as the SQL expression of what the schema's serializer
+would return for the resolver's value (global ids, enum names, money as people write it, ISO
+datetimes), so the response equals the executor's; `tests/graphql/test_read_planner.py` requires
+that for random documents and for every covered field alone, on the suite's database.
+
+Each database has its `JsonSql`: PostgreSQL (`json_build_object` per edge, `json_agg` over the
+page) writes every serializer in SQL; SQLite (`json_object`, one edge per row) has no base64 and
+keeps money as REAL, so its ids, money and datetimes are SQL functions registered on each
+connection (`SQLITE_FUNCTIONS`) that run the same Python the row path runs. SQLite before 3.44
+cannot order an aggregate, so an order's `items` leave the document to the row plan there.
+A field not covered here (a message rendered by Python, an e-mail the policy decides per viewer)
+leaves the document to the row plan (`planner.run`), never to a guess.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +34,14 @@ from graphql import (
     GraphQLObjectType,
     GraphQLOutputType,
 )
-from sqlalchemy import Text, case, cast, func, literal, literal_column, select
+from sqlalchemy import Numeric, Text, case, cast, func, literal, literal_column, null, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.db import SQLITE_FUNCTIONS, UTCDateTime
+from app.graphql.ids import to_global_id
+from app.graphql.types import amount
 from app.orders import flow
 from app.orders.flow import Role
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -43,8 +55,8 @@ RESELLER = Reseller.__table__  # type: ignore[attr-defined]
 ITEM = OrderItem.__table__  # type: ignore[attr-defined]
 
 Sql = ColumnElement[Any]
-Build = Callable[[Role], Sql]
-"""An expression, built for one role (`availableActions` depends on it)."""
+Build = Callable[[Role, "JsonSql"], Sql]
+"""An expression, built for one role (`availableActions` depends on it) and one database."""
 
 
 class NotInSql(Exception):
@@ -85,6 +97,118 @@ def json_list(values: list[str]) -> Sql:
     return func.json_build_array(*(literal(v) for v in values))
 
 
+class JsonSql:
+    """How PostgreSQL writes JSON and the serializers."""
+
+    object_function = "json_build_object"
+
+    def object(self, pairs: list[tuple[str, Sql]]) -> Sql:
+        arguments: list[Any] = []
+        for key, value in pairs:  # keys are GraphQL names (`_KEY`), safe as SQL literals
+            arguments += [literal_column(f"'{key}'"), value]
+        return getattr(func, self.object_function)(*arguments)  # type: ignore[no-any-return]
+
+    def json(self, value: Sql) -> Sql:
+        """A CASE or subquery whose value is JSON, as a JSON value (not a string)."""
+        return value
+
+    def array(self, values: list[str]) -> Sql:
+        return json_list(values)
+
+    def empty_array(self) -> Sql:
+        return func.json_build_array()
+
+    def boolean(self, value: Sql) -> Sql:
+        return value
+
+    def global_id(self, prefix: str, pk: Sql) -> Sql:
+        return global_id(prefix, pk)
+
+    def money(self, value: Sql) -> Sql:
+        return money(value)
+
+    def datetime(self, value: Sql) -> Sql:
+        return iso_datetime(value)
+
+    def items(self, item: Sql) -> Sql:
+        agg = func.json_agg(aggregate_order_by(item, ITEM.c.position))
+        rows = select(agg).where(ITEM.c.order_id == ORDER.c.id).scalar_subquery()
+        return func.coalesce(rows, func.json_build_array())
+
+
+class SqliteJson(JsonSql):
+    """SQLite's JSON functions; ids, money and datetimes by `SQLITE_FUNCTIONS`."""
+
+    object_function = "json_object"
+
+    def json(self, value: Sql) -> Sql:
+        return func.json(value)  # a CASE or subquery loses the JSON subtype: json() restores it
+
+    def array(self, values: list[str]) -> Sql:
+        return func.json_array(*(literal(v) for v in values))
+
+    def empty_array(self) -> Sql:
+        return func.json_array()
+
+    def boolean(self, value: Sql) -> Sql:  # SQLite's booleans are 0 and 1
+        written = case((value.is_(None), null()), (value, literal("true")), else_=literal("false"))
+        return func.json(written)
+
+    def global_id(self, prefix: str, pk: Sql) -> Sql:
+        return func.op_global_id(literal(prefix), pk)
+
+    def money(self, value: Sql) -> Sql:
+        scale = getattr(value.type, "scale", None)
+        assert isinstance(scale, int), value  # money columns are Numeric(18, scale)
+        return func.op_money(value, literal(scale))
+
+    def datetime(self, value: Sql) -> Sql:
+        return func.op_datetime(value)
+
+    def items(self, item: Sql) -> Sql:
+        raise NotInSql("items: SQLite before 3.44 cannot order json_group_array")
+
+
+JSON_SQL: Mapping[str, JsonSql] = {"postgresql": JsonSql(), "sqlite": SqliteJson()}
+"""By dialect name; a database not here runs the row plan."""
+
+
+# SQLite's serializers: what the row path computes from the same stored values (SQLAlchemy's own
+# result processors of the columns' types), then the GraphQL serialization.
+_SQLITE_DIALECT = sqlite.dialect()
+_DATETIME = UTCDateTime()._cached_result_processor(_SQLITE_DIALECT, None)
+
+
+@functools.cache
+def _numeric(scale: int) -> Callable[[Any], Decimal | None]:
+    processor = Numeric(18, scale)._cached_result_processor(_SQLITE_DIALECT, None)
+    assert processor is not None
+    return processor
+
+
+def _sqlite_global_id(prefix: str, pk: int | None) -> str | None:
+    return None if pk is None else str(to_global_id(prefix, pk))
+
+
+def _sqlite_money(value: Any, scale: int) -> str | None:
+    stored = None if value is None else _numeric(scale)(value)
+    return None if stored is None else str(amount(stored))
+
+
+def _sqlite_datetime(value: Any) -> str | None:
+    parsed = value if value is None or _DATETIME is None else _DATETIME(value)
+    return None if parsed is None else str(parsed.isoformat())
+
+
+SQLITE_FUNCTIONS.update(
+    {
+        "op_global_id": (2, _sqlite_global_id),
+        "op_money": (2, _sqlite_money),
+        "op_datetime": (1, _sqlite_datetime),
+    }
+)
+
+
 # --- what each covered field is, per type ---------------------------------------------------------
 
 
@@ -101,20 +225,19 @@ class Child:
     absent: Callable[[], Sql] | None = None  # when true, the object is null
 
 
-def _available_actions(role: Role) -> Sql:
+def _available_actions(role: Role, sql: JsonSql) -> Sql:
     whens = {
-        status.value: json_list([a.name for a in flow.available_actions(status, role)])
+        status.value: sql.array([a.name for a in flow.available_actions(status, role)])
         for status in flow.Status
     }
-    return case(whens, value=ORDER.c.status, else_=func.json_build_array())
+    return sql.json(case(whens, value=ORDER.c.status, else_=sql.empty_array()))
 
 
-def _manual(_role: Role) -> Sql:
-    manual: Sql = ORDER.c.status.in_([s.value for s in flow.MANUAL_ACTION_STATUSES])
-    return manual
+def _manual(_role: Role, sql: JsonSql) -> Sql:
+    return sql.boolean(ORDER.c.status.in_([s.value for s in flow.MANUAL_ACTION_STATUSES]))
 
 
-def _remedy(_role: Role) -> Sql:
+def _remedy(_role: Role, _sql: JsonSql) -> Sql:
     whens = {reason.value: literal(info.remedy) for reason, info in flow.FAILURE_REASONS.items()}
     return case(whens, value=ORDER.c.failure_reason)
 
@@ -126,61 +249,81 @@ def _failure_absent() -> Sql:
 
 
 def _c(column: Sql) -> Build:
-    return lambda _role: column
+    return lambda _role, _sql: column
+
+
+def _id(prefix: str, pk: Sql) -> Build:
+    return lambda _role, sql: sql.global_id(prefix, pk)
+
+
+def _money(column: Sql) -> Build:
+    return lambda _role, sql: sql.money(column)
+
+
+def _datetime(column: Sql) -> Build:
+    return lambda _role, sql: sql.datetime(column)
+
+
+def _enum(enum: type[Enum], column: Sql) -> Build:
+    return lambda _role, _sql: enum_name(enum, column)
+
+
+def _boolean(column: Sql) -> Build:
+    return lambda _role, sql: sql.boolean(column)
 
 
 FIELDS: Mapping[str, Mapping[str, Leaf | Child]] = {
     "OrderEdge": {
-        "cursor": Leaf(lambda _v: global_id("order", ORDER.c.id)),
+        "cursor": Leaf(_id("order", ORDER.c.id)),
         "node": Child(),
     },
     "Order": {
-        "id": Leaf(lambda _v: global_id("Order", ORDER.c.id)),
+        "id": Leaf(_id("Order", ORDER.c.id)),
         "number": Leaf(_c(ORDER.c.number)),
-        "type": Leaf(lambda _v: enum_name(flow.OrderType, ORDER.c.type)),
-        "status": Leaf(lambda _v: enum_name(flow.Status, ORDER.c.status)),
+        "type": Leaf(_enum(flow.OrderType, ORDER.c.type)),
+        "status": Leaf(_enum(flow.Status, ORDER.c.status)),
         "version": Leaf(_c(ORDER.c.version)),
         "total": Child(),
         "requiresManualAction": Leaf(_manual),
         "items": Child(items=True),
         "customer": Child(),
         "reseller": Child(),
-        "createdAt": Leaf(lambda _v: iso_datetime(ORDER.c.created_at)),
-        "updatedAt": Leaf(lambda _v: iso_datetime(ORDER.c.updated_at)),
+        "createdAt": Leaf(_datetime(ORDER.c.created_at)),
+        "updatedAt": Leaf(_datetime(ORDER.c.updated_at)),
         "failure": Child(absent=_failure_absent),
         "availableActions": Leaf(_available_actions),
     },
     "Money": {  # (the covered types have one Money field: an order's total)
-        "amount": Leaf(lambda _v: money(ORDER.c.total)),
+        "amount": Leaf(_money(ORDER.c.total)),
         "currency": Leaf(_c(ORDER.c.currency)),
     },
     "OrderFailure": {
-        "reason": Leaf(lambda _v: enum_name(flow.FailureReason, ORDER.c.failure_reason)),
+        "reason": Leaf(_enum(flow.FailureReason, ORDER.c.failure_reason)),
         "remedy": Leaf(_remedy),
         "details": Leaf(_c(ORDER.c.failure_details)),
-        "failedAt": Leaf(lambda _v: iso_datetime(ORDER.c.failed_at)),
-        "slaDeadline": Leaf(lambda _v: iso_datetime(ORDER.c.sla_deadline)),
-        "escalatedAt": Leaf(lambda _v: iso_datetime(ORDER.c.escalated_at)),
+        "failedAt": Leaf(_datetime(ORDER.c.failed_at)),
+        "slaDeadline": Leaf(_datetime(ORDER.c.sla_deadline)),
+        "escalatedAt": Leaf(_datetime(ORDER.c.escalated_at)),
     },
     "Customer": {
-        "id": Leaf(lambda _v: global_id("Customer", CUSTOMER.c.id)),
+        "id": Leaf(_id("Customer", CUSTOMER.c.id)),
         "name": Leaf(_c(CUSTOMER.c.name)),
         "contactEmail": Leaf(_c(CUSTOMER.c.contact_email)),
-        "paymentMethod": Leaf(lambda _v: enum_name(flow.PaymentMethod, CUSTOMER.c.payment_method)),
-        "onHold": Leaf(_c(CUSTOMER.c.on_hold)),
-        "requiresVerification": Leaf(_c(CUSTOMER.c.requires_verification)),
-        "creditLimit": Leaf(lambda _v: money(CUSTOMER.c.credit_limit)),
-        "createdAt": Leaf(lambda _v: iso_datetime(CUSTOMER.c.created_at)),
+        "paymentMethod": Leaf(_enum(flow.PaymentMethod, CUSTOMER.c.payment_method)),
+        "onHold": Leaf(_boolean(CUSTOMER.c.on_hold)),
+        "requiresVerification": Leaf(_boolean(CUSTOMER.c.requires_verification)),
+        "creditLimit": Leaf(_money(CUSTOMER.c.credit_limit)),
+        "createdAt": Leaf(_datetime(CUSTOMER.c.created_at)),
     },
     "Reseller": {  # not `email`: the policy decides it per viewer (the row plan answers)
-        "id": Leaf(lambda _v: global_id("Reseller", RESELLER.c.id)),
+        "id": Leaf(_id("Reseller", RESELLER.c.id)),
         "name": Leaf(_c(RESELLER.c.name)),
-        "createdAt": Leaf(lambda _v: iso_datetime(RESELLER.c.created_at)),
+        "createdAt": Leaf(_datetime(RESELLER.c.created_at)),
     },
     "OrderItem": {
         "description": Leaf(_c(ITEM.c.description)),
         "quantity": Leaf(_c(ITEM.c.quantity)),
-        "unitPrice": Leaf(lambda _v: money(ITEM.c.unit_price)),
+        "unitPrice": Leaf(_money(ITEM.c.unit_price)),
     },
 }
 _KEY = re.compile(r"^[_A-Za-z][_0-9A-Za-z]*$")  # a GraphQL name, safe to write as a SQL literal
@@ -215,7 +358,7 @@ def _object(
         name = field_nodes[0].name.value
         if name == "__typename":
             type_name = object_type.name
-            parts.append((key, lambda _role, n=type_name: literal(n)))  # type: ignore[misc]
+            parts.append((key, lambda _role, _sql, n=type_name: literal(n)))  # type: ignore[misc]
             continue
         spec = table.get(name)
         if spec is None:
@@ -227,11 +370,8 @@ def _object(
         else:
             parts.append((key, _child(spec, field_type, field_nodes, collect)))
 
-    def build(role: Role) -> Sql:
-        arguments: list[Any] = []
-        for key, part in parts:
-            arguments += [literal_column(f"'{key}'"), part(role)]
-        return func.json_build_object(*arguments)
+    def build(role: Role, sql: JsonSql) -> Sql:
+        return sql.object([(key, part(role, sql)) for key, part in parts])
 
     return build
 
@@ -249,10 +389,8 @@ def _child(
         assert isinstance(item_type, GraphQLObjectType)
         item = _object(item_type, nodes, collect)
 
-        def items(role: Role) -> Sql:
-            agg = func.json_agg(aggregate_order_by(item(role), ITEM.c.position))
-            rows = select(agg).where(ITEM.c.order_id == ORDER.c.id).scalar_subquery()
-            return func.coalesce(rows, func.json_build_array())
+        def items(role: Role, sql: JsonSql) -> Sql:
+            return sql.items(item(role, sql))
 
         return items
     assert isinstance(inner, GraphQLObjectType)
@@ -260,7 +398,7 @@ def _child(
     absent = spec.absent
     if absent is None:
         return built
-    return lambda role: case((absent(), literal_column("NULL")), else_=built(role))
+    return lambda role, sql: sql.json(case((absent(), null()), else_=built(role, sql)))
 
 
 def _check_leaf(field_type: GraphQLOutputType) -> None:

@@ -46,7 +46,7 @@ from app.graphql.ids import to_cursor
 from app.graphql.loaders import items_query
 from app.graphql.pagination import count_query, keyset_page, page_info, page_size
 from app.graphql.planner.compile import NotCovered, OrderSource, PageSource, Plan, Root
-from app.graphql.planner.json_sql import Build, page_statement
+from app.graphql.planner.json_sql import JSON_SQL, Build, NotInSql, page_statement
 from app.graphql.queries import OrderFilter, order_conditions, status_counts, status_counts_query
 from app.graphql.types import ORDERS
 from app.orders.flow import Role
@@ -98,9 +98,10 @@ def layout(needs: frozenset[str]) -> Layout:
 
 
 @functools.lru_cache(maxsize=4096)
-def edge_expression(build: Build, role: Role) -> Any:
-    """A plan's edge JSON for a role, built once."""
-    return build(role)
+def edge_expression(build: Build, role: Role, dialect: str) -> Any:
+    """A plan's edge JSON for a role on a database, built once (`NotInSql` is not cached: the
+    statement that falls back to rows is)."""
+    return build(role, JSON_SQL[dialect])
 
 
 async def run_plan(
@@ -129,12 +130,12 @@ async def run_plan(
 class PageStatement:
     """What a page runs, for one set of inputs (see `statement`)."""
 
-    query: CompiledRead  # the page's rows, or (as_json) the page as JSON
+    query: CompiledRead  # the page's rows, or (as_json) its edges as JSON
     size: int
     after: str | None
     where: list[Any]
     counted: bool
-    as_json: bool
+    as_json: str | None  # "aggregate": one row, the page's edges (PostgreSQL); "rows": per edge
     shape: Layout
 
 
@@ -151,8 +152,8 @@ def statement(
     first = argument(schema, root, "first", values)
     after = argument(schema, root, "after", values)
     raw_filter = argument(schema, root, "filter", values)
-    as_json = root.edge_json is not None and conn.dialect.name == "postgresql"
-    key = (viewer, first, after, orjson.dumps(raw_filter, option=orjson.OPT_SORT_KEYS), as_json)
+    dialect = conn.dialect.name
+    key = (viewer, first, after, orjson.dumps(raw_filter, option=orjson.OPT_SORT_KEYS), dialect)
     cache = root.statements
     found: PageStatement | None = cache.get(key)
     if found is not None:
@@ -161,15 +162,20 @@ def statement(
     where = order_conditions(viewer, order_filter(schema, raw_filter))
     counted = "count" in root.needs
     count = count_query(SalesOrder, where).correlate(None) if counted else None
+    edge = None
+    if root.edge_json is not None and dialect in JSON_SQL:
+        try:
+            edge = edge_expression(root.edge_json, viewer.role, dialect).label("edge")
+        except NotInSql:  # on this database: the rows answer
+            pass
+    as_json = None if edge is None else "aggregate" if dialect == "postgresql" else "rows"
     try:
         size = page_size(first)
         shape = layout(root.needs)
         select_page = shape.select
-        if as_json:
-            assert root.edge_json is not None
-            edge = edge_expression(root.edge_json, viewer.role).label("edge")
+        if edge is not None:
             select_page = select(ORDER.c.id.label("id"), edge).select_from(shape.joined)
-        elif count is not None:  # the count rides on every row of the page: one statement
+        if count is not None and as_json != "aggregate":  # the count rides on every row
             select_page = select_page.add_columns(count.scalar_subquery())
         query = keyset_page(
             select_page.where(*where),
@@ -181,7 +187,7 @@ def statement(
         )
     except GraphQLError as error:  # a bad `first` or `after`: the executor reports it
         raise NotCovered(error.message) from error
-    if as_json:
+    if as_json == "aggregate":
         query = page_statement(query.subquery("page"), count)
     found = PageStatement(CompiledRead(query), size, after, where, counted, as_json, shape)
     cache[key] = found
@@ -194,45 +200,53 @@ async def orders(
     conn: AsyncConnection, root: Root, schema: GraphQLSchema, viewer: Viewer, values: Any
 ) -> PageSource:
     built = statement(conn, root, schema, viewer, values)
-    size, after, counted = built.size, built.after, built.counted
-    if built.as_json:
-        return await _json_page(conn, built.query, size, after, counted)
+    size, after = built.size, built.after
+    if built.as_json == "aggregate":
+        return await _json_page(conn, built)
     rows = await built.query.all(conn)
     has_next = len(rows) > size
-    page = [_order_source(row, built.shape, viewer) for row in rows[:size]]
-    total = None
-    if counted:
-        if rows:
-            total = int(rows[0][-1])
-        elif after is None:  # nothing matches at all
-            total = 0
-        else:  # past the end: no row carried the count
-            total = int((await conn.execute(count_query(SalesOrder, built.where))).scalar_one())
+    total = await _total(conn, built, rows)  # (from the rows with the one past the page)
+    rows = rows[:size]
+    if built.as_json == "rows":  # (id, edge JSON[, count]) per order
+        ids = [row[0] for row in rows]
+        edges = [orjson.loads(row[1]) for row in rows]
+        return PageSource([], _page_info(ids, has_next, after), total, edges_json=edges)
+    page = [_order_source(row, built.shape, viewer) for row in rows]
     if "items" in root.needs and page:
         by_id = {source.row.id: source for source in page}
         for item in (await conn.execute(items_query(list(by_id)))).all():
             by_id[item.order_id].items.append(item)
-    cursors = [to_cursor(ORDERS.kind, source.row.id) for source in page]
-    info = page_info(cursors, has_next=has_next, has_previous=after is not None)
+    info = _page_info([source.row.id for source in page], has_next, after)
     return PageSource(orders=page, page_info=info, total=total)
 
 
-async def _json_page(
-    conn: AsyncConnection, statement: CompiledRead, size: int, after: str | None, counted: bool
-) -> PageSource:
-    """The page with its edges built by PostgreSQL (`json_sql`), in one statement."""
-    row = await statement.first(conn)  # an aggregate: always one row
+async def _total(conn: AsyncConnection, built: PageStatement, rows: list[Any]) -> int | None:
+    """`totalCount`, from the page's rows (it rides on each), or counted past the last page."""
+    if not built.counted:
+        return None
+    if rows:
+        return int(rows[0][-1])
+    if built.after is None:  # nothing matches at all
+        return 0
+    return int((await conn.execute(count_query(SalesOrder, built.where))).scalar_one())
+
+
+def _page_info(ids: list[int], has_next: bool, after: str | None) -> Any:
+    cursors = [to_cursor(ORDERS.kind, ids[0]), to_cursor(ORDERS.kind, ids[-1])] if ids else []
+    return page_info(cursors, has_next=has_next, has_previous=after is not None)
+
+
+async def _json_page(conn: AsyncConnection, built: PageStatement) -> PageSource:
+    """The page with its edges built by PostgreSQL (`json_sql`), with its count, in one row."""
+    row = await built.query.first(conn)  # an aggregate: always one row
     assert row is not None
     edges = orjson.loads(row[0]) if row[0] is not None else []
     ids = orjson.loads(row[1]) if row[1] is not None else []
-    shown = ids[:size]
-    cursors = [to_cursor(ORDERS.kind, shown[0]), to_cursor(ORDERS.kind, shown[-1])] if shown else []
-    info = page_info(cursors, has_next=len(ids) > size, has_previous=after is not None)
     return PageSource(
         orders=[],
-        page_info=info,
-        total=int(row[2]) if counted else None,
-        edges_json=edges[:size],
+        page_info=_page_info(ids[: built.size], len(ids) > built.size, built.after),
+        total=int(row[2]) if built.counted else None,
+        edges_json=edges[: built.size],
     )
 
 
