@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_read.py                       # everything (about 5 minutes)
     .venv/bin/python scripts/bench_read.py --skip-big --seconds 10
     .venv/bin/python scripts/bench_read.py --skip-big --skip-sqlite --rounds 3   # median ratio
+    .venv/bin/python scripts/bench_read.py --skip-big --sqlite-only --rounds 3   # SQLite vs PG 1w
     .venv/bin/python scripts/bench_read.py --skip-big --skip-peer --planner both   # planner on/off
     .venv/bin/python scripts/bench_read.py --skip-big --profile pg1    # py-spy the 1-worker server
     .venv/bin/python scripts/bench_read.py --cpu 300 [--app-root ../main]  # server CPU/request
@@ -404,8 +405,8 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
         if not args.skip_peer and not with_peer:
             print("   (no Node.js here: PostGraphile not run)")
         rounds: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
-        for round_number in range(args.rounds):  # alternated, so both meet the same noise
-            if args.rounds > 1:
+        for round_number in range(0 if args.sqlite_only else args.rounds):  # alternated: both
+            if args.rounds > 1:  # meet the same noise
                 print(f"-- round {round_number + 1} of {args.rounds}")
             for planner in planners:
                 tag = "" if planner else " (no planner)"
@@ -436,15 +437,16 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
                     f"p99 {statistics.median(p[1] for p in pairs):.2f}; req/s ratios "
                     + ", ".join(f"{p[0]:.2f}" for p in pairs)
                 )
-        if args.skip_sqlite:
-            return
-        for planner in planners:
-            tag = "" if planner else " (no planner)"
-            results[f"pg1{tag}"] = await run_orderpulse(
-                url, 1, token, args, planner, key("pg1", planner)
-            )
+        if not args.skip_sqlite:
+            await sqlite_against_pg1(url, token, args, planners)
     finally:
         await b.drop_pg_database(url)
+
+
+async def sqlite_against_pg1(
+    url: str, pg_token: str, args: argparse.Namespace, planners: list[bool]
+) -> None:
+    """SQLite (1 process) against PostgreSQL with 1 worker, alternated `--rounds` times."""
     folder = Path(tempfile.mkdtemp(prefix="orderpulse-bench-"))
     try:
         sqlite = b.sqlite_url(folder)
@@ -453,8 +455,22 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
         token = await b.make_token(sqlite, "RESELLER", reseller_id=seeded.reseller_ids[0])
         for planner in planners:
             tag = "" if planner else " (no planner)"
-            figures = await run_orderpulse(sqlite, 1, token, args, planner, key("sqlite", planner))
-            print(ratio(figures, results[f"pg1{tag}"], ("SQLite", "PostgreSQL 1 worker")))
+            pairs = []
+            for round_number in range(args.rounds):
+                if args.rounds > 1:
+                    print(f"-- SQLite against PostgreSQL 1 worker{tag}: round {round_number + 1}")
+                pg1 = await run_orderpulse(url, 1, pg_token, args, planner, key("pg1", planner))
+                lite = await run_orderpulse(sqlite, 1, token, args, planner, key("sqlite", planner))
+                print(ratio(lite, pg1, ("SQLite", "PostgreSQL 1 worker")))
+                if not (lite.errors or pg1.errors):
+                    pairs.append((lite.rps / pg1.rps, lite.p99 / pg1.p99))
+            if len(pairs) > 1:
+                print(
+                    f"  median of {len(pairs)} rounds, SQLite/PostgreSQL 1 worker{tag}: "
+                    f"req/s {statistics.median(p[0] for p in pairs):.2f}, "
+                    f"p99 {statistics.median(p[1] for p in pairs):.2f}; req/s ratios "
+                    + ", ".join(f"{p[0]:.2f}" for p in pairs)
+                )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -529,6 +545,9 @@ def main() -> None:
     parser.add_argument("--skip-panel", action="store_true")
     parser.add_argument("--skip-peer", action="store_true", help="do not run PostGraphile")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument(
+        "--sqlite-only", action="store_true", help="only SQLite against PostgreSQL 1 worker"
+    )
     parser.add_argument(
         "--profile", help="run to sample: pg2, pg1, sqlite (add -off: without the planner)"
     )

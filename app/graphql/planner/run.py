@@ -209,7 +209,7 @@ async def orders(
     rows = rows[:size]
     if built.as_json == "rows":  # (id, edge JSON[, count]) per order
         ids = [row[0] for row in rows]
-        edges = [orjson.loads(row[1]) for row in rows]
+        edges = orjson.loads("[" + ",".join(row[1] for row in rows) + "]")  # one parse
         return PageSource([], _page_info(ids, has_next, after), total, edges_json=edges)
     page = [_order_source(row, built.shape, viewer) for row in rows]
     if "items" in root.needs and page:
