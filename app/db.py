@@ -201,12 +201,15 @@ class Database:
 
     def __post_init__(self) -> None:
         url = async_url(self.url)
+        # Up to 30 connections, 20 kept: with 16+ requests in flight, a smaller pool closed and
+        # reopened connections (PostgreSQL re-prepared its statements; each SQLite connection is
+        # a thread of its own, its file opened again, its pragmas and functions set again).
         if url.startswith("sqlite"):
-            self.engine = create_async_engine(url, connect_args={"timeout": 30})
+            self.engine = create_async_engine(
+                url, connect_args={"timeout": 30}, pool_size=20, max_overflow=10
+            )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            # Up to 30 connections as before, but 20 kept: with 16+ requests in flight, a
-            # smaller pool closed and reopened connections (and re-prepared their statements).
             self.engine = create_async_engine(url, pool_size=20, max_overflow=10)
             event.listen(self.engine.sync_engine, "checkout", _replace_if_closed)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
