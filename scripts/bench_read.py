@@ -389,6 +389,17 @@ def ratio(ours: Figures, theirs: Figures, names: tuple[str, str]) -> str:
     return line
 
 
+def print_median(pairs: list[tuple[float, float]], names: str) -> None:
+    """The median of several rounds' (req/s, p99) ratios."""
+    if len(pairs) > 1:
+        print(
+            f"  median of {len(pairs)} rounds, {names}: "
+            f"req/s {statistics.median(p[0] for p in pairs):.2f}, "
+            f"p99 {statistics.median(p[1] for p in pairs):.2f}; req/s ratios "
+            + ", ".join(f"{p[0]:.2f}" for p in pairs)
+        )
+
+
 async def panel_benchmarks(args: argparse.Namespace) -> None:
     planners = {"on": [True], "off": [False], "both": [True, False]}[args.planner]
     print(f"== the issue's panel page, reseller token, {args.load}, -c 32, {args.seconds:.0f} s ==")
@@ -430,13 +441,7 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
                 if not (ours.errors or theirs.errors):
                     rounds[tag].append((ours.rps / theirs.rps, ours.p99 / theirs.p99))
         for tag, pairs in rounds.items():
-            if len(pairs) > 1:
-                print(
-                    f"  median of {len(pairs)} rounds, OrderPulse{tag}/PG4: "
-                    f"req/s {statistics.median(p[0] for p in pairs):.2f}, "
-                    f"p99 {statistics.median(p[1] for p in pairs):.2f}; req/s ratios "
-                    + ", ".join(f"{p[0]:.2f}" for p in pairs)
-                )
+            print_median(pairs, f"OrderPulse{tag}/PG4")
         if not args.skip_sqlite:
             await sqlite_against_pg1(url, token, args, planners)
     finally:
@@ -455,7 +460,7 @@ async def sqlite_against_pg1(
         token = await b.make_token(sqlite, "RESELLER", reseller_id=seeded.reseller_ids[0])
         for planner in planners:
             tag = "" if planner else " (no planner)"
-            pairs = []
+            pairs: list[tuple[float, float]] = []
             for round_number in range(args.rounds):
                 if args.rounds > 1:
                     print(f"-- SQLite against PostgreSQL 1 worker{tag}: round {round_number + 1}")
@@ -464,13 +469,7 @@ async def sqlite_against_pg1(
                 print(ratio(lite, pg1, ("SQLite", "PostgreSQL 1 worker")))
                 if not (lite.errors or pg1.errors):
                     pairs.append((lite.rps / pg1.rps, lite.p99 / pg1.p99))
-            if len(pairs) > 1:
-                print(
-                    f"  median of {len(pairs)} rounds, SQLite/PostgreSQL 1 worker{tag}: "
-                    f"req/s {statistics.median(p[0] for p in pairs):.2f}, "
-                    f"p99 {statistics.median(p[1] for p in pairs):.2f}; req/s ratios "
-                    + ", ".join(f"{p[0]:.2f}" for p in pairs)
-                )
+            print_median(pairs, f"SQLite/PostgreSQL 1 worker{tag}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
