@@ -60,8 +60,13 @@ def plan_cache(app: Starlette) -> PlanCache:
 
 
 async def seed(factory: Factory, rng: random.Random) -> tuple[list[Any], list[Any], list[Any]]:
-    resellers = [await factory.reseller() for _ in range(3)]
-    customers = [await factory.customer(resellers[i % 3]) for i in range(6)]
+    # Names the databases' JSON must escape as orjson does: quotes, a backslash, a tab, non-ASCII.
+    tricky = 'Zoë "Q" \\ \t <b>&amp; 😀'
+    resellers = [await factory.reseller(name=tricky if i == 0 else None) for i in range(3)]
+    customers = [
+        await factory.customer(resellers[i % 3], **({"name": tricky} if i == 1 else {}))
+        for i in range(6)
+    ]
     orders = []
     for _ in range(24):
         status = rng.choice(STATUSES)
