@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, Select, event
+from sqlalchemy import DateTime, Insert, Select, Update, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
@@ -110,18 +110,37 @@ class _Borrowed:
 _REQUEST_READS: ContextVar[_Borrowed | None] = ContextVar("orderpulse_request_reads", default=None)
 
 
-class CompiledRead:
-    """A fixed Core SELECT for the hottest reads (a token per request, a panel's page): compiled
-    once, then run on the driver's own connection (asyncpg; aiosqlite's thread in one hop) with the
-    columns' own type conversions, skipping SQLAlchemy's per-execution work (the statement's cache
-    key, which walks the whole statement, the execution context, result objects).
+def _in_transaction_or_autocommit(adapter: Any) -> bool:
+    """Whether SQLAlchemy's asyncpg adapter has sent BEGIN for its transaction, or runs without
+    one (autocommit), so that a statement run on its driver connection lands where SQLAlchemy's
+    own would. (2.1 keeps the transaction in `_transaction`; 2.0 also sets `_started`. Unknown:
+    False, and the statement goes through SQLAlchemy.)"""
+    if getattr(adapter, "isolation_level", None) == "autocommit":
+        return True
+    started = getattr(adapter, "_started", None)
+    if isinstance(started, bool):
+        return started
+    return getattr(adapter, "_transaction", None) is not None
 
-    Parameters are the statement's own bound values, or `bindparam`s given by name at each run.
-    A statement whose columns need what only a live cursor tells (asyncpg's Numeric conversion
-    depends on the column's type in the result) runs through SQLAlchemy instead: the same rows.
-    `tests/test_compiled_read.py` compares both ways on SQLite and PostgreSQL."""
 
-    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
+class CompiledStatement:
+    """A fixed Core statement run often (a token per request, a panel's page, the write path's
+    INSERT, UPDATE and SELECT statements): compiled once, then run on the driver's own connection,
+    skipping SQLAlchemy's per-execution work (the statement's cache key, which walks the whole
+    statement, the execution context, result objects). On asyncpg it runs in the transaction
+    SQLAlchemy began, or on an autocommit connection; before SQLAlchemy has sent BEGIN, through
+    SQLAlchemy. On aiosqlite a SELECT runs in one trip to the connection's thread (a write goes
+    through SQLAlchemy, which owns SQLite's transaction).
+
+    Rows come back as tuples, a SELECT's with its columns' own result conversions (a SELECT whose
+    columns need what only a live cursor tells, as asyncpg's Numeric does, runs through SQLAlchemy:
+    the same rows); a DML statement's RETURNING values come back as the driver gives them (use it
+    for ids and plain values). Parameters are `bindparam`s given by name at each run; the others
+    (literals, expanded IN lists) keep the values bound in the statement.
+    `tests/test_compiled_read.py` (reads) and `tests/test_compiled_statement.py` (writes) compare
+    both ways on SQLite and PostgreSQL."""
+
+    def __init__(self, statement: Select[*tuple[Any, ...]] | Insert | Update) -> None:
         self.statement = statement
         # by dialect name; None: run through SQLAlchemy
         self._compiled: dict[str, _Compiled | None] = {}
@@ -138,34 +157,45 @@ class CompiledRead:
         processors = compiled._bind_processors  # what SQLAlchemy applies to each parameter
         names = compiled.positiontup or ()
         binds = [(name, bound.get(name), processors.get(name)) for name in names]
-        try:
-            results = [
-                c.type._cached_result_processor(dialect, None)
-                for c in self.statement.selected_columns
-            ]
-            found: _Compiled | None = _Compiled(compiled.string, binds, results)
-        except (TypeError, InvalidRequestError):  # needs the cursor's column type
-            found = None
+        found: _Compiled | None
+        if not isinstance(self.statement, Select):
+            found = _Compiled(compiled.string, binds, None)
+        else:
+            try:
+                results = [
+                    c.type._cached_result_processor(dialect, None)
+                    for c in self.statement.selected_columns
+                ]
+                found = _Compiled(compiled.string, binds, results)
+            except (TypeError, InvalidRequestError):  # needs the cursor's column type
+                found = None
         self._compiled[dialect.name] = found
         return found
 
-    async def all(self, conn: AsyncConnection, **params: Any) -> list[tuple[Any, ...]]:
-        """Every row, as plain tuples."""
+    async def all(
+        self, conn: AsyncConnection, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Every row, as plain tuples, run on `conn` (in its transaction, if any)."""
+        given = params or {}
         compiled = self._compile(conn.dialect)
-        if compiled is None:
-            return [tuple(row) for row in (await conn.execute(self.statement, params)).all()]
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        args = compiled.arguments(params)
-        if conn.dialect.driver == "asyncpg":
-            records: Any = await driver.fetch(compiled.sql, *args)
-        else:  # aiosqlite: execute and fetch in one trip to its thread
-            records = await driver.execute_fetchall(compiled.sql, args)
-        return [compiled.row(record) for record in records]
+        if compiled is not None:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            if conn.dialect.driver == "asyncpg":
+                if _in_transaction_or_autocommit(raw.dbapi_connection):
+                    records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
+                    return [compiled.row(record) for record in records]
+            elif conn.dialect.driver == "aiosqlite" and compiled.results is not None:
+                records = await driver.execute_fetchall(compiled.sql, compiled.arguments(given))
+                return [compiled.row(record) for record in records]
+        return [tuple(row) for row in (await conn.execute(self.statement, dict(given))).all()]
 
-    async def first(self, conn: AsyncConnection, **params: Any) -> tuple[Any, ...] | None:
+    async def first(
+        self, conn: AsyncConnection, params: Mapping[str, Any] | None = None
+    ) -> tuple[Any, ...] | None:
         """The first row, or None."""
-        rows = await self.all(conn, **params)
+        rows = await self.all(conn, params)
         return rows[0] if rows else None
 
 
@@ -173,9 +203,9 @@ class CompiledRead:
 class _Compiled:
     sql: str
     binds: list[tuple[str, Any, Any]]  # name, bound value, bind processor, in parameter order
-    results: list[Any]  # result processor per column (None: as the driver gives it)
+    results: list[Any] | None  # a SELECT's result processor per column (None: as given)
 
-    def arguments(self, params: dict[str, Any]) -> list[Any]:
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         args = []
         for name, value, process in self.binds:
             value = params.get(name, value)
@@ -183,6 +213,8 @@ class _Compiled:
         return args
 
     def row(self, record: Any) -> tuple[Any, ...]:
+        if self.results is None:
+            return tuple(record)
         return tuple(v if p is None else p(v) for v, p in zip(record, self.results, strict=True))
 
 

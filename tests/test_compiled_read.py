@@ -1,4 +1,4 @@
-"""`CompiledRead` runs a statement on the driver's own connection; it must return exactly what
+"""`CompiledStatement` runs a statement on the driver's own connection; it must return exactly what
 SQLAlchemy returns for the same statement: the same rows, the same values of the same types
 (Decimal money, aware datetimes, None), with bound values, expanded IN lists and named
 parameters. Runs on the suite's database (SQLite, or PostgreSQL with
@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 
 from app.access.tokens import LIVE_TOKEN, hash_token
-from app.db import CompiledRead
+from app.db import CompiledStatement
 from app.graphql.planner.run import CUSTOMER, ORDER, RESELLER
 from app.orders.flow import Status
 from app.services import Services
@@ -27,9 +27,9 @@ def typed(rows: list[tuple[Any, ...]]) -> list[list[tuple[type, Any]]]:
 async def both_ways(services: Services, statement: Any, **params: Any) -> list[tuple[Any, ...]]:
     async with services.db.read_connection() as conn:
         expected = [tuple(row) for row in (await conn.execute(statement, params)).all()]
-        compiled = CompiledRead(statement)
-        got = await compiled.all(conn, **params)
-        again = await compiled.all(conn, **params)  # compiled once, run twice
+        compiled = CompiledStatement(statement)
+        got = await compiled.all(conn, params)
+        again = await compiled.all(conn, params)  # compiled once, run twice
     assert typed(got) == typed(expected)
     assert typed(again) == typed(expected)
     return got
@@ -87,4 +87,5 @@ async def test_the_token_look_up(services: Services, factory: Factory) -> None:
     assert len(row) == 1 and row[0][1] == "SUPPORT"
     assert await both_ways(services, LIVE_TOKEN.statement, token_hash="nope", now=now) == []
     async with services.db.read_connection() as conn:
-        assert await LIVE_TOKEN.first(conn, token_hash=hash_token(token), now=now) == row[0]
+        params = {"token_hash": hash_token(token), "now": now}
+        assert await LIVE_TOKEN.first(conn, params) == row[0]

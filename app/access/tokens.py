@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access.models import ApiToken
 from app.access.viewer import Viewer
-from app.db import CompiledRead, UTCDateTime
+from app.db import CompiledStatement, UTCDateTime
 from app.errors import BadInput
 from app.orders.flow import Role
 from app.orders.models import Customer, Reseller
@@ -132,7 +132,7 @@ async def viewer_for_token(
     return found[0] if found is not None else None
 
 
-LIVE_TOKEN = CompiledRead(
+LIVE_TOKEN = CompiledStatement(
     sa_select(
         col(ApiToken.id),
         col(ApiToken.role),
@@ -151,12 +151,12 @@ async def live_token(
 ) -> tuple[Viewer, datetime | None] | None:
     """The viewer of a live token and when the token expires (None: never), or None.
 
-    Every HTTP request asks this, so it is one compiled statement (`CompiledRead`) on a plain
+    Every HTTP request asks this, so it is one compiled statement (`CompiledStatement`) on a plain
     connection (`Database.read_connection`); a session serves as well."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     conn = await session.connection() if isinstance(session, AsyncSession) else session
-    row = await LIVE_TOKEN.first(conn, token_hash=hash_token(token), now=now)
+    row = await LIVE_TOKEN.first(conn, {"token_hash": hash_token(token), "now": now})
     if row is None:
         return None
     token_id, role, reseller_id, customer_id, expires_at = row

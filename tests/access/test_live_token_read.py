@@ -1,4 +1,4 @@
-"""The token look-up every request makes runs as a `CompiledRead` (on PostgreSQL, straight on
+"""The token look-up every request makes runs as a `CompiledStatement` (on PostgreSQL, straight on
 asyncpg's connection): it must answer exactly as SQLAlchemy's execution of the same statement,
 type conversions included, for live, expiring, expired, revoked and unknown tokens."""
 
@@ -36,7 +36,7 @@ async def test_the_compiled_token_read_answers_as_sqlalchemy_does(
     async with services.db.read_connection() as conn:
         for label, token in tokens.items():
             params = {"token_hash": hash_token(token), "now": now}
-            compiled = await LIVE_TOKEN.first(conn, **params)
+            compiled = await LIVE_TOKEN.first(conn, params)
             reference = (await conn.execute(LIVE_TOKEN.statement, params)).first()
             assert compiled == (tuple(reference) if reference is not None else None), label
             found = await live_token(conn, token, now=now)

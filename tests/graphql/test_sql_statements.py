@@ -31,7 +31,7 @@ async def counting(services: Services) -> AsyncIterator[list[str]]:
     """The statements run for requests in this context, as the database driver sees them.
 
     On PostgreSQL: what SQLAlchemy executes, and what runs on asyncpg's connection directly
-    (`app.db.CompiledRead`: the token of every request, a planned page), seen by asyncpg's query
+    (`app.db.CompiledStatement`: the token of every request, a planned page), seen by asyncpg's query
     loggers. (Those see no prepared statement, which is how SQLAlchemy runs its own, so nothing is
     counted twice.) On SQLite: every statement the sqlite3 connection runs (its trace callback),
     on connections a request checked out."""

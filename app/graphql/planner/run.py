@@ -41,7 +41,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.access.viewer import Viewer
-from app.db import CompiledRead, Database
+from app.db import CompiledStatement, Database
 from app.graphql.ids import to_cursor
 from app.graphql.loaders import items_query
 from app.graphql.pagination import count_query, keyset_page, page_info, page_size
@@ -130,7 +130,7 @@ async def run_plan(
 class PageStatement:
     """What a page runs, for one set of inputs (see `statement`)."""
 
-    query: CompiledRead  # the page's rows, or (as_json) its edges as JSON
+    query: CompiledStatement  # the page's rows, or (as_json) its edges as JSON
     size: int
     after: str | None
     where: list[Any]
@@ -189,7 +189,7 @@ def statement(
         raise NotCovered(error.message) from error
     if as_json == "aggregate":
         query = page_statement(query.subquery("page"), count)
-    found = PageStatement(CompiledRead(query), size, after, where, counted, as_json, shape)
+    found = PageStatement(CompiledStatement(query), size, after, where, counted, as_json, shape)
     cache[key] = found
     if len(cache) > STATEMENTS_PER_ROOT:
         cache.popitem(last=False)
