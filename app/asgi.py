@@ -58,6 +58,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # permessage-deflate keeps ~45 KB of zlib state per socket and compresses every message
         # once per subscriber; live messages are small, so sockets stay uncompressed.
         "ws_per_message_deflate": False,
+        # uvicorn's websockets-sansio protocol, plus several messages in one write (a replay)
+        "ws": "app.graphql.ws.server_protocol:BatchingWebSocketProtocol",
     }
 
 
