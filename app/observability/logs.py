@@ -6,10 +6,17 @@ the id of the HTTP request it belongs to.
 `exc_info` when there is a traceback. The request id comes from `X-Request-ID`: the client's if it
 sent a sane one, else a new one; every HTTP response carries it back (`request_id_middleware`).
 Uvicorn's own loggers go through the same handler, in every worker.
+
+The handler (`LoopBatchedStreamHandler`) writes the INFO lines logged during one turn of the
+event loop together, at the end of that turn: a reconnect storm logs a line per websocket, and one
+write per line (each a system call that lets another thread take the interpreter) cost about a
+tenth of the server's time in it. Lines keep their order; a WARNING or worse, and anything logged
+outside the event loop's thread, is written at once, after whatever is waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from datetime import UTC, datetime
@@ -77,6 +84,56 @@ class TextLogFormatter(logging.Formatter):
         return super().format(record)
 
 
+class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler whose INFO and DEBUG lines logged on an event loop's thread are written
+    together at the end of the loop's turn (one write, in order); others at once."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop whose next turn writes `_waiting`."""
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or record.levelno >= logging.WARNING:
+            self._write_waiting()
+            super().emit(record)
+            return
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._waiting.append(line)
+        if self._loop is not loop:  # the first line of this turn (or of a new loop)
+            self._loop = loop
+            loop.call_soon(self._write_turn)
+
+    def _write_turn(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._loop = None
+            self._write_waiting()
+
+    def _write_waiting(self) -> None:
+        if not self._waiting:
+            return
+        text, self._waiting = "".join(self._waiting), []
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": text}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_waiting()
+        super().flush()
+
+
 def logging_config(log_format: str, *, level: str = "INFO") -> dict[str, Any]:
     """A `logging.config.dictConfig` for the CLI and for uvicorn (which applies it in every
     worker): one handler on stderr, the chosen format, uvicorn's loggers through it."""
@@ -88,7 +145,7 @@ def logging_config(log_format: str, *, level: str = "INFO") -> dict[str, Any]:
         "formatters": {"default": {"()": formatter}},
         "handlers": {
             "default": {
-                "class": "logging.StreamHandler",
+                "class": "app.observability.logs.LoopBatchedStreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "default",
                 "filters": ["request_id"],
