@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench_reconnect.py [--subscribers 10000] [--backlog 20]
         [--workers 1] [--peer] [--database sqlite|postgres] [--server-env NAME=VALUE ...]
-        [--baseline PATH]
+        [--baseline PATH] [--rounds N]
 
 1. Migrates and seeds a fresh database (SQLite in a temporary directory, or a throwaway
    PostgreSQL database), starts `python -m app serve` on a free port, and writes `--backlog`
@@ -25,6 +25,8 @@
 4. The server's peak RSS (VmHWM) and its growth per connected client after the storm.
 5. With `--baseline PATH` (another checkout, e.g. /work/main), the same storm also runs against
    that checkout's server, just before this one's, for each worker count: an A/B in one run.
+   `--rounds N` repeats the whole sequence N times (the machine's load varies) and prints the
+   median time and server CPU per client of each server.
 6. With `--peer`, the same client process runs against a Node graphql-js + graphql-ws server with
    in-memory pub/sub (scripts/reconnect/peer.mjs; no log, so no replay: its clients connect with
    no `after`), in the same run, and the ratio of the two storm times is printed.
@@ -410,6 +412,7 @@ async def main() -> None:
         type=Path,
         help="another checkout whose server runs the same storm first (A/B in one run)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all storms N times")
     parser.add_argument(
         "--server-env",
         action="append",
@@ -423,24 +426,39 @@ async def main() -> None:
     results: list[StormResult] = []
     roots = [("baseline ", args.baseline.resolve())] if args.baseline else []
     roots.append(("", b.ROOT))
-    for workers in (int(w) for w in args.workers.split(",")):
-        for label, root in roots:
-            directory = Path(tempfile.mkdtemp(prefix="orderpulse-reconnect-"))
-            try:
-                target = OrderPulseTarget(args.database, workers, directory, server_env, root)
-                name = f"{label}OrderPulse {args.database} w{workers}"
-                result = await run_storm(
-                    name,
-                    target,
-                    clients=args.subscribers,
-                    backlog=args.backlog,
-                    connect_window=args.connect_window,
-                    wait_seconds=args.timeout,
-                )
-            finally:
-                shutil.rmtree(directory, ignore_errors=True)
-            report(result)
-            results.append(result)
+    plan = [
+        (workers, label, root)
+        for _ in range(args.rounds)
+        for workers in (int(w) for w in args.workers.split(","))
+        for label, root in roots
+    ]
+    for workers, label, root in plan:
+        directory = Path(tempfile.mkdtemp(prefix="orderpulse-reconnect-"))
+        try:
+            target = OrderPulseTarget(args.database, workers, directory, server_env, root)
+            name = f"{label}OrderPulse {args.database} w{workers}"
+            result = await run_storm(
+                name,
+                target,
+                clients=args.subscribers,
+                backlog=args.backlog,
+                connect_window=args.connect_window,
+                wait_seconds=args.timeout,
+            )
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        report(result)
+        results.append(result)
+    if args.rounds > 1:
+        for name in dict.fromkeys(r.name for r in results):
+            mine = [r for r in results if r.name == name]
+            times = [r.caught_up_ms / 1000 for r in mine if r.caught_up_ms is not None]
+            cpu = statistics.median(r.cpu_ms_per_client for r in mine)
+            print(
+                f"median of {len(mine)}: {name:<30} all caught up"
+                f" {statistics.median(times) if times else float('nan'):6.2f} s,"
+                f" server CPU {cpu:.2f} ms/client"
+            )
     if args.peer:
         peer = await run_storm(
             "Node graphql-ws (no replay)",
