@@ -9,12 +9,10 @@ one by one and writes together. Everything else is uvicorn's `websockets-sansio`
 under another server the extension is absent and `app.graphql.ws.sending` sends one message at a
 time.
 
-It takes the connection's addresses from the HTTP protocol that read the upgrade request instead
-of asking the socket again. And it keeps one of the two INFO lines each websocket cost: uvicorn
-logs the accepted handshake (`"WebSocket /graphql" [accepted]`, with the client's address), and
-websockets' protocol logged `connection open` right after it on the same logger, saying nothing
-more. The second line is no longer written; websockets' other lines (`connection closed`, its
-errors) are.
+It also keeps one of the two INFO lines each websocket cost: uvicorn logs the accepted handshake
+(`"WebSocket /graphql" [accepted]`, with the client's address), and websockets' protocol logged
+`connection open` right after it on the same logger, saying nothing more. The second line is no
+longer written; websockets' other lines (`connection closed`, its errors) are.
 """
 
 from __future__ import annotations
@@ -47,19 +45,6 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn.logger = _WithoutOpenLine(self.conn.logger, {})
-
-    def connection_made(self, transport: Any) -> None:
-        """As uvicorn's, but the addresses come from the HTTP protocol that read the upgrade
-        request (still the transport's protocol now), not from two more system calls."""
-        upgraded = transport.get_protocol()
-        server, client = getattr(upgraded, "server", None), getattr(upgraded, "client", None)
-        if server is None or client is None:
-            super().connection_made(transport)
-            return
-        self.connections.add(self)
-        self.transport = transport
-        self.server, self.client = server, client
-        self.scheme = "wss" if getattr(upgraded, "scheme", None) == "https" else "ws"
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
