@@ -226,24 +226,11 @@ class CursorChecks:
 
 
 async def replay(
-    db: Database,
-    event_filter: EventFilter,
-    *,
-    after_id: int,
-    page_size: int = REPLAY_PAGE_SIZE,
-    on_read: Callable[[], None] | None = None,
+    db: Database, event_filter: EventFilter, *, after_id: int, page_size: int = REPLAY_PAGE_SIZE
 ) -> AsyncIterator[Batch]:
-    """Every event the filter accepts after `after_id`, in id order, a page at a time.
-
-    A page shorter than `page_size` is the last: the read saw every event up to the horizon of
-    that moment, which covers every event handed out live before the replay began (a resuming
-    subscriber registers live first, and the horizon only grows); later ones come live.
-    `on_read` is called before each read of the log.
-    """
+    """Every event the filter accepts after `after_id`, in id order, a page at a time."""
     conditions = event_filter.conditions()
     while True:
-        if on_read is not None:
-            on_read()
         async with db.read() as session:
             horizon = await readable_horizon(session)
             query = (
@@ -256,8 +243,6 @@ async def replay(
         if not events:
             return
         yield Batch(events)
-        if len(events) < page_size:
-            return
         after_id = events[-1].id or after_id
 
 
@@ -313,17 +298,12 @@ class Fanout:
 
     async def replay(self, event_filter: EventFilter, *, after_id: int) -> AsyncIterator[Batch]:
         """The log after `after_id` as `event_filter` sees it, a page at a time (see `replay`)."""
+        self.replay_reads += 1
         async for batch in replay(
-            self.db,
-            event_filter,
-            after_id=after_id,
-            page_size=self.replay_page_size,
-            on_read=self._count_replay_read,
+            self.db, event_filter, after_id=after_id, page_size=self.replay_page_size
         ):
             yield batch
-
-    def _count_replay_read(self) -> None:
-        self.replay_reads += 1
+            self.replay_reads += 1
 
     # --- the reader -----------------------------------------------------------------------------
 

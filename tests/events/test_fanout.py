@@ -189,22 +189,6 @@ async def test_replay_then_live_has_no_gap_and_no_duplicate_at_the_seam(
     assert fanout.audience_count == 0
 
 
-@pytest.mark.parametrize(("events", "reads"), [(5, 2), (6, 3), (0, 1)])
-async def test_a_replay_ends_at_its_first_short_page(
-    services: Services, factory: Factory, tenants: World, events: int, reads: int
-) -> None:
-    """A page shorter than the page size is the last read; a full one needs one more."""
-    fanout = manual_fanout(services, page=3)
-    support = EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS)
-    start = await last_event_id(services)
-    for _ in range(events):
-        await factory.order(tenants.customer_a1, status="PR")
-    replayed = [e async for batch in fanout.replay(support, after_id=start) for e in batch.events]
-    assert ids(replayed) == ids(await events_after(services, start))
-    assert len(replayed) == events
-    assert fanout.replay_reads == reads
-
-
 async def test_a_full_queue_drops_that_subscriber_alone_and_names_where_to_resume(
     services: Services, factory: Factory, tenants: World
 ) -> None:
