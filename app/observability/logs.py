@@ -7,11 +7,12 @@ the id of the HTTP request it belongs to.
 sent a sane one, else a new one; every HTTP response carries it back (`request_id_middleware`).
 Uvicorn's own loggers go through the same handler, in every worker.
 
-The handler (`LoopBatchedStreamHandler`) writes the INFO lines logged during one turn of the
-event loop together, at the end of that turn: a reconnect storm logs a line per websocket, and one
-write per line (each a system call that lets another thread take the interpreter) cost about a
-tenth of the server's time in it. Lines keep their order; a WARNING or worse, and anything logged
-outside the event loop's thread, is written at once, after whatever is waiting.
+The handler (`LoopBatchedStreamHandler`) writes the INFO lines logged on the event loop's thread
+together, at most `LOG_WRITE_DELAY_SECONDS` after the first of them: a reconnect storm logs a
+line per websocket, and one write per line (a system call each, where a busy machine takes the
+processor away) cost about a tenth of the server's time in it. Lines keep their order; a WARNING
+or worse, anything logged outside the event loop's thread, and `LOG_WRITE_BYTES` of waiting lines
+are written at once (after whatever is waiting), and so is everything at exit.
 """
 
 from __future__ import annotations
@@ -84,15 +85,23 @@ class TextLogFormatter(logging.Formatter):
         return super().format(record)
 
 
+LOG_WRITE_DELAY_SECONDS = 0.05
+"""How long an INFO line logged on the event loop may wait to be written with the next ones."""
+LOG_WRITE_BYTES = 64 * 1024
+"""Waiting lines are written at once when they reach this size."""
+
+
 class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler whose INFO and DEBUG lines logged on an event loop's thread are written
-    together at the end of the loop's turn (one write, in order); others at once."""
+    together, `delay` seconds after the first (0: at the end of the loop's turn); others at once."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, delay: float = LOG_WRITE_DELAY_SECONDS) -> None:
         super().__init__(stream)
+        self.delay = delay
         self._waiting: list[str] = []
+        self._waiting_size = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        """The loop whose next turn writes `_waiting`."""
+        """The loop that will write `_waiting`."""
 
     def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
         try:
@@ -109,9 +118,15 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
             return
         self._waiting.append(line)
-        if self._loop is not loop:  # the first line of this turn (or of a new loop)
+        self._waiting_size += len(line)
+        if self._waiting_size >= LOG_WRITE_BYTES:
+            self._write_waiting()
+        elif self._loop is not loop:  # the first line waiting (or the first on a new loop)
             self._loop = loop
-            loop.call_soon(self._write_turn)
+            if self.delay > 0:
+                loop.call_later(self.delay, self._write_turn)
+            else:
+                loop.call_soon(self._write_turn)
 
     def _write_turn(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -121,7 +136,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _write_waiting(self) -> None:
         if not self._waiting:
             return
-        text, self._waiting = "".join(self._waiting), []
+        text, self._waiting, self._waiting_size = "".join(self._waiting), [], 0
         try:
             self.stream.write(text)
             self.stream.flush()

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.observability.logs import LoopBatchedStreamHandler
+from app.observability.logs import LOG_WRITE_BYTES, LoopBatchedStreamHandler
 from tests.support.api import GraphQLClient
 from tests.support.processes import ServerProcess, server_env
 
@@ -78,8 +78,8 @@ class RecordingStream:
         pass
 
 
-def batched_logger(stream: RecordingStream) -> logging.Logger:
-    handler = LoopBatchedStreamHandler(stream)
+def batched_logger(stream: RecordingStream, delay: float = 0.0) -> logging.Logger:
+    handler = LoopBatchedStreamHandler(stream, delay)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger = logging.getLogger(f"test.batched.{id(stream)}")
     logger.handlers = [handler]
@@ -122,3 +122,17 @@ async def test_a_line_waiting_when_the_handler_is_flushed_is_written() -> None:
     for handler in log.handlers:
         handler.flush()  # as logging.shutdown() does at exit
     assert stream.writes == ["INFO one\n"]
+
+
+async def test_waiting_lines_are_written_at_once_when_they_reach_the_size_limit() -> None:
+    stream = RecordingStream()
+    log = batched_logger(stream, delay=3600.0)
+    line = "x" * 1000
+    count = LOG_WRITE_BYTES // len("INFO \n" + line) + 1
+    for _ in range(count):
+        log.info(line)
+    assert stream.writes == ["".join(f"INFO {line}\n" for _ in range(count))]
+    log.info("after")
+    assert len(stream.writes) == 1  # waits for the delay again
+    log.error("boom")
+    assert stream.writes[1:] == ["INFO after\n", "ERROR boom\n"]
