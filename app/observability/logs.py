@@ -12,7 +12,9 @@ together, at most `LOG_WRITE_DELAY_SECONDS` after the first of them: a reconnect
 line per websocket, and one write per line (a system call each, where a busy machine takes the
 processor away) cost about a tenth of the server's time in it. Lines keep their order; a WARNING
 or worse, anything logged outside the event loop's thread, and `LOG_WRITE_BYTES` of waiting lines
-are written at once (after whatever is waiting), and so is everything at exit.
+are written at once (after whatever is waiting). From the app's shutdown on (`write_at_once`),
+every line is: uvicorn logs its last lines and then re-raises SIGTERM, which ends the process
+with no further turn of the loop and no exit handlers.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None, delay: float = LOG_WRITE_DELAY_SECONDS) -> None:
         super().__init__(stream)
         self.delay = delay
+        self.batching = True
+        """False from `write_at_once` on: every line is written when logged."""
         self._waiting: list[str] = []
         self._waiting_size = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,7 +112,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or record.levelno >= logging.WARNING:
+        if loop is None or not self.batching or record.levelno >= logging.WARNING:
             self._write_waiting()
             super().emit(record)
             return
@@ -147,6 +151,16 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             self._write_waiting()
         super().flush()
+
+
+def write_at_once() -> None:
+    """From now on, the process's batching handlers write every line when it is logged (after
+    what is waiting): the process is shutting down."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LoopBatchedStreamHandler):
+            with handler.lock:  # type: ignore[union-attr]
+                handler.batching = False
+                handler._write_waiting()
 
 
 def logging_config(log_format: str, *, level: str = "INFO") -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.observability.logs import LOG_WRITE_BYTES, LoopBatchedStreamHandler
+from app.observability.logs import LOG_WRITE_BYTES, LoopBatchedStreamHandler, write_at_once
 from tests.support.api import GraphQLClient
 from tests.support.processes import ServerProcess, server_env
 
@@ -136,3 +136,20 @@ async def test_waiting_lines_are_written_at_once_when_they_reach_the_size_limit(
     assert len(stream.writes) == 1  # waits for the delay again
     log.error("boom")
     assert stream.writes[1:] == ["INFO after\n", "ERROR boom\n"]
+
+
+async def test_from_shutdown_on_every_line_is_written_when_logged() -> None:
+    """uvicorn ends the process right after its last lines: none may wait for a loop turn."""
+    stream = RecordingStream()
+    handler = LoopBatchedStreamHandler(stream, 0.0)
+    root = logging.getLogger()
+    log = logging.getLogger("test.shutdown")
+    log.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        log.info("waiting")
+        write_at_once()
+        log.info("last")
+    finally:
+        root.removeHandler(handler)
+    assert stream.writes == ["waiting\n", "last\n"]
