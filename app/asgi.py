@@ -27,6 +27,7 @@ from app.graphql.schema import build_schema
 from app.graphql.ws import GraphQLWebSocket, WebSocketShortcut
 from app.observability import metrics
 from app.observability.logs import request_id_middleware
+from app.observability.logs import write_at_once as write_logs_at_once
 from app.panel import panel_routes
 from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.runtime import tune_garbage_collector
@@ -58,6 +59,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # permessage-deflate keeps ~45 KB of zlib state per socket and compresses every message
         # once per subscriber; live messages are small, so sockets stay uncompressed.
         "ws_per_message_deflate": False,
+        # uvicorn's websockets-sansio protocol, plus several messages in one write (a replay)
+        "ws": "app.graphql.ws.server_protocol:BatchingWebSocketProtocol",
     }
 
 
@@ -130,6 +133,7 @@ def create_app(
         try:
             yield
         finally:
+            write_logs_at_once()  # uvicorn ends the process right after its last lines
             await workers.stop()
             try:  # bounded like the workers' stop: a dropped connection must not hold shutdown
                 await asyncio.wait_for(services.db.dispose(), STOP_GRACE_SECONDS)

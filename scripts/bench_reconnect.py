@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_reconnect.py [--subscribers 10000] [--backlog 20]
         [--workers 1] [--peer] [--database sqlite|postgres] [--server-env NAME=VALUE ...]
+        [--baseline PATH] [--rounds N]
 
 1. Migrates and seeds a fresh database (SQLite in a temporary directory, or a throwaway
    PostgreSQL database), starts `python -m app serve` on a free port, and writes `--backlog`
@@ -22,7 +23,11 @@
    A new connection first waits to be accepted behind the storm's connections (up
    to `--connect-window` of them): that wait is most of its time.
 4. The server's peak RSS (VmHWM) and its growth per connected client after the storm.
-5. With `--peer`, the same client process runs against a Node graphql-js + graphql-ws server with
+5. With `--baseline PATH` (another checkout, e.g. /work/main), the same storm also runs against
+   that checkout's server, just before this one's, for each worker count: an A/B in one run.
+   `--rounds N` repeats the whole sequence N times (the machine's load varies) and prints the
+   median time and server CPU per client of each server.
+6. With `--peer`, the same client process runs against a Node graphql-js + graphql-ws server with
    in-memory pub/sub (scripts/reconnect/peer.mjs; no log, so no replay: its clients connect with
    no `after`), in the same run, and the ratio of the two storm times is printed.
 
@@ -122,8 +127,14 @@ class OrderPulseTarget:
     """OrderPulse with a backlog of K events of one order, seen by that order's reseller."""
 
     def __init__(
-        self, database: str, workers: int, directory: Path, server_env: dict[str, str]
+        self,
+        database: str,
+        workers: int,
+        directory: Path,
+        server_env: dict[str, str],
+        root: Path = b.ROOT,
     ) -> None:
+        self.root = root
         self.database = database
         self.workers = workers
         self.directory = directory
@@ -148,7 +159,9 @@ class OrderPulseTarget:
             await b.make_token(self.url, "RESELLER", reseller_id=reseller)
             for _ in range(max(1, -(-clients // SOCKETS_PER_TOKEN)))
         ]
-        self.server = b.start_server(self.url, workers=self.workers, extra_env=self.server_env)
+        self.server = b.start_server(
+            self.url, workers=self.workers, extra_env=self.server_env, root=self.root
+        )
         data = await post_graphql(
             self.server.port,
             self.tokens[0],
@@ -395,6 +408,12 @@ async def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--peer", action="store_true", help="also run the Node graphql-ws peer")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout whose server runs the same storm first (A/B in one run)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all storms N times")
+    parser.add_argument(
         "--server-env",
         action="append",
         default=[],
@@ -405,11 +424,19 @@ async def main() -> None:
     server_env = dict(item.split("=", 1) for item in args.server_env)
     ensure_node_modules()
     results: list[StormResult] = []
-    for workers in (int(w) for w in args.workers.split(",")):
+    roots = [("baseline ", args.baseline.resolve())] if args.baseline else []
+    roots.append(("", b.ROOT))
+    plan = [
+        (workers, label, root)
+        for _ in range(args.rounds)
+        for workers in (int(w) for w in args.workers.split(","))
+        for label, root in roots
+    ]
+    for workers, label, root in plan:
         directory = Path(tempfile.mkdtemp(prefix="orderpulse-reconnect-"))
         try:
-            target = OrderPulseTarget(args.database, workers, directory, server_env)
-            name = f"OrderPulse {args.database} w{workers}"
+            target = OrderPulseTarget(args.database, workers, directory, server_env, root)
+            name = f"{label}OrderPulse {args.database} w{workers}"
             result = await run_storm(
                 name,
                 target,
@@ -422,6 +449,16 @@ async def main() -> None:
             shutil.rmtree(directory, ignore_errors=True)
         report(result)
         results.append(result)
+    if args.rounds > 1:
+        for name in dict.fromkeys(r.name for r in results):
+            mine = [r for r in results if r.name == name]
+            times = [r.caught_up_ms / 1000 for r in mine if r.caught_up_ms is not None]
+            cpu = statistics.median(r.cpu_ms_per_client for r in mine)
+            print(
+                f"median of {len(mine)}: {name:<30} all caught up"
+                f" {statistics.median(times) if times else float('nan'):6.2f} s,"
+                f" server CPU {cpu:.2f} ms/client"
+            )
     if args.peer:
         peer = await run_storm(
             "Node graphql-ws (no replay)",

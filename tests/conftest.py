@@ -67,6 +67,12 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
+def uvicorn_overrides() -> dict[str, Any]:
+    """Override (parametrize) in a test to change the live server's uvicorn settings."""
+    return {}
+
+
+@pytest.fixture
 def settings(tmp_path: Path, database_url: str, settings_overrides: dict[str, Any]) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,

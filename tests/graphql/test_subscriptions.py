@@ -25,6 +25,7 @@ from app.graphql.loaders import Loaders
 from app.graphql.schema import build_schema
 from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
 from app.graphql.ws import groups
+from app.graphql.ws.server_protocol import SEND_TEXTS, BatchingWebSocketProtocol
 from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import SUPPORT, Factory, GraphQLClient, gid
@@ -328,6 +329,14 @@ async def test_a_subscriber_sees_the_committed_state_of_each_change(
     assert second["order"]["customer"]["contactEmail"] == "new@customers.example"  # not cached
 
 
+UVICORN_PROTOCOL = {"ws": "websockets-sansio"}
+"""uvicorn's own websocket protocol (one message per send), against which the one `python -m app
+serve` runs (several messages in one write) is checked."""
+BOTH_PROTOCOLS = pytest.mark.parametrize(
+    "uvicorn_overrides", [{}, UVICORN_PROTOCOL], ids=["batching", "uvicorn"]
+)
+
+
 # --- resuming -----------------------------------------------------------------------------------
 
 
@@ -441,6 +450,7 @@ async def test_a_cursor_checked_for_one_tenant_is_still_refused_to_another(
 # --- a slow consumer ----------------------------------------------------------------------------
 
 
+@BOTH_PROTOCOLS
 @pytest.mark.parametrize("settings_overrides", [{"ws_queue_size": 8}])
 async def test_a_stuck_subscriber_is_ended_with_its_resume_cursor_and_holds_up_no_one(
     app: Starlette,
@@ -448,12 +458,13 @@ async def test_a_stuck_subscriber_is_ended_with_its_resume_cursor_and_holds_up_n
     factory: Factory,
     services: Services,
     tenants: World,
+    uvicorn_overrides: dict[str, Any],
 ) -> None:
     order = await factory.order(tenants.customer_a1, status="PR")
     query = "subscription($after: String) { orderStatusChanged(after: $after) { cursor comment } }"
     count = 80  # ~160 KB in one batch: far more than the stuck socket's ~80 KB of buffers
     async with (
-        serve(app, send_buffer=4096) as small_buffers,
+        serve(app, send_buffer=4096, uvicorn_options=uvicorn_overrides) as small_buffers,
         connected(live_server.ws_url, tenants.tokens["support"]) as healthy,
         connected(small_buffers.ws_url, tenants.tokens["support"], receive_buffer=4096) as stuck,
     ):
@@ -761,6 +772,7 @@ async def test_an_order_can_be_followed_from_its_history_cursor(
     assert (change["cursor"], change["to"]) == (history["order"]["history"][1]["cursor"], "PF")
 
 
+@BOTH_PROTOCOLS
 @pytest.mark.parametrize("slice_seconds", [groups.REPLAY_SLICE_SECONDS, 0.0])
 async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_its_events(
     live_server: LiveServer,
@@ -810,6 +822,37 @@ async def test_panels_resuming_together_share_one_replay_and_each_gets_exactly_i
     # One replay of its own per panel reads ceil((events after its cursor + 1) / 2) pages each.
     separate = sum(-(-(len(cursors) - start) // 2) for start in starts)
     assert reads <= separate // 2, (reads, separate)
+
+
+async def test_a_replay_is_written_to_its_socket_in_one_send(
+    live_server: LiveServer,
+    factory: Factory,
+    services: Services,
+    tenants: World,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The events a resuming panel missed go out as one `SEND_TEXTS` (one write), in order."""
+    seen, *orders = [await factory.order(tenants.customer_a1, status="PR") for _ in range(6)]
+    async with services.db.read() as session:
+        start = (await session.exec(select(col(Event.id)).where(Event.order_id == seen.id))).one()
+    sent: list[Any] = []
+    send = BatchingWebSocketProtocol.send
+
+    async def recording(protocol: BatchingWebSocketProtocol, message: Any) -> None:
+        sent.append(message)
+        await send(protocol, message)
+
+    monkeypatch.setattr(BatchingWebSocketProtocol, "send", recording)
+    async with connected(live_server.ws_url, tenants.tokens["reseller a"]) as ws:
+        await ws.subscribe("1", ORDER_CHANGES, {"after": to_cursor("event", start)})
+        replayed = [(await ws.next("1"))["orderStatusChanged"] for _ in orders]
+        assert await ws.until_pong() == []
+    bursts = [m for m in sent if m["type"] == SEND_TEXTS]
+    assert [len(m["texts"]) for m in bursts] == [5]
+    assert [json.loads(t)["payload"]["data"] for t in bursts[0]["texts"]] == [
+        {"orderStatusChanged": c} for c in replayed
+    ]
+    assert [c["order"]["number"] for c in replayed] == [o.number for o in orders]
 
 
 @pytest.mark.parametrize(

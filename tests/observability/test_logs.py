@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.observability.logs import LOG_WRITE_BYTES, LoopBatchedStreamHandler, write_at_once
 from tests.support.api import GraphQLClient
 from tests.support.processes import ServerProcess, server_env
 
@@ -60,3 +63,93 @@ async def test_json_logs_of_a_real_server(tmp_path: Path) -> None:
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", record["time"])
     access = [r for r in records if r["logger"] == "uvicorn.access"]
     assert [r["request_id"] for r in access if "POST /graphql" in r["message"]] == ["req-json-42"]
+
+
+class RecordingStream:
+    """A stream that keeps each write separately."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def batched_logger(stream: RecordingStream, delay: float = 0.0) -> logging.Logger:
+    handler = LoopBatchedStreamHandler(stream, delay)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"test.batched.{id(stream)}")
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+async def test_info_lines_of_one_loop_turn_are_written_together_in_order() -> None:
+    stream = RecordingStream()
+    log = batched_logger(stream)
+    log.info("one")
+    log.info("two")
+    assert stream.writes == []  # until the end of this turn
+    await asyncio.sleep(0)
+    log.info("three")
+    log.warning("four")  # at once, after what is waiting
+    log.info("five")
+    await asyncio.sleep(0)
+    assert stream.writes == [
+        "INFO one\nINFO two\n",
+        "INFO three\n",
+        "WARNING four\n",
+        "INFO five\n",
+    ]
+
+
+def test_lines_logged_outside_an_event_loop_are_written_at_once() -> None:
+    stream = RecordingStream()
+    log = batched_logger(stream)
+    log.info("one")
+    log.info("two")
+    assert stream.writes == ["INFO one\n", "INFO two\n"]
+
+
+async def test_a_line_waiting_when_the_handler_is_flushed_is_written() -> None:
+    stream = RecordingStream()
+    log = batched_logger(stream)
+    log.info("one")
+    for handler in log.handlers:
+        handler.flush()  # as logging.shutdown() does at exit
+    assert stream.writes == ["INFO one\n"]
+
+
+async def test_waiting_lines_are_written_at_once_when_they_reach_the_size_limit() -> None:
+    stream = RecordingStream()
+    log = batched_logger(stream, delay=3600.0)
+    line = "x" * 1000
+    count = LOG_WRITE_BYTES // len("INFO \n" + line) + 1
+    for _ in range(count):
+        log.info(line)
+    assert stream.writes == ["".join(f"INFO {line}\n" for _ in range(count))]
+    log.info("after")
+    assert len(stream.writes) == 1  # waits for the delay again
+    log.error("boom")
+    assert stream.writes[1:] == ["INFO after\n", "ERROR boom\n"]
+
+
+async def test_from_shutdown_on_every_line_is_written_when_logged() -> None:
+    """uvicorn ends the process right after its last lines: none may wait for a loop turn."""
+    stream = RecordingStream()
+    handler = LoopBatchedStreamHandler(stream, 0.0)
+    root = logging.getLogger()
+    log = logging.getLogger("test.shutdown")
+    log.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        log.info("waiting")
+        write_at_once()
+        log.info("last")
+    finally:
+        root.removeHandler(handler)
+    assert stream.writes == ["waiting\n", "last\n"]

@@ -72,7 +72,6 @@ async def serve(
         app,
         lifespan="off",
         log_level="warning",
-        ws="websockets-sansio",
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_interval,
         **options,
@@ -94,7 +93,10 @@ async def serve(
 
 
 @pytest.fixture
-async def live_server(app: Starlette) -> AsyncIterator[LiveServer]:
-    """The test's app on a real socket (import this fixture into a test module to use it)."""
-    async with serve(app) as server:
+async def live_server(
+    app: Starlette, uvicorn_overrides: dict[str, Any]
+) -> AsyncIterator[LiveServer]:
+    """The test's app on a real socket (import this fixture into a test module to use it), with
+    uvicorn's settings as `python -m app serve` has them, then `uvicorn_overrides`."""
+    async with serve(app, uvicorn_options=uvicorn_overrides) as server:
         yield server

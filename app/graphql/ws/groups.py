@@ -173,10 +173,12 @@ class Group:
                 if member not in self.catching_up:  # ended or gone meanwhile
                     continue
                 backlog = member.backlog
+                texts = []
                 for event_id, payload in rendered:
                     if not backlog.is_given(event_id):
                         backlog.last_id = event_id
-                        member.session.outgoing.put(member.prefix + payload + "}", backlog)
+                        texts.append(member.prefix + payload + "}")
+                member.session.outgoing.put_many(texts, backlog)  # one write where it can
             # At the pace of the sockets: wait (a while) for those holding half a queue or more;
             # one still holding a full queue then is ended as too slow, told where to resume.
             slow = [m for m in riders if m.backlog.pending >= limit // 2 and m in self.catching_up]

@@ -46,6 +46,7 @@ from app.graphql.subscriptions import LiveStream, interrupted, too_slow
 from app.graphql.ws.documents import Documents
 from app.graphql.ws.groups import Groups, Member, Selection
 from app.graphql.ws.sending import Send, SendQueue
+from app.graphql.ws.server_protocol import SEND_TEXTS_EXTENSION
 from app.observability import metrics
 from app.ratelimit import RateLimiter, client_key, rate_limited_error
 from app.services import Services
@@ -126,7 +127,8 @@ class GraphQLWebSocket:
         await send({"type": "websocket.accept", "subprotocol": PROTOCOL})
         metrics.websocket_opened()
         try:
-            await SocketSession(self, receive, send).run()
+            batches = SEND_TEXTS_EXTENSION in (scope.get("extensions") or {})
+            await SocketSession(self, receive, send, batches=batches).run()
         finally:
             metrics.websocket_closed()
 
@@ -215,7 +217,9 @@ class SocketSession:
         "viewer",
     )
 
-    def __init__(self, endpoint: GraphQLWebSocket, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, endpoint: GraphQLWebSocket, receive: Receive, send: Send, *, batches: bool = False
+    ) -> None:
         self.endpoint = endpoint
         self.services = endpoint.services
         self.queue_size = endpoint.services.settings.ws_queue_size
@@ -226,7 +230,7 @@ class SocketSession:
         self.init_received = False
         self.closed = False
         self.operations: dict[str, Member | None] = {}
-        self.outgoing = SendQueue(send)
+        self.outgoing = SendQueue(send, batches=batches)
         self.init_timer: asyncio.TimerHandle | None = None
         self.closing: asyncio.Future[None] | None = None
 

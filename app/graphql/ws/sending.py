@@ -6,6 +6,11 @@ subscribers, those tasks were most of the fan-out's time and most of what made t
 collector run full passes. Only a send that must wait starts the queue's writer task, and what
 is queued meanwhile waits behind it. Each message may name an owner (`Pending`) that counts its
 messages not yet handed to the socket, which is how a subscription's queue is bounded.
+
+Where the server takes several messages in one send (`SEND_TEXTS`,
+app/graphql/ws/server_protocol.py), a burst (a replay's events for one socket, or what piled up
+behind a send that had to wait) is handed over in one send, so one write and one system call;
+elsewhere its messages go one by one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+from app.graphql.ws.server_protocol import SEND_TEXTS
 
 log = logging.getLogger("orderpulse.websocket")
 
@@ -52,12 +59,16 @@ async def _finish_send(coroutine: Any, waiting_on: Any) -> None:
 
 
 class SendQueue:
-    """The messages of one socket, in order."""
+    """The messages of one socket, in order.
 
-    __slots__ = ("closed", "queued", "send", "writer")
+    `batches`: the server takes `SEND_TEXTS` (several messages in one send).
+    """
 
-    def __init__(self, send: Send) -> None:
+    __slots__ = ("batches", "closed", "queued", "send", "writer")
+
+    def __init__(self, send: Send, *, batches: bool = False) -> None:
         self.send = send
+        self.batches = batches
         self.queued: list[tuple[str, Pending | None]] = []
         self.writer: asyncio.Task[None] | None = None
         self.closed = False
@@ -72,30 +83,56 @@ class SendQueue:
         if self.closed:
             return
         if self.writer is None:
-            try:
-                rest = send_now(self.send, {"type": "websocket.send", "text": text})
-            except Exception:  # the socket went away; the receive loop ends with it
-                return
-            if rest is None:
-                return
-            self.writer = asyncio.get_running_loop().create_task(self._drain(rest, owner))
+            self._send_now({"type": "websocket.send", "text": text}, owner, 1)
         else:
             self.queued.append((text, owner))
-        if owner is not None:
-            owner.pending += 1
+            if owner is not None:
+                owner.pending += 1
 
-    async def _drain(self, first: Awaitable[None], owner: Pending | None) -> None:
+    def put_many(self, texts: list[str], owner: Pending | None) -> None:
+        """`put` each of `texts`, in order: in one send when the server takes several."""
+        if not self.batches or len(texts) < 2:
+            for text in texts:
+                self.put(text, owner)
+            return
+        if self.closed:
+            return
+        if self.writer is None:
+            self._send_now({"type": SEND_TEXTS, "texts": texts}, owner, len(texts))
+        else:
+            self.queued.extend((text, owner) for text in texts)
+            if owner is not None:
+                owner.pending += len(texts)
+
+    def _send_now(self, message: dict[str, Any], owner: Pending | None, count: int) -> None:
+        """Start sending `message` (`count` messages of `owner`); if the socket cannot take it at
+        once, the writer task finishes it, and what is put meanwhile waits behind it."""
+        try:
+            rest = send_now(self.send, message)
+        except Exception:  # the socket went away; the receive loop ends with it
+            return
+        if rest is None:
+            return
+        if owner is not None:
+            owner.pending += count
+        self.writer = asyncio.get_running_loop().create_task(self._drain(rest, owner, count))
+
+    async def _drain(self, first: Awaitable[None], owner: Pending | None, count: int) -> None:
         send = self.send
         try:
             await first
             if owner is not None:
-                owner.pending -= 1
+                owner.pending -= count
             while self.queued:
                 sending, self.queued = self.queued, []
-                for text, each in sending:
+                if self.batches and len(sending) > 1:
+                    await send({"type": SEND_TEXTS, "texts": [text for text, _ in sending]})
+                    _sent(sending)
+                    continue
+                for text, owner in sending:
                     await send({"type": "websocket.send", "text": text})
-                    if each is not None:
-                        each.pending -= 1
+                    if owner is not None:
+                        owner.pending -= 1
         except Exception:  # the socket went away; the receive loop ends with it
             self.queued = []
         finally:
@@ -112,3 +149,10 @@ class SendQueue:
         if self.writer is not None:
             self.writer.cancel()
         self.queued = []
+
+
+def _sent(messages: list[tuple[str, Pending | None]]) -> None:
+    """`messages` were handed to the socket: their owners no longer count them."""
+    for _, owner in messages:
+        if owner is not None:
+            owner.pending -= 1
