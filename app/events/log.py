@@ -28,7 +28,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, insert, literal_column, text
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Insert,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -76,6 +86,36 @@ def announcing(session: AsyncSession) -> tuple[ColumnElement[Any], ...]:
         return ()
     session.info[WROTE_EVENTS] = True
     return (_ANNOUNCING,)
+
+
+def self_committing_announcement() -> ColumnElement[Any]:
+    """The announcement as a column, for a write that is one self-committing statement (no
+    transaction, so nothing to remember it in): RETURN it from the statement's data-modifying
+    CTE and take the events from that CTE's rows (`insert_events_from`)."""
+    return _ANNOUNCING
+
+
+def insert_events_from(source: CTE, row: EventRow, *, from_source: Sequence[str]) -> Insert:
+    """One INSERT of the event `row` per row `source` returns, with the columns `from_source`
+    taken from that row; it RETURNS the events' ids.
+
+    Run as one statement (on `Database.autocommit`, it is its own transaction). `source` must
+    RETURN `self_committing_announcement()`: the INSERT reads each of its rows from the CTE, so
+    PostgreSQL evaluates that row's RETURNING (the lock, keyed below any id drawn later) before
+    the INSERT draws the event's id, as `announcing` does with two statements; and a source that
+    returns no row writes no event and takes no lock.
+    """
+    columns = list(row)
+    table = Event.__table__  # type: ignore[attr-defined]
+    values = [
+        source.c[name] if name in from_source else literal(row[name], table.c[name].type)
+        for name in columns
+    ]
+    return (
+        insert(Event)
+        .from_select(columns, select(*values).select_from(source))
+        .returning(col(Event.id))
+    )
 
 
 async def _announce_writer(session: AsyncSession) -> None:

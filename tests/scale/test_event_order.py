@@ -23,9 +23,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.access.viewer import Viewer
 from app.events.bus import EventBus
 from app.events.fanout import Batch, EventFilter, Fanout
-from app.events.log import readable_horizon
-from app.events.models import TOPIC_ORDER_STATUS, Event
+from app.events.log import notification_event, readable_horizon, record_event
+from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.graphql.ids import to_cursor
+from app.notifications.models import Notification
+from app.notifications.outbox import claim_due, status_change_statement
 from app.orders.flow import Action, Role
 from app.orders.models import SalesOrder
 from app.orders.service import perform_order_action
@@ -155,6 +157,62 @@ async def test_an_order_change_announces_itself_with_its_update(
             assert await readable_horizon(session) == early - 1
     await fanout.catch_up()
     assert audience.ids == [early, late]
+
+
+async def test_a_delivery_outcome_announces_itself_in_its_one_statement(
+    direct: Services, rows: Factory, watched: Watched
+) -> None:
+    """The outbox records a new delivery status and its event in one self-committing statement;
+    run inside an open transaction here, so that it can be held open: its lock is taken before
+    its event's id is drawn, so a later id committed by another writer is held back until it
+    ends, as for any writer."""
+    order, fanout, _, audience = watched
+    await rows.order(status="PF")  # a PENDING notification to support
+    (claim,) = await claim_due(direct.outbox, limit=10)
+    audience.event_filter = EventFilter(viewer=SUPPORT, topic=TOPIC_NOTIFICATION)
+    await fanout.catch_up()  # the new order's own events
+    audience.ids.clear()
+    values = {"attempts": 1, "lease_until": None, "status": "SENT", "sent_at": AT}
+    async with direct.db.sessions() as slow, slow.begin():
+        statement = status_change_statement(claim, {**values, "next_attempt_at": None}, AT)
+        (early,) = (await (await slow.connection()).execute(statement)).one()
+        assert early > fanout.position
+        async with direct.transaction() as fast:
+            assert order.id is not None
+            late = await record_event(
+                fast,
+                notification_event(
+                    notification_id=claim.id,
+                    order_id=order.id,
+                    reseller_id=order.reseller_id,
+                    customer_id=order.customer_id,
+                    recipient_role="SUPPORT",
+                    delivery_status="PENDING",
+                    at=AT,
+                ),
+            )
+        assert early < (late.id or 0)
+        await fanout.catch_up()
+        assert audience.ids == []
+        async with direct.db.read() as session:
+            assert await readable_horizon(session) == early - 1
+    await fanout.catch_up()
+    assert audience.ids == [early, late.id]
+    async with direct.db.read() as session:
+        written = await session.get(Event, early)
+        sent = await session.get(Notification, claim.id)
+    assert written is not None and sent is not None and sent.status == "SENT"
+    assert (written.topic, written.notification_id, written.delivery_status) == (
+        TOPIC_NOTIFICATION,
+        claim.id,
+        "SENT",
+    )
+    assert (written.order_id, written.reseller_id, written.customer_id, written.recipient_role) == (
+        sent.order_id,
+        sent.reseller_id,
+        sent.customer_id,
+        sent.recipient_role,
+    )
 
 
 async def test_a_rolled_back_writer_holds_nothing_back_once_it_ends(
