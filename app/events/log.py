@@ -20,6 +20,12 @@ by step 1 (`h <= L`), so its transaction announced itself before step 2. Had tha
 been open at step 2, its key (below `h`) would make `K < h`; so it had ended by step 2: committed,
 and then visible to step 3, or rolled back, and then `h` never appears. Every id up to the
 horizon is final, and a reader that hands out only those never has to go back.
+
+A writer may also be one statement whose data-modifying CTE takes the lock in its RETURNING and
+whose INSERTs of events read their rows from that CTE (`insert_events_from`; a failure in
+app/notifications/recipients.py, the outbox's outcome): PostgreSQL produces the CTE's row, and so
+takes the lock, before the INSERT that reads it draws an id, so "announce, then draw", which the
+argument needs, holds inside the statement as it does across two.
 """
 
 from __future__ import annotations

@@ -11,7 +11,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Boolean, and_, bindparam, func, insert, update
+from sqlalchemy import (
+    CTE,
+    Boolean,
+    Insert,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    column,
+    func,
+    insert,
+    literal,
+    true,
+    union_all,
+    update,
+    values,
+)
 from sqlalchemy import select as sa_select  # sqlmodel's select takes at most four columns
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
@@ -23,6 +39,7 @@ from app.events.log import (
     notification_event,
     record_events,
 )
+from app.events.models import Event
 from app.notifications.mailer import new_message_id
 from app.notifications.models import (
     DeliveryStatus,
@@ -140,27 +157,18 @@ def _context(order: SalesOrder, mail: FailureMail) -> dict[str, object]:
     )
 
 
-_INSERT_NOTIFICATIONS = insert(Notification).returning(
-    col(Notification.id), sort_by_parameter_order=True
-)
-
-
-async def _write_notifications(
-    session: AsyncSession,
+def _notification_rows(
     *,
     order: SalesOrder,
     mail: FailureMail,
     kind: NotificationKind,
     recipients: list[tuple[RecipientRole, str]],
     now: datetime,
-    events_before: Sequence[EventRow] = (),
-) -> list[int]:
-    """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
-    `events_before` and the notifications' events in one more (in that order in the log); the
-    notifications' ids."""
+) -> list[dict[str, Any]]:
+    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient."""
     assert order.id is not None
     rendered = render_template(subject=mail.subject, body=mail.body, context=_context(order, mail))
-    rows: list[dict[str, Any]] = [
+    return [
         {
             "order_id": order.id,
             "reseller_id": order.reseller_id,
@@ -181,6 +189,28 @@ async def _write_notifications(
         }
         for role, email in recipients
     ]
+
+
+_INSERT_NOTIFICATIONS = insert(Notification).returning(
+    col(Notification.id), sort_by_parameter_order=True
+)
+
+
+async def _write_notifications(
+    session: AsyncSession,
+    *,
+    order: SalesOrder,
+    mail: FailureMail,
+    kind: NotificationKind,
+    recipients: list[tuple[RecipientRole, str]],
+    now: datetime,
+    events_before: Sequence[EventRow] = (),
+) -> list[int]:
+    """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
+    `events_before` and the notifications' events in one more (in that order in the log); the
+    notifications' ids."""
+    assert order.id is not None
+    rows = _notification_rows(order=order, mail=mail, kind=kind, recipients=recipients, now=now)
     connection = await session.connection()
     inserted = (await connection.execute(_INSERT_NOTIFICATIONS, rows)).scalars()
     ids = cast(list[int], list(inserted))
@@ -201,6 +231,117 @@ async def _write_notifications(
     return ids
 
 
+async def failure_recipients(
+    session: AsyncSession, *, customer_id: int, support_email: str
+) -> tuple[FailureMail, list[tuple[RecipientRole, str]]]:
+    """Who is told of a failed order of this customer, and what the mail needs: support always,
+    the reseller and the customer per the reseller's settings."""
+    mail = await failure_mail(
+        session,
+        customer_id=customer_id,
+        template_name=ORDER_FAILED_TEMPLATE_NAME,
+        reseller_template=True,
+    )
+    recipients = [(RecipientRole.SUPPORT, support_email)]
+    if mail.notify_reseller:
+        recipients.append((RecipientRole.RESELLER, mail.reseller_email))
+    if mail.notify_customer:
+        recipients.append((RecipientRole.CUSTOMER, mail.customer_email))
+    return mail, recipients
+
+
+def failed_order_statement(
+    change: CTE,
+    *,
+    order: SalesOrder,
+    mail: FailureMail,
+    recipients: list[tuple[RecipientRole, str]],
+    event: EventRow,
+    now: datetime,
+) -> Insert:
+    """PostgreSQL: the order's change (`change`: a data-modifying CTE that RETURNS the writer's
+    announcement, and a row only if it changed the order), its failure notifications and the
+    events, as one statement: the order's `event`, then each notification's, in that id order.
+
+    `order` already holds what the change writes (the mail is rendered from it). Every row
+    comes from `change`'s row, so no id is drawn before its lock is taken (the INSERTs read
+    from it; the events' ids are drawn after the sort, which reads every row first), and a
+    change that matched nothing writes nothing. It RETURNS the events' ids.
+    """
+    notification_rows = _notification_rows(
+        order=order,
+        mail=mail,
+        kind=NotificationKind.ORDER_PROVISIONING_FAILED,
+        recipients=recipients,
+        now=now,
+    )
+    per_recipient = ("recipient_role", "email", "message_id")
+    people = values(
+        column("position", Integer),
+        *(column(name, String) for name in per_recipient),
+        name="recipients",
+    ).data([(i, *(row[name] for name in per_recipient)) for i, row in enumerate(notification_rows)])
+    table = Notification.__table__  # type: ignore[attr-defined]
+    first = notification_rows[0]
+    notes = (
+        insert(Notification)
+        .from_select(
+            list(first),
+            sa_select(
+                *(
+                    people.c[name] if name in per_recipient else literal(value, table.c[name].type)
+                    for name, value in first.items()
+                )
+            )
+            .select_from(change)
+            .join(people, true())
+            .order_by(people.c.position),
+        )
+        .returning(col(Notification.id), col(Notification.recipient_role))
+        .cte("notes")
+    )
+    events = Event.__table__  # type: ignore[attr-defined]
+    note_event = notification_event(
+        notification_id=0,  # and the recipient role: each notification's own, from `notes`
+        order_id=event["order_id"],
+        reseller_id=event["reseller_id"],
+        customer_id=event["customer_id"],
+        recipient_role="",
+        delivery_status=DeliveryStatus.PENDING.value,
+        at=now,
+    )
+    from_notes = {"notification_id": notes.c.id, "recipient_role": notes.c.recipient_role}
+
+    def typed(name: str, value: Any) -> Any:
+        return literal(value, events.c[name].type).label(name)
+
+    rows = union_all(
+        sa_select(
+            *(typed(name, value) for name, value in event.items()),
+            literal(0).label("sort_group"),
+            literal(0).label("sort_id"),
+        ).select_from(change),
+        sa_select(
+            *(
+                from_notes[name].label(name) if name in from_notes else typed(name, value)
+                for name, value in note_event.items()
+            ),
+            literal(1),
+            notes.c.id,
+        ).select_from(notes),
+    ).subquery("written")
+    return (
+        insert(Event)
+        .from_select(
+            list(event),
+            sa_select(*(rows.c[name] for name in event)).order_by(
+                rows.c.sort_group, rows.c.sort_id
+            ),
+        )
+        .returning(col(Event.id))
+    )
+
+
 async def notify_order_failed(
     session: AsyncSession,
     *,
@@ -213,17 +354,9 @@ async def notify_order_failed(
 
     `events_before` (the status change's own event) is written in the same INSERT as the
     notifications' events, ahead of them."""
-    mail = await failure_mail(
-        session,
-        customer_id=order.customer_id,
-        template_name=ORDER_FAILED_TEMPLATE_NAME,
-        reseller_template=True,
+    mail, recipients = await failure_recipients(
+        session, customer_id=order.customer_id, support_email=support_email
     )
-    recipients = [(RecipientRole.SUPPORT, support_email)]
-    if mail.notify_reseller:
-        recipients.append((RecipientRole.RESELLER, mail.reseller_email))
-    if mail.notify_customer:
-        recipients.append((RecipientRole.CUSTOMER, mail.customer_email))
     return await _write_notifications(
         session,
         order=order,

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import Update, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,8 +24,20 @@ from app.access import policy
 from app.access.viewer import Viewer
 from app.db import saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
-from app.events.log import announcing, order_event, record_event, record_events
-from app.notifications.recipients import notify_order_failed
+from app.events.log import (
+    EventRow,
+    announcing,
+    insert_events_from,
+    mark_notifications_written,
+    order_event,
+    record_event,
+    record_events,
+)
+from app.notifications.recipients import (
+    failed_order_statement,
+    failure_recipients,
+    notify_order_failed,
+)
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -293,26 +305,83 @@ async def place_order(
     return order
 
 
+def _version_checked_update(order: SalesOrder, values: dict[str, object]) -> Update:
+    """`values` written only if nobody changed the order since it was read."""
+    return (
+        update(SalesOrder)
+        .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
+        .values(**values)
+    )
+
+
+def _conflict() -> Conflict:
+    return Conflict("the order was changed by someone else; reload it and try again")
+
+
 async def _save_change(
-    session: AsyncSession, order: SalesOrder, values: dict[str, object], now: datetime
+    session: AsyncSession,
+    order: SalesOrder,
+    values: dict[str, object],
+    now: datetime,
+    *,
+    event: EventRow | None = None,
 ) -> None:
-    """Write `values` only if nobody changed the order since it was read (else CONFLICT)."""
+    """Write `values` only if nobody changed the order since it was read (else CONFLICT), and
+    `event` if given: on PostgreSQL in the same statement (`insert_events_from`)."""
     assert order.id is not None
     values = {**values, "version": order.version + 1, "updated_at": now}
     # On the session's connection: the ORM's UPDATE would look for the order in the session to
     # synchronise it, which the loop below does directly.
     # The event-log writer's announcement rides on it (an order change always records an event).
     connection = await session.connection()
-    result = await connection.execute(
-        update(SalesOrder)
-        .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
-        .values(**values)
-        .returning(col(SalesOrder.id), *announcing(session))
+    write = _version_checked_update(order, values).returning(
+        col(SalesOrder.id), *announcing(session)
     )
-    if len(result.all()) != 1:
-        raise Conflict("the order was changed by someone else; reload it and try again")
+    if event is not None and connection.dialect.name == "postgresql":
+        statement = insert_events_from(write.cte("changed"), event, from_source=())
+        if len((await connection.execute(statement)).all()) != 1:
+            raise _conflict()
+        event = None
+    elif len((await connection.execute(write)).all()) != 1:
+        raise _conflict()
     for key, value in values.items():
         set_committed_value(order, key, value)
+    if event is not None:
+        await record_events(session, [event])
+
+
+async def _save_failure(
+    session: AsyncSession,
+    order: SalesOrder,
+    values: dict[str, object],
+    now: datetime,
+    *,
+    event: EventRow,
+    config: OrderDeskConfig,
+) -> None:
+    """PostgreSQL: the order's move to PF, its `event`, its failure notifications and their
+    events as one statement (`failed_order_statement`), after one read of who is told."""
+    mail, recipients = await failure_recipients(
+        session, customer_id=order.customer_id, support_email=config.support_email
+    )
+    values = {**values, "version": order.version + 1, "updated_at": now}
+    change = _version_checked_update(order, values).returning(
+        col(SalesOrder.id), *announcing(session)
+    )
+    for key, value in values.items():  # what the mail is rendered from (on a conflict, the
+        set_committed_value(order, key, value)  # transaction and this object are dropped)
+    statement = failed_order_statement(
+        change.cte("changed"),
+        order=order,
+        mail=mail,
+        recipients=recipients,
+        event=event,
+        now=now,
+    )
+    connection = await session.connection()
+    if not (await connection.execute(statement)).all():
+        raise _conflict()
+    mark_notifications_written(session)
 
 
 async def _move(
@@ -341,18 +410,20 @@ async def _move(
             sla_deadline=config.sla_deadline(now),
             escalated_at=None,
         )
-    await _save_change(session, order, values, now)
     event = order_event(
         order,
         from_status=source,
         to_status=to.value,
         action=action,
         actor=viewer.actor,
-        reason=order.failure_reason if to is Status.PF else None,
+        reason=str(values["failure_reason"]) if to is Status.PF else None,
         comment=comment,
         at=now,
     )
-    if to is Status.PF:  # the notifications' events are written with (after) the order's
+    if to is Status.PF and session.get_bind().dialect.name == "postgresql":
+        await _save_failure(session, order, values, now, event=event, config=config)
+    elif to is Status.PF:  # the notifications' events are written with (after) the order's
+        await _save_change(session, order, values, now)
         await notify_order_failed(
             session,
             order=order,
@@ -361,7 +432,7 @@ async def _move(
             events_before=[event],
         )
     else:
-        await record_events(session, [event])
+        await _save_change(session, order, values, now, event=event)
 
 
 def clean_comment(value: str | None, *, field: str) -> str | None:
