@@ -38,9 +38,9 @@ from sqlalchemy import (
     CTE,
     ColumnElement,
     Insert,
+    bindparam,
     func,
     insert,
-    literal,
     literal_column,
     select,
     text,
@@ -101,9 +101,12 @@ def self_committing_announcement() -> ColumnElement[Any]:
     return _ANNOUNCING
 
 
-def insert_events_from(source: CTE, row: EventRow, *, from_source: Sequence[str]) -> Insert:
-    """One INSERT of the event `row` per row `source` returns, with the columns `from_source`
-    taken from that row; it RETURNS the events' ids.
+def insert_events_from(
+    source: CTE, *, from_source: Sequence[str], prefix: str = "event_"
+) -> Insert:
+    """One INSERT of an event per row `source` returns: the columns `from_source` taken from
+    that row, every other one a parameter named `prefix` + column (`event_params`); it RETURNS
+    the events' ids. Build it once per shape and reuse it (building costs more than running).
 
     Run as one statement (on `Database.autocommit`, it is its own transaction). `source` must
     RETURN `self_committing_announcement()`: the INSERT reads each of its rows from the CTE, so
@@ -111,17 +114,26 @@ def insert_events_from(source: CTE, row: EventRow, *, from_source: Sequence[str]
     the INSERT draws the event's id, as `announcing` does with two statements; and a source that
     returns no row writes no event and takes no lock.
     """
-    columns = list(row)
     table = Event.__table__  # type: ignore[attr-defined]
     values = [
-        source.c[name] if name in from_source else literal(row[name], table.c[name].type)
-        for name in columns
+        source.c[name]
+        if name in from_source
+        else bindparam(prefix + name, type_=table.c[name].type)
+        for name in EVENT_COLUMNS
     ]
     return (
         insert(Event)
-        .from_select(columns, select(*values).select_from(source))
+        .from_select(list(EVENT_COLUMNS), select(*values).select_from(source))
         .returning(col(Event.id))
     )
+
+
+def event_params(
+    row: EventRow, *, from_source: Sequence[str] = (), prefix: str = "event_"
+) -> dict[str, Any]:
+    """The parameters of `insert_events_from` for the event `row` (its `from_source` columns
+    come from the source's row, not from here)."""
+    return {prefix + name: row[name] for name in EVENT_COLUMNS if name not in from_source}
 
 
 async def _announce_writer(session: AsyncSession) -> None:
@@ -215,6 +227,20 @@ def notification_event(
         "delivery_status": delivery_status,
         "occurred_at": at,
     }
+
+
+EVENT_COLUMNS: tuple[str, ...] = tuple(
+    notification_event(
+        notification_id=0,
+        order_id=0,
+        reseller_id=0,
+        customer_id=0,
+        recipient_role="",
+        delivery_status="",
+        at=datetime.min,
+    )
+)
+"""The columns an event is written with (all but its id), in `EventRow`'s order."""
 
 
 async def record_event(session: AsyncSession, row: EventRow) -> Event:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -38,13 +39,15 @@ from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Insert, and_, case, func, or_, update
+from sqlalchemy import ColumnElement, Insert, Update, and_, bindparam, case, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import Clock, Database
 from app.events.log import (
+    EventRow,
     announcing,
+    event_params,
     insert_events_from,
     notification_event,
     record_events,
@@ -338,41 +341,71 @@ async def _record_in_one_statement(
     """PostgreSQL: the outcome's UPDATE, and with a new delivery status its event, as one
     self-committing statement (no BEGIN and COMMIT round trips, one statement instead of two);
     False if the row is no longer this claim's (nothing written)."""
+    params = {**status_change_params(claim, values), "claim_lease_until": claim.lease_until}
     if outcome is Outcome.RETRYING:  # no new delivery status: no event
-        write = update(Notification).where(*claim.still_held()).values(**values)
         async with outbox.db.autocommit() as conn:
-            return (await conn.execute(write)).rowcount == 1
+            write = outcome_statement(tuple(values), announced=False)
+            return len((await conn.execute(write, params)).all()) == 1
     try:
         async with outbox.db.autocommit() as conn:
-            statement = status_change_statement(claim, values, now)
-            return (await conn.execute(statement)).first() is not None
+            statement = status_change_statement(tuple(values))
+            params |= event_params(status_change_event(claim, values, now), from_source=_OWN)
+            return (await conn.execute(statement, params)).first() is not None
     finally:  # committed, or ended: readers held back by its lock may go on
         await outbox.events_committed()
 
 
-def status_change_statement(claim: Claim, values: dict[str, object], now: datetime) -> Insert:
-    """The claim's row updated with `values` (which set a new `status`) and, if it was still the
-    claim's, its notification event: one statement (app/events/log.py, `insert_events_from`)
-    that RETURNS the event's id (no row: the lease was lost, nothing written)."""
-    write = update(Notification).where(*claim.still_held()).values(**values)
-    changed = write.returning(
-        col(Notification.order_id),
-        col(Notification.reseller_id),
-        col(Notification.customer_id),
-        col(Notification.recipient_role),
-        self_committing_announcement(),
-    ).cte("changed")
-    event = notification_event(
+_OWN = ("order_id", "reseller_id", "customer_id", "recipient_role")
+"""The columns a notification's event copies from the notification."""
+
+
+@functools.cache
+def outcome_statement(keys: tuple[str, ...], *, announced: bool) -> Update:
+    """The UPDATE of a claimed row's columns `keys` (parameters `new_<column>`), only while it
+    is still the claim's (`claim_id`, `claim_lease_until`, as `Claim.still_held`), RETURNING
+    what its event copies and, if `announced`, the writer's announcement. Built once per
+    shape and reused (building a statement costs more than running it)."""
+    table = Notification.__table__  # type: ignore[attr-defined]
+    return (
+        update(Notification)
+        .where(
+            col(Notification.id) == bindparam("claim_id"),
+            col(Notification.status) == PENDING,
+            col(Notification.lease_until) == bindparam("claim_lease_until"),
+        )
+        .values({key: bindparam(f"new_{key}", type_=table.c[key].type) for key in keys})
+        .returning(
+            *(table.c[name] for name in _OWN),
+            *((self_committing_announcement(),) if announced else ()),
+        )
+    )
+
+
+@functools.cache
+def status_change_statement(keys: tuple[str, ...]) -> Insert:
+    """A claimed row's new delivery status (`outcome_statement(keys)`, which sets `status`) and,
+    if it was still the claim's, its notification event: one statement (app/events/log.py,
+    `insert_events_from`) that RETURNS the event's id (no row: the lease was lost, nothing
+    written). Parameters: `status_change_params`, `claim_lease_until` and the event's."""
+    changed = outcome_statement(keys, announced=True).cte("changed")
+    return insert_events_from(changed, from_source=_OWN)
+
+
+def status_change_params(claim: Claim, values: dict[str, object]) -> dict[str, object]:
+    """The claim's and the new values' parameters of `outcome_statement(tuple(values))`."""
+    return {"claim_id": claim.id, **{f"new_{key}": value for key, value in values.items()}}
+
+
+def status_change_event(claim: Claim, values: dict[str, object], now: datetime) -> EventRow:
+    """The event of the claim's new delivery status (its `_OWN` columns come from the row)."""
+    return notification_event(
         notification_id=claim.id,
-        order_id=0,  # these four: the notification's own, from `changed`
+        order_id=0,
         reseller_id=0,
         customer_id=0,
         recipient_role="",
         delivery_status=str(values["status"]),
         at=now,
-    )
-    return insert_events_from(
-        changed, event, from_source=("order_id", "reseller_id", "customer_id", "recipient_role")
     )
 
 

@@ -6,35 +6,36 @@ outbox worker sends them after commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    CTE,
     Boolean,
     Insert,
-    Integer,
-    String,
+    Text,
+    Update,
     and_,
     bindparam,
-    column,
     func,
     insert,
     literal,
     true,
     union_all,
     update,
-    values,
 )
 from sqlalchemy import select as sa_select  # sqlmodel's select takes at most four columns
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.events.log import (
+    EVENT_COLUMNS,
     EventRow,
+    event_params,
     mark_notifications_written,
     notification_event,
     record_events,
@@ -250,47 +251,59 @@ async def failure_recipients(
     return mail, recipients
 
 
-def failed_order_statement(
-    change: CTE,
-    *,
-    order: SalesOrder,
-    mail: FailureMail,
-    recipients: list[tuple[RecipientRole, str]],
-    event: EventRow,
-    now: datetime,
-) -> Insert:
-    """PostgreSQL: the order's change (`change`: a data-modifying CTE that RETURNS the writer's
-    announcement, and a row only if it changed the order), its failure notifications and the
-    events, as one statement: the order's `event`, then each notification's, in that id order.
+_PER_RECIPIENT = ("recipient_role", "email", "message_id")
+_NOTIFICATION_COLUMNS = (
+    "order_id",
+    "reseller_id",
+    "customer_id",
+    "kind",
+    "recipient_role",
+    "email",
+    "subject",
+    "body",
+    "message_id",
+    "status",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "lease_until",
+    "created_at",
+    "sent_at",
+)
+_FROM_NOTES = ("notification_id", "recipient_role")
 
-    `order` already holds what the change writes (the mail is rendered from it). Every row
-    comes from `change`'s row, so no id is drawn before its lock is taken (the INSERTs read
-    from it; the events' ids are drawn after the sort, which reads every row first), and a
-    change that matched nothing writes nothing. It RETURNS the events' ids.
+
+@functools.cache
+def failed_order_statement(order_change: Update) -> Insert:
+    """PostgreSQL: an order's move to PF (`order_change`, the version-checked UPDATE of
+    app/orders/service.py RETURNING the writer's announcement, reused: this is built once per
+    statement), its failure notifications and the events, as one
+    statement: the order's event, then each notification's, in that id order. It RETURNS the
+    events' ids (none: the change matched nothing, and nothing was written). Parameters:
+    `failed_order_params` with the change's own.
+
+    Every row comes from the change's row, so no id is drawn before its lock is taken (the
+    INSERTs read from it; the events' ids are drawn after the sort, which reads every row
+    first), and a change that matched nothing writes nothing.
     """
-    notification_rows = _notification_rows(
-        order=order,
-        mail=mail,
-        kind=NotificationKind.ORDER_PROVISIONING_FAILED,
-        recipients=recipients,
-        now=now,
+    change = order_change.cte("changed")
+    # The recipients as arrays: one statement shape for any number of them.
+    people = (
+        func.unnest(*(bindparam(f"note_{name}s", type_=ARRAY(Text)) for name in _PER_RECIPIENT))
+        .table_valued(*_PER_RECIPIENT, with_ordinality="position")
+        .render_derived("recipients")
     )
-    per_recipient = ("recipient_role", "email", "message_id")
-    people = values(
-        column("position", Integer),
-        *(column(name, String) for name in per_recipient),
-        name="recipients",
-    ).data([(i, *(row[name] for name in per_recipient)) for i, row in enumerate(notification_rows)])
     table = Notification.__table__  # type: ignore[attr-defined]
-    first = notification_rows[0]
     notes = (
         insert(Notification)
         .from_select(
-            list(first),
+            list(_NOTIFICATION_COLUMNS),
             sa_select(
                 *(
-                    people.c[name] if name in per_recipient else literal(value, table.c[name].type)
-                    for name, value in first.items()
+                    people.c[name]
+                    if name in _PER_RECIPIENT
+                    else bindparam(f"note_{name}", type_=table.c[name].type)
+                    for name in _NOTIFICATION_COLUMNS
                 )
             )
             .select_from(change)
@@ -301,6 +314,55 @@ def failed_order_statement(
         .cte("notes")
     )
     events = Event.__table__  # type: ignore[attr-defined]
+    from_notes = {"notification_id": notes.c.id, "recipient_role": notes.c.recipient_role}
+
+    def bound(prefix: str, name: str) -> Any:
+        return bindparam(prefix + name, type_=events.c[name].type).label(name)
+
+    rows = union_all(
+        sa_select(
+            *(bound("event_", name) for name in EVENT_COLUMNS),
+            literal(0).label("sort_group"),
+            literal(0).label("sort_id"),
+        ).select_from(change),
+        sa_select(
+            *(
+                from_notes[name].label(name) if name in from_notes else bound("note_event_", name)
+                for name in EVENT_COLUMNS
+            ),
+            literal(1),
+            notes.c.id,
+        ).select_from(notes),
+    ).subquery("written")
+    return (
+        insert(Event)
+        .from_select(
+            list(EVENT_COLUMNS),
+            sa_select(*(rows.c[name] for name in EVENT_COLUMNS)).order_by(
+                rows.c.sort_group, rows.c.sort_id
+            ),
+        )
+        .returning(col(Event.id))
+    )
+
+
+def failed_order_params(
+    *,
+    order: SalesOrder,
+    mail: FailureMail,
+    recipients: list[tuple[RecipientRole, str]],
+    event: EventRow,
+    now: datetime,
+) -> dict[str, Any]:
+    """`failed_order_statement`'s own parameters: `order` already holds what the change writes
+    (the mail is rendered from it), `event` is the order's."""
+    rows = _notification_rows(
+        order=order,
+        mail=mail,
+        kind=NotificationKind.ORDER_PROVISIONING_FAILED,
+        recipients=recipients,
+        now=now,
+    )
     note_event = notification_event(
         notification_id=0,  # and the recipient role: each notification's own, from `notes`
         order_id=event["order_id"],
@@ -310,36 +372,12 @@ def failed_order_statement(
         delivery_status=DeliveryStatus.PENDING.value,
         at=now,
     )
-    from_notes = {"notification_id": notes.c.id, "recipient_role": notes.c.recipient_role}
-
-    def typed(name: str, value: Any) -> Any:
-        return literal(value, events.c[name].type).label(name)
-
-    rows = union_all(
-        sa_select(
-            *(typed(name, value) for name, value in event.items()),
-            literal(0).label("sort_group"),
-            literal(0).label("sort_id"),
-        ).select_from(change),
-        sa_select(
-            *(
-                from_notes[name].label(name) if name in from_notes else typed(name, value)
-                for name, value in note_event.items()
-            ),
-            literal(1),
-            notes.c.id,
-        ).select_from(notes),
-    ).subquery("written")
-    return (
-        insert(Event)
-        .from_select(
-            list(event),
-            sa_select(*(rows.c[name] for name in event)).order_by(
-                rows.c.sort_group, rows.c.sort_id
-            ),
-        )
-        .returning(col(Event.id))
-    )
+    return {
+        **{f"note_{name}s": [row[name] for row in rows] for name in _PER_RECIPIENT},
+        **{f"note_{name}": rows[0][name] for name in _NOTIFICATION_COLUMNS},
+        **event_params(event),
+        **event_params(note_event, from_source=_FROM_NOTES, prefix="note_event_"),
+    }
 
 
 async def notify_order_failed(

@@ -7,6 +7,7 @@ what the viewer may do, writes the rows plus their event-log and outbox rows, an
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
-from sqlalchemy import Update, update
+from sqlalchemy import Executable, Insert, Update, bindparam, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,13 +28,16 @@ from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFoun
 from app.events.log import (
     EventRow,
     announcing,
+    event_params,
     insert_events_from,
     mark_notifications_written,
     order_event,
     record_event,
     record_events,
+    self_committing_announcement,
 )
 from app.notifications.recipients import (
+    failed_order_params,
     failed_order_statement,
     failure_recipients,
     notify_order_failed,
@@ -305,13 +309,35 @@ async def place_order(
     return order
 
 
-def _version_checked_update(order: SalesOrder, values: dict[str, object]) -> Update:
-    """`values` written only if nobody changed the order since it was read."""
+@functools.cache
+def order_change_statement(keys: tuple[str, ...], *, announced: bool) -> Update:
+    """The version-checked UPDATE of the order columns `keys` (parameters `order_id`,
+    `expected_version` and `new_<column>`, see `order_change_params`), RETURNING the id and,
+    if `announced`, the event-log writer's announcement. Built once per shape and reused:
+    building a statement costs more than running it."""
+    table = SalesOrder.__table__  # type: ignore[attr-defined]
     return (
         update(SalesOrder)
-        .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
-        .values(**values)
+        .where(
+            col(SalesOrder.id) == bindparam("order_id"),
+            col(SalesOrder.version) == bindparam("expected_version"),
+        )
+        .values({key: bindparam(f"new_{key}", type_=table.c[key].type) for key in keys})
+        .returning(col(SalesOrder.id), *((self_committing_announcement(),) if announced else ()))
     )
+
+
+def order_change_params(order: SalesOrder, values: dict[str, object]) -> dict[str, object]:
+    """The parameters of `order_change_statement(tuple(values))` for `order` as it was read."""
+    params = {f"new_{key}": value for key, value in values.items()}
+    return {**params, "order_id": order.id, "expected_version": order.version}
+
+
+@functools.cache
+def _order_change_with_event(keys: tuple[str, ...], *, announced: bool) -> Insert:
+    """PostgreSQL: the order change and its event in one statement (`insert_events_from`)."""
+    change = order_change_statement(keys, announced=announced).cte("changed")
+    return insert_events_from(change, from_source=())
 
 
 def _conflict() -> Conflict:
@@ -334,15 +360,15 @@ async def _save_change(
     # synchronise it, which the loop below does directly.
     # The event-log writer's announcement rides on it (an order change always records an event).
     connection = await session.connection()
-    write = _version_checked_update(order, values).returning(
-        col(SalesOrder.id), *announcing(session)
-    )
+    keys, announced = tuple(values), bool(announcing(session))
+    params = order_change_params(order, values)
     if event is not None and connection.dialect.name == "postgresql":
-        statement = insert_events_from(write.cte("changed"), event, from_source=())
-        if len((await connection.execute(statement)).all()) != 1:
-            raise _conflict()
+        statement: Executable = _order_change_with_event(keys, announced=announced)
+        params |= event_params(event)
         event = None
-    elif len((await connection.execute(write)).all()) != 1:
+    else:
+        statement = order_change_statement(keys, announced=announced)
+    if len((await connection.execute(statement, params)).all()) != 1:
         raise _conflict()
     for key, value in values.items():
         set_committed_value(order, key, value)
@@ -365,21 +391,16 @@ async def _save_failure(
         session, customer_id=order.customer_id, support_email=config.support_email
     )
     values = {**values, "version": order.version + 1, "updated_at": now}
-    change = _version_checked_update(order, values).returning(
-        col(SalesOrder.id), *announcing(session)
-    )
+    keys, announced = tuple(values), bool(announcing(session))
+    params = order_change_params(order, values)
     for key, value in values.items():  # what the mail is rendered from (on a conflict, the
         set_committed_value(order, key, value)  # transaction and this object are dropped)
-    statement = failed_order_statement(
-        change.cte("changed"),
-        order=order,
-        mail=mail,
-        recipients=recipients,
-        event=event,
-        now=now,
+    statement = failed_order_statement(order_change_statement(keys, announced=announced))
+    params |= failed_order_params(
+        order=order, mail=mail, recipients=recipients, event=event, now=now
     )
     connection = await session.connection()
-    if not (await connection.execute(statement)).all():
+    if not (await connection.execute(statement, params)).all():
         raise _conflict()
     mark_notifications_written(session)
 

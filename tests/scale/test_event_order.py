@@ -23,11 +23,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.access.viewer import Viewer
 from app.events.bus import EventBus
 from app.events.fanout import Batch, EventFilter, Fanout
-from app.events.log import notification_event, readable_horizon, record_event
+from app.events.log import event_params, notification_event, readable_horizon, record_event
 from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.graphql.ids import to_cursor
 from app.notifications.models import Notification
-from app.notifications.outbox import claim_due, status_change_statement
+from app.notifications.outbox import (
+    claim_due,
+    status_change_event,
+    status_change_params,
+    status_change_statement,
+)
 from app.orders.flow import Action, FailureReason, ProvisioningOutcome, Role
 from app.orders.models import SalesOrder
 from app.orders.service import perform_order_action, report_provisioning_result
@@ -230,10 +235,24 @@ async def test_a_delivery_outcome_announces_itself_in_its_one_statement(
     audience.event_filter = EventFilter(viewer=SUPPORT, topic=TOPIC_NOTIFICATION)
     await fanout.catch_up()  # the new order's own events
     audience.ids.clear()
-    values = {"attempts": 1, "lease_until": None, "status": "SENT", "sent_at": AT}
+    values: dict[str, object] = {
+        "attempts": 1,
+        "lease_until": None,
+        "status": "SENT",
+        "sent_at": AT,
+    }
     async with direct.db.sessions() as slow, slow.begin():
-        statement = status_change_statement(claim, {**values, "next_attempt_at": None}, AT)
-        (early,) = (await (await slow.connection()).execute(statement)).one()
+        values["next_attempt_at"] = None
+        params = {
+            **status_change_params(claim, values),
+            "claim_lease_until": claim.lease_until,
+            **event_params(
+                status_change_event(claim, values, AT),
+                from_source=("order_id", "reseller_id", "customer_id", "recipient_role"),
+            ),
+        }
+        statement = status_change_statement(tuple(values))
+        (early,) = (await (await slow.connection()).execute(statement, params)).one()
         assert early > fanout.position
         async with direct.transaction() as fast:
             assert order.id is not None
