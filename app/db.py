@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, Select, event
+from sqlalchemy import DateTime, Insert, Select, Update, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -139,6 +139,78 @@ class CompiledRead:
         if record is None:
             return None
         return tuple(v if p is None else p(v) for v, p in zip(record, results, strict=True))
+
+
+def _in_transaction_or_autocommit(adapter: Any) -> bool:
+    """Whether SQLAlchemy's asyncpg adapter has sent BEGIN for its transaction, or runs without
+    one (autocommit), so that a statement run on its driver connection lands where SQLAlchemy's
+    own would. (2.1 keeps the transaction in `_transaction`; 2.0 also sets `_started`. Unknown:
+    False, and the statement goes through SQLAlchemy.)"""
+    if getattr(adapter, "isolation_level", None) == "autocommit":
+        return True
+    started = getattr(adapter, "_started", None)
+    if isinstance(started, bool):
+        return started
+    return getattr(adapter, "_transaction", None) is not None
+
+
+class CompiledStatement:
+    """A fixed Core statement that is run often inside a request (the write path's INSERT,
+    UPDATE and SELECT statements): on asyncpg, compiled once and run on the driver connection,
+    in the transaction SQLAlchemy began (or on an autocommit connection), skipping SQLAlchemy's
+    per-execution work as `CompiledRead` does; elsewhere, or before the transaction has sent
+    BEGIN, through SQLAlchemy. Rows come back as tuples, with the selected columns' result
+    conversions for a SELECT (a DML statement's RETURNING values come back as the driver gives
+    them: use it for ids and plain values). Parameters are `bindparam`s named in the statement;
+    anonymous ones (literals) keep their values."""
+
+    def __init__(self, statement: Select[*tuple[Any, ...]] | Insert | Update) -> None:
+        self.statement = statement
+        self._compiled: tuple[str, list[tuple[str, Any, Any]], list[Any] | None] | None = None
+
+    def _compile(
+        self, dialect: Dialect
+    ) -> tuple[str, list[tuple[str, Any, Any]], list[Any] | None]:
+        if self._compiled is None:
+            compiled = self.statement.compile(dialect=dialect)
+            binds = [
+                (
+                    name,
+                    compiled.binds[name].type.bind_processor(dialect),
+                    compiled.binds[name].effective_value,
+                )
+                for name in compiled.positiontup or ()
+            ]
+            results = None
+            if isinstance(self.statement, Select):
+                results = [
+                    c.type.result_processor(dialect, None) for c in self.statement.selected_columns
+                ]
+            self._compiled = (compiled.string, binds, results)
+        return self._compiled
+
+    async def all(self, conn: AsyncConnection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row the statement returns, run on `conn` (in its transaction, if any)."""
+        if conn.dialect.driver == "asyncpg":
+            raw = await conn.get_raw_connection()
+            if _in_transaction_or_autocommit(raw.dbapi_connection):
+                sql, binds, results = self._compile(conn.dialect)
+                args = [
+                    (params[name] if name in params else default)
+                    if process is None
+                    else process(params[name] if name in params else default)
+                    for name, process, default in binds
+                ]
+                driver = raw.driver_connection
+                assert driver is not None
+                records = await driver.fetch(sql, *args)
+                if results is None:
+                    return [tuple(record) for record in records]
+                return [
+                    tuple(v if p is None else p(v) for v, p in zip(record, results, strict=True))
+                    for record in records
+                ]
+        return [tuple(row) for row in (await conn.execute(self.statement, params)).all()]
 
 
 @dataclass

@@ -43,7 +43,7 @@ from sqlalchemy import ColumnElement, Insert, Update, and_, bindparam, case, fun
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import Clock, Database
+from app.db import Clock, CompiledStatement, Database
 from app.events.log import (
     EventRow,
     announcing,
@@ -344,15 +344,20 @@ async def _record_in_one_statement(
     params = {**status_change_params(claim, values), "claim_lease_until": claim.lease_until}
     if outcome is Outcome.RETRYING:  # no new delivery status: no event
         async with outbox.db.autocommit() as conn:
-            write = outcome_statement(tuple(values), announced=False)
-            return len((await conn.execute(write, params)).all()) == 1
+            write = _compiled(outcome_statement(tuple(values), announced=False))
+            return len(await write.all(conn, params)) == 1
     try:
         async with outbox.db.autocommit() as conn:
-            statement = status_change_statement(tuple(values))
+            statement = _compiled(status_change_statement(tuple(values)))
             params |= event_params(status_change_event(claim, values, now), from_source=_OWN)
-            return (await conn.execute(statement, params)).first() is not None
+            return len(await statement.all(conn, params)) == 1
     finally:  # committed, or ended: readers held back by its lock may go on
         await outbox.events_committed()
+
+
+@functools.cache
+def _compiled(statement: Insert | Update) -> CompiledStatement:
+    return CompiledStatement(statement)
 
 
 _OWN = ("order_id", "reseller_id", "customer_id", "recipient_role")

@@ -32,6 +32,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.db import CompiledStatement
 from app.events.log import (
     EVENT_COLUMNS,
     EventRow,
@@ -123,6 +124,9 @@ _FAILURE_MAIL = (
 )
 
 
+_COMPILED_FAILURE_MAIL = CompiledStatement(_FAILURE_MAIL)
+
+
 async def failure_mail(
     session: AsyncSession, *, customer_id: int, template_name: str, reseller_template: bool
 ) -> FailureMail:
@@ -135,7 +139,7 @@ async def failure_mail(
         "builtin_name": template_name,
         "reseller_template": reseller_template,
     }
-    row = (await connection.execute(_FAILURE_MAIL, params)).one()
+    (row,) = await _COMPILED_FAILURE_MAIL.all(connection, params)
     if row[6] is None:
         raise LookupError(f"the built-in template {template_name!r} is missing; run migrations")
     return FailureMail(*row)

@@ -16,14 +16,14 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
-from sqlalchemy import Executable, Insert, Update, bindparam, update
+from sqlalchemy import Update, bindparam, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
-from app.db import saved
+from app.db import CompiledStatement, saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
 from app.events.log import (
     EventRow,
@@ -334,10 +334,23 @@ def order_change_params(order: SalesOrder, values: dict[str, object]) -> dict[st
 
 
 @functools.cache
-def _order_change_with_event(keys: tuple[str, ...], *, announced: bool) -> Insert:
-    """PostgreSQL: the order change and its event in one statement (`insert_events_from`)."""
-    change = order_change_statement(keys, announced=announced).cte("changed")
-    return insert_events_from(change, from_source=())
+def _compiled_change(
+    keys: tuple[str, ...], *, announced: bool, with_event: bool
+) -> CompiledStatement:
+    """The order change (`order_change_statement`), with its event on PostgreSQL if
+    `with_event` (`insert_events_from`: one statement), compiled once."""
+    change = order_change_statement(keys, announced=announced)
+    if not with_event:
+        return CompiledStatement(change)
+    return CompiledStatement(insert_events_from(change.cte("changed"), from_source=()))
+
+
+@functools.cache
+def _compiled_failure(keys: tuple[str, ...], *, announced: bool) -> CompiledStatement:
+    """A move to PF with its notifications and events (`failed_order_statement`), compiled once."""
+    return CompiledStatement(
+        failed_order_statement(order_change_statement(keys, announced=announced))
+    )
 
 
 def _conflict() -> Conflict:
@@ -362,13 +375,12 @@ async def _save_change(
     connection = await session.connection()
     keys, announced = tuple(values), bool(announcing(session))
     params = order_change_params(order, values)
-    if event is not None and connection.dialect.name == "postgresql":
-        statement: Executable = _order_change_with_event(keys, announced=announced)
+    with_event = event is not None and connection.dialect.name == "postgresql"
+    if event is not None and with_event:
         params |= event_params(event)
         event = None
-    else:
-        statement = order_change_statement(keys, announced=announced)
-    if len((await connection.execute(statement, params)).all()) != 1:
+    statement = _compiled_change(keys, announced=announced, with_event=with_event)
+    if len(await statement.all(connection, params)) != 1:
         raise _conflict()
     for key, value in values.items():
         set_committed_value(order, key, value)
@@ -395,12 +407,11 @@ async def _save_failure(
     params = order_change_params(order, values)
     for key, value in values.items():  # what the mail is rendered from (on a conflict, the
         set_committed_value(order, key, value)  # transaction and this object are dropped)
-    statement = failed_order_statement(order_change_statement(keys, announced=announced))
     params |= failed_order_params(
         order=order, mail=mail, recipients=recipients, event=event, now=now
     )
-    connection = await session.connection()
-    if not (await connection.execute(statement, params)).all():
+    statement = _compiled_failure(keys, announced=announced)
+    if not await statement.all(await session.connection(), params):
         raise _conflict()
     mark_notifications_written(session)
 
