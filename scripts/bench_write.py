@@ -224,7 +224,10 @@ async def run_config(config: str, args: argparse.Namespace, *, root: Path, label
         server = b.start_server(
             url,
             workers=workers,
-            extra_env={"ORDERPULSE_MAIL_DIR": str(folder / "mail")},
+            extra_env={
+                "ORDERPULSE_MAIL_DIR": str(folder / "mail"),
+                **dict(item.split("=", 1) for item in args.server_env),
+            },
             root=root,
         )
         meter = CpuMeter(server.process.pid, url)
@@ -287,6 +290,13 @@ def main() -> None:
         metavar="PREFIX",
         help="profile each server process over the measured window into PREFIX-CONFIG-PID.txt"
         " (py-spy's collapsed stacks; needs py-spy in this venv)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the servers, e.g. ORDERPULSE_REDIS_URL=redis://127.0.0.1:6379/0",
     )
     args = parser.parse_args()
     print(

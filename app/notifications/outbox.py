@@ -38,8 +38,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Insert, Update, and_, bindparam, case, func, or_, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Integer,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    update,
+)
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -181,43 +193,62 @@ def retry_delay(*, retry_seconds: float, attempts: int) -> timedelta:
     return min(timedelta(seconds=retry_seconds * 2**exponent), MAX_BACKOFF)
 
 
-async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
-    """Lease up to `limit` due notifications to this worker (oldest due first)."""
-    if limit <= 0:
-        return []
-    now = outbox.clock.now()
-    lease_until = now + timedelta(seconds=outbox.policy.lease_seconds)
+class _Claimed(NamedTuple):
+    id: int
+    attempts: int
+    message_id: str
+    email: str
+    subject: str
+    body: str
+    next_attempt_at: datetime | None
+    kind: str
+
+
+def _claim_statement(now: Any, lease_until: Any, limit: Any, *, skip_locked: bool) -> Update:
+    """Lease up to `limit` due rows until `lease_until`, RETURNING what the mail needs."""
     due = (
         select(Notification.id)
         .where(_is_due(now))
         .order_by(col(Notification.next_attempt_at), col(Notification.id))
         .limit(limit)
     )
-    if not outbox.db.is_sqlite:
+    if skip_locked:
         # Rows another worker is claiming right now are skipped, not waited for.
         due = due.with_for_update(skip_locked=True)
-    claim = (
+    return (
         update(Notification)
         .where(col(Notification.id).in_(due.scalar_subquery()), _is_due(now))
         .values(lease_until=lease_until)
-        .returning(
-            col(Notification.id),
-            col(Notification.attempts),
-            col(Notification.message_id),
-            col(Notification.email),
-            col(Notification.subject),
-            col(Notification.body),
-            col(Notification.next_attempt_at),
-            col(Notification.kind),
-        )
+        .returning(*(col(getattr(Notification, name)) for name in _Claimed._fields))
     )
-    if outbox.db.is_sqlite:
+
+
+_table = Notification.__table__  # type: ignore[attr-defined]
+_CLAIM = CompiledStatement(  # PostgreSQL's claim, compiled once (see `CompiledStatement`)
+    _claim_statement(
+        bindparam("now", type_=_table.c.next_attempt_at.type),
+        bindparam("lease_until", type_=_table.c.lease_until.type),
+        bindparam("limit", type_=Integer()),
+        skip_locked=True,
+    )
+)
+
+
+async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
+    """Lease up to `limit` due notifications to this worker (oldest due first)."""
+    if limit <= 0:
+        return []
+    now = outbox.clock.now()
+    lease_until = now + timedelta(seconds=outbox.policy.lease_seconds)
+    if outbox.db.is_sqlite:  # one writer at a time: the conditional UPDATE alone is the claim
+        claim = _claim_statement(now, lease_until, limit, skip_locked=False)
         async with outbox.transaction() as session:
-            claimed = (await (await session.connection()).execute(claim)).all()
+            claimed = [tuple(r) for r in (await (await session.connection()).execute(claim))]
     else:  # one statement: it commits on its own
         async with outbox.db.autocommit() as conn:
-            claimed = (await conn.execute(claim)).all()
-    rows = sorted(claimed, key=lambda r: (r.next_attempt_at, r.id))
+            params = {"now": now, "lease_until": lease_until, "limit": limit}
+            claimed = await _CLAIM.all(conn, params)
+    rows = [_Claimed(*row) for row in sorted(claimed, key=lambda r: (r[6], r[0]))]
     sender = outbox.policy.mail_from
     return [
         Claim(
