@@ -48,6 +48,7 @@ class Services:
             db=self.db,
             clock=self.clock,
             policy=DeliveryPolicy.from_settings(self.settings),
+            events_committed=self.bus.announce,
         )
         self.viewers = ViewerCache(
             db=self.db, clock=self.clock, max_age_seconds=self.settings.token_check_seconds

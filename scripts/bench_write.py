@@ -5,6 +5,8 @@
     .venv/bin/python scripts/bench_write.py --configs pg1 --seconds 5
     .venv/bin/python scripts/bench_write.py --baseline /work/main   # the same runs of another
                                                     # checkout's server, interleaved, with ratios
+    .venv/bin/python scripts/bench_write.py --configs pg1 --py-spy /tmp/w  # also profile each
+        # server process over the measured window (py-spy, collapsed stacks: /tmp/w-pg1-PID.txt)
 
 Each of `--concurrency` clients owns its own orders (no conflicts) and moves each in turn:
 `reportProvisioningResult(FAILED)` (PR -> PF: the change, its event, two notifications with their
@@ -27,6 +29,8 @@ import argparse
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -113,6 +117,23 @@ async def written(url: str) -> str:
         await db.dispose()
 
 
+def start_profilers(pgid: int, prefix: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording each process of the server's group (collapsed stacks, with idle frames
+    left out) until interrupted: `prefix`-PID.txt."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return [
+        subprocess.Popen(
+            [
+                *(str(py_spy), "record", "--pid", str(pid), "--format", "raw"),
+                *("--rate", "200", "--output", f"{prefix}-{pid}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in b.group_pids(pgid)
+    ]
+
+
 @dataclass
 class Figures:
     changes_per_second: float
@@ -135,13 +156,24 @@ async def run_config(config: str, args: argparse.Namespace, *, root: Path, label
         server = b.start_server(
             url,
             workers=workers,
-            extra_env={"ORDERPULSE_MAIL_DIR": str(folder / "mail")},
+            extra_env={
+                "ORDERPULSE_MAIL_DIR": str(folder / "mail"),
+                **dict(item.split("=", 1) for item in args.server_env),
+            },
             root=root,
         )
         meter = b.CpuMeter(server.process.pid, url)
+        profilers: list[subprocess.Popen[bytes]] = []
 
         async def on_measure(starting: bool) -> None:
             await (meter.begin() if starting else meter.end())
+            if args.py_spy is not None and starting:
+                profilers.extend(start_profilers(server.process.pid, f"{args.py_spy}-{config}"))
+            elif not starting:
+                for profiler in profilers:  # py-spy writes its output on SIGINT
+                    profiler.send_signal(2)
+                for profiler in profilers:
+                    profiler.wait(30)
 
         try:
             result = await drive(
@@ -184,6 +216,19 @@ def main() -> None:
         "--baseline",
         type=Path,
         help="another checkout (e.g. /work/main): run its server the same way before each run",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="PREFIX",
+        help="profile each server process over the measured window into PREFIX-CONFIG-PID.txt"
+        " (py-spy's collapsed stacks; needs py-spy in this venv)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the servers, e.g. ORDERPULSE_REDIS_URL=redis://127.0.0.1:6379/0",
     )
     args = parser.parse_args()
     print(

@@ -15,6 +15,11 @@ Resuming: a subscriber given `after_id` registers live first, then replays the l
 (`replay`), then continues live, skipping what the replay already gave (ids only grow), so nothing
 is missed or repeated at the seam.
 
+While no audience is registered, a wake-up reads nothing (a process with no subscriber pays no
+statement per commit, anywhere): the reader only notes that it is behind, and the next audience
+to `join` first moves the position to the end of the log, so a new live subscription starts
+from the moment it joined, as when every wake-up was read.
+
 Every read of the log (live and replay) stops at `readable_horizon` (app/events/log.py): on
 PostgreSQL, transactions commit events in any order, and the horizon is the highest id below which
 no open transaction can still add one. So what is handed out is always a prefix of the log in id
@@ -277,13 +282,37 @@ class Fanout:
         self.cursors = CursorChecks(db)
         """Where a subscription may resume (`after`), checked by every transport."""
         self._audiences: dict[int, Audience] = {}  # by identity
+        self._behind = False
+        """Whether a wake-up was left unread because no audience was registered."""
         self._task: asyncio.Task[None] | None = None
 
     # --- registration ---------------------------------------------------------------------------
 
     def add(self, audience: Audience) -> None:
-        """Deliver every later batch's accepted events to `audience`."""
+        """Deliver every batch read after `position` (from now on) to `audience`, the events
+        its filter accepts. A live audience joins with `join` (or `prepare_to_add` first)."""
+        was_empty = not self._audiences
         self._audiences[id(audience)] = audience
+        if was_empty and self._behind:
+            # Wake-ups came after `prepare_to_add` read the end (their events are later than
+            # the audience's start) and found no one to read for: read them now.
+            self._behind = False
+            self.bus.wake_local()
+
+    async def prepare_to_add(self) -> None:
+        """Before the first audience is added: if wake-ups were left unread while nobody
+        listened, move `position` to the end of the log (`_last_event_id`), so the audience
+        gets what commits from now on, not what was committed while no one listened. What
+        commits after this read is above it, and is read once the audience is added."""
+        if self._audiences or not self._behind:
+            return
+        self._behind = False
+        self.position = max(self.position, await self._last_event_id())
+
+    async def join(self, audience: Audience) -> None:
+        """`add` a live audience, starting from the end of the log as it is now."""
+        await self.prepare_to_add()
+        self.add(audience)
 
     def remove(self, audience: Audience) -> None:
         self._audiences.pop(id(audience), None)
@@ -343,10 +372,11 @@ class Fanout:
             self.bus.unlisten(wake)
 
     async def catch_up(self) -> None:
-        """Read and dispatch every event committed after `position`."""
+        """Read and dispatch every event committed after `position` (with no audience: read
+        nothing, and let the next audience's `join` find the end of the log)."""
         while True:
             if not self._audiences:
-                self.position = max(self.position, await self._last_event_id())
+                self._behind = True
                 return
             events = await self._read_after(self.position)
             if not events:
@@ -372,8 +402,7 @@ class Fanout:
     async def _last_event_id(self) -> int:
         """Where the final part of the log ends (see `readable_horizon`): the horizon itself
         where there is one (every id up to it is final, whether or not it was committed; two
-        statements outside any transaction), else the last id. Read at each wake-up while no
-        one listens, so it is kept cheap."""
+        statements outside any transaction), else the last id."""
         async with self.db.read_connection() as conn:
             horizon = await readable_horizon(conn)
             if horizon is not None:
@@ -427,7 +456,7 @@ class Subscriber:
 
     async def deliveries(self) -> AsyncGenerator[Delivery, None]:
         """The deliveries, in id order (close it with `contextlib.aclosing` to unsubscribe)."""
-        self.fanout.add(self)
+        await self.fanout.join(self)
         backlog = self.backlog
         try:
             if backlog.last_id is not None:

@@ -20,6 +20,12 @@ by step 1 (`h <= L`), so its transaction announced itself before step 2. Had tha
 been open at step 2, its key (below `h`) would make `K < h`; so it had ended by step 2: committed,
 and then visible to step 3, or rolled back, and then `h` never appears. Every id up to the
 horizon is final, and a reader that hands out only those never has to go back.
+
+A writer may also be one statement whose data-modifying CTE takes the lock in its RETURNING and
+whose INSERTs of events read their rows from that CTE (`insert_events_from`; a failure in
+app/notifications/recipients.py, the outbox's outcome): PostgreSQL produces the CTE's row, and so
+takes the lock, before the INSERT that reads it draws an id, so "announce, then draw", which the
+argument needs, holds inside the statement as it does across two.
 """
 
 from __future__ import annotations
@@ -28,7 +34,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, insert, literal_column, text
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Insert,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -76,6 +92,48 @@ def announcing(session: AsyncSession) -> tuple[ColumnElement[Any], ...]:
         return ()
     session.info[WROTE_EVENTS] = True
     return (_ANNOUNCING,)
+
+
+def self_committing_announcement() -> ColumnElement[Any]:
+    """The announcement as a column, for a write that is one self-committing statement (no
+    transaction, so nothing to remember it in): RETURN it from the statement's data-modifying
+    CTE and take the events from that CTE's rows (`insert_events_from`)."""
+    return _ANNOUNCING
+
+
+def insert_events_from(
+    source: CTE, *, from_source: Sequence[str], prefix: str = "event_"
+) -> Insert:
+    """One INSERT of an event per row `source` returns: the columns `from_source` taken from
+    that row, every other one a parameter named `prefix` + column (`event_params`); it RETURNS
+    the events' ids. Build it once per shape and reuse it (building costs more than running).
+
+    Run as one statement (on `Database.autocommit`, it is its own transaction). `source` must
+    RETURN `self_committing_announcement()`: the INSERT reads each of its rows from the CTE, so
+    PostgreSQL evaluates that row's RETURNING (the lock, keyed below any id drawn later) before
+    the INSERT draws the event's id, as `announcing` does with two statements; and a source that
+    returns no row writes no event and takes no lock.
+    """
+    table = Event.__table__  # type: ignore[attr-defined]
+    values = [
+        source.c[name]
+        if name in from_source
+        else bindparam(prefix + name, type_=table.c[name].type)
+        for name in EVENT_COLUMNS
+    ]
+    return (
+        insert(Event)
+        .from_select(list(EVENT_COLUMNS), select(*values).select_from(source))
+        .returning(col(Event.id))
+    )
+
+
+def event_params(
+    row: EventRow, *, from_source: Sequence[str] = (), prefix: str = "event_"
+) -> dict[str, Any]:
+    """The parameters of `insert_events_from` for the event `row` (its `from_source` columns
+    come from the source's row, not from here)."""
+    return {prefix + name: row[name] for name in EVENT_COLUMNS if name not in from_source}
 
 
 async def _announce_writer(session: AsyncSession) -> None:
@@ -169,6 +227,20 @@ def notification_event(
         "delivery_status": delivery_status,
         "occurred_at": at,
     }
+
+
+EVENT_COLUMNS: tuple[str, ...] = tuple(
+    notification_event(
+        notification_id=0,
+        order_id=0,
+        reseller_id=0,
+        customer_id=0,
+        recipient_role="",
+        delivery_status="",
+        at=datetime.min,
+    )
+)
+"""The columns an event is written with (all but its id), in `EventRow`'s order."""
 
 
 async def record_event(session: AsyncSession, row: EventRow) -> Event:

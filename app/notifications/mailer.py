@@ -58,6 +58,55 @@ def build_message(mail: OutgoingMail, *, date: datetime | None = None) -> EmailM
     return message
 
 
+# What `message_bytes` writes by hand: the shapes the `email` package passes through unchanged.
+_ATOM = r"[A-Za-z0-9_+-]+"
+_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS = re.compile(rf"{_ADDRESS}|[A-Za-z0-9]+(?: [A-Za-z0-9]+)* <{_ADDRESS}>")
+_PLAIN_TEXT = re.compile(r"[!-~]+(?: [!-~]+)*")  # printable ASCII words, single spaces
+_PLAIN_MESSAGE_ID = re.compile(rf"<{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>")
+_MAX_PLAIN_LINE = 78  # the policy's max_line_length: longer, it folds a header or encodes the body
+
+
+def _plain_message_bytes(mail: OutgoingMail, date: datetime) -> bytes | None:
+    """`build_message(mail, date=date).as_bytes()`, written directly, when every header is a
+    short plain line and every body line is short: no folding, no encoded words, and a 7bit or
+    8bit body (what `email` does then, about 20 times faster); None otherwise.
+    `tests/notifications/test_mailer.py` holds both equal for generated mail."""
+    sender, recipient = _one_line(mail.sender), _one_line(mail.recipient)
+    subject, message_id = _one_line(mail.subject), _one_line(mail.message_id)
+    headers = [
+        ("From", sender, _PLAIN_ADDRESS),
+        ("To", recipient, _PLAIN_ADDRESS),
+        ("Subject", subject, _PLAIN_TEXT),
+        ("Message-ID", message_id, _PLAIN_MESSAGE_ID),
+    ]
+    lines = []
+    for name, value, shape in headers:
+        line = f"{name}: {value}"
+        if len(line) > _MAX_PLAIN_LINE or not shape.fullmatch(value) or "=?" in value:
+            return None
+        lines.append(line)
+    body = mail.body.encode("utf-8", "surrogateescape").splitlines()
+    if any(len(line) > _MAX_PLAIN_LINE for line in body):
+        return None
+    payload = b"\n".join(body) + b"\n"
+    encoding = "7bit" if payload.isascii() else "8bit"
+    lines += [
+        f"Date: {format_datetime(date)}",
+        'Content-Type: text/plain; charset="utf-8"',
+        f"Content-Transfer-Encoding: {encoding}",
+        "MIME-Version: 1.0",
+    ]
+    return "\n".join(lines).encode("ascii") + b"\n\n" + payload
+
+
+def message_bytes(mail: OutgoingMail, *, date: datetime | None = None) -> bytes:
+    """The message as `build_message(...).as_bytes()` writes it."""
+    date = date or datetime.now(UTC)
+    plain = _plain_message_bytes(mail, date)
+    return plain if plain is not None else build_message(mail, date=date).as_bytes()
+
+
 class DeliveryError(Exception):
     """Mail was not accepted; `permanent` says whether retrying the same mail is pointless."""
 
@@ -175,7 +224,7 @@ class FileMailer:
 
     async def send(self, mail: OutgoingMail) -> None:
         """Write `mail` atomically, or raise DeliveryError if the directory is not writable."""
-        data = build_message(mail).as_bytes()
+        data = message_bytes(mail)
         try:
             await asyncio.to_thread(self._write, self.path_for(mail), data)
         except OSError as exc:

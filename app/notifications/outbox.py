@@ -30,20 +30,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Integer,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    update,
+)
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import Clock, Database
-from app.events.log import announcing, notification_event, record_events
+from app.db import Clock, CompiledStatement, Database
+from app.events.log import (
+    EventRow,
+    announcing,
+    event_params,
+    insert_events_from,
+    notification_event,
+    record_events,
+    self_committing_announcement,
+)
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
 from app.notifications.models import DeliveryStatus, Notification
 from app.observability import metrics
@@ -92,14 +113,20 @@ class DeliveryPolicy:
         return self.lease_seconds / 3
 
 
+async def _no_one_to_tell() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Outbox:
-    """What delivering from the outbox needs: the database, the clock and the policy."""
+    """What delivering from the outbox needs: the database, the clock and the policy, and, for
+    a write that commits events outside `transaction`, whom to tell after (the event bus)."""
 
     transaction: UnitOfWork
     db: Database
     clock: Clock
     policy: DeliveryPolicy
+    events_committed: Callable[[], Awaitable[None]] = _no_one_to_tell
 
 
 @dataclass
@@ -166,43 +193,62 @@ def retry_delay(*, retry_seconds: float, attempts: int) -> timedelta:
     return min(timedelta(seconds=retry_seconds * 2**exponent), MAX_BACKOFF)
 
 
-async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
-    """Lease up to `limit` due notifications to this worker (oldest due first)."""
-    if limit <= 0:
-        return []
-    now = outbox.clock.now()
-    lease_until = now + timedelta(seconds=outbox.policy.lease_seconds)
+class _Claimed(NamedTuple):
+    id: int
+    attempts: int
+    message_id: str
+    email: str
+    subject: str
+    body: str
+    next_attempt_at: datetime | None
+    kind: str
+
+
+def _claim_statement(now: Any, lease_until: Any, limit: Any, *, skip_locked: bool) -> Update:
+    """Lease up to `limit` due rows until `lease_until`, RETURNING what the mail needs."""
     due = (
         select(Notification.id)
         .where(_is_due(now))
         .order_by(col(Notification.next_attempt_at), col(Notification.id))
         .limit(limit)
     )
-    if not outbox.db.is_sqlite:
+    if skip_locked:
         # Rows another worker is claiming right now are skipped, not waited for.
         due = due.with_for_update(skip_locked=True)
-    claim = (
+    return (
         update(Notification)
         .where(col(Notification.id).in_(due.scalar_subquery()), _is_due(now))
         .values(lease_until=lease_until)
-        .returning(
-            col(Notification.id),
-            col(Notification.attempts),
-            col(Notification.message_id),
-            col(Notification.email),
-            col(Notification.subject),
-            col(Notification.body),
-            col(Notification.next_attempt_at),
-            col(Notification.kind),
-        )
+        .returning(*(col(getattr(Notification, name)) for name in _Claimed._fields))
     )
-    if outbox.db.is_sqlite:
+
+
+_table = Notification.__table__  # type: ignore[attr-defined]
+_CLAIM = CompiledStatement(  # PostgreSQL's claim, compiled once (see `CompiledStatement`)
+    _claim_statement(
+        bindparam("now", type_=_table.c.next_attempt_at.type),
+        bindparam("lease_until", type_=_table.c.lease_until.type),
+        bindparam("limit", type_=Integer()),
+        skip_locked=True,
+    )
+)
+
+
+async def claim_due(outbox: Outbox, *, limit: int) -> list[Claim]:
+    """Lease up to `limit` due notifications to this worker (oldest due first)."""
+    if limit <= 0:
+        return []
+    now = outbox.clock.now()
+    lease_until = now + timedelta(seconds=outbox.policy.lease_seconds)
+    if outbox.db.is_sqlite:  # one writer at a time: the conditional UPDATE alone is the claim
+        claim = _claim_statement(now, lease_until, limit, skip_locked=False)
         async with outbox.transaction() as session:
-            claimed = (await (await session.connection()).execute(claim)).all()
+            claimed = [tuple(r) for r in (await (await session.connection()).execute(claim))]
     else:  # one statement: it commits on its own
         async with outbox.db.autocommit() as conn:
-            claimed = (await conn.execute(claim)).all()
-    rows = sorted(claimed, key=lambda r: (r.next_attempt_at, r.id))
+            params = {"now": now, "lease_until": lease_until, "limit": limit}
+            claimed = await _CLAIM.all(conn, params)
+    rows = [_Claimed(*row) for row in sorted(claimed, key=lambda r: (r[6], r[0]))]
     sender = outbox.policy.mail_from
     return [
         Claim(
@@ -282,6 +328,11 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
             outcome = Outcome.RETRYING
             delay = retry_delay(retry_seconds=policy.retry_seconds, attempts=attempts)
             values["next_attempt_at"] = now + delay
+    if not outbox.db.is_sqlite:
+        recorded = await _record_in_one_statement(outbox, claim, values, outcome, now)
+        if not recorded:
+            return _lease_lost(claim, outcome)
+        return _recorded(claim, values, outcome, error)
     async with outbox.transaction() as session:
         # A change of delivery status records an event: the writer's announcement rides on the
         # UPDATE (when the row is no longer this claim's, nothing is locked and nothing follows).
@@ -300,13 +351,7 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
         )
         changed = (await (await session.connection()).execute(record)).first()
         if changed is None:
-            log.warning(
-                "notification %s: the lease ran out before the outcome (%s) was recorded; "
-                "the worker that took it over records its own",
-                claim.id,
-                outcome.value,
-            )
-            return Outcome.LEASE_LOST
+            return _lease_lost(claim, outcome)
         if outcome is not Outcome.RETRYING:
             event = notification_event(
                 notification_id=claim.id,
@@ -318,6 +363,101 @@ async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) 
                 at=now,
             )
             await record_events(session, [event])
+    return _recorded(claim, values, outcome, error)
+
+
+async def _record_in_one_statement(
+    outbox: Outbox, claim: Claim, values: dict[str, object], outcome: Outcome, now: datetime
+) -> bool:
+    """PostgreSQL: the outcome's UPDATE, and with a new delivery status its event, as one
+    self-committing statement (no BEGIN and COMMIT round trips, one statement instead of two);
+    False if the row is no longer this claim's (nothing written)."""
+    params = {**status_change_params(claim, values), "claim_lease_until": claim.lease_until}
+    if outcome is Outcome.RETRYING:  # no new delivery status: no event
+        async with outbox.db.autocommit() as conn:
+            write = _compiled(outcome_statement(tuple(values), announced=False))
+            return len(await write.all(conn, params)) == 1
+    try:
+        async with outbox.db.autocommit() as conn:
+            statement = _compiled(status_change_statement(tuple(values)))
+            params |= event_params(status_change_event(claim, values, now), from_source=_OWN)
+            return len(await statement.all(conn, params)) == 1
+    finally:  # committed, or ended: readers held back by its lock may go on
+        await outbox.events_committed()
+
+
+@functools.cache
+def _compiled(statement: Insert | Update) -> CompiledStatement:
+    return CompiledStatement(statement)
+
+
+_OWN = ("order_id", "reseller_id", "customer_id", "recipient_role")
+"""The columns a notification's event copies from the notification."""
+
+
+@functools.cache
+def outcome_statement(keys: tuple[str, ...], *, announced: bool) -> Update:
+    """The UPDATE of a claimed row's columns `keys` (parameters `new_<column>`), only while it
+    is still the claim's (`claim_id`, `claim_lease_until`, as `Claim.still_held`), RETURNING
+    what its event copies and, if `announced`, the writer's announcement. Built once per
+    shape and reused (building a statement costs more than running it)."""
+    table = Notification.__table__  # type: ignore[attr-defined]
+    return (
+        update(Notification)
+        .where(
+            col(Notification.id) == bindparam("claim_id"),
+            col(Notification.status) == PENDING,
+            col(Notification.lease_until) == bindparam("claim_lease_until"),
+        )
+        .values({key: bindparam(f"new_{key}", type_=table.c[key].type) for key in keys})
+        .returning(
+            *(table.c[name] for name in _OWN),
+            *((self_committing_announcement(),) if announced else ()),
+        )
+    )
+
+
+@functools.cache
+def status_change_statement(keys: tuple[str, ...]) -> Insert:
+    """A claimed row's new delivery status (`outcome_statement(keys)`, which sets `status`) and,
+    if it was still the claim's, its notification event: one statement (app/events/log.py,
+    `insert_events_from`) that RETURNS the event's id (no row: the lease was lost, nothing
+    written). Parameters: `status_change_params`, `claim_lease_until` and the event's."""
+    changed = outcome_statement(keys, announced=True).cte("changed")
+    return insert_events_from(changed, from_source=_OWN)
+
+
+def status_change_params(claim: Claim, values: dict[str, object]) -> dict[str, object]:
+    """The claim's and the new values' parameters of `outcome_statement(tuple(values))`."""
+    return {"claim_id": claim.id, **{f"new_{key}": value for key, value in values.items()}}
+
+
+def status_change_event(claim: Claim, values: dict[str, object], now: datetime) -> EventRow:
+    """The event of the claim's new delivery status (its `_OWN` columns come from the row)."""
+    return notification_event(
+        notification_id=claim.id,
+        order_id=0,
+        reseller_id=0,
+        customer_id=0,
+        recipient_role="",
+        delivery_status=str(values["status"]),
+        at=now,
+    )
+
+
+def _lease_lost(claim: Claim, outcome: Outcome) -> Outcome:
+    log.warning(
+        "notification %s: the lease ran out before the outcome (%s) was recorded; "
+        "the worker that took it over records its own",
+        claim.id,
+        outcome.value,
+    )
+    return Outcome.LEASE_LOST
+
+
+def _recorded(
+    claim: Claim, values: dict[str, object], outcome: Outcome, error: DeliveryError | None
+) -> Outcome:
     metrics.notification_attempted(kind=claim.kind, status=str(values.get("status", PENDING)))
     if error is not None:
         log.info(

@@ -6,23 +6,42 @@ outbox worker sends them after commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Boolean, and_, bindparam, func, insert, update
+from sqlalchemy import (
+    Boolean,
+    Insert,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy import select as sa_select  # sqlmodel's select takes at most four columns
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.db import CompiledStatement
 from app.events.log import (
+    EVENT_COLUMNS,
     EventRow,
+    event_params,
     mark_notifications_written,
     notification_event,
     record_events,
 )
+from app.events.models import Event
 from app.notifications.mailer import new_message_id
 from app.notifications.models import (
     DeliveryStatus,
@@ -105,6 +124,9 @@ _FAILURE_MAIL = (
 )
 
 
+_COMPILED_FAILURE_MAIL = CompiledStatement(_FAILURE_MAIL)
+
+
 async def failure_mail(
     session: AsyncSession, *, customer_id: int, template_name: str, reseller_template: bool
 ) -> FailureMail:
@@ -117,7 +139,7 @@ async def failure_mail(
         "builtin_name": template_name,
         "reseller_template": reseller_template,
     }
-    row = (await connection.execute(_FAILURE_MAIL, params)).one()
+    (row,) = await _COMPILED_FAILURE_MAIL.all(connection, params)
     if row[6] is None:
         raise LookupError(f"the built-in template {template_name!r} is missing; run migrations")
     return FailureMail(*row)
@@ -140,27 +162,18 @@ def _context(order: SalesOrder, mail: FailureMail) -> dict[str, object]:
     )
 
 
-_INSERT_NOTIFICATIONS = insert(Notification).returning(
-    col(Notification.id), sort_by_parameter_order=True
-)
-
-
-async def _write_notifications(
-    session: AsyncSession,
+def _notification_rows(
     *,
     order: SalesOrder,
     mail: FailureMail,
     kind: NotificationKind,
     recipients: list[tuple[RecipientRole, str]],
     now: datetime,
-    events_before: Sequence[EventRow] = (),
-) -> list[int]:
-    """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
-    `events_before` and the notifications' events in one more (in that order in the log); the
-    notifications' ids."""
+) -> list[dict[str, Any]]:
+    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient."""
     assert order.id is not None
     rendered = render_template(subject=mail.subject, body=mail.body, context=_context(order, mail))
-    rows: list[dict[str, Any]] = [
+    return [
         {
             "order_id": order.id,
             "reseller_id": order.reseller_id,
@@ -181,6 +194,28 @@ async def _write_notifications(
         }
         for role, email in recipients
     ]
+
+
+_INSERT_NOTIFICATIONS = insert(Notification).returning(
+    col(Notification.id), sort_by_parameter_order=True
+)
+
+
+async def _write_notifications(
+    session: AsyncSession,
+    *,
+    order: SalesOrder,
+    mail: FailureMail,
+    kind: NotificationKind,
+    recipients: list[tuple[RecipientRole, str]],
+    now: datetime,
+    events_before: Sequence[EventRow] = (),
+) -> list[int]:
+    """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
+    `events_before` and the notifications' events in one more (in that order in the log); the
+    notifications' ids."""
+    assert order.id is not None
+    rows = _notification_rows(order=order, mail=mail, kind=kind, recipients=recipients, now=now)
     connection = await session.connection()
     inserted = (await connection.execute(_INSERT_NOTIFICATIONS, rows)).scalars()
     ids = cast(list[int], list(inserted))
@@ -201,6 +236,154 @@ async def _write_notifications(
     return ids
 
 
+async def failure_recipients(
+    session: AsyncSession, *, customer_id: int, support_email: str
+) -> tuple[FailureMail, list[tuple[RecipientRole, str]]]:
+    """Who is told of a failed order of this customer, and what the mail needs: support always,
+    the reseller and the customer per the reseller's settings."""
+    mail = await failure_mail(
+        session,
+        customer_id=customer_id,
+        template_name=ORDER_FAILED_TEMPLATE_NAME,
+        reseller_template=True,
+    )
+    recipients = [(RecipientRole.SUPPORT, support_email)]
+    if mail.notify_reseller:
+        recipients.append((RecipientRole.RESELLER, mail.reseller_email))
+    if mail.notify_customer:
+        recipients.append((RecipientRole.CUSTOMER, mail.customer_email))
+    return mail, recipients
+
+
+_PER_RECIPIENT = ("recipient_role", "email", "message_id")
+_NOTIFICATION_COLUMNS = (
+    "order_id",
+    "reseller_id",
+    "customer_id",
+    "kind",
+    "recipient_role",
+    "email",
+    "subject",
+    "body",
+    "message_id",
+    "status",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "lease_until",
+    "created_at",
+    "sent_at",
+)
+_FROM_NOTES = ("notification_id", "recipient_role")
+
+
+@functools.cache
+def failed_order_statement(order_change: Update) -> Insert:
+    """PostgreSQL: an order's move to PF (`order_change`, the version-checked UPDATE of
+    app/orders/service.py RETURNING the writer's announcement, reused: this is built once per
+    statement), its failure notifications and the events, as one
+    statement: the order's event, then each notification's, in that id order. It RETURNS the
+    events' ids (none: the change matched nothing, and nothing was written). Parameters:
+    `failed_order_params` with the change's own.
+
+    Every row comes from the change's row, so no id is drawn before its lock is taken (the
+    INSERTs read from it; the events' ids are drawn after the sort, which reads every row
+    first), and a change that matched nothing writes nothing.
+    """
+    change = order_change.cte("changed")
+    # The recipients as arrays: one statement shape for any number of them.
+    people = (
+        func.unnest(*(bindparam(f"note_{name}s", type_=ARRAY(Text)) for name in _PER_RECIPIENT))
+        .table_valued(*_PER_RECIPIENT, with_ordinality="position")
+        .render_derived("recipients")
+    )
+    table = Notification.__table__  # type: ignore[attr-defined]
+    notes = (
+        insert(Notification)
+        .from_select(
+            list(_NOTIFICATION_COLUMNS),
+            sa_select(
+                *(
+                    people.c[name]
+                    if name in _PER_RECIPIENT
+                    else bindparam(f"note_{name}", type_=table.c[name].type)
+                    for name in _NOTIFICATION_COLUMNS
+                )
+            )
+            .select_from(change)
+            .join(people, true())
+            .order_by(people.c.position),
+        )
+        .returning(col(Notification.id), col(Notification.recipient_role))
+        .cte("notes")
+    )
+    events = Event.__table__  # type: ignore[attr-defined]
+    from_notes = {"notification_id": notes.c.id, "recipient_role": notes.c.recipient_role}
+
+    def bound(prefix: str, name: str) -> Any:
+        return bindparam(prefix + name, type_=events.c[name].type).label(name)
+
+    rows = union_all(
+        sa_select(
+            *(bound("event_", name) for name in EVENT_COLUMNS),
+            literal(0).label("sort_group"),
+            literal(0).label("sort_id"),
+        ).select_from(change),
+        sa_select(
+            *(
+                from_notes[name].label(name) if name in from_notes else bound("note_event_", name)
+                for name in EVENT_COLUMNS
+            ),
+            literal(1),
+            notes.c.id,
+        ).select_from(notes),
+    ).subquery("written")
+    return (
+        insert(Event)
+        .from_select(
+            list(EVENT_COLUMNS),
+            sa_select(*(rows.c[name] for name in EVENT_COLUMNS)).order_by(
+                rows.c.sort_group, rows.c.sort_id
+            ),
+        )
+        .returning(col(Event.id))
+    )
+
+
+def failed_order_params(
+    *,
+    order: SalesOrder,
+    mail: FailureMail,
+    recipients: list[tuple[RecipientRole, str]],
+    event: EventRow,
+    now: datetime,
+) -> dict[str, Any]:
+    """`failed_order_statement`'s own parameters: `order` already holds what the change writes
+    (the mail is rendered from it), `event` is the order's."""
+    rows = _notification_rows(
+        order=order,
+        mail=mail,
+        kind=NotificationKind.ORDER_PROVISIONING_FAILED,
+        recipients=recipients,
+        now=now,
+    )
+    note_event = notification_event(
+        notification_id=0,  # and the recipient role: each notification's own, from `notes`
+        order_id=event["order_id"],
+        reseller_id=event["reseller_id"],
+        customer_id=event["customer_id"],
+        recipient_role="",
+        delivery_status=DeliveryStatus.PENDING.value,
+        at=now,
+    )
+    return {
+        **{f"note_{name}s": [row[name] for row in rows] for name in _PER_RECIPIENT},
+        **{f"note_{name}": rows[0][name] for name in _NOTIFICATION_COLUMNS},
+        **event_params(event),
+        **event_params(note_event, from_source=_FROM_NOTES, prefix="note_event_"),
+    }
+
+
 async def notify_order_failed(
     session: AsyncSession,
     *,
@@ -213,17 +396,9 @@ async def notify_order_failed(
 
     `events_before` (the status change's own event) is written in the same INSERT as the
     notifications' events, ahead of them."""
-    mail = await failure_mail(
-        session,
-        customer_id=order.customer_id,
-        template_name=ORDER_FAILED_TEMPLATE_NAME,
-        reseller_template=True,
+    mail, recipients = await failure_recipients(
+        session, customer_id=order.customer_id, support_email=support_email
     )
-    recipients = [(RecipientRole.SUPPORT, support_email)]
-    if mail.notify_reseller:
-        recipients.append((RecipientRole.RESELLER, mail.reseller_email))
-    if mail.notify_customer:
-        recipients.append((RecipientRole.CUSTOMER, mail.customer_email))
     return await _write_notifications(
         session,
         order=order,

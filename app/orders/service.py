@@ -7,6 +7,7 @@ what the viewer may do, writes the rows plus their event-log and outbox rows, an
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,17 +16,32 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import Update, bindparam, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
-from app.db import saved
+from app.db import CompiledStatement, saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
-from app.events.log import announcing, order_event, record_event, record_events
-from app.notifications.recipients import notify_order_failed
+from app.events.log import (
+    EventRow,
+    announcing,
+    event_params,
+    insert_events_from,
+    mark_notifications_written,
+    order_event,
+    record_event,
+    record_events,
+    self_committing_announcement,
+)
+from app.notifications.recipients import (
+    failed_order_params,
+    failed_order_statement,
+    failure_recipients,
+    notify_order_failed,
+)
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -293,26 +309,111 @@ async def place_order(
     return order
 
 
+@functools.cache
+def order_change_statement(keys: tuple[str, ...], *, announced: bool) -> Update:
+    """The version-checked UPDATE of the order columns `keys` (parameters `order_id`,
+    `expected_version` and `new_<column>`, see `order_change_params`), RETURNING the id and,
+    if `announced`, the event-log writer's announcement. Built once per shape and reused:
+    building a statement costs more than running it."""
+    table = SalesOrder.__table__  # type: ignore[attr-defined]
+    return (
+        update(SalesOrder)
+        .where(
+            col(SalesOrder.id) == bindparam("order_id"),
+            col(SalesOrder.version) == bindparam("expected_version"),
+        )
+        .values({key: bindparam(f"new_{key}", type_=table.c[key].type) for key in keys})
+        .returning(col(SalesOrder.id), *((self_committing_announcement(),) if announced else ()))
+    )
+
+
+def order_change_params(order: SalesOrder, values: dict[str, object]) -> dict[str, object]:
+    """The parameters of `order_change_statement(tuple(values))` for `order` as it was read."""
+    params = {f"new_{key}": value for key, value in values.items()}
+    return {**params, "order_id": order.id, "expected_version": order.version}
+
+
+@functools.cache
+def _compiled_change(
+    keys: tuple[str, ...], *, announced: bool, with_event: bool
+) -> CompiledStatement:
+    """The order change (`order_change_statement`), with its event on PostgreSQL if
+    `with_event` (`insert_events_from`: one statement), compiled once."""
+    change = order_change_statement(keys, announced=announced)
+    if not with_event:
+        return CompiledStatement(change)
+    return CompiledStatement(insert_events_from(change.cte("changed"), from_source=()))
+
+
+@functools.cache
+def _compiled_failure(keys: tuple[str, ...], *, announced: bool) -> CompiledStatement:
+    """A move to PF with its notifications and events (`failed_order_statement`), compiled once."""
+    return CompiledStatement(
+        failed_order_statement(order_change_statement(keys, announced=announced))
+    )
+
+
+def _conflict() -> Conflict:
+    return Conflict("the order was changed by someone else; reload it and try again")
+
+
 async def _save_change(
-    session: AsyncSession, order: SalesOrder, values: dict[str, object], now: datetime
+    session: AsyncSession,
+    order: SalesOrder,
+    values: dict[str, object],
+    now: datetime,
+    *,
+    event: EventRow | None = None,
 ) -> None:
-    """Write `values` only if nobody changed the order since it was read (else CONFLICT)."""
+    """Write `values` only if nobody changed the order since it was read (else CONFLICT), and
+    `event` if given: on PostgreSQL in the same statement (`insert_events_from`)."""
     assert order.id is not None
     values = {**values, "version": order.version + 1, "updated_at": now}
     # On the session's connection: the ORM's UPDATE would look for the order in the session to
     # synchronise it, which the loop below does directly.
     # The event-log writer's announcement rides on it (an order change always records an event).
     connection = await session.connection()
-    result = await connection.execute(
-        update(SalesOrder)
-        .where(col(SalesOrder.id) == order.id, col(SalesOrder.version) == order.version)
-        .values(**values)
-        .returning(col(SalesOrder.id), *announcing(session))
-    )
-    if len(result.all()) != 1:
-        raise Conflict("the order was changed by someone else; reload it and try again")
+    keys, announced = tuple(values), bool(announcing(session))
+    params = order_change_params(order, values)
+    with_event = event is not None and connection.dialect.name == "postgresql"
+    if event is not None and with_event:
+        params |= event_params(event)
+        event = None
+    statement = _compiled_change(keys, announced=announced, with_event=with_event)
+    if len(await statement.all(connection, params)) != 1:
+        raise _conflict()
     for key, value in values.items():
         set_committed_value(order, key, value)
+    if event is not None:
+        await record_events(session, [event])
+
+
+async def _save_failure(
+    session: AsyncSession,
+    order: SalesOrder,
+    values: dict[str, object],
+    now: datetime,
+    *,
+    event: EventRow,
+    config: OrderDeskConfig,
+) -> None:
+    """PostgreSQL: the order's move to PF, its `event`, its failure notifications and their
+    events as one statement (`failed_order_statement`), after one read of who is told."""
+    mail, recipients = await failure_recipients(
+        session, customer_id=order.customer_id, support_email=config.support_email
+    )
+    values = {**values, "version": order.version + 1, "updated_at": now}
+    keys, announced = tuple(values), bool(announcing(session))
+    params = order_change_params(order, values)
+    for key, value in values.items():  # what the mail is rendered from (on a conflict, the
+        set_committed_value(order, key, value)  # transaction and this object are dropped)
+    params |= failed_order_params(
+        order=order, mail=mail, recipients=recipients, event=event, now=now
+    )
+    statement = _compiled_failure(keys, announced=announced)
+    if not await statement.all(await session.connection(), params):
+        raise _conflict()
+    mark_notifications_written(session)
 
 
 async def _move(
@@ -341,18 +442,20 @@ async def _move(
             sla_deadline=config.sla_deadline(now),
             escalated_at=None,
         )
-    await _save_change(session, order, values, now)
     event = order_event(
         order,
         from_status=source,
         to_status=to.value,
         action=action,
         actor=viewer.actor,
-        reason=order.failure_reason if to is Status.PF else None,
+        reason=str(values["failure_reason"]) if to is Status.PF else None,
         comment=comment,
         at=now,
     )
-    if to is Status.PF:  # the notifications' events are written with (after) the order's
+    if to is Status.PF and session.get_bind().dialect.name == "postgresql":
+        await _save_failure(session, order, values, now, event=event, config=config)
+    elif to is Status.PF:  # the notifications' events are written with (after) the order's
+        await _save_change(session, order, values, now)
         await notify_order_failed(
             session,
             order=order,
@@ -361,7 +464,7 @@ async def _move(
             events_before=[event],
         )
     else:
-        await record_events(session, [event])
+        await _save_change(session, order, values, now, event=event)
 
 
 def clean_comment(value: str | None, *, field: str) -> str | None:

@@ -12,6 +12,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlmodel import col, select
 
 from app.access.viewer import Viewer
@@ -147,13 +148,49 @@ async def test_a_batch_shares_one_scratch_space_and_the_next_batch_gets_a_new_on
     assert len(made) == 2
 
 
-async def test_with_no_audience_the_reader_skips_to_the_end_of_the_log(
+async def test_with_no_audience_the_reader_reads_nothing_and_the_next_one_starts_at_the_end(
     services: Services, factory: Factory, tenants: World
 ) -> None:
     fanout = manual_fanout(services)
     await factory.order(tenants.customer_a1, status="PF")
-    await fanout.catch_up()
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = services.db.engine.sync_engine
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        await fanout.catch_up()  # a wake-up with nobody listening
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    assert statements == [] and fanout.position == 0
+
+    audience = Recorder(EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS))
+    await fanout.join(audience)
     assert fanout.position == await last_event_id(services)
+    later = await factory.order(tenants.customer_a2, status="PR")
+    await fanout.catch_up()
+    assert [(e.order_id, e.to_status) for e in audience.events] == [(later.id, "PR")]
+
+
+async def test_an_audience_joining_after_prepare_gets_what_committed_in_between(
+    services: Services, factory: Factory, tenants: World
+) -> None:
+    """Wake-ups that found nobody between `prepare_to_add` and `add` are read once added."""
+    bus = EventBus()
+    wake = bus.listen()
+    fanout = Fanout(db=services.db, bus=bus, queue_size=16)
+    await fanout.catch_up()  # nobody listens: behind
+    await fanout.prepare_to_add()
+    between = await factory.order(tenants.customer_a1, status="PR")
+    await fanout.catch_up()  # its wake-up, still nobody
+    assert not wake.is_set()
+    audience = Recorder(EventFilter(viewer=Viewer(role=Role.SUPPORT), topic=TOPIC_ORDER_STATUS))
+    fanout.add(audience)
+    assert wake.is_set()  # the reader is woken for what it skipped
+    await fanout.catch_up()
+    assert [(e.order_id, e.to_status) for e in audience.events] == [(between.id, "PR")]
 
 
 async def test_replay_then_live_has_no_gap_and_no_duplicate_at_the_seam(

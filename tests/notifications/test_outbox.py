@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from app.db import Database
 from app.events.models import TOPIC_NOTIFICATION, Event
 from app.graphql.ids import parse_global_id
-from app.notifications.mailer import SmtpMailer, mailer_from_settings
+from app.notifications.mailer import FileMailer, SmtpMailer, mailer_from_settings
 from app.notifications.models import Notification
 from app.notifications.outbox import (
     DeliveryReport,
@@ -534,7 +534,7 @@ async def test_on_postgresql_a_claim_is_one_statement_with_no_transaction_round_
     await desk.settled(order, 1)
     clock.advance(seconds=RETRY_SECONDS)
     executed: list[str] = []  # SQLAlchemy's statements (asyncpg runs them prepared)
-    sent: list[str] = []  # what asyncpg sends unprepared: BEGIN, COMMIT, a pool ping
+    sent: list[str] = []  # what asyncpg is asked to run itself: BEGIN, COMMIT, compiled ones
 
     def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
         executed.append(text)
@@ -550,7 +550,55 @@ async def test_on_postgresql_a_claim_is_one_statement_with_no_transaction_round_
     finally:
         event.remove(engine, "before_cursor_execute", statement)
         event.remove(engine, "checkout", checkout)
-    assert len(executed) == 1, executed
-    assert executed[0].startswith("UPDATE notification SET lease_until")
-    assert sent == []
+    # run by SQLAlchemy, or compiled on asyncpg's connection (app.db.CompiledStatement)
+    statements = executed + sent
+    assert len(statements) == 1, statements  # no BEGIN, no COMMIT
+    assert statements[0].startswith("UPDATE notification SET lease_until")
     assert claim.attempts == 1
+
+
+async def test_on_postgresql_a_sent_mail_is_recorded_with_its_event_in_one_statement(
+    desk: Desk, smtp_server: SmtpServer, services: Services, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The outcome's UPDATE and its event are one self-committing statement: no BEGIN and
+    COMMIT, no second statement; the row is SENT and its event written."""
+    if services.db.is_sqlite:
+        pytest.skip("SQLite records outcomes under its write lock, in a transaction")
+    await desk.settings(notifyReseller=False)
+    smtp_server.fail_next(1, "451 4.3.0 later")
+    order = await desk.fail()
+    await desk.settled(order, 1)
+    clock.advance(seconds=RETRY_SECONDS)
+    (claim,) = await claim_due(services.outbox, limit=10)
+    executed: list[str] = []  # SQLAlchemy's statements (asyncpg runs them prepared)
+    sent: list[str] = []  # what asyncpg is asked to run itself: BEGIN, COMMIT, compiled ones
+
+    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
+        executed.append(text)
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        record.driver_connection.add_query_logger(lambda query: sent.append(query.query))
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "checkout", checkout)
+    try:
+        outcome = await deliver_claim(services.outbox, FileMailer(tmp_path), claim)
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "checkout", checkout)
+    assert outcome is Outcome.SENT
+    # run by SQLAlchemy, or compiled on asyncpg's connection (app.db.CompiledStatement)
+    statements = executed + sent
+    assert len(statements) == 1, statements  # no BEGIN, no COMMIT, no second statement
+    assert " ".join(statements[0].split()).startswith("WITH changed AS (UPDATE notification SET")
+    assert "INSERT INTO event" in statements[0]
+    async with services.db.read() as session:
+        row = await session.get(Notification, claim.id)
+        events = (
+            await session.exec(
+                select(Event).where(col(Event.notification_id) == claim.id).order_by(col(Event.id))
+            )
+        ).all()
+    assert row is not None and (row.status, row.attempts) == ("SENT", 2)
+    assert [e.delivery_status for e in events] == ["PENDING", "SENT"]

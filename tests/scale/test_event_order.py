@@ -23,12 +23,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.access.viewer import Viewer
 from app.events.bus import EventBus
 from app.events.fanout import Batch, EventFilter, Fanout
-from app.events.log import readable_horizon
-from app.events.models import TOPIC_ORDER_STATUS, Event
+from app.events.log import event_params, notification_event, readable_horizon, record_event
+from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.graphql.ids import to_cursor
-from app.orders.flow import Action, Role
+from app.notifications.models import Notification
+from app.notifications.outbox import (
+    claim_due,
+    status_change_event,
+    status_change_params,
+    status_change_statement,
+)
+from app.orders.flow import Action, FailureReason, ProvisioningOutcome, Role
 from app.orders.models import SalesOrder
-from app.orders.service import perform_order_action
+from app.orders.service import perform_order_action, report_provisioning_result
 from app.services import Services
 from tests.scale.test_multiprocess import STATUS_CHANGES, fail_orders, last_cursor
 from tests.support.api import Factory, gid
@@ -155,6 +162,134 @@ async def test_an_order_change_announces_itself_with_its_update(
             assert await readable_horizon(session) == early - 1
     await fanout.catch_up()
     assert audience.ids == [early, late]
+
+
+async def test_a_failure_announces_itself_in_its_one_statement(
+    direct: Services, rows: Factory, watched: Watched
+) -> None:
+    """On PostgreSQL a failure is one write (the order's UPDATE, its notifications and all the
+    events): held open, it holds back a later writer's id; once committed, its events come in
+    id order, the order's first, then each notification's."""
+    order, fanout, _, audience = watched
+    reseller = await rows.reseller()
+    await rows.notify(reseller, reseller_mail=True)  # support and the reseller are told
+    provisioning = await rows.order(await rows.customer(reseller), status="PR")
+    assert provisioning.id is not None
+    audience.event_filter = EventFilter(viewer=SUPPORT, topic=TOPIC_ORDER_STATUS)
+    notes = Recorder(EventFilter(viewer=SUPPORT, topic=TOPIC_NOTIFICATION))
+    fanout.add(notes)
+    await fanout.catch_up()  # the new order's own events
+    audience.ids.clear()
+    async with direct.db.sessions() as slow, slow.begin():
+        await report_provisioning_result(
+            slow,
+            viewer=SUPPORT,
+            order_id=provisioning.id,
+            outcome=ProvisioningOutcome.FAILED,
+            reason=FailureReason.EXTERNAL_SYSTEM_ERROR,
+            details=None,
+            config=direct.desk,
+            now=AT,
+        )
+        query = select(Event).where(col(Event.id) > fanout.position).order_by(col(Event.id))
+        written = list((await slow.exec(query)).all())
+        async with direct.transaction() as fast:
+            late = await write_event(fast, order, "fast writer")
+        await fanout.catch_up()
+        assert audience.ids == [] and notes.ids == []
+        async with direct.db.read() as session:
+            assert await readable_horizon(session) == (written[0].id or 0) - 1
+    await fanout.catch_up()
+    first, *rest = written
+    assert (first.topic, first.order_id, first.to_status) == (
+        TOPIC_ORDER_STATUS,
+        provisioning.id,
+        "PF",
+    )
+    assert audience.ids == [first.id, late]
+    assert notes.ids == [e.id for e in rest]
+    async with direct.db.read() as session:
+        made = (
+            await session.exec(
+                select(Notification)
+                .where(col(Notification.order_id) == provisioning.id)
+                .order_by(col(Notification.id))
+            )
+        ).all()
+    assert [(e.notification_id, e.recipient_role, e.delivery_status) for e in rest] == [
+        (n.id, n.recipient_role, "PENDING") for n in made
+    ]
+    assert [n.recipient_role for n in made] == ["SUPPORT", "RESELLER"]
+
+
+async def test_a_delivery_outcome_announces_itself_in_its_one_statement(
+    direct: Services, rows: Factory, watched: Watched
+) -> None:
+    """The outbox records a new delivery status and its event in one self-committing statement;
+    run inside an open transaction here, so that it can be held open: its lock is taken before
+    its event's id is drawn, so a later id committed by another writer is held back until it
+    ends, as for any writer."""
+    order, fanout, _, audience = watched
+    await rows.order(status="PF")  # a PENDING notification to support
+    (claim,) = await claim_due(direct.outbox, limit=10)
+    audience.event_filter = EventFilter(viewer=SUPPORT, topic=TOPIC_NOTIFICATION)
+    await fanout.catch_up()  # the new order's own events
+    audience.ids.clear()
+    values: dict[str, object] = {
+        "attempts": 1,
+        "lease_until": None,
+        "status": "SENT",
+        "sent_at": AT,
+    }
+    async with direct.db.sessions() as slow, slow.begin():
+        values["next_attempt_at"] = None
+        params = {
+            **status_change_params(claim, values),
+            "claim_lease_until": claim.lease_until,
+            **event_params(
+                status_change_event(claim, values, AT),
+                from_source=("order_id", "reseller_id", "customer_id", "recipient_role"),
+            ),
+        }
+        statement = status_change_statement(tuple(values))
+        (early,) = (await (await slow.connection()).execute(statement, params)).one()
+        assert early > fanout.position
+        async with direct.transaction() as fast:
+            assert order.id is not None
+            late = await record_event(
+                fast,
+                notification_event(
+                    notification_id=claim.id,
+                    order_id=order.id,
+                    reseller_id=order.reseller_id,
+                    customer_id=order.customer_id,
+                    recipient_role="SUPPORT",
+                    delivery_status="PENDING",
+                    at=AT,
+                ),
+            )
+        assert early < (late.id or 0)
+        await fanout.catch_up()
+        assert audience.ids == []
+        async with direct.db.read() as session:
+            assert await readable_horizon(session) == early - 1
+    await fanout.catch_up()
+    assert audience.ids == [early, late.id]
+    async with direct.db.read() as session:
+        written = await session.get(Event, early)
+        sent = await session.get(Notification, claim.id)
+    assert written is not None and sent is not None and sent.status == "SENT"
+    assert (written.topic, written.notification_id, written.delivery_status) == (
+        TOPIC_NOTIFICATION,
+        claim.id,
+        "SENT",
+    )
+    assert (written.order_id, written.reseller_id, written.customer_id, written.recipient_role) == (
+        sent.order_id,
+        sent.reseller_id,
+        sent.customer_id,
+        sent.recipient_role,
+    )
 
 
 async def test_a_rolled_back_writer_holds_nothing_back_once_it_ends(

@@ -242,7 +242,12 @@ class Groups:
         self.fanout = fanout
         self.by_key: dict[object, Group] = {}
 
-    def join(self, session: SocketSession, id: str, key: object, selection: Selection) -> Member:
+    async def join(
+        self, session: SocketSession, id: str, key: object, selection: Selection
+    ) -> Member:
+        # Before anything is registered (no await after it, so a leave cannot come between):
+        # the first audience after an idle spell starts at the end of the log.
+        await self.fanout.prepare_to_add()
         group = self.by_key.get(key)
         if group is None:
             group = self.by_key[key] = Group(key, selection)

@@ -439,7 +439,10 @@ class SocketSession:
             viewer,
             stream,
         )
-        member = self.endpoint.groups.join(self, id, key, selection)
+        member = await self.endpoint.groups.join(self, id, key, selection)
+        if self.closed or id not in self.operations:  # the socket closed meanwhile
+            self.endpoint.groups.leave(member)
+            return
         self.operations[id] = member
         if member.buffer is not None:
             member.group.resume(member, self.services.fanout)
