@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -521,6 +523,34 @@ def _pk(global_id: str) -> int:
     return parsed[1]
 
 
+@asynccontextmanager
+async def every_statement(services: Services) -> AsyncIterator[list[str]]:
+    """Every statement PostgreSQL is asked to run meanwhile, BEGIN and COMMIT included: what
+    SQLAlchemy executes (asyncpg runs it prepared, unlogged) and what asyncpg is asked to run
+    itself (transaction control, `app.db.CompiledStatement`s), filled in at the end."""
+    statements: list[str] = []
+    executed: list[str] = []
+    sent: list[str] = []
+
+    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
+        executed.append(text)
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        record.driver_connection.add_query_logger(lambda query: sent.append(query.query))
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "checkout", checkout)
+    try:
+        yield statements
+        for _ in range(3):  # asyncpg calls its query loggers with `call_soon`, after the query
+            await asyncio.sleep(0)
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "checkout", checkout)
+    statements += executed + sent
+
+
 async def test_on_postgresql_a_claim_is_one_statement_with_no_transaction_round_trips(
     desk: Desk, smtp_server: SmtpServer, services: Services, clock: FakeClock
 ) -> None:
@@ -533,25 +563,8 @@ async def test_on_postgresql_a_claim_is_one_statement_with_no_transaction_round_
     order = await desk.fail()
     await desk.settled(order, 1)
     clock.advance(seconds=RETRY_SECONDS)
-    executed: list[str] = []  # SQLAlchemy's statements (asyncpg runs them prepared)
-    sent: list[str] = []  # what asyncpg is asked to run itself: BEGIN, COMMIT, compiled ones
-
-    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
-        executed.append(text)
-
-    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        record.driver_connection.add_query_logger(lambda query: sent.append(query.query))
-
-    engine = services.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", statement)
-    event.listen(engine, "checkout", checkout)
-    try:
+    async with every_statement(services) as statements:
         (claim,) = await claim_due(services.outbox, limit=10)
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
-        event.remove(engine, "checkout", checkout)
-    # run by SQLAlchemy, or compiled on asyncpg's connection (app.db.CompiledStatement)
-    statements = executed + sent
     assert len(statements) == 1, statements  # no BEGIN, no COMMIT
     assert statements[0].startswith("UPDATE notification SET lease_until")
     assert claim.attempts == 1
@@ -570,26 +583,9 @@ async def test_on_postgresql_a_sent_mail_is_recorded_with_its_event_in_one_state
     await desk.settled(order, 1)
     clock.advance(seconds=RETRY_SECONDS)
     (claim,) = await claim_due(services.outbox, limit=10)
-    executed: list[str] = []  # SQLAlchemy's statements (asyncpg runs them prepared)
-    sent: list[str] = []  # what asyncpg is asked to run itself: BEGIN, COMMIT, compiled ones
-
-    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
-        executed.append(text)
-
-    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        record.driver_connection.add_query_logger(lambda query: sent.append(query.query))
-
-    engine = services.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", statement)
-    event.listen(engine, "checkout", checkout)
-    try:
+    async with every_statement(services) as statements:
         outcome = await deliver_claim(services.outbox, FileMailer(tmp_path), claim)
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
-        event.remove(engine, "checkout", checkout)
     assert outcome is Outcome.SENT
-    # run by SQLAlchemy, or compiled on asyncpg's connection (app.db.CompiledStatement)
-    statements = executed + sent
     assert len(statements) == 1, statements  # no BEGIN, no COMMIT, no second statement
     assert " ".join(statements[0].split()).startswith("WITH changed AS (UPDATE notification SET")
     assert "INSERT INTO event" in statements[0]
