@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, Insert, Select, Update, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -258,9 +259,13 @@ class Database:
         # reopened connections (PostgreSQL re-prepared its statements; each SQLite connection is
         # a thread of its own, its file opened again, its pragmas and functions set again).
         if url.startswith("sqlite"):
-            self.engine = create_async_engine(
-                url, connect_args={"timeout": 30}, pool_size=20, max_overflow=10
-            )
+            options: dict[str, Any] = {"connect_args": {"timeout": 30}}
+            database = make_url(url).database
+            if database and database != ":memory:" and "mode=memory" not in url:
+                # a file: pooled in every SQLAlchemy release (2.0.36 gave aiosqlite NullPool,
+                # a new connection and thread per checkout)
+                options |= {"poolclass": AsyncAdaptedQueuePool, "pool_size": 20, "max_overflow": 10}
+            self.engine = create_async_engine(url, **options)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=10)
