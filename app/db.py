@@ -130,16 +130,16 @@ SQLITE_READERS = 2
 where building rows and the JSON pages' SQL functions need the GIL: with every pooled
 connection's thread contending with the event loop for it, a panel page's p99 under load was
 about twice as long (`bench_read.py`, same throughput)."""
-_READERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+_READERS: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
-def _sqlite_readers() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    gate = _READERS.get(loop)
+def _sqlite_readers(conn: AsyncConnection) -> asyncio.Semaphore:
+    """The limit of one database's connection pool (one `Database`: nothing another instance,
+    say a test's, leaves behind can hold its turns)."""
+    pool = conn.sync_engine.pool
+    gate = _READERS.get(pool)
     if gate is None:
-        gate = _READERS[loop] = asyncio.Semaphore(SQLITE_READERS)
+        gate = _READERS[pool] = asyncio.Semaphore(SQLITE_READERS)
     return gate
 
 
@@ -207,7 +207,7 @@ class CompiledStatement:
                     records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
                     return [compiled.row(record) for record in records]
             elif conn.dialect.driver == "aiosqlite" and compiled.results is not None:
-                async with _sqlite_readers():
+                async with _sqlite_readers(conn):
                     args = compiled.arguments(given)
                     records = await driver.execute_fetchall(compiled.sql, args)
                 return [compiled.row(record) for record in records]
