@@ -10,7 +10,6 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 
@@ -85,15 +84,27 @@ async def test_the_scope_has_the_connections_addresses() -> None:
     assert scope["scheme"] == "ws"
 
 
-async def test_one_line_per_accepted_websocket(caplog: pytest.LogCaptureFixture) -> None:
-    """uvicorn's `[accepted]` line, with the address; not websockets' `connection open` too."""
+async def test_one_line_per_accepted_websocket() -> None:
+    """uvicorn's `[accepted]` line, with the address; not websockets' `connection open` too.
+    (Read on the logger itself: whether `uvicorn.error` propagates to the root logger, where
+    pytest's caplog listens, depends on which uvicorn configuration ran before in the process.)"""
     app = EchoApp()
     app.replies = [{"type": "websocket.send", "text": "hi"}]
-    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler(logging.INFO)
+    listener.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    level = logger.level
+    logger.addHandler(listener)
+    logger.setLevel(logging.INFO)
+    try:
         async with served(app) as port, connect(f"ws://127.0.0.1:{port}/path") as ws:
             await ws.send("go")
             await asyncio.wait_for(ws.recv(), 5)
             client = "%s:%d" % ws.transport.get_extra_info("sockname")
-    messages = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"]
+    finally:
+        logger.removeHandler(listener)
+        logger.setLevel(level)
+    messages = [r.getMessage() for r in records]
     assert f'{client} - "WebSocket /path" [accepted]' in messages
     assert "connection open" not in messages
