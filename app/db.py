@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -125,24 +124,6 @@ def _in_transaction_or_autocommit(adapter: Any) -> bool:
     return getattr(adapter, "_transaction", None) is not None
 
 
-SQLITE_READERS = 2
-"""How many compiled SQLite reads run at once in a process. Each runs in its connection's thread,
-where building rows and the JSON pages' SQL functions need the GIL: with every pooled
-connection's thread contending with the event loop for it, a panel page's p99 under load was
-about twice as long (`bench_read.py`, same throughput)."""
-_READERS: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _sqlite_readers(conn: AsyncConnection) -> asyncio.Semaphore:
-    """The limit of one database's connection pool (one `Database`: nothing another instance,
-    say a test's, leaves behind can hold its turns)."""
-    pool = conn.sync_engine.pool
-    gate = _READERS.get(pool)
-    if gate is None:
-        gate = _READERS[pool] = asyncio.Semaphore(SQLITE_READERS)
-    return gate
-
-
 class CompiledStatement:
     """A fixed Core statement run often (a token per request, a panel's page, the write path's
     INSERT, UPDATE and SELECT statements): compiled once, then run on the driver's own connection,
@@ -207,9 +188,7 @@ class CompiledStatement:
                     records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
                     return [compiled.row(record) for record in records]
             elif conn.dialect.driver == "aiosqlite" and compiled.results is not None:
-                async with _sqlite_readers(conn):
-                    args = compiled.arguments(given)
-                    records = await driver.execute_fetchall(compiled.sql, args)
+                records = await driver.execute_fetchall(compiled.sql, compiled.arguments(given))
                 return [compiled.row(record) for record in records]
         return [tuple(row) for row in (await conn.execute(self.statement, dict(given))).all()]
 

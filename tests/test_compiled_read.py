@@ -6,9 +6,6 @@ ORDERPULSE_TEST_DATABASE=postgres)."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,7 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 
 from app.access.tokens import LIVE_TOKEN, hash_token
-from app.db import SQLITE_FUNCTIONS, SQLITE_READERS, CompiledStatement, Database
+from app.db import CompiledStatement
 from app.graphql.planner.run import CUSTOMER, ORDER, RESELLER
 from app.orders.flow import Status
 from app.services import Services
@@ -92,37 +89,3 @@ async def test_the_token_look_up(services: Services, factory: Factory) -> None:
     async with services.db.read_connection() as conn:
         params = {"token_hash": hash_token(token), "now": now}
         assert await LIVE_TOKEN.first(conn, params) == row[0]
-
-
-async def test_at_most_sqlite_readers_compiled_sqlite_reads_run_at_once(tmp_path: Any) -> None:
-    """Compiled SQLite reads run in their connections' threads, at most `SQLITE_READERS` at once
-    (more contend with the event loop for the GIL); the rest wait their turn, and all answer."""
-    running = 0
-    most = 0
-    lock = threading.Lock()
-
-    def slow(value: int) -> int:  # runs in the connection's thread, inside the query
-        nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
-        return value
-
-    SQLITE_FUNCTIONS["op_test_slow"] = (1, slow)
-    db = Database(f"sqlite:///{tmp_path / 'gate.db'}")
-    try:
-        read = CompiledStatement(select(func.op_test_slow(bindparam("n"))))
-
-        async def one(n: int) -> Any:
-            async with db.read_connection() as conn:
-                return await read.first(conn, {"n": n})
-
-        answers = await asyncio.gather(*(one(n) for n in range(8)))
-        assert answers == [(n,) for n in range(8)]
-        assert most == SQLITE_READERS
-    finally:
-        del SQLITE_FUNCTIONS["op_test_slow"]
-        await db.dispose()
