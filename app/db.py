@@ -279,10 +279,13 @@ class Database:
             async with self.reads.connect() as conn:
                 yield conn
             return
-        if borrowed.conn is None:
-            borrowed.conn = await self.reads.connect()
+        # busy before the checkout's await: a sibling task starting a read meanwhile (the executor
+        # resolves fields concurrently) takes a connection of its own instead of checking out a
+        # second shared one over this (which would never go back to the pool)
         borrowed.busy = True
         try:
+            if borrowed.conn is None:
+                borrowed.conn = await self.reads.connect()
             yield borrowed.conn
         finally:
             borrowed.busy = False

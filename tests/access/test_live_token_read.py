@@ -4,9 +4,11 @@ type conversions included, for live, expiring, expired, revoked and unknown toke
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, timedelta
 
 from app.access.tokens import LIVE_TOKEN, hash_token, live_token, revoke_token
+from app.db import Database
 from app.orders.flow import Role
 from app.services import Services
 from tests.support.api import Factory
@@ -75,3 +77,25 @@ async def test_a_request_reads_its_token_and_plan_on_one_connection(
     assert first.closed
     async with db.read_connection() as outside:
         assert outside is not first
+
+
+async def test_reads_racing_for_the_shared_connection_leave_nothing_checked_out(
+    services: Services,
+) -> None:
+    """The executor resolves sibling fields in concurrent tasks, all inside one request: two reads
+    that start together while the shared connection is still being checked out must not both check
+    one out (the one overwritten would never go back to the pool, and a full pool would stall
+    every later request)."""
+    db = Database(services.settings.database_url)  # its own pool: no background worker's use
+    pool = db.engine.sync_engine.pool
+
+    async def read() -> None:
+        async with db.read_connection() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    try:
+        async with db.request_reads():
+            await asyncio.gather(*(read() for _ in range(8)))
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await db.dispose()
