@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -19,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -96,6 +98,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.create_function(name, arity, function, deterministic=True)
 
 
+def _sqlite_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    """A SQLite connection going back to the pool: rolled back if a transaction is open, as the
+    pool's default reset does, but without a trip to the connection's thread to roll back
+    nothing (`sqlite3` begins a transaction only before a write; every read request returns a
+    connection with none)."""
+    if state.asyncio_safe and not state.transaction_was_reset:
+        if _sqlite_connection(dbapi_connection.driver_connection).in_transaction:
+            dbapi_connection.rollback()
+
+
 PING_SECONDS = 3.0
 
 
@@ -122,6 +134,36 @@ def _in_transaction_or_autocommit(adapter: Any) -> bool:
     if isinstance(started, bool):
         return started
     return getattr(adapter, "_transaction", None) is not None
+
+
+def _sqlite_connection(driver: Any) -> sqlite3.Connection:
+    """The `sqlite3` connection inside an aiosqlite one (SQLAlchemy opens SQLite files with
+    `check_same_thread=False`)."""
+    connection: sqlite3.Connection = driver._conn
+    return connection
+
+
+SQLITE_ON_LOOP_SECONDS = 0.005
+"""A compiled SQLite SELECT that ran longer than this on the event loop's thread runs in its
+connection's thread from then on."""
+
+
+async def _sqlite_select(driver: Any, compiled: _Compiled, args: list[Any]) -> list[Any]:
+    """A compiled SELECT on SQLite, on the event loop's thread: the connection is checked out, so
+    its own thread is idle. A compiled read is a token or a planner page (0.7 ms of SQLite for the
+    issue's panel page over 100,000 orders); under load, the trips to aiosqlite's thread (a
+    queue, the thread woken, the loop woken from it) and the GIL passed between the pool's 20
+    connection threads and the loop cost several times the query (`bench_read.py --sqlite-only`,
+    README). One that proves slow (a count over a million orders) goes back to the thread, where
+    it holds no other request up."""
+    if not compiled.on_loop:
+        rows: list[Any] = await driver.execute_fetchall(compiled.sql, args)
+        return rows
+    started = time.perf_counter()
+    rows = _sqlite_connection(driver).execute(compiled.sql, args).fetchall()
+    if time.perf_counter() - started > SQLITE_ON_LOOP_SECONDS:
+        compiled.on_loop = False
+    return rows
 
 
 class CompiledStatement:
@@ -188,7 +230,7 @@ class CompiledStatement:
                     records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
                     return [compiled.row(record) for record in records]
             elif conn.dialect.driver == "aiosqlite" and compiled.results is not None:
-                records = await driver.execute_fetchall(compiled.sql, compiled.arguments(given))
+                records = await _sqlite_select(driver, compiled, compiled.arguments(given))
                 return [compiled.row(record) for record in records]
         return [tuple(row) for row in (await conn.execute(self.statement, dict(given))).all()]
 
@@ -200,11 +242,12 @@ class CompiledStatement:
         return rows[0] if rows else None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Compiled:
     sql: str
     binds: list[tuple[str, Any, Any]]  # name, bound value, bind processor, in parameter order
     results: list[Any] | None  # a SELECT's result processor per column (None: as given)
+    on_loop: bool = True  # SQLite: run on the event loop's thread (see `_sqlite_select`)
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         args = []
@@ -244,8 +287,11 @@ class Database:
                 # a file: pooled in every SQLAlchemy release (2.0.36 gave aiosqlite NullPool,
                 # a new connection and thread per checkout)
                 options |= {"poolclass": AsyncAdaptedQueuePool, "pool_size": 20, "max_overflow": 10}
+            # returned connections roll back only when a transaction is open (`_sqlite_reset`)
+            options["pool_reset_on_return"] = None
             self.engine = create_async_engine(url, **options)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "reset", _sqlite_reset)
         else:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=10)
             event.listen(self.engine.sync_engine, "checkout", _replace_if_closed)

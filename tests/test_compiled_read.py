@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+import pytest
+from sqlalchemy import bindparam, func, literal, select, update
 
 from app.access.tokens import LIVE_TOKEN, hash_token
 from app.db import CompiledStatement
@@ -89,3 +90,70 @@ async def test_the_token_look_up(services: Services, factory: Factory) -> None:
     async with services.db.read_connection() as conn:
         params = {"token_hash": hash_token(token), "now": now}
         assert await LIVE_TOKEN.first(conn, params) == row[0]
+
+
+async def test_a_sqlite_connection_returns_to_the_pool_without_its_open_transaction(
+    services: Services, factory: Factory
+) -> None:
+    """SQLite's pool rolls a returned connection back only when a transaction is open
+    (`app.db._sqlite_reset`; a read request returns one with none, with no trip to its thread):
+    a write left uncommitted is rolled back, not seen by the next reader, and does not hold
+    SQLite's write lock against the next writer."""
+    if not services.db.is_sqlite:
+        pytest.skip("SQLite's pool reset; PostgreSQL keeps SQLAlchemy's")
+    reseller = await factory.reseller()
+    async with services.db.engine.connect() as conn:
+        # on the driver, past SQLAlchemy's own transaction (which it would roll back itself)
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.execute(
+            "UPDATE reseller SET name = 'uncommitted' WHERE id = ?", (reseller.id,)
+        )
+        assert driver.in_transaction
+        # closed without a commit: its connection goes back to the pool
+    assert not driver.in_transaction
+    async with services.db.write() as session:  # the write lock is free
+        await session.exec(
+            update(RESELLER).where(RESELLER.c.id == reseller.id).values(email="next@example.com")
+        )
+    async with services.db.read_connection() as conn:
+        row = await CompiledStatement(
+            select(RESELLER.c.name, RESELLER.c.email).where(RESELLER.c.id == reseller.id)
+        ).first(conn)
+    assert row == (reseller.name, "next@example.com")
+
+
+async def test_a_slow_sqlite_read_leaves_the_event_loop_for_its_connection_thread(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiled SELECT runs on the event loop's thread on SQLite until one run takes longer than
+    `SQLITE_ON_LOOP_SECONDS`; from then on it runs in its connection's thread (where it holds no
+    other request up), with the same answer."""
+    if not services.db.is_sqlite:
+        pytest.skip("aiosqlite's threads")
+    import aiosqlite
+
+    trips: list[Any] = []  # on this test's connection (the background workers have their own)
+    original = aiosqlite.Connection._execute
+    ours: list[Any] = []
+
+    async def execute(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self in ours:
+            trips.append(fn)
+        return await original(self, fn, *args, **kwargs)
+
+    numbers = select(literal(1).label("n")).cte("numbers", recursive=True)
+    numbers = numbers.union_all(select((numbers.c.n + 1).label("n")).where(numbers.c.n < 400_000))
+    slow = CompiledStatement(select(func.count(), func.sum(numbers.c.n)).select_from(numbers))
+    fast = CompiledStatement(select(literal(1).label("one")))
+    expected = (400_000, 400_000 * 400_001 // 2)
+    async with services.db.read_connection() as conn:
+        ours.append((await conn.get_raw_connection()).driver_connection)
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", execute)
+        assert await fast.first(conn) == (1,)
+        assert await slow.first(conn) == expected  # on the loop: found slow
+        assert trips == []
+        assert await slow.first(conn) == expected  # in its thread
+        assert len(trips) == 1
+        assert await fast.first(conn) == (1,)  # still on the loop
+        assert len(trips) == 1

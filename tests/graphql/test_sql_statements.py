@@ -147,6 +147,41 @@ async def test_a_panel_page_is_the_token_and_one_statement_that_builds_its_json(
     assert expected in page and "count(" in page.lower(), page
 
 
+@pytest.mark.parametrize("settings_overrides", [{"read_planner": True}])
+async def test_a_planned_sqlite_page_makes_no_trip_to_a_connection_thread(
+    api: GraphQLClient, factory: Factory, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the token and the page run on the event loop's thread (`app.db`'s
+    `_sqlite_connection`), and the connection goes back to the pool without a rollback of
+    nothing: the request hands aiosqlite's threads no work at all. (Under load, those trips and
+    the GIL passed between the threads cost several times SQLite's own work.)"""
+    if not services.db.is_sqlite:
+        pytest.skip("aiosqlite's threads")
+    import aiosqlite
+
+    token = await factory.token("SUPPORT")
+    for _ in range(3):
+        await factory.order()
+    trips: list[Any] = []
+    original = aiosqlite.Connection._execute
+
+    async def execute(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if _IN_REQUEST.get():
+            trips.append(fn)
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", execute)
+    reset = _IN_REQUEST.set(True)
+    try:
+        first = await api.as_(token).data(NO_ITEMS)  # the plan and its statement are made here
+        trips.clear()
+        again = await api.as_(token).data(NO_ITEMS)
+    finally:
+        _IN_REQUEST.reset(reset)
+    assert first == again and again["orders"]["totalCount"] == 3
+    assert trips == []
+
+
 @pytest.mark.parametrize("settings_overrides", [{"read_planner": True}, {"read_planner": False}])
 async def test_a_request_never_waits_for_a_connection_while_holding_its_shared_one(
     api: GraphQLClient, factory: Factory, services: Services, settings_overrides: Any
