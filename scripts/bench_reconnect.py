@@ -54,7 +54,6 @@ from typing import Any
 
 import benchlib as b
 
-NODE_DIR = b.ROOT / "scripts" / "reconnect"
 SUBSCRIPTION = """subscription Resume($after: String) {
   orderStatusChanged(after: $after) { cursor from to order { id number status version } }
 }"""
@@ -82,11 +81,6 @@ class StormResult:
     peak_rss_mb: float | None
     cpu_ms_per_client: float
     rss_per_client_kb: float | None
-
-
-def ensure_node_modules() -> None:
-    if not (NODE_DIR / "node_modules" / "ws").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -217,8 +211,8 @@ class PeerTarget:
     async def start(self, clients: int, backlog: int) -> list[str]:
         self.process = await asyncio.to_thread(
             subprocess.Popen,
-            ["node", str(NODE_DIR / "peer.mjs"), str(self.port), self.tokens[0]],
-            cwd=NODE_DIR,
+            ["node", str(b.STORM_DIR / "peer.mjs"), str(self.port), self.tokens[0]],
+            cwd=b.STORM_DIR,
             stdout=subprocess.PIPE,
             start_new_session=True,
         )
@@ -297,14 +291,7 @@ async def run_storm(
         url = f"ws://127.0.0.1:{target.port}/graphql"
         rss_before = sum(b.proc_status_kb(pid, "VmRSS") for pid in target.pids)
         cpu_before = cpu_seconds(target.pids)
-        storm = await asyncio.create_subprocess_exec(
-            "node",
-            str(NODE_DIR / "storm.mjs"),
-            cwd=NODE_DIR,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=64 * 1024 * 1024,
-        )
+        storm = await b.start_storm_client()
         assert storm.stdin is not None and storm.stdout is not None
         config = {
             "url": url,
@@ -422,7 +409,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     server_env = dict(item.split("=", 1) for item in args.server_env)
-    ensure_node_modules()
+    b.ensure_storm_modules()
     results: list[StormResult] = []
     roots = [("baseline ", args.baseline.resolve())] if args.baseline else []
     roots.append(("", b.ROOT))

@@ -28,7 +28,6 @@ from typing import Any
 
 import benchlib as b
 
-NODE_DIR = b.ROOT / "scripts" / "reconnect"
 IMPLEMENTATIONS = {
     "ours": "app.graphql.ws.server_protocol:BatchingWebSocketProtocol",
     "websockets-sansio": "websockets-sansio",
@@ -99,13 +98,7 @@ async def one_storm(ws: str, sockets: int, directory: Path) -> tuple[float, floa
     try:
         await listening(port)
         before = cpu_seconds(server.pid)
-        storm = await asyncio.create_subprocess_exec(
-            "node",
-            str(NODE_DIR / "storm.mjs"),
-            cwd=NODE_DIR,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        storm = await b.start_storm_client()
         assert storm.stdin is not None and storm.stdout is not None
         config = {
             "url": f"ws://127.0.0.1:{port}/graphql",

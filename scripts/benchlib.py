@@ -641,3 +641,31 @@ def summary_ms(latencies: list[float]) -> str:
 
 
 Runner = Callable[[], Awaitable[None]]
+
+
+# --- the Node reconnect-storm client (bench_reconnect.py, bench_ws_handshake.py) ----------------
+
+STORM_DIR = ROOT / "scripts" / "reconnect"
+"""The storm client (storm.mjs), the graphql-ws peer (peer.mjs) and their lock file."""
+
+
+def ensure_storm_modules() -> None:
+    """`npm ci` in `STORM_DIR` on first use (its packages pinned by its lock file)."""
+    if not (STORM_DIR / "node_modules" / "ws").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=STORM_DIR, check=True)
+
+
+async def start_storm_client() -> asyncio.subprocess.Process:
+    """One Node process of raw graphql-transport-ws clients (`storm.mjs`), waiting for its JSON
+    configuration line on stdin; it answers on stdout."""
+    ensure_storm_modules()
+    storm = await asyncio.create_subprocess_exec(
+        "node",
+        str(STORM_DIR / "storm.mjs"),
+        cwd=STORM_DIR,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=64 * 1024 * 1024,  # its report lists every client
+    )
+    assert storm.stdin is not None and storm.stdout is not None
+    return storm
