@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState, StaticPool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -137,8 +137,7 @@ def _in_transaction_or_autocommit(adapter: Any) -> bool:
 
 
 def _sqlite_connection(driver: Any) -> sqlite3.Connection:
-    """The `sqlite3` connection inside an aiosqlite one (SQLAlchemy opens SQLite files with
-    `check_same_thread=False`)."""
+    """The `sqlite3` connection inside an aiosqlite one (opened with `check_same_thread=False`)."""
     connection: sqlite3.Connection = driver._conn
     return connection
 
@@ -281,12 +280,17 @@ class Database:
         # reopened connections (PostgreSQL re-prepared its statements; each SQLite connection is
         # a thread of its own, its file opened again, its pragmas and functions set again).
         if url.startswith("sqlite"):
-            options: dict[str, Any] = {"connect_args": {"timeout": 30}}
+            # check_same_thread: compiled reads run on the loop's thread (`_sqlite_select`), not
+            # the aiosqlite thread that opened the connection (SQLAlchemy already allows that for
+            # files; in-memory databases need it said)
+            options: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False}}
             database = make_url(url).database
             if database and database != ":memory:" and "mode=memory" not in url:
                 # a file: pooled in every SQLAlchemy release (2.0.36 gave aiosqlite NullPool,
                 # a new connection and thread per checkout)
                 options |= {"poolclass": AsyncAdaptedQueuePool, "pool_size": 20, "max_overflow": 10}
+            else:  # in memory: one connection, the database itself
+                options["poolclass"] = StaticPool
             # returned connections roll back only when a transaction is open (`_sqlite_reset`)
             options["pool_reset_on_return"] = None
             self.engine = create_async_engine(url, **options)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import bindparam, func, literal, select, update
 
 from app.access.tokens import LIVE_TOKEN, hash_token
-from app.db import CompiledStatement
+from app.db import CompiledStatement, Database
 from app.graphql.planner.run import CUSTOMER, ORDER, RESELLER
 from app.orders.flow import Status
 from app.services import Services
@@ -157,3 +157,17 @@ async def test_a_slow_sqlite_read_leaves_the_event_loop_for_its_connection_threa
         assert len(trips) == 1
         assert await fast.first(conn) == (1,)  # still on the loop
         assert len(trips) == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///:memory:", "sqlite:///file:compiled?mode=memory&cache=shared&uri=true"]
+)
+async def test_in_memory_sqlite_runs_compiled_reads_on_the_loop(url: str) -> None:
+    """In-memory SQLite databases too (their connections are opened by aiosqlite's thread and
+    read from the event loop's)."""
+    db = Database(url)
+    try:
+        async with db.read_connection() as conn:
+            assert await CompiledStatement(select(literal(7).label("seven"))).all(conn) == [(7,)]
+    finally:
+        await db.dispose()
