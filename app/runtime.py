@@ -1,4 +1,5 @@
-"""How the server process runs Python itself: the garbage collector, tuned for many sockets.
+"""How the server process runs Python itself: the garbage collector, tuned for many sockets, and
+the event loop, whose servers accept every waiting connection at each turn (`Loop`).
 
 Every open websocket keeps a few hundred small objects alive (uvicorn's protocol, the socket's
 session, its subscription), all long-lived. With the collector's default thresholds a reconnect
@@ -15,7 +16,17 @@ Cyclic garbage is still collected; it waits a little longer.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import gc
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import uvloop
+
+log = logging.getLogger(__name__)
 
 YOUNG_THRESHOLD = 10_000
 """Allocations (net of deallocations) between collections of the youngest generation."""
@@ -28,3 +39,182 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+
+
+# --- the event loop -------------------------------------------------------------------------------
+
+ACCEPT_BATCH = 512
+"""Connections accepted at most each time a listening socket is readable (what is left waits for
+the next loop turn)."""
+ACCEPT_RETRY_SECONDS = 1.0
+"""After running out of file descriptors or memory: how long accepting pauses (as asyncio's)."""
+
+
+class Loop(uvloop.Loop):
+    """uvloop's event loop, whose TCP servers accept every waiting connection at each loop turn.
+
+    libuv accepts one connection per loop turn (libuv PR #3696, 1.45): during a reconnect storm
+    the listen queue holds as many connections as the clients are opening at once (about 500 in
+    `scripts/bench_reconnect.py`), and a new connection, a panel page loading, waited behind all
+    of them: over a second (strace: one `accept4` per `epoll_pwait`). Accepted at once, each
+    connection's requests are read at the next turn, in order of arrival with everyone else's.
+    Everything else is uvloop's: transports, protocols and TLS servers alike."""
+
+    async def create_server(  # type: ignore[override]
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        sock: socket.socket | None = None,
+        backlog: int = 100,
+        ssl: Any = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        **options: Any,
+    ) -> asyncio.AbstractServer:
+        plain = ssl is None and not options and (host is None or isinstance(host, str))
+        if not plain:  # TLS, other families and flags, several hosts: uvloop's own server
+            uvloop_loop: Any = super()
+            return await uvloop_loop.create_server(  # type: ignore[no-any-return]
+                protocol_factory,
+                host,
+                port,
+                sock=sock,
+                backlog=backlog,
+                ssl=ssl,
+                reuse_address=reuse_address,
+                reuse_port=reuse_port,
+                **options,
+            )
+        sockets = [sock] if sock is not None else await self._bind(host, port, reuse_port)
+        return Listener(self, sockets, protocol_factory, backlog)
+
+    async def _bind(
+        self, host: str | None, port: int | None, reuse_port: bool | None
+    ) -> list[socket.socket]:
+        """Listening sockets for every address of `host` (all interfaces for None), as asyncio's
+        `create_server` makes them."""
+        infos = await self.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        sockets: list[socket.socket] = []
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                listening = socket.socket(family, kind, proto)
+                sockets.append(listening)
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    listening.bind(address)
+                except OSError as exc:
+                    message = f"error while attempting to bind on address {address!r}: "
+                    raise OSError(exc.errno, message + (exc.strerror or "").lower()) from None
+        except BaseException:
+            for listening in sockets:
+                listening.close()
+            raise
+        return sockets
+
+
+class Listener(asyncio.AbstractServer):
+    """A TCP server of `Loop`: each time a listening socket is readable, up to `ACCEPT_BATCH`
+    connections are accepted and handed to uvloop's own transports
+    (`loop.connect_accepted_socket`)."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        sockets: list[socket.socket],
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        backlog: int,
+    ) -> None:
+        self._loop = loop
+        self._sockets = sockets
+        self._protocol_factory = protocol_factory
+        self._connecting: set[asyncio.Task[Any]] = set()
+        self._closed = asyncio.Event()
+        for listening in sockets:
+            listening.setblocking(False)
+            listening.listen(backlog)
+        self._serving = False
+        self._start()
+
+    def _start(self) -> None:
+        if self._sockets and not self._serving:
+            self._serving = True
+            for listening in self._sockets:
+                self._loop.add_reader(listening.fileno(), self._accept, listening)
+
+    def _pause(self) -> None:
+        if self._serving:
+            self._serving = False
+            for listening in self._sockets:
+                self._loop.remove_reader(listening.fileno())
+
+    def _accept(self, listening: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                connection, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # gone before it was accepted
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error(
+                        "accepting connections paused for %.0f s: %s", ACCEPT_RETRY_SECONDS, exc
+                    )
+                    self._pause()
+                    self._loop.call_later(ACCEPT_RETRY_SECONDS, self._start)
+                    return
+                raise
+            connection.setblocking(False)
+            if connection.family in (socket.AF_INET, socket.AF_INET6):
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = self._loop.create_task(self._connect(connection))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, connection: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._protocol_factory, connection)
+        except Exception:
+            log.exception("could not set up an accepted connection")
+            connection.close()
+
+    # --- asyncio.AbstractServer -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets (open connections are left alone)."""
+        self._pause()
+        for listening in self._sockets:
+            listening.close()
+        self._sockets = []
+        self._closed.set()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._sockets)
+
+    async def start_serving(self) -> None:
+        self._start()
+
+    async def serve_forever(self) -> None:
+        self._start()
+        await self._closed.wait()
+
+    async def wait_closed(self) -> None:
+        """Returns at once: connections are closed by their own protocols (uvicorn's shutdown)."""
+
+
+def new_event_loop() -> Loop:
+    """The event loop `python -m app serve` runs (uvicorn's `loop` setting names it)."""
+    return Loop()

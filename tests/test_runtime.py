@@ -1,16 +1,25 @@
 """The served process tunes its garbage collector once started (app/runtime.py); tests and other
 embedders of `create_app` keep Python's defaults. Run in a child process: the settings are
-process-wide."""
+process-wide. Its event loop (`Loop`) accepts every waiting connection at each turn."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, ClassVar
 
-from app.runtime import OLDER_THRESHOLDS, YOUNG_THRESHOLD
+import pytest
+
+from app import runtime
+from app.runtime import OLDER_THRESHOLDS, YOUNG_THRESHOLD, Loop, new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTED = """
@@ -61,3 +70,125 @@ def test_an_app_made_with_create_app_leaves_the_collector_alone(database_url: st
     (defaults, frozen_before), (after, frozen_after) = started(database_url, "create_app")
     assert after == defaults == [700, 10, 10]
     assert frozen_after == frozen_before == 0
+
+
+# --- the event loop (`app.runtime.Loop`) -----------------------------------------------------------
+
+
+class Echo(asyncio.Protocol):
+    """Answers each read with what it read."""
+
+    made: ClassVar[int] = 0
+
+    def connection_made(self, transport: Any) -> None:  # uvloop's TCPTransport
+        self.transport = transport
+        Echo.made += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def run_on_our_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        assert isinstance(runner.get_loop(), Loop)
+        runner.run(main())
+
+
+def test_the_served_loop_accepts_every_waiting_connection_in_a_few_turns() -> None:
+    """500 connections wait in the listen queue (as a reconnect storm's do); the loop accepts them
+    all within a few turns (libuv alone: one per turn, so a new connection waited behind all of
+    them), and each is served."""
+    Echo.made = 0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, "127.0.0.1", 0, backlog=1024)
+        port = server.sockets[0].getsockname()[1]
+        clients = []
+        for _ in range(500):  # connected by the kernel, waiting to be accepted
+            client = socket.create_connection(("127.0.0.1", port))
+            client.setblocking(False)
+            clients.append(client)
+        turns = 0
+        while Echo.made < 500 and turns < 100:
+            await asyncio.sleep(0)  # one turn of the loop
+            turns += 1
+        assert Echo.made == 500 and turns <= 10, (Echo.made, turns)
+        for client in clients[::50]:
+            await loop.sock_sendall(client, b"ping")
+            assert await asyncio.wait_for(loop.sock_recv(client, 4), 5) == b"ping"
+        for client in clients:
+            client.close()
+        server.close()
+        await server.wait_closed()
+
+    run_on_our_loop(main)
+
+
+def test_a_closed_server_accepts_nothing_and_leaves_open_connections_open() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        assert server.is_serving()
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        writer.write(b"before")
+        assert await asyncio.wait_for(reader.readexactly(6), 5) == b"before"
+        server.close()
+        await server.wait_closed()
+        assert not server.is_serving() and server.sockets == ()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        writer.write(b"after")  # the open connection still works
+        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"after"
+        writer.close()
+
+    run_on_our_loop(main)
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(OSError, match=f"error while attempting to bind on address.*{port}"):
+            await loop.create_server(Echo, "127.0.0.1", port)
+        server.close()
+
+    run_on_our_loop(main)
+
+
+class OutOfDescriptors(socket.socket):
+    """A listening socket whose accept fails as when the process has no file descriptor left."""
+
+    accepts = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        OutOfDescriptors.accepts += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_out_of_descriptors_pauses_accepting_then_tries_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No busy loop on EMFILE: accepting pauses for `ACCEPT_RETRY_SECONDS`, with an error logged,
+    then resumes."""
+    monkeypatch.setattr(runtime, "ACCEPT_RETRY_SECONDS", 0.2)
+    OutOfDescriptors.accepts = 0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listening = OutOfDescriptors(socket.AF_INET, socket.SOCK_STREAM)
+        listening.bind(("127.0.0.1", 0))
+        server = await loop.create_server(Echo, sock=listening)
+        client = socket.create_connection(listening.getsockname())  # readable from now on
+        await asyncio.sleep(0.1)
+        assert OutOfDescriptors.accepts == 1 and not server.is_serving()
+        await asyncio.sleep(0.2)
+        assert OutOfDescriptors.accepts == 2  # tried again once, paused again
+        client.close()
+        server.close()
+
+    with caplog.at_level(logging.ERROR, logger="app.runtime"):
+        run_on_our_loop(main)
+    assert "accepting connections paused" in caplog.text
