@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, Insert, Select, Update, event
+from sqlalchemy import Column, DateTime, Float, Insert, Numeric, Select, Update, event, inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
@@ -130,10 +132,29 @@ def _in_transaction_or_autocommit(adapter: Any) -> bool:
     False, and the statement goes through SQLAlchemy.)"""
     if getattr(adapter, "isolation_level", None) == "autocommit":
         return True
+    return _begun(adapter)
+
+
+def _begun(adapter: Any) -> bool:
     started = getattr(adapter, "_started", None)
     if isinstance(started, bool):
         return started
     return getattr(adapter, "_transaction", None) is not None
+
+
+async def _send_pending_begin(conn: AsyncConnection, adapter: Any) -> None:
+    """If SQLAlchemy began a transaction on `conn` but has not sent its BEGIN yet (its asyncpg
+    adapter sends it before the connection's first statement), send it now, as that first
+    statement would, so a `CompiledStatement` that opens the transaction (a mutation's read of
+    its order) runs on the driver too."""
+    if (
+        conn.in_transaction()
+        and getattr(adapter, "isolation_level", None) != "autocommit"
+        and not _begun(adapter)
+    ):
+        start = getattr(adapter, "_start_transaction", None)
+        if start is not None:
+            await start()
 
 
 def _sqlite_connection(driver: Any) -> sqlite3.Connection:
@@ -171,12 +192,14 @@ class CompiledStatement:
     INSERT, UPDATE and SELECT statements): compiled once, then run on the driver's own connection,
     skipping SQLAlchemy's per-execution work (the statement's cache key, which walks the whole
     statement, the execution context, result objects). On asyncpg it runs in the transaction
-    SQLAlchemy began, or on an autocommit connection; before SQLAlchemy has sent BEGIN, through
-    SQLAlchemy. On aiosqlite a SELECT runs in one trip to the connection's thread (a write goes
-    through SQLAlchemy, which owns SQLite's transaction).
+    SQLAlchemy began (sending its BEGIN first when SQLAlchemy has not sent it yet), or on an
+    autocommit connection (a write there is checked by `Database.one_statement_write`'s guard).
+    On aiosqlite a SELECT runs in one trip to the connection's thread (a write goes through
+    SQLAlchemy, which owns SQLite's transaction).
 
-    Rows come back as tuples, a SELECT's with its columns' own result conversions (a SELECT whose
-    columns need what only a live cursor tells, as asyncpg's Numeric does, runs through SQLAlchemy:
+    Rows come back as tuples, a SELECT's with its columns' own result conversions (a table's
+    Numeric column is NUMERIC on asyncpg; a SELECT whose other columns need what only a live
+    cursor tells, as asyncpg's Numeric of an expression does, runs through SQLAlchemy:
     the same rows); a DML statement's RETURNING values come back as the driver gives them (use it
     for ids and plain values). Parameters are `bindparam`s given by name at each run; the others
     (literals, expanded IN lists) keep the values bound in the statement.
@@ -205,10 +228,7 @@ class CompiledStatement:
             found = _Compiled(compiled.string, binds, None)
         else:
             try:
-                results = [
-                    c.type._cached_result_processor(dialect, None)
-                    for c in self.statement.selected_columns
-                ]
+                results = [_result_processor(c, dialect) for c in self.statement.selected_columns]
                 found = _Compiled(compiled.string, binds, results)
             except (TypeError, InvalidRequestError):  # needs the cursor's column type
                 found = None
@@ -226,7 +246,11 @@ class CompiledStatement:
             driver = raw.driver_connection
             assert driver is not None
             if conn.dialect.driver == "asyncpg":
+                await _send_pending_begin(conn, raw.dbapi_connection)
                 if _in_transaction_or_autocommit(raw.dbapi_connection):
+                    if compiled.results is None and conn.sync_connection is not None:  # a write
+                        options = conn.sync_connection.get_execution_options()
+                        _before_write(options, by_compiled_statement=True)
                     records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
                     return [compiled.row(record) for record in records]
             elif conn.dialect.driver == "aiosqlite" and compiled.results is not None:
@@ -240,6 +264,88 @@ class CompiledStatement:
         """The first row, or None."""
         rows = await self.all(conn, params)
         return rows[0] if rows else None
+
+
+_PG_NUMERIC_OID = 1700
+
+
+def _result_processor(column: Any, dialect: Dialect) -> Any:
+    """What SQLAlchemy applies to a selected column's values. asyncpg's Numeric asks the cursor
+    for the column's database type; a table's own Numeric column is NUMERIC in the database (our
+    schema), so it is given that type here instead (asyncpg returns it as a Decimal already)."""
+    column_type: TypeEngine[Any] = column.type
+    try:
+        return column_type._cached_result_processor(dialect, None)
+    except (TypeError, InvalidRequestError):
+        table_numeric = (
+            isinstance(column, Column)
+            and column.table is not None
+            and isinstance(column_type, Numeric)
+            and not isinstance(column_type, Float)
+        )
+        if dialect.driver == "asyncpg" and table_numeric:
+            return column_type._cached_result_processor(dialect, _PG_NUMERIC_OID)
+        raise
+
+
+def detached_instance(model: type[R], keys: Sequence[str], row: Sequence[Any]) -> R:
+    """An instance of the table `model` as if the ORM had loaded the columns `keys` with `row`
+    and its session had closed (detached: it belongs to no session). For a row read with a
+    `CompiledStatement` where code expects the model; every column must be in `keys`."""
+    instance: R = inspect(model).class_manager.new_instance()
+    for key, value in zip(keys, row, strict=True):
+        set_committed_value(instance, key, value)
+    make_transient_to_detached(instance)
+    return instance
+
+
+class NeedsTransaction(Exception):
+    """Raised in `Database.one_statement_write` before the work wrote anything, when it is about
+    to write in a way that one self-committing statement cannot (a second statement, the ORM's
+    flush, a statement run through SQLAlchemy): run the work again in `Database.write()`."""
+
+
+class SecondWriteOutsideTransaction(RuntimeError):
+    """A second write in `Database.one_statement_write`, after the first had committed on its
+    own: a bug in the work (its first write cannot be undone), never retried."""
+
+
+_ONE_WRITE = "orderpulse_one_write"  # execution option: the `_OneWrite` guarding a connection
+
+
+@dataclass
+class _OneWrite:
+    """The guard of a `Database.one_statement_write` session: one write, and only as a
+    `CompiledStatement` run when the session holds no unflushed ORM change."""
+
+    session: AsyncSession | None = None
+    written: bool = False
+
+
+def _before_write(options: Mapping[str, Any], *, by_compiled_statement: bool) -> None:
+    guard: _OneWrite | None = options.get(_ONE_WRITE)
+    if guard is None:
+        return
+    if guard.written:
+        raise SecondWriteOutsideTransaction("a second write outside a transaction")
+    session = guard.session
+    pending = session is not None and bool(session.new or session.dirty or session.deleted)
+    if not by_compiled_statement or pending:
+        raise NeedsTransaction
+    guard.written = True
+
+
+def _guard_statement(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    """A statement run through SQLAlchemy (not a `CompiledStatement` on the driver) on a guarded
+    connection: a SELECT passes; anything else (the ORM's flush, a text statement such as the
+    event-log writer's announcement, whose lock would end with the statement) is a write that
+    needs a transaction."""
+    if _ONE_WRITE in context.execution_options and not isinstance(
+        getattr(context, "invoked_statement", None), Select
+    ):
+        _before_write(context.execution_options, by_compiled_statement=False)
 
 
 @dataclass
@@ -295,6 +401,7 @@ class Database:
         else:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=10)
             event.listen(self.engine.sync_engine, "checkout", _replace_if_closed)
+            event.listen(self.engine.sync_engine, "before_cursor_execute", _guard_statement)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         # Reads that need no transaction (PostgreSQL's READ COMMITTED gives each statement its
         # own snapshot anyway): no BEGIN and ROLLBACK round trips around them. SQLite keeps its
@@ -369,6 +476,27 @@ class Database:
         await self._return_borrowed()
         async with self.reads.connect() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def one_statement_write(self) -> AsyncIterator[AsyncSession]:
+        """PostgreSQL only: a session for work whose only write is one statement, on an
+        autocommit connection: its reads and its write run without BEGIN and COMMIT round trips,
+        and the write commits on its own (so it must be the work's last step).
+
+        A guard keeps a second write from slipping in outside a transaction: the write must be a
+        `CompiledStatement` (INSERT, UPDATE) run with no unflushed ORM change in the session;
+        anything else raises `NeedsTransaction` before it runs (nothing was written: run the work
+        again in `write()`), and any write after the first raises
+        `SecondWriteOutsideTransaction`. Reads may be any number of SELECTs."""
+        if self.is_sqlite:
+            raise RuntimeError("SQLite writes go through Database.write()")
+        await self._return_borrowed()
+        guard = _OneWrite()
+        async with self.reads.connect() as conn:
+            guarded = await conn.execution_options(**{_ONE_WRITE: guard})
+            async with self.sessions(bind=guarded) as session, session.begin():
+                guard.session = session
+                yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
