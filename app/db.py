@@ -495,13 +495,17 @@ class Database:
         `SecondWriteOutsideTransaction`. Reads may be any number of SELECTs."""
         if self.is_sqlite:
             raise RuntimeError("SQLite writes go through Database.write()")
-        await self._return_borrowed()
         guard = _OneWrite()
-        async with self.reads.connect() as conn:
+        # an autocommit connection, as the request's reads use: its shared one (`request_reads`,
+        # which read the token) rather than a second checkout
+        async with self.read_connection() as conn:
             guarded = await conn.execution_options(**{_ONE_WRITE: guard})
-            async with self.sessions(bind=guarded) as session, session.begin():
-                guard.session = session
-                yield session
+            try:
+                async with self.sessions(bind=guarded) as session, session.begin():
+                    guard.session = session
+                    yield session
+            finally:  # the request's later reads on it are not guarded
+                await conn.execution_options(**{_ONE_WRITE: None})
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

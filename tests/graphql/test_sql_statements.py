@@ -260,17 +260,31 @@ async def test_a_status_change_sends_no_begin_or_commit_on_postgresql(
     api: GraphQLClient, factory: Factory, services: Services
 ) -> None:
     """A failure and a resubmit each write one statement, on an autocommit connection
-    (`Database.one_statement_write`): no BEGIN and COMMIT round trips around it."""
+    (`Database.one_statement_write`): no BEGIN and COMMIT round trips around it, and no second
+    checkout from the pool."""
     if services.db.is_sqlite:
         pytest.skip("SQLite writes take Database.write() (its one-writer lock)")
     client = api.as_(await factory.token("SUPPORT"))
     order = await factory.order(await factory.customer(await factory.reseller()), status="PR")
-    async with counting(services, control=True) as control:
-        failed = await client.data(FAIL, {"id": gid("Order", order)})
-        resubmitted = await client.data(RESUBMIT, {"id": gid("Order", order)})
+    checkouts: list[str] = []
+
+    def checkout(*args: Any) -> None:
+        if _IN_REQUEST.get():
+            checkouts.append("out")
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "checkout", checkout)
+    try:
+        async with counting(services, control=True) as control:
+            failed = await client.data(FAIL, {"id": gid("Order", order)})
+            resubmitted = await client.data(RESUBMIT, {"id": gid("Order", order)})
+    finally:
+        event.remove(engine, "checkout", checkout)
     assert failed["reportProvisioningResult"] == {"order": {"status": "PF"}, "userErrors": []}
     assert resubmitted["performOrderAction"] == {"order": {"status": "PR"}, "userErrors": []}
     assert control == []
+    # each on one connection: the one its token was read on (`Database.request_reads`)
+    assert checkouts == ["out", "out"]
     async with counting(services, control=True) as control:  # the counter sees them elsewhere
         async with services.transaction() as session:
             await (await session.connection()).exec_driver_sql("SELECT 1")
