@@ -97,10 +97,10 @@ async def run_mutation(
     """
     viewer = viewer_of(info)
     services = info.context.services
-    now = services.clock.now()
     try:
-        value = await services.run_write(
-            lambda session: work(session, viewer, now), one_statement=one_statement
+        value = await services.run_write(  # the time is read in the transaction, as before
+            lambda session: work(session, viewer, services.clock.now()),
+            one_statement=one_statement,
         )
     except OperationForbidden as exc:
         raise forbidden(str(exc)) from exc
