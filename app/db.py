@@ -225,11 +225,13 @@ class CompiledStatement:
         binds = [(name, bound.get(name), processors.get(name)) for name in names]
         found: _Compiled | None
         if not isinstance(self.statement, Select):
-            found = _Compiled(compiled.string, binds, None)
+            found = _Compiled(compiled.string, binds, None, writes=True)
         else:
             try:
                 results = [_result_processor(c, dialect) for c in self.statement.selected_columns]
-                found = _Compiled(compiled.string, binds, results)
+                found = _Compiled(
+                    compiled.string, binds, results, writes=not _plain_read(self.statement)
+                )
             except (TypeError, InvalidRequestError):  # needs the cursor's column type
                 found = None
         self._compiled[dialect.name] = found
@@ -248,9 +250,9 @@ class CompiledStatement:
             if conn.dialect.driver == "asyncpg":
                 await _send_pending_begin(conn, raw.dbapi_connection)
                 if _in_transaction_or_autocommit(raw.dbapi_connection):
-                    if compiled.results is None and conn.sync_connection is not None:  # a write
+                    if compiled.writes and conn.sync_connection is not None:
                         options = conn.sync_connection.get_execution_options()
-                        _before_write(options, by_compiled_statement=True)
+                        _before_write(options, by_compiled_statement=compiled.results is None)
                     records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
                     return [compiled.row(record) for record in records]
             elif conn.dialect.driver == "aiosqlite" and compiled.results is not None:
@@ -342,10 +344,15 @@ def _guard_statement(
     connection: a SELECT passes; anything else (the ORM's flush, a text statement such as the
     event-log writer's announcement, whose lock would end with the statement) is a write that
     needs a transaction."""
-    if _ONE_WRITE in context.execution_options and not isinstance(
-        getattr(context, "invoked_statement", None), Select
+    if _ONE_WRITE in context.execution_options and not _plain_read(
+        getattr(context, "invoked_statement", None)
     ):
         _before_write(context.execution_options, by_compiled_statement=False)
+
+
+def _plain_read(statement: Any) -> bool:
+    """A SELECT that takes no row locks (FOR UPDATE's would end with the statement)."""
+    return isinstance(statement, Select) and statement._for_update_arg is None
 
 
 @dataclass
@@ -353,6 +360,7 @@ class _Compiled:
     sql: str
     binds: list[tuple[str, Any, Any]]  # name, bound value, bind processor, in parameter order
     results: list[Any] | None  # a SELECT's result processor per column (None: as given)
+    writes: bool = False  # DML, or a SELECT that locks rows (see `Database.one_statement_write`)
     on_loop: bool = True  # SQLite: run on the event loop's thread (see `_sqlite_select`)
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
@@ -490,9 +498,10 @@ class Database:
 
         A guard keeps a second write from slipping in outside a transaction: the write must be a
         `CompiledStatement` (INSERT, UPDATE) run with no unflushed ORM change in the session;
-        anything else raises `NeedsTransaction` before it runs (nothing was written: run the work
-        again in `write()`), and any write after the first raises
-        `SecondWriteOutsideTransaction`. Reads may be any number of SELECTs."""
+        anything else (a statement through SQLAlchemy, the ORM's flush, a SELECT ... FOR UPDATE,
+        whose locks would end with it) raises `NeedsTransaction` before it runs (nothing was
+        written: run the work again in `write()`), and any write after the first raises
+        `SecondWriteOutsideTransaction`. Reads may be any number of plain SELECTs."""
         if self.is_sqlite:
             raise RuntimeError("SQLite writes go through Database.write()")
         guard = _OneWrite()

@@ -35,6 +35,10 @@ READ_COMMENT = CompiledStatement(
     select(ORDER.c.failure_details).where(ORDER.c.id == bindparam("order_id"))
 )
 
+LOCK_ORDER = CompiledStatement(
+    select(ORDER.c.id).where(ORDER.c.id == bindparam("order_id")).with_for_update()
+)
+
 
 @pytest.fixture
 def postgres_only(services: Services) -> None:
@@ -101,7 +105,15 @@ async def test_a_write_the_guard_cannot_allow_stops_before_anything_is_written(
         conn = await session.connection()
         await conn.execute(text("SELECT pg_advisory_xact_lock_shared(1, 2)"))
 
+    async def locking_read(session: AsyncSession) -> None:  # its lock would end with it
+        await session.exec(select(SalesOrder).where(ORDER.c.id == order.id).with_for_update())
+
+    async def compiled_locking_read(session: AsyncSession) -> None:
+        await LOCK_ORDER.all(await session.connection(), {"order_id": order.id})
+
     for work in (
+        locking_read,
+        compiled_locking_read,
         orm_flush,
         pending_orm_change_then_compiled_write,
         statement_through_sqlalchemy,
