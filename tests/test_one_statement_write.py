@@ -231,17 +231,19 @@ async def test_a_conflict_on_the_fast_path_writes_nothing(
     async with services.db.read_connection() as conn:
         before = (await conn.execute(select(func.count()).select_from(text("event")))).scalar()
     # someone else moves the order between this work's read and its write
-    original = service.get_visible_order
+    original = service._visible_order
 
-    async def read_then_bump(session: AsyncSession, viewer: Viewer, order_id: int) -> SalesOrder:
-        read = await original(session, viewer, order_id)
+    async def read_then_bump(
+        session: AsyncSession, viewer: Viewer, order_id: int, *, failure_mail: bool
+    ) -> Any:
+        read = await original(session, viewer, order_id, failure_mail=failure_mail)
         async with services.db.write() as other:
             await (await other.connection()).execute(
-                update(SalesOrder).where(ORDER.c.id == order_id).values(version=read.version + 5)
+                update(SalesOrder).where(ORDER.c.id == order_id).values(version=read[0].version + 5)
             )
         return read
 
-    monkeypatch.setattr(service, "get_visible_order", read_then_bump)
+    monkeypatch.setattr(service, "_visible_order", read_then_bump)
     with pytest.raises(Conflict):
         async with services.transaction(one_statement=True) as session:
             await report_provisioning_result(
