@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, Insert, Select, Update, event
+from sqlalchemy import Column, DateTime, Float, Insert, Numeric, Select, Update, event, inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState, StaticPool
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.settings import Settings
@@ -130,10 +132,29 @@ def _in_transaction_or_autocommit(adapter: Any) -> bool:
     False, and the statement goes through SQLAlchemy.)"""
     if getattr(adapter, "isolation_level", None) == "autocommit":
         return True
+    return _begun(adapter)
+
+
+def _begun(adapter: Any) -> bool:
     started = getattr(adapter, "_started", None)
     if isinstance(started, bool):
         return started
     return getattr(adapter, "_transaction", None) is not None
+
+
+async def _send_pending_begin(conn: AsyncConnection, adapter: Any) -> None:
+    """If SQLAlchemy began a transaction on `conn` but has not sent its BEGIN yet (its asyncpg
+    adapter sends it before the connection's first statement), send it now, as that first
+    statement would, so a `CompiledStatement` that opens the transaction (a mutation's read of
+    its order) runs on the driver too."""
+    if (
+        conn.in_transaction()
+        and getattr(adapter, "isolation_level", None) != "autocommit"
+        and not _begun(adapter)
+    ):
+        start = getattr(adapter, "_start_transaction", None)
+        if start is not None:
+            await start()
 
 
 def _sqlite_connection(driver: Any) -> sqlite3.Connection:
@@ -170,12 +191,14 @@ class CompiledStatement:
     INSERT, UPDATE and SELECT statements): compiled once, then run on the driver's own connection,
     skipping SQLAlchemy's per-execution work (the statement's cache key, which walks the whole
     statement, the execution context, result objects). On asyncpg it runs in the transaction
-    SQLAlchemy began, or on an autocommit connection; before SQLAlchemy has sent BEGIN, through
-    SQLAlchemy. On aiosqlite a SELECT runs in one trip to the connection's thread (a write goes
-    through SQLAlchemy, which owns SQLite's transaction).
+    SQLAlchemy began (sending its BEGIN first when SQLAlchemy has not sent it yet), or on an
+    autocommit connection (a write there is checked by `Database.one_statement_write`'s guard).
+    On aiosqlite a SELECT runs in one trip to the connection's thread (a write goes through
+    SQLAlchemy, which owns SQLite's transaction).
 
-    Rows come back as tuples, a SELECT's with its columns' own result conversions (a SELECT whose
-    columns need what only a live cursor tells, as asyncpg's Numeric does, runs through SQLAlchemy:
+    Rows come back as tuples, a SELECT's with its columns' own result conversions (a table's
+    Numeric column is NUMERIC on asyncpg; a SELECT whose other columns need what only a live
+    cursor tells, as asyncpg's Numeric of an expression does, runs through SQLAlchemy:
     the same rows); a DML statement's RETURNING values come back as the driver gives them (use it
     for ids and plain values). Parameters are `bindparam`s given by name at each run; the others
     (literals, expanded IN lists) keep the values bound in the statement.
@@ -201,14 +224,13 @@ class CompiledStatement:
         binds = [(name, bound.get(name), processors.get(name)) for name in names]
         found: _Compiled | None
         if not isinstance(self.statement, Select):
-            found = _Compiled(compiled.string, binds, None)
+            found = _Compiled(compiled.string, binds, None, writes=True)
         else:
             try:
-                results = [
-                    c.type._cached_result_processor(dialect, None)
-                    for c in self.statement.selected_columns
-                ]
-                found = _Compiled(compiled.string, binds, results)
+                results = [_result_processor(c, dialect) for c in self.statement.selected_columns]
+                found = _Compiled(
+                    compiled.string, binds, results, writes=not _plain_read(self.statement)
+                )
             except (TypeError, InvalidRequestError):  # needs the cursor's column type
                 found = None
         self._compiled[dialect.name] = found
@@ -225,7 +247,11 @@ class CompiledStatement:
             driver = raw.driver_connection
             assert driver is not None
             if conn.dialect.driver == "asyncpg":
+                await _send_pending_begin(conn, raw.dbapi_connection)
                 if _in_transaction_or_autocommit(raw.dbapi_connection):
+                    if compiled.writes and conn.sync_connection is not None:
+                        options = conn.sync_connection.get_execution_options()
+                        _before_write(options, by_compiled_statement=compiled.results is None)
                     records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
                     return [compiled.row(record) for record in records]
             elif conn.dialect.driver == "aiosqlite" and compiled.results is not None:
@@ -241,11 +267,99 @@ class CompiledStatement:
         return rows[0] if rows else None
 
 
+_PG_NUMERIC_OID = 1700
+
+
+def _result_processor(column: Any, dialect: Dialect) -> Any:
+    """What SQLAlchemy applies to a selected column's values. asyncpg's Numeric asks the cursor
+    for the column's database type; a table's own Numeric column is NUMERIC in the database (our
+    schema), so it is given that type here instead (asyncpg returns it as a Decimal already)."""
+    column_type: TypeEngine[Any] = column.type
+    try:
+        return column_type._cached_result_processor(dialect, None)
+    except (TypeError, InvalidRequestError):
+        table_numeric = (
+            isinstance(column, Column)
+            and column.table is not None
+            and isinstance(column_type, Numeric)
+            and not isinstance(column_type, Float)
+        )
+        if dialect.driver == "asyncpg" and table_numeric:
+            return column_type._cached_result_processor(dialect, _PG_NUMERIC_OID)
+        raise
+
+
+def detached_instance(model: type[R], keys: Sequence[str], row: Sequence[Any]) -> R:
+    """An instance of the table `model` as if the ORM had loaded the columns `keys` with `row`
+    and its session had closed (detached: it belongs to no session). For a row read with a
+    `CompiledStatement` where code expects the model; every column must be in `keys`."""
+    instance: R = inspect(model).class_manager.new_instance()
+    for key, value in zip(keys, row, strict=True):
+        set_committed_value(instance, key, value)
+    make_transient_to_detached(instance)
+    return instance
+
+
+class NeedsTransaction(Exception):
+    """Raised in `Database.one_statement_write` before the work wrote anything, when it is about
+    to write in a way that one self-committing statement cannot (a second statement, the ORM's
+    flush, a statement run through SQLAlchemy): run the work again in `Database.write()`."""
+
+
+class SecondWriteOutsideTransaction(RuntimeError):
+    """A second write in `Database.one_statement_write`, after the first had committed on its
+    own: a bug in the work (its first write cannot be undone), never retried."""
+
+
+_ONE_WRITE = "orderpulse_one_write"  # execution option: the `_OneWrite` guarding a connection
+
+
+@dataclass
+class _OneWrite:
+    """The guard of a `Database.one_statement_write` session: one write, and only as a
+    `CompiledStatement` run when the session holds no unflushed ORM change."""
+
+    session: AsyncSession | None = None
+    written: bool = False
+
+
+def _before_write(options: Mapping[str, Any], *, by_compiled_statement: bool) -> None:
+    guard: _OneWrite | None = options.get(_ONE_WRITE)
+    if guard is None:
+        return
+    if guard.written:
+        raise SecondWriteOutsideTransaction("a second write outside a transaction")
+    session = guard.session
+    pending = session is not None and bool(session.new or session.dirty or session.deleted)
+    if not by_compiled_statement or pending:
+        raise NeedsTransaction
+    guard.written = True
+
+
+def _guard_statement(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    """A statement run through SQLAlchemy (not a `CompiledStatement` on the driver) on a guarded
+    connection: a SELECT passes; anything else (the ORM's flush, a text statement such as the
+    event-log writer's announcement, whose lock would end with the statement) is a write that
+    needs a transaction."""
+    if _ONE_WRITE in context.execution_options and not _plain_read(
+        getattr(context, "invoked_statement", None)
+    ):
+        _before_write(context.execution_options, by_compiled_statement=False)
+
+
+def _plain_read(statement: Any) -> bool:
+    """A SELECT that takes no row locks (FOR UPDATE's would end with the statement)."""
+    return isinstance(statement, Select) and statement._for_update_arg is None
+
+
 @dataclass
 class _Compiled:
     sql: str
     binds: list[tuple[str, Any, Any]]  # name, bound value, bind processor, in parameter order
     results: list[Any] | None  # a SELECT's result processor per column (None: as given)
+    writes: bool = False  # DML, or a SELECT that locks rows (see `Database.one_statement_write`)
     on_loop: bool = True  # SQLite: run on the event loop's thread (see `_sqlite_select`)
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
@@ -276,9 +390,14 @@ class Database:
 
     def __post_init__(self) -> None:
         url = async_url(self.url)
-        # Up to 30 connections, 20 kept: with 16+ requests in flight, a smaller pool closed and
-        # reopened connections (PostgreSQL re-prepared its statements; each SQLite connection is
-        # a thread of its own, its file opened again, its pragmas and functions set again).
+        # Up to 30 connections: with 16+ requests in flight, a smaller pool closed and reopened
+        # connections (PostgreSQL re-prepared its statements; each SQLite connection is a thread
+        # of its own, its file opened again, its pragmas and functions set again). PostgreSQL
+        # keeps all 30 it opened: with 20 kept and 10 of overflow, the closed loop of 16 requests
+        # plus the outbox's 8 deliveries went above 20 and back below 10 all the time, and each
+        # swing closed a connection that the next opened again (a new asyncpg connection, its
+        # codecs set up, every statement prepared again): 126 sessions opened in a 1-worker
+        # bench_write run, 37 with this pool.
         if url.startswith("sqlite"):
             # check_same_thread: compiled reads run on the loop's thread (`_sqlite_select`), not
             # the aiosqlite thread that opened the connection (SQLAlchemy already allows that for
@@ -297,8 +416,9 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "reset", _sqlite_reset)
         else:
-            self.engine = create_async_engine(url, pool_size=20, max_overflow=10)
+            self.engine = create_async_engine(url, pool_size=30, max_overflow=0)
             event.listen(self.engine.sync_engine, "checkout", _replace_if_closed)
+            event.listen(self.engine.sync_engine, "before_cursor_execute", _guard_statement)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         # Reads that need no transaction (PostgreSQL's READ COMMITTED gives each statement its
         # own snapshot anyway): no BEGIN and ROLLBACK round trips around them. SQLite keeps its
@@ -373,6 +493,32 @@ class Database:
         await self._return_borrowed()
         async with self.reads.connect() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def one_statement_write(self) -> AsyncIterator[AsyncSession]:
+        """PostgreSQL only: a session for work whose only write is one statement, on an
+        autocommit connection: its reads and its write run without BEGIN and COMMIT round trips,
+        and the write commits on its own (so it must be the work's last step).
+
+        A guard keeps a second write from slipping in outside a transaction: the write must be a
+        `CompiledStatement` (INSERT, UPDATE) run with no unflushed ORM change in the session;
+        anything else (a statement through SQLAlchemy, the ORM's flush, a SELECT ... FOR UPDATE,
+        whose locks would end with it) raises `NeedsTransaction` before it runs (nothing was
+        written: run the work again in `write()`), and any write after the first raises
+        `SecondWriteOutsideTransaction`. Reads may be any number of plain SELECTs."""
+        if self.is_sqlite:
+            raise RuntimeError("SQLite writes go through Database.write()")
+        guard = _OneWrite()
+        # an autocommit connection, as the request's reads use: its shared one (`request_reads`,
+        # which read the token) rather than a second checkout
+        async with self.read_connection() as conn:
+            guarded = await conn.execution_options(**{_ONE_WRITE: guard})
+            try:
+                async with self.sessions(bind=guarded) as session, session.begin():
+                    guard.session = session
+                    yield session
+            finally:  # the request's later reads on it are not guarded
+                await conn.execution_options(**{_ONE_WRITE: None})
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

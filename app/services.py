@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access.tokens import REVOKED_TOKENS
 from app.access.viewer_cache import ViewerCache
-from app.db import Clock, Database, SystemClock
+from app.db import Clock, Database, NeedsTransaction, SystemClock
 from app.events.bus import EventBus
 from app.events.fanout import Fanout
 from app.events.log import WROTE_EVENTS, WROTE_NOTIFICATIONS
@@ -19,6 +20,8 @@ from app.notifications.outbox import DeliveryPolicy, Outbox
 from app.notifications.sla import BusinessCalendar, add_business_hours
 from app.orders.service import OrderDeskConfig
 from app.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,16 +63,38 @@ class Services:
             poll_seconds=self.settings.fanout_poll_seconds,
         )
 
+    async def run_write(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, one_statement: bool = False
+    ) -> T:
+        """`work` in one `transaction`, and what it returns.
+
+        `one_statement`: work whose write is usually one statement (an order's status change
+        with its event, a failure with its notifications). On PostgreSQL it runs first on an
+        autocommit connection (`Database.one_statement_write`: no BEGIN and COMMIT round trips);
+        if it needs more than that statement, the guard stops it before it writes anything and
+        it runs again in a transaction.
+        """
+        if one_statement and not self.db.is_sqlite:
+            try:
+                async with self.transaction(one_statement=True) as session:
+                    return await work(session)
+            except NeedsTransaction:
+                pass
+        async with self.transaction() as session:
+            return await work(session)
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, one_statement: bool = False) -> AsyncIterator[AsyncSession]:
         """One write transaction; after it commits, wake the fan-out and the outbox.
+        `one_statement`: PostgreSQL's `Database.one_statement_write` instead (see `run_write`).
 
         A transaction that began writing events and rolled back wakes the fan-out too: while it
         was open, the readers held back the events committed after its start (app/events/log.py).
         """
         wrote_events = False
+        unit = self.db.one_statement_write() if one_statement else self.db.write()
         try:
-            async with self.db.write() as session:
+            async with unit as session:
                 try:
                     yield session
                 finally:

@@ -13,7 +13,9 @@ import app.db
 from app.access.viewer import Viewer
 from app.events.models import Event
 from app.notifications.models import Notification
-from app.notifications.recipients import _COMPILED_FAILURE_MAIL, _FAILURE_MAIL
+from app.notifications.recipients import _COMPILED_FAILURE_MAIL, _FAILURE_MAIL, failure_mail
+from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME
+from app.orders import service
 from app.orders.flow import Action, FailureReason, ProvisioningOutcome, Role
 from app.orders.models import SalesOrder
 from app.orders.service import perform_order_action, report_provisioning_result
@@ -146,3 +148,38 @@ async def test_writes_through_the_driver_equal_those_through_sqlalchemy(
     ]
     assert [e["to_status"] for e in fast_rows["events"]] == ["PR", "PF", None, None, None, "PR"]
     assert fast_rows["event_notifications"] == [None, None, 0, 1, 2, None]
+
+
+async def test_the_order_read_with_its_failure_mail_answers_as_the_two_reads_do(
+    services: Services, factory: Factory, tenants: World
+) -> None:
+    """PostgreSQL reads a failure's order and its mail's facts in one statement
+    (`with_failure_mail`): the same order, and the same mail as `failure_mail` reads alone, for
+    customers whose reseller has settings (and chose no template) and whose reseller has none."""
+    if services.db.is_sqlite:
+        pytest.skip("SQLite reads the mail on its own")
+    customers = [tenants.customer_a1, tenants.customer_a2, tenants.customer_b1]
+    orders = [await factory.order(customer, status="PR") for customer in customers]
+    mails = []
+    for order in orders:
+        assert order.id is not None
+        async with services.db.read() as session:
+            merged, mail = await service._visible_order(
+                session, SUPPORT, order.id, failure_mail=True
+            )
+            alone = await service.get_visible_order(session, SUPPORT, order.id)
+            reference = await failure_mail(
+                session,
+                customer_id=order.customer_id,
+                template_name=ORDER_FAILED_TEMPLATE_NAME,
+                reseller_template=True,
+            )
+        assert merged.model_dump() == alone.model_dump()
+        assert mail == reference
+        mails.append(mail)
+    # reseller a's settings tell the reseller and the customer; reseller b has the defaults
+    assert [(m.notify_reseller, m.notify_customer) for m in mails if m] == [
+        (True, True),
+        (True, True),
+        (False, False),
+    ]

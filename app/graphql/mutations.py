@@ -85,8 +85,12 @@ def declared_payload(info: Info) -> Any:
     return declared
 
 
-async def run_mutation(info: Info, work: Work[T], wrap: Callable[[T, Loaders], P]) -> P:
-    """Run `work` in one transaction and `wrap` its result in the payload.
+async def run_mutation(
+    info: Info, work: Work[T], wrap: Callable[[T, Loaders], P], *, one_statement: bool = False
+) -> P:
+    """Run `work` in one transaction and `wrap` its result in the payload. `one_statement`:
+    its write is usually one statement, run without a transaction where it can
+    (`Services.run_write`).
 
     A DomainError rolls the transaction back and becomes the `userErrors` of the payload type this
     mutation field returns, with its object null; a forbidden operation is a top-level error.
@@ -94,8 +98,10 @@ async def run_mutation(info: Info, work: Work[T], wrap: Callable[[T, Loaders], P
     viewer = viewer_of(info)
     services = info.context.services
     try:
-        async with services.transaction() as session:
-            value = await work(session, viewer, services.clock.now())
+        value = await services.run_write(  # the time is read in the transaction, as before
+            lambda session: work(session, viewer, services.clock.now()),
+            one_statement=one_statement,
+        )
     except OperationForbidden as exc:
         raise forbidden(str(exc)) from exc
     except DomainError as exc:
@@ -362,6 +368,7 @@ class Mutation:
             wrap=lambda row, loaders: ReportProvisioningResultPayload(
                 order=Order.wrap(row, loaders)
             ),
+            one_statement=True,
         )
 
     @strawberry.mutation(description="Move an order on with an action (see orderStatuses).")
@@ -382,6 +389,7 @@ class Mutation:
                 now=now,
             ),
             wrap=lambda row, loaders: PerformOrderActionPayload(order=Order.wrap(row, loaders)),
+            one_statement=True,
         )
 
     @strawberry.mutation(description="Change who a reseller's failed-order notifications go to.")

@@ -14,7 +14,9 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
+    ColumnElement,
     Insert,
+    Select,
     Text,
     Update,
     and_,
@@ -98,7 +100,7 @@ class FailureMail:
 _chosen = aliased(NotificationTemplate, name="chosen_template")
 _builtin = aliased(NotificationTemplate, name="builtin_template")
 _DEFAULTS = NotificationSettings(reseller_id=0)
-_FAILURE_MAIL = (
+_FAILURE_MAIL_FROM = (
     sa_select(
         col(Customer.name),
         col(Customer.contact_email),
@@ -120,8 +122,32 @@ _FAILURE_MAIL = (
         ),
     )
     .outerjoin(_builtin, col(_builtin.name) == bindparam("builtin_name"))
-    .where(col(Customer.id) == bindparam("customer_id"))
 )
+_FAILURE_MAIL = _FAILURE_MAIL_FROM.where(col(Customer.id) == bindparam("customer_id"))
+
+
+def with_failure_mail(order_read: Select[Any], customer_id: ColumnElement[int]) -> Select[Any]:
+    """PostgreSQL: `order_read` (a SELECT of one order's columns) with the columns of the failure
+    mail of its customer `customer_id` after them, `failure_mail`'s SELECT joined LATERAL: a
+    failure reads its order and its mail in one statement. Parameters: those of `order_read`
+    and `failure_mail_params(...)`; the mail from the row's last columns: `failure_mail_of`."""
+    mail = _FAILURE_MAIL_FROM.where(col(Customer.id) == customer_id).lateral("failure_mail")
+    return order_read.add_columns(*mail.c).outerjoin(mail, true())
+
+
+FAILURE_MAIL_COLUMNS = len(_FAILURE_MAIL_FROM.selected_columns)
+
+
+def failure_mail_params(*, template_name: str, reseller_template: bool) -> dict[str, object]:
+    return {"builtin_name": template_name, "reseller_template": reseller_template}
+
+
+def failure_mail_of(row: Sequence[Any], *, template_name: str) -> FailureMail:
+    """The mail from the last columns of a row of `_FAILURE_MAIL` or `with_failure_mail`."""
+    mail = row[len(row) - FAILURE_MAIL_COLUMNS :]
+    if mail[6] is None:
+        raise LookupError(f"the built-in template {template_name!r} is missing; run migrations")
+    return FailureMail(*mail)
 
 
 _COMPILED_FAILURE_MAIL = CompiledStatement(_FAILURE_MAIL)
@@ -136,13 +162,10 @@ async def failure_mail(
     connection = await session.connection()
     params = {
         "customer_id": customer_id,
-        "builtin_name": template_name,
-        "reseller_template": reseller_template,
+        **failure_mail_params(template_name=template_name, reseller_template=reseller_template),
     }
     (row,) = await _COMPILED_FAILURE_MAIL.all(connection, params)
-    if row[6] is None:
-        raise LookupError(f"the built-in template {template_name!r} is missing; run migrations")
-    return FailureMail(*row)
+    return failure_mail_of(row, template_name=template_name)
 
 
 def _context(order: SalesOrder, mail: FailureMail) -> dict[str, object]:
@@ -247,12 +270,25 @@ async def failure_recipients(
         template_name=ORDER_FAILED_TEMPLATE_NAME,
         reseller_template=True,
     )
+    return mail, failure_recipients_of(mail, support_email=support_email)
+
+
+ORDER_FAILED_MAIL_PARAMS = failure_mail_params(
+    template_name=ORDER_FAILED_TEMPLATE_NAME, reseller_template=True
+)
+"""The `failure_mail_params` of a failed order's notifications (`failure_recipients`)."""
+
+
+def failure_recipients_of(
+    mail: FailureMail, *, support_email: str
+) -> list[tuple[RecipientRole, str]]:
+    """Who is told of a failed order, from its mail's facts (`failure_recipients`)."""
     recipients = [(RecipientRole.SUPPORT, support_email)]
     if mail.notify_reseller:
         recipients.append((RecipientRole.RESELLER, mail.reseller_email))
     if mail.notify_customer:
         recipients.append((RecipientRole.CUSTOMER, mail.customer_email))
-    return mail, recipients
+    return recipients
 
 
 _PER_RECIPIENT = ("recipient_role", "email", "message_id")

@@ -17,13 +17,14 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 from sqlalchemy import Update, bindparam, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
-from app.db import CompiledStatement, saved
+from app.db import CompiledStatement, detached_instance, saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
 from app.events.log import (
     EventRow,
@@ -37,11 +38,17 @@ from app.events.log import (
     self_committing_announcement,
 )
 from app.notifications.recipients import (
+    ORDER_FAILED_MAIL_PARAMS,
+    FailureMail,
     failed_order_params,
     failed_order_statement,
+    failure_mail_of,
     failure_recipients,
+    failure_recipients_of,
     notify_order_failed,
+    with_failure_mail,
 )
+from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -137,12 +144,45 @@ async def get_visible_customer(session: AsyncSession, viewer: Viewer, customer_i
     return await visible_row(session, Customer, customer_id, visible, field="customerId")
 
 
+_ORDER_TABLE = SalesOrder.__table__  # type: ignore[attr-defined]
+_ORDER_KEYS: tuple[str, ...] = tuple(_ORDER_TABLE.columns.keys())
+_ORDER_READ = sa_select(*_ORDER_TABLE.columns).where(_ORDER_TABLE.c.id == bindparam("order_id"))
+_ORDER_BY_ID = CompiledStatement(_ORDER_READ)
+_ORDER_AND_FAILURE_MAIL = CompiledStatement(
+    with_failure_mail(_ORDER_READ, _ORDER_TABLE.c.customer_id)
+)
+_CUSTOMER_ID, _RESELLER_ID = _ORDER_KEYS.index("customer_id"), _ORDER_KEYS.index("reseller_id")
+
+
 async def get_visible_order(session: AsyncSession, viewer: Viewer, order_id: int) -> SalesOrder:
-    query = select(SalesOrder).where(col(SalesOrder.id) == order_id, policy.order_scope(viewer))
-    order = (await session.exec(query)).first()
-    if order is None:
-        raise NotFound("order not found", field=("orderId",))
+    """The order if the viewer may see it (`policy.may_see_order`, the in-memory form of
+    `policy.order_scope`); NotFound otherwise. Read with a `CompiledStatement` (compiled once,
+    run on the driver's connection), not the ORM: the order comes back detached from the
+    session, which the order desk's writes never need (they write with statements of their own)."""
+    order, _ = await _visible_order(session, viewer, order_id, failure_mail=False)
     return order
+
+
+async def _visible_order(
+    session: AsyncSession, viewer: Viewer, order_id: int, *, failure_mail: bool
+) -> tuple[SalesOrder, FailureMail | None]:
+    """`get_visible_order`; with `failure_mail` on PostgreSQL, also the mail its failure would
+    send (`with_failure_mail`: in the same statement), for a change that moves it to PF."""
+    connection = await session.connection()
+    with_mail = failure_mail and connection.dialect.name == "postgresql"
+    params: dict[str, object] = {"order_id": order_id}
+    if with_mail:
+        row = await _ORDER_AND_FAILURE_MAIL.first(connection, params | ORDER_FAILED_MAIL_PARAMS)
+    else:
+        row = await _ORDER_BY_ID.first(connection, params)
+    if row is None or not policy.may_see_order(
+        viewer, reseller_id=row[_RESELLER_ID], customer_id=row[_CUSTOMER_ID]
+    ):
+        raise NotFound("order not found", field=("orderId",))
+    order = detached_instance(SalesOrder, _ORDER_KEYS, row[: len(_ORDER_KEYS)])
+    if not with_mail:
+        return order, None
+    return order, failure_mail_of(row, template_name=ORDER_FAILED_TEMPLATE_NAME)
 
 
 # --- resellers and customers --------------------------------------------------------------------
@@ -396,12 +436,17 @@ async def _save_failure(
     *,
     event: EventRow,
     config: OrderDeskConfig,
+    mail: FailureMail | None,
 ) -> None:
     """PostgreSQL: the order's move to PF, its `event`, its failure notifications and their
-    events as one statement (`failed_order_statement`), after one read of who is told."""
-    mail, recipients = await failure_recipients(
-        session, customer_id=order.customer_id, support_email=config.support_email
-    )
+    events as one statement (`failed_order_statement`), after one read of who is told (unless
+    `mail` was read with the order)."""
+    if mail is None:
+        mail, recipients = await failure_recipients(
+            session, customer_id=order.customer_id, support_email=config.support_email
+        )
+    else:
+        recipients = failure_recipients_of(mail, support_email=config.support_email)
     values = {**values, "version": order.version + 1, "updated_at": now}
     keys, announced = tuple(values), bool(announcing(session))
     params = order_change_params(order, values)
@@ -429,8 +474,10 @@ async def _move(
     details: str | None = None,
     comment: str | None = None,
     extra: dict[str, object] | None = None,
+    mail: FailureMail | None = None,
 ) -> None:
-    """Move the order to `to`, record the event, and raise the failure notifications on PF."""
+    """Move the order to `to`, record the event, and raise the failure notifications on PF
+    (from `mail` if it was read with the order)."""
     source = order.status
     values: dict[str, object] = {"status": to.value, **(extra or {})}
     if to is Status.PF:
@@ -453,7 +500,7 @@ async def _move(
         at=now,
     )
     if to is Status.PF and session.get_bind().dialect.name == "postgresql":
-        await _save_failure(session, order, values, now, event=event, config=config)
+        await _save_failure(session, order, values, now, event=event, config=config, mail=mail)
     elif to is Status.PF:  # the notifications' events are written with (after) the order's
         await _save_change(session, order, values, now)
         await notify_order_failed(
@@ -490,7 +537,9 @@ async def perform_order_action(
 ) -> SalesOrder:
     """Apply one row of the action table to the order."""
     policy.require(viewer, policy.Operation.ORDER_ACTION)
-    order = await get_visible_order(session, viewer, order_id)
+    order, mail = await _visible_order(
+        session, viewer, order_id, failure_mail=action is Action.MARK_FAILED
+    )
     comment = clean_comment(comment, field="comment")
     if expected_version is not None and expected_version != order.version:
         raise Conflict(
@@ -543,6 +592,7 @@ async def perform_order_action(
         details=comment if target is Status.PF else None,
         comment=comment,
         extra=extra,
+        mail=mail,
     )
     return order
 
@@ -560,7 +610,9 @@ async def report_provisioning_result(
 ) -> SalesOrder:
     """The provisioning platform reports what happened to an order in PR or LO."""
     policy.require(viewer, policy.Operation.REPORT_PROVISIONING)
-    order = await get_visible_order(session, viewer, order_id)
+    order, mail = await _visible_order(
+        session, viewer, order_id, failure_mail=outcome is ProvisioningOutcome.FAILED
+    )
     details = clean_comment(details, field="details")
     source = Status(order.status)
     if source not in flow.OUTCOME_SOURCES:
@@ -594,5 +646,6 @@ async def report_provisioning_result(
         reason=reason,
         details=details,
         comment=details,
+        mail=mail,
     )
     return order

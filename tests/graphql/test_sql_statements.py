@@ -27,14 +27,15 @@ _CONTROL = {"", "BEGIN", "COMMIT", "ROLLBACK"}
 
 
 @asynccontextmanager
-async def counting(services: Services) -> AsyncIterator[list[str]]:
+async def counting(services: Services, *, control: bool = False) -> AsyncIterator[list[str]]:
     """The statements run for requests in this context, as the database driver sees them.
 
     On PostgreSQL: what SQLAlchemy executes, and what runs on asyncpg's connection directly
     (`app.db.CompiledStatement`: the token of every request, a planned page), seen by asyncpg's query
     loggers. (Those see no prepared statement, which is how SQLAlchemy runs its own, so nothing is
     counted twice.) On SQLite: every statement the sqlite3 connection runs (its trace callback),
-    on connections a request checked out."""
+    on connections a request checked out. `control` (PostgreSQL): instead, only what is not
+    counted otherwise: transaction control (BEGIN, COMMIT, ROLLBACK) as asyncpg sends it."""
     statements: list[str] = []
     active = [True]
 
@@ -44,7 +45,8 @@ async def counting(services: Services) -> AsyncIterator[list[str]]:
 
     def logged(query: Any) -> None:  # asyncpg calls it in the context of the query's task
         # not counted (as SQLAlchemy's events do not): transaction control, the pool's pre-ping
-        if _IN_REQUEST.get() and query.query.strip(" ;").split(" ")[0] not in _CONTROL:
+        is_control = query.query.strip(" ;").split(" ")[0] in _CONTROL
+        if _IN_REQUEST.get() and is_control == control:
             statements.append(query.query)
 
     drivers: list[Any] = []
@@ -71,7 +73,7 @@ async def counting(services: Services) -> AsyncIterator[list[str]]:
             await_only(driver.set_trace_callback(traced_sql))  # checkout runs in a greenlet
 
     engine = services.db.engine.sync_engine
-    if not services.db.is_sqlite:
+    if not services.db.is_sqlite and not control:
         event.listen(engine, "before_cursor_execute", record)
     event.listen(engine, "checkout", checkout)
     reset = _IN_REQUEST.set(True)
@@ -83,7 +85,7 @@ async def counting(services: Services) -> AsyncIterator[list[str]]:
     finally:
         _IN_REQUEST.reset(reset)
         active[0] = False
-        if not services.db.is_sqlite:
+        if not services.db.is_sqlite and not control:
             event.remove(engine, "before_cursor_execute", record)
         event.remove(engine, "checkout", checkout)
         for driver in drivers:
@@ -231,10 +233,11 @@ RESUBMIT = """mutation($id: ID!) { performOrderAction(input: {orderId: $id, acti
 async def test_a_status_change_costs_a_fixed_number_of_statements(
     api: GraphQLClient, factory: Factory, services: Services, recipients: int
 ) -> None:
-    """A failure: token, order, then on PostgreSQL the mail's facts (customer, reseller,
-    settings and template in one) and one write: the order's version-checked UPDATE (announcing
-    the event-log writer, app/events/log.py), the notifications and every event, in CTEs of one
-    statement (app/notifications/recipients.py failed_order_statement); on SQLite the update,
+    """A failure: token, then on PostgreSQL the order with its mail's facts (customer, reseller,
+    settings and template, joined LATERAL: app/notifications/recipients.py with_failure_mail)
+    and one write: the order's version-checked UPDATE (announcing the event-log writer,
+    app/events/log.py), the notifications and every event, in CTEs of one statement
+    (app/notifications/recipients.py failed_order_statement); on SQLite the order, the update,
     the mail's facts, and each notification and event a row at a time (no ordered multi-row
     RETURNING). A resubmit: token, order, then the update with its event (one statement on
     PostgreSQL, two on SQLite). On PostgreSQL neither grows with the recipients."""
@@ -247,8 +250,43 @@ async def test_a_status_change_costs_a_fixed_number_of_statements(
     async with counting(services) as failing:
         data = await client.data(FAIL, {"id": gid("Order", order)})
     assert data["reportProvisioningResult"] == {"order": {"status": "PF"}, "userErrors": []}
-    assert len(failing) == (5 + 2 * recipients if sqlite else 4), failing
+    assert len(failing) == (5 + 2 * recipients if sqlite else 3), failing
     async with counting(services) as resubmitting:
         data = await client.data(RESUBMIT, {"id": gid("Order", order)})
     assert data["performOrderAction"] == {"order": {"status": "PR"}, "userErrors": []}
     assert len(resubmitting) == (4 if sqlite else 3), resubmitting
+
+
+async def test_a_status_change_sends_no_begin_or_commit_on_postgresql(
+    api: GraphQLClient, factory: Factory, services: Services
+) -> None:
+    """A failure and a resubmit each write one statement, on an autocommit connection
+    (`Database.one_statement_write`): no BEGIN and COMMIT round trips around it, and no second
+    checkout from the pool."""
+    if services.db.is_sqlite:
+        pytest.skip("SQLite writes take Database.write() (its one-writer lock)")
+    client = api.as_(await factory.token("SUPPORT"))
+    order = await factory.order(await factory.customer(await factory.reseller()), status="PR")
+    checkouts: list[str] = []
+
+    def checkout(*args: Any) -> None:
+        if _IN_REQUEST.get():
+            checkouts.append("out")
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "checkout", checkout)
+    try:
+        async with counting(services, control=True) as control:
+            failed = await client.data(FAIL, {"id": gid("Order", order)})
+            resubmitted = await client.data(RESUBMIT, {"id": gid("Order", order)})
+    finally:
+        event.remove(engine, "checkout", checkout)
+    assert failed["reportProvisioningResult"] == {"order": {"status": "PF"}, "userErrors": []}
+    assert resubmitted["performOrderAction"] == {"order": {"status": "PR"}, "userErrors": []}
+    assert control == []
+    # each on one connection: the one its token was read on (`Database.request_reads`)
+    assert checkouts == ["out", "out"]
+    async with counting(services, control=True) as control:  # the counter sees them elsewhere
+        async with services.transaction() as session:
+            await (await session.connection()).exec_driver_sql("SELECT 1")
+    assert [c.strip(" ;").split(" ")[0] for c in control] == ["BEGIN", "COMMIT"]
