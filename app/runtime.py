@@ -51,14 +51,20 @@ ACCEPT_RETRY_SECONDS = 1.0
 
 
 class Loop(uvloop.Loop):
-    """uvloop's event loop, whose TCP servers accept every waiting connection at each loop turn.
+    """uvloop's event loop, whose TCP servers on a host and port accept every waiting connection
+    at each loop turn.
 
     libuv accepts one connection per loop turn (libuv PR #3696, 1.45): during a reconnect storm
     the listen queue holds as many connections as the clients are opening at once (about 500 in
     `scripts/bench_reconnect.py`), and a new connection, a panel page loading, waited behind all
     of them: over a second (strace: one `accept4` per `epoll_pwait`). Accepted at once, each
     connection's requests are read at the next turn, in order of arrival with everyone else's.
-    Everything else is uvloop's: transports, protocols and TLS servers alike."""
+
+    A socket handed in stays with uvloop's own server: uvicorn's `--workers` share one, and
+    accepting one connection per turn is what spreads a burst over them (accepting greedily, the
+    first worker to wake took all 16 of a benchmark's keep-alive connections, and the other
+    idled). So do TLS servers and anything but plain host-and-port TCP. Everything else is
+    uvloop's: transports and protocols alike."""
 
     async def create_server(  # type: ignore[override]
         self,
@@ -74,7 +80,7 @@ class Loop(uvloop.Loop):
         **options: Any,
     ) -> asyncio.AbstractServer:
         plain = ssl is None and not options and (host is None or isinstance(host, str))
-        if not plain:  # TLS, other families and flags, several hosts: uvloop's own server
+        if sock is not None or not plain:  # see the class's docstring
             uvloop_loop: Any = super()
             return await uvloop_loop.create_server(  # type: ignore[no-any-return]
                 protocol_factory,
@@ -87,7 +93,7 @@ class Loop(uvloop.Loop):
                 reuse_port=reuse_port,
                 **options,
             )
-        sockets = [sock] if sock is not None else await self._bind(host, port, reuse_port)
+        sockets = await self._bind(host, port, reuse_port)
         return Listener(self, sockets, protocol_factory, backlog)
 
     async def _bind(

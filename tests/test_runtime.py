@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pytest
 
 from app import runtime
-from app.runtime import OLDER_THRESHOLDS, YOUNG_THRESHOLD, Loop, new_event_loop
+from app.runtime import OLDER_THRESHOLDS, YOUNG_THRESHOLD, Listener, Loop, new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTED = """
@@ -180,7 +180,8 @@ def test_out_of_descriptors_pauses_accepting_then_tries_again(
         loop = asyncio.get_running_loop()
         listening = OutOfDescriptors(socket.AF_INET, socket.SOCK_STREAM)
         listening.bind(("127.0.0.1", 0))
-        server = await loop.create_server(Echo, sock=listening)
+        assert isinstance(loop, Loop)
+        server = Listener(loop, [listening], Echo, 100)
         client = socket.create_connection(listening.getsockname())  # readable from now on
         await asyncio.sleep(0.1)
         assert OutOfDescriptors.accepts == 1 and not server.is_serving()
@@ -192,3 +193,25 @@ def test_out_of_descriptors_pauses_accepting_then_tries_again(
     with caplog.at_level(logging.ERROR, logger="app.runtime"):
         run_on_our_loop(main)
     assert "accepting connections paused" in caplog.text
+
+
+def test_a_socket_handed_in_is_served_by_uvloop_one_connection_per_turn() -> None:
+    """uvicorn's `--workers` share one listening socket: it stays with uvloop's own server, whose
+    one accept per turn spreads a burst of connections over the workers (greedy accepting gave
+    one worker all of them)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        shared = socket.create_server(("127.0.0.1", 0))
+        server = await loop.create_server(Echo, sock=shared)
+        assert not isinstance(server, Listener)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*shared.getsockname()), 5)
+        writer.write(b"served")
+        assert await asyncio.wait_for(reader.readexactly(6), 5) == b"served"
+        writer.close()
+        server.close()
+        own = await loop.create_server(Echo, "127.0.0.1", 0)
+        assert isinstance(own, Listener)
+        own.close()
+
+    run_on_our_loop(main)
