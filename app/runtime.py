@@ -60,11 +60,13 @@ class Loop(uvloop.Loop):
     of them: over a second (strace: one `accept4` per `epoll_pwait`). Accepted at once, each
     connection's requests are read at the next turn, in order of arrival with everyone else's.
 
-    A socket handed in stays with uvloop's own server: uvicorn's `--workers` share one, and
-    accepting one connection per turn is what spreads a burst over them (accepting greedily, the
-    first worker to wake took all 16 of a benchmark's keep-alive connections, and the other
-    idled). So do TLS servers and anything but plain host-and-port TCP. Everything else is
-    uvloop's: transports and protocols alike."""
+    A socket handed in, which uvicorn's `--workers` share, is served as uvloop serves it, and
+    beside it each worker listens on a socket of its own in one `SO_REUSEPORT` group with it
+    (`_own_socket_beside`): the kernel spreads new connections over the group evenly. (Accepting
+    greedily from the shared socket alone, the first worker to wake took all 16 of a benchmark's
+    keep-alive connections; uvloop's one accept per turn split bursts of 16 as 13/3, 11/5, 8/8.)
+    TLS servers and anything but plain TCP stay with uvloop. Everything else is uvloop's:
+    transports and protocols alike."""
 
     async def create_server(  # type: ignore[override]
         self,
@@ -80,21 +82,25 @@ class Loop(uvloop.Loop):
         **options: Any,
     ) -> asyncio.AbstractServer:
         plain = ssl is None and not options and (host is None or isinstance(host, str))
-        if sock is not None or not plain:  # see the class's docstring
-            uvloop_loop: Any = super()
-            return await uvloop_loop.create_server(  # type: ignore[no-any-return]
-                protocol_factory,
-                host,
-                port,
-                sock=sock,
-                backlog=backlog,
-                ssl=ssl,
-                reuse_address=reuse_address,
-                reuse_port=reuse_port,
-                **options,
-            )
-        sockets = await self._bind(host, port, reuse_port)
-        return Listener(self, sockets, protocol_factory, backlog)
+        if sock is None and plain:
+            sockets = await self._bind(host, port, reuse_port)
+            return Listener(self, sockets, protocol_factory, backlog)
+        uvloop_loop: Any = super()
+        server: asyncio.AbstractServer = await uvloop_loop.create_server(
+            protocol_factory,
+            host,
+            port,
+            sock=sock,
+            backlog=backlog,
+            ssl=ssl,
+            reuse_address=reuse_address,
+            reuse_port=reuse_port,
+            **options,
+        )
+        own = _own_socket_beside(sock) if sock is not None and plain else None
+        if own is None:
+            return server
+        return Listener(self, [own], protocol_factory, backlog, beside=server)
 
     async def _bind(
         self, host: str | None, port: int | None, reuse_port: bool | None
@@ -124,6 +130,32 @@ class Loop(uvloop.Loop):
         return sockets
 
 
+def _own_socket_beside(shared: socket.socket) -> socket.socket | None:
+    """A listening socket of this process's own on the port of `shared` (which uvicorn's
+    `--workers` processes share), both in one `SO_REUSEPORT` group: the kernel spreads new
+    connections over the group's sockets by their addresses, evenly, where the workers accepting
+    from one shared socket split them as they happened to wake. None if the kernel refuses (the
+    shared socket alone then serves, as before)."""
+    if shared.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(
+        socket, "SO_REUSEPORT"
+    ):
+        return None
+    own = socket.socket(shared.family, socket.SOCK_STREAM)
+    try:
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared.family == socket.AF_INET6:
+            v6only = shared.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            own.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        own.bind(shared.getsockname())
+    except OSError as exc:
+        log.warning("no listening socket of this process's own (%s): the shared one serves", exc)
+        own.close()
+        return None
+    return own
+
+
 class Listener(asyncio.AbstractServer):
     """A TCP server of `Loop`: each time a listening socket is readable, up to `ACCEPT_BATCH`
     connections are accepted and handed to uvloop's own transports
@@ -135,8 +167,11 @@ class Listener(asyncio.AbstractServer):
         sockets: list[socket.socket],
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         backlog: int,
+        *,
+        beside: asyncio.AbstractServer | None = None,
     ) -> None:
         self._loop = loop
+        self._beside = beside  # served and closed with these sockets (uvloop's, on a shared one)
         self._sockets = sockets
         self._protocol_factory = protocol_factory
         self._connecting: set[asyncio.Task[Any]] = set()
@@ -194,6 +229,8 @@ class Listener(asyncio.AbstractServer):
 
     def close(self) -> None:
         """Stop accepting and close the listening sockets (open connections are left alone)."""
+        if self._beside is not None:
+            self._beside.close()
         self._pause()
         for listening in self._sockets:
             listening.close()
@@ -218,7 +255,10 @@ class Listener(asyncio.AbstractServer):
         await self._closed.wait()
 
     async def wait_closed(self) -> None:
-        """Returns at once: connections are closed by their own protocols (uvicorn's shutdown)."""
+        """Connections are closed by their own protocols (uvicorn's shutdown); a server beside
+        these sockets is waited for as it waits."""
+        if self._beside is not None:
+            await self._beside.wait_closed()
 
 
 def new_event_loop() -> Loop:
