@@ -60,13 +60,14 @@ class Loop(uvloop.Loop):
     of them: over a second (strace: one `accept4` per `epoll_pwait`). Accepted at once, each
     connection's requests are read at the next turn, in order of arrival with everyone else's.
 
-    A socket handed in, which uvicorn's `--workers` share, is served as uvloop serves it, and
-    beside it each worker listens on a socket of its own in one `SO_REUSEPORT` group with it
-    (`_own_socket_beside`): the kernel spreads new connections over the group evenly. (Accepting
-    greedily from the shared socket alone, the first worker to wake took all 16 of a benchmark's
-    keep-alive connections; uvloop's one accept per turn split bursts of 16 as 13/3, 11/5, 8/8.)
-    TLS servers and anything but plain TCP stay with uvloop. Everything else is uvloop's:
-    transports and protocols alike."""
+    A socket handed in, which uvicorn's `--workers` share: each worker also listens on a socket
+    of its own in one `SO_REUSEPORT` group with it (`_own_socket_beside`), and accepts from both;
+    the kernel spreads new connections over the group's sockets evenly, so at most the shared
+    socket's share goes to whichever worker wakes first. (Accepting from the shared socket alone,
+    greedily, the first worker to wake took all 16 of a benchmark's keep-alive connections;
+    uvloop's one accept per turn split bursts of 16 as 13/3, 11/5, 8/8.) Without a socket of
+    its own (the kernel refused), and for TLS and anything but plain TCP, uvloop serves as it
+    does. Everything else is uvloop's: transports and protocols alike."""
 
     async def create_server(  # type: ignore[override]
         self,
@@ -85,8 +86,12 @@ class Loop(uvloop.Loop):
         if sock is None and plain:
             sockets = await self._bind(host, port, reuse_port)
             return Listener(self, sockets, protocol_factory, backlog)
+        if sock is not None and plain:
+            own = _own_socket_beside(sock)
+            if own is not None:
+                return Listener(self, [own, sock], protocol_factory, backlog)
         uvloop_loop: Any = super()
-        server: asyncio.AbstractServer = await uvloop_loop.create_server(
+        return await uvloop_loop.create_server(  # type: ignore[no-any-return]
             protocol_factory,
             host,
             port,
@@ -97,10 +102,6 @@ class Loop(uvloop.Loop):
             reuse_port=reuse_port,
             **options,
         )
-        own = _own_socket_beside(sock) if sock is not None and plain else None
-        if own is None:
-            return server
-        return Listener(self, [own], protocol_factory, backlog, beside=server)
 
     async def _bind(
         self, host: str | None, port: int | None, reuse_port: bool | None
@@ -134,8 +135,7 @@ def _own_socket_beside(shared: socket.socket) -> socket.socket | None:
     """A listening socket of this process's own on the port of `shared` (which uvicorn's
     `--workers` processes share), both in one `SO_REUSEPORT` group: the kernel spreads new
     connections over the group's sockets by their addresses, evenly, where the workers accepting
-    from one shared socket split them as they happened to wake. None if the kernel refuses (the
-    shared socket alone then serves, as before)."""
+    from one shared socket split them as they happened to wake. None if the kernel refuses."""
     if shared.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(
         socket, "SO_REUSEPORT"
     ):
@@ -167,15 +167,13 @@ class Listener(asyncio.AbstractServer):
         sockets: list[socket.socket],
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         backlog: int,
-        *,
-        beside: asyncio.AbstractServer | None = None,
     ) -> None:
         self._loop = loop
-        self._beside = beside  # served and closed with these sockets (uvloop's, on a shared one)
         self._sockets = sockets
         self._protocol_factory = protocol_factory
         self._connecting: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
+        self._fds = [listening.fileno() for listening in sockets]
         for listening in sockets:
             listening.setblocking(False)
             listening.listen(backlog)
@@ -191,8 +189,8 @@ class Listener(asyncio.AbstractServer):
     def _pause(self) -> None:
         if self._serving:
             self._serving = False
-            for listening in self._sockets:
-                self._loop.remove_reader(listening.fileno())
+            for fd in self._fds:  # by number: a shared socket may have been closed elsewhere
+                self._loop.remove_reader(fd)
 
     def _accept(self, listening: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -229,8 +227,6 @@ class Listener(asyncio.AbstractServer):
 
     def close(self) -> None:
         """Stop accepting and close the listening sockets (open connections are left alone)."""
-        if self._beside is not None:
-            self._beside.close()
         self._pause()
         for listening in self._sockets:
             listening.close()
@@ -255,10 +251,7 @@ class Listener(asyncio.AbstractServer):
         await self._closed.wait()
 
     async def wait_closed(self) -> None:
-        """Connections are closed by their own protocols (uvicorn's shutdown); a server beside
-        these sockets is waited for as it waits."""
-        if self._beside is not None:
-            await self._beside.wait_closed()
+        """Returns at once: connections are closed by their own protocols (uvicorn's shutdown)."""
 
 
 def new_event_loop() -> Loop:
