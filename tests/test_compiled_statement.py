@@ -7,21 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlmodel import col, select
 
 import app.db
 from app.access.viewer import Viewer
-from app.events.models import Event
-from app.notifications.models import Notification
 from app.notifications.recipients import _COMPILED_FAILURE_MAIL, _FAILURE_MAIL, failure_mail
 from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME
 from app.orders import service
-from app.orders.flow import Action, FailureReason, ProvisioningOutcome, Role
-from app.orders.models import SalesOrder
-from app.orders.service import perform_order_action, report_provisioning_result
+from app.orders.flow import Role
 from app.services import Services
 from tests.support.api import Factory
 from tests.support.world import World, make_world
+from tests.support.writes import fail_and_resubmit, written
 
 SUPPORT = Viewer(role=Role.SUPPORT)
 
@@ -51,74 +47,6 @@ async def test_the_failure_mail_read_answers_as_sqlalchemy_does(
                 assert compiled == reference and len(compiled) == 1
 
 
-async def _fail_and_resubmit(services: Services, order: SalesOrder) -> None:
-    assert order.id is not None
-    async with services.transaction() as session:
-        await report_provisioning_result(
-            session,
-            viewer=SUPPORT,
-            order_id=order.id,
-            outcome=ProvisioningOutcome.FAILED,
-            reason=FailureReason.OTHER,
-            details="disk full",
-            config=services.desk,
-            now=services.clock.now(),
-        )
-    async with services.transaction() as session:
-        await perform_order_action(
-            session,
-            viewer=SUPPORT,
-            order_id=order.id,
-            action=Action.RESUBMIT,
-            comment="again",
-            config=services.desk,
-            now=services.clock.now(),
-        )
-
-
-async def _written(services: Services, order: SalesOrder) -> dict[str, Any]:
-    """What the writes left for `order`, without ids and Message-IDs (which always differ), and
-    without what the outbox (running meanwhile) changes: the delivery columns and their events."""
-    async with services.db.read() as session:
-        row = await session.get(SalesOrder, order.id, populate_existing=True)
-        notes = (
-            await session.exec(
-                select(Notification)
-                .where(col(Notification.order_id) == order.id)
-                .order_by(col(Notification.id))
-            )
-        ).all()
-        events = (
-            await session.exec(
-                select(Event)
-                .where(
-                    col(Event.order_id) == order.id,
-                    col(Event.delivery_status).is_distinct_from("SENT"),
-                )
-                .order_by(col(Event.id))
-            )
-        ).all()
-    assert row is not None
-    skip = {"id", "number", "message_id", "order_id", "notification_id"}
-    delivery = {"status", "attempts", "last_error", "next_attempt_at", "lease_until", "sent_at"}
-    return {
-        "order": {k: v for k, v in row.model_dump().items() if k not in skip},
-        "notifications": [
-            {
-                k: v.replace(row.number, "<number>") if isinstance(v, str) else v
-                for k, v in n.model_dump().items()
-                if k not in skip | delivery
-            }
-            for n in notes
-        ],
-        "events": [{k: v for k, v in e.model_dump().items() if k not in skip} for e in events],
-        "event_notifications": [
-            [n.id for n in notes].index(e.notification_id) if e.notification_id else None
-            for e in events
-        ],
-    }
-
-
 async def test_writes_through_the_driver_equal_those_through_sqlalchemy(
     services: Services, factory: Factory, tenants: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -131,15 +59,15 @@ async def test_writes_through_the_driver_equal_those_through_sqlalchemy(
 
     monkeypatch.setattr(app.db, "_in_transaction_or_autocommit", spy)
     fast = await factory.order(tenants.customer_a1, status="PR")
-    await _fail_and_resubmit(services, fast)
+    await fail_and_resubmit(services, fast)
     if not services.db.is_sqlite:
         assert compiled_runs and all(compiled_runs)  # the driver path really ran
 
     monkeypatch.setattr(app.db, "_in_transaction_or_autocommit", lambda adapter: False)
     reference = await factory.order(tenants.customer_a1, status="PR")
-    await _fail_and_resubmit(services, reference)
+    await fail_and_resubmit(services, reference)
 
-    fast_rows, reference_rows = await _written(services, fast), await _written(services, reference)
+    fast_rows, reference_rows = await written(services, fast), await written(services, reference)
     assert fast_rows == reference_rows
     assert [n["recipient_role"] for n in fast_rows["notifications"]] == [
         "SUPPORT",

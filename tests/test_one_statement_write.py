@@ -21,7 +21,7 @@ from app.orders.service import perform_order_action, report_provisioning_result
 from app.services import Services
 from tests.support.api import Factory
 from tests.support.world import World, make_world
-from tests.test_compiled_statement import _written
+from tests.support.writes import fail_and_resubmit, written
 
 SUPPORT = Viewer(role=Role.SUPPORT)
 ORDER = SalesOrder.__table__  # type: ignore[attr-defined]
@@ -77,7 +77,7 @@ async def test_one_compiled_write_commits_on_its_own_and_a_second_is_refused(
 
 
 @pytest.mark.usefixtures("postgres_only")
-async def test_a_write_the_guard_cannot_allow_stops_before_anything_is_written(
+async def test_a_write_the_guard_cannot_allow_stops_before_anything_iswritten(
     services: Services, factory: Factory
 ) -> None:
     order = await factory.order(status="PR")
@@ -167,42 +167,6 @@ async def test_work_that_needs_more_runs_again_in_a_transaction(
     assert events == 1
 
 
-async def _fail_and_resubmit(services: Services, order: SalesOrder, *, one_statement: bool) -> None:
-    assert order.id is not None
-    order_id = order.id
-
-    async def fail(session: AsyncSession) -> SalesOrder:
-        return await report_provisioning_result(
-            session,
-            viewer=SUPPORT,
-            order_id=order_id,
-            outcome=ProvisioningOutcome.FAILED,
-            reason=FailureReason.OTHER,
-            details="disk full",
-            config=services.desk,
-            now=services.clock.now(),
-        )
-
-    async def resubmit(session: AsyncSession) -> SalesOrder:
-        return await perform_order_action(
-            session,
-            viewer=SUPPORT,
-            order_id=order_id,
-            action=Action.RESUBMIT,
-            comment="again",
-            config=services.desk,
-            now=services.clock.now(),
-        )
-
-    for work in (fail, resubmit):
-        if one_statement:  # no fallback: the guard must not have stopped it
-            async with services.transaction(one_statement=True) as session:
-                await work(session)
-        else:
-            async with services.transaction() as session:
-                await work(session)
-
-
 @pytest.mark.usefixtures("postgres_only")
 async def test_one_statement_writes_equal_those_of_a_transaction(
     services: Services, factory: Factory, tenants: World
@@ -210,10 +174,10 @@ async def test_one_statement_writes_equal_those_of_a_transaction(
     """Differential: a failure (its notifications to three recipients and every event) and a
     resubmit, on an autocommit connection and in a transaction, leave the same rows."""
     fast = await factory.order(tenants.customer_a1, status="PR")
-    await _fail_and_resubmit(services, fast, one_statement=True)
+    await fail_and_resubmit(services, fast, one_statement=True)
     reference = await factory.order(tenants.customer_a1, status="PR")
-    await _fail_and_resubmit(services, reference, one_statement=False)
-    fast_rows, reference_rows = await _written(services, fast), await _written(services, reference)
+    await fail_and_resubmit(services, reference)
+    fast_rows, reference_rows = await written(services, fast), await written(services, reference)
     assert fast_rows == reference_rows
     assert [e["to_status"] for e in fast_rows["events"]] == ["PR", "PF", None, None, None, "PR"]
     assert [n["recipient_role"] for n in fast_rows["notifications"]] == [
