@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Column, DateTime, Float, Insert, Numeric, Select, Update, event, inspect
@@ -164,8 +164,10 @@ def _sqlite_connection(driver: Any) -> sqlite3.Connection:
 
 
 SQLITE_ON_LOOP_SECONDS = 0.005
-"""A compiled SQLite SELECT that ran longer than this on the event loop's thread runs in its
-connection's thread from then on."""
+SQLITE_SLOW_RUNS = 3
+"""A compiled SQLite SELECT that ran longer than `SQLITE_ON_LOOP_SECONDS` on the event loop's
+thread this many times in a row runs in its connection's thread from then on (in a row: one run
+that a garbage collection or a busy machine made slow does not move a token's look-up)."""
 
 
 async def _sqlite_select(driver: Any, compiled: _Compiled, args: list[Any]) -> list[Any]:
@@ -174,15 +176,18 @@ async def _sqlite_select(driver: Any, compiled: _Compiled, args: list[Any]) -> l
     issue's panel page over 100,000 orders); under load, the trips to aiosqlite's thread (a
     queue, the thread woken, the loop woken from it) and the GIL passed between the pool's 20
     connection threads and the loop cost several times the query (`bench_read.py --sqlite-only`,
-    README). One that proves slow (a count over a million orders) goes back to the thread, where
-    it holds no other request up."""
+    README). One that proves slow (a count over a million orders: `SQLITE_SLOW_RUNS`) goes back
+    to the thread, where it holds no other request up."""
     if not compiled.on_loop:
         rows: list[Any] = await driver.execute_fetchall(compiled.sql, args)
         return rows
-    started = time.perf_counter()
+    started = perf_counter()
     rows = _sqlite_connection(driver).execute(compiled.sql, args).fetchall()
-    if time.perf_counter() - started > SQLITE_ON_LOOP_SECONDS:
-        compiled.on_loop = False
+    if perf_counter() - started <= SQLITE_ON_LOOP_SECONDS:
+        compiled.slow_runs = 0
+    else:
+        compiled.slow_runs += 1
+        compiled.on_loop = compiled.slow_runs < SQLITE_SLOW_RUNS
     return rows
 
 
@@ -361,6 +366,7 @@ class _Compiled:
     results: list[Any] | None  # a SELECT's result processor per column (None: as given)
     writes: bool = False  # DML, or a SELECT that locks rows (see `Database.one_statement_write`)
     on_loop: bool = True  # SQLite: run on the event loop's thread (see `_sqlite_select`)
+    slow_runs: int = 0  # SQLite: slow runs on the loop in a row
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         args = []
