@@ -183,11 +183,8 @@ async def _sqlite_select(driver: Any, compiled: _Compiled, args: list[Any]) -> l
         return rows
     started = perf_counter()
     rows = _sqlite_connection(driver).execute(compiled.sql, args).fetchall()
-    if perf_counter() - started <= SQLITE_ON_LOOP_SECONDS:
-        compiled.slow_runs = 0
-    else:
-        compiled.slow_runs += 1
-        compiled.on_loop = compiled.slow_runs < SQLITE_SLOW_RUNS
+    slow = perf_counter() - started > SQLITE_ON_LOOP_SECONDS
+    compiled.slow_runs = compiled.slow_runs + 1 if slow else 0
     return rows
 
 
@@ -198,7 +195,7 @@ class CompiledStatement:
     statement, the execution context, result objects). On asyncpg it runs in the transaction
     SQLAlchemy began (sending its BEGIN first when SQLAlchemy has not sent it yet), or on an
     autocommit connection (a write there is checked by `Database.one_statement_write`'s guard).
-    On aiosqlite a SELECT runs in one trip to the connection's thread (a write goes through
+    On aiosqlite a SELECT runs on the event loop's thread (`_sqlite_select`; a write goes through
     SQLAlchemy, which owns SQLite's transaction).
 
     Rows come back as tuples, a SELECT's with its columns' own result conversions (a table's
@@ -365,8 +362,12 @@ class _Compiled:
     binds: list[tuple[str, Any, Any]]  # name, bound value, bind processor, in parameter order
     results: list[Any] | None  # a SELECT's result processor per column (None: as given)
     writes: bool = False  # DML, or a SELECT that locks rows (see `Database.one_statement_write`)
-    on_loop: bool = True  # SQLite: run on the event loop's thread (see `_sqlite_select`)
-    slow_runs: int = 0  # SQLite: slow runs on the loop in a row
+    slow_runs: int = 0  # SQLite: slow runs on the event loop's thread in a row
+
+    @property
+    def on_loop(self) -> bool:
+        """SQLite: whether it runs on the event loop's thread (see `_sqlite_select`)."""
+        return self.slow_runs < SQLITE_SLOW_RUNS
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         args = []

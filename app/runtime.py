@@ -112,13 +112,8 @@ class Loop(uvloop.Loop):
         sockets: list[socket.socket] = []
         try:
             for family, kind, proto, _, address in dict.fromkeys(infos):
-                listening = socket.socket(family, kind, proto)
+                listening = _listening_socket(family, kind, proto, reuse_port=bool(reuse_port))
                 sockets.append(listening)
-                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if reuse_port:
-                    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 try:
                     listening.bind(address)
                 except OSError as exc:
@@ -140,20 +135,40 @@ def _own_socket_beside(shared: socket.socket) -> socket.socket | None:
         socket, "SO_REUSEPORT"
     ):
         return None
-    own = socket.socket(shared.family, socket.SOCK_STREAM)
+    own: socket.socket | None = None
     try:
+        v6only = shared.family == socket.AF_INET6 and bool(
+            shared.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        )
+        own = _listening_socket(
+            shared.family, socket.SOCK_STREAM, 0, reuse_port=True, v6only=v6only
+        )
         shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if shared.family == socket.AF_INET6:
-            v6only = shared.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-            own.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
         own.bind(shared.getsockname())
     except OSError as exc:
         log.warning("no listening socket of this process's own (%s): the shared one serves", exc)
-        own.close()
+        if own is not None:
+            own.close()
         return None
     return own
+
+
+def _listening_socket(
+    family: int, kind: int, proto: int, *, reuse_port: bool, v6only: bool = True
+) -> socket.socket:
+    """A socket to bind and listen on, with the options asyncio's `create_server` sets
+    (SO_REUSEADDR; IPV6_V6ONLY for IPv6), and SO_REUSEPORT if asked."""
+    listening = socket.socket(family, kind, proto)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+    except OSError:
+        listening.close()
+        raise
+    return listening
 
 
 class Listener(asyncio.AbstractServer):
@@ -183,8 +198,8 @@ class Listener(asyncio.AbstractServer):
     def _start(self) -> None:
         if self._sockets and not self._serving:
             self._serving = True
-            for listening in self._sockets:
-                self._loop.add_reader(listening.fileno(), self._accept, listening)
+            for fd, listening in zip(self._fds, self._sockets, strict=True):
+                self._loop.add_reader(fd, self._accept, listening)
 
     def _pause(self) -> None:
         if self._serving:
