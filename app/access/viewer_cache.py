@@ -47,6 +47,8 @@ class ViewerCache:
         self._expiry: dict[int, datetime | None] = {}  # token id → expiry, for `is_live`
         self._live_until: dict[int, datetime] = {}  # token id → trusted live until
         self._reading: dict[str, asyncio.Task[Viewer | None]] = {}  # lookups under way
+        self._checking: dict[int, asyncio.Future[bool]] = {}  # `is_live` answers awaited
+        self._checks: set[asyncio.Task[None]] = set()  # reads answering them
         self.reads = 0
         """Token lookups that went to the database (a figure for benchmarks and tests)."""
         self.confirmations = 0
@@ -83,19 +85,44 @@ class ViewerCache:
         return viewer
 
     async def is_live(self, token_id: int) -> bool:
-        """Whether the token may still be used (its viewer is trusted as `viewer` trusts it)."""
+        """Whether the token may still be used (its viewer is trusted as `viewer` trusts it).
+
+        When trust has run out, the checks waiting at that moment (in a storm, hundreds of
+        sockets over many tokens) share one read of all their tokens."""
         now = self.clock.now()
         until = self._live_until.get(token_id)
         if until is not None and now < until:
             return True
+        answer = self._checking.get(token_id)
+        if answer is None:
+            loop = asyncio.get_running_loop()
+            answer = self._checking[token_id] = loop.create_future()
+            if len(self._checking) == 1:  # the read starts next turn, for every check asked by then
+                check = loop.create_task(self._check_waiting())
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
+        return await asyncio.shield(answer)
+
+    async def _check_waiting(self) -> None:
+        waiting, self._checking = self._checking, {}  # checks asked from now on: the next read
+        now = self.clock.now()
         self.reads += 1
-        async with self.db.read() as session:
-            live = token_id in await live_token_ids(session, {token_id}, now=now)
-        if live:
+        try:
+            async with self.db.read() as session:
+                live = await live_token_ids(session, set(waiting), now=now)
+        except asyncio.CancelledError:
+            for answer in waiting.values():
+                answer.cancel()
+            raise
+        except Exception as error:  # each waiting check raises it (the database is away)
+            for answer in waiting.values():
+                answer.set_exception(error)
+            return
+        for token_id in live:
             self._live_until[token_id] = self._fresh_until(now, self._expiry.get(token_id))
-        else:
-            self.forget_ids([token_id])
-        return live
+        self.forget_ids(set(waiting) - live)
+        for token_id, answer in waiting.items():
+            answer.set_result(token_id in live)
 
     def confirm_live(self, token_ids: Iterable[int], *, now: datetime) -> None:
         """These tokens were found live by a read that started at `now`: trust them (and their

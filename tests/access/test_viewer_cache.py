@@ -7,6 +7,7 @@ trust period (`token_check_seconds`, on the injected clock) has passed, never la
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
@@ -98,3 +99,30 @@ async def test_an_unknown_token_is_never_remembered(
             await ws.send({"type": "connection_init", "payload": {"Authorization": "Bearer op_x"}})
             assert await ws.closed_with() == (4403, "Forbidden")
     assert services.viewers.reads - reads_before == 3
+
+
+async def test_checks_waiting_when_trust_runs_out_share_one_read(
+    services: Services, factory: Factory, clock: FakeClock
+) -> None:
+    """A storm's subscriptions over many tokens, all past their trust at once: one read answers
+    them all, a token revoked elsewhere meanwhile included."""
+    cache = services.viewers
+    reseller = await factory.reseller()
+    tokens = [await factory.token("RESELLER", reseller=reseller) for _ in range(4)]
+    viewers = [await cache.viewer(token) for token in tokens]
+    ids = [v.token_id for v in viewers if v is not None and v.token_id is not None]
+    assert len(ids) == 4
+    other_process = Database(services.settings.database_url)
+    try:
+        async with other_process.write() as session:
+            assert await revoke_token(session, token=tokens[0], now=clock.now())
+    finally:
+        await other_process.dispose()
+    assert await cache.is_live(ids[0])  # still trusted: the read above is 0 s old
+    clock.advance(seconds=services.settings.token_check_seconds)
+    reads_before = cache.reads
+    answers = await asyncio.gather(*(cache.is_live(token_id) for token_id in ids * 5))
+    assert answers == [False, True, True, True] * 5
+    assert cache.reads - reads_before == 1
+    assert await cache.is_live(ids[1]) and cache.reads - reads_before == 1  # trusted again
+    assert await cache.viewer(tokens[0]) is None  # the revoked token is forgotten

@@ -12,10 +12,11 @@ refused before the handshake completes (HTTP 403); clients that send no Origin a
 and are let in. Dead sockets are found by uvicorn's websocket pings. Only `graphql-transport-ws`
 is spoken (4406).
 
-Revocation: while sockets are open, the endpoint asks the database every `token_check_seconds`
-which of their tokens are still live (one query for all of them) and closes the others' sockets
-with 4403, so a token revoked on any process loses its sockets on every process; the answer also
-renews the per-process viewer cache's trust in the live ones (app/access/viewer_cache.py).
+Revocation: while sockets are open, the endpoint asks the database twice every
+`token_check_seconds` which of their tokens are still live (one query for all of them) and closes
+the others' sockets with 4403, so a token revoked on any process loses its sockets on every
+process; the answer also renews the per-process viewer cache's trust in the live ones
+(app/access/viewer_cache.py).
 """
 
 from __future__ import annotations
@@ -170,8 +171,12 @@ class GraphQLWebSocket:
                 del self.sessions_by_token[token_id]
 
     async def _watch_tokens(self) -> None:
-        """While sockets are open: close those whose token was revoked or has expired."""
-        interval = self.services.settings.token_check_seconds
+        """While sockets are open: close those whose token was revoked or has expired.
+
+        It asks twice per `token_check_seconds`, the period the viewer cache trusts a token for:
+        the trust each sweep renews then outlasts a sweep that a busy loop runs late, so a storm
+        of subscriptions never finds its tokens untrusted between two sweeps."""
+        interval = self.services.settings.token_check_seconds / 2
         try:
             while self.sessions_by_token:
                 await asyncio.sleep(interval)
