@@ -80,6 +80,7 @@ class StormResult:
     kept_http_requests: int
     peak_rss_mb: float | None
     cpu_ms_per_client: float
+    client_cpu_ms_per_client: float
     rss_per_client_kb: float | None
 
 
@@ -314,6 +315,7 @@ async def run_storm(
             if isinstance(target, OrderPulseTarget)
             else None
         )
+        client_cpu_before = cpu_seconds([storm.pid])
         storm.stdin.write((json.dumps(config) + "\n").encode())
         await storm.stdin.drain()
         line = await asyncio.wait_for(storm.stdout.readline(), wait_seconds + 60)
@@ -323,6 +325,7 @@ async def run_storm(
         )
         caught = json.loads(line)["caughtUp"]
         cpu_storm = cpu_seconds(target.pids) - cpu_before
+        client_cpu = cpu_seconds([storm.pid]) - client_cpu_before
         await asyncio.sleep(1.0)  # settle before measuring memory
         rss_after = sum(b.proc_status_kb(pid, "VmRSS") for pid in target.pids)
         peak = sum(b.proc_status_kb(pid, "VmHWM") for pid in target.pids)
@@ -353,6 +356,7 @@ async def run_storm(
             kept_http_requests=len(kept),
             peak_rss_mb=peak / 1024,
             cpu_ms_per_client=cpu_storm * 1000 / clients,
+            client_cpu_ms_per_client=client_cpu * 1000 / clients,
             rss_per_client_kb=(rss_after - rss_before) / clients,
         )
     finally:
@@ -372,11 +376,15 @@ def report(result: StormResult) -> None:
         if result.http_p99_ms is not None
         else "HTTP n/a"
     )
+    wall_ms = result.caught_up_ms if result.caught_up_ms is not None else result.acked_ms
+    cpu_ms = (result.cpu_ms_per_client + result.client_cpu_ms_per_client) * result.clients
+    busy = f" (together {cpu_ms / wall_ms:.1f} of {os.cpu_count()} cores busy)" if wall_ms else ""
     print(
         f"{result.name:<28} {result.clients} clients: all caught up and subscribed {caught}"
         f" (all acked {result.acked_ms / 1000:.2f} s); live change to {result.live_received}/"
         f"{result.clients}: p50 {result.live_p50_ms:.0f} ms p99 {result.live_p99_ms:.0f} ms;"
-        f" {http}; server CPU {result.cpu_ms_per_client:.2f} ms/client;"
+        f" {http}; server CPU {result.cpu_ms_per_client:.2f} ms/client, load generator's"
+        f" {result.client_cpu_ms_per_client:.2f}{busy};"
         f" peak RSS {result.peak_rss_mb:.0f} MB, {result.rss_per_client_kb:.1f} KB/client;"
         f" closed early {result.closed_early}",
         flush=True,
