@@ -157,7 +157,9 @@ def create_app(
             outbox = await metrics.read_outbox(session, now=services.clock.now())
         return Response(metrics.exposition(outbox), media_type=metrics.CONTENT_TYPE)
 
-    app = Starlette(
+    app = WebSocketShortcut(  # websockets on /graphql: straight to the subscription endpoint
+        websocket_path="/graphql",
+        websocket_endpoint=websocket_app,
         routes=[
             Route("/graphql", graphql_http.handle, methods=["GET", "POST"]),
             Route("/healthz", healthz),
@@ -166,9 +168,6 @@ def create_app(
             Route("/metrics", metrics_endpoint),
         ],
         middleware=[
-            # websockets on /graphql go straight to the subscription endpoint (first, so that
-            # idle sockets keep no frame of the HTTP middleware below)
-            Middleware(WebSocketShortcut, path="/graphql", endpoint=websocket_app),
             request_id_middleware(),  # X-Request-ID on every HTTP response, ids in the logs
             # browsers from the allowed origins may call the API (preflight answered here)
             Middleware(

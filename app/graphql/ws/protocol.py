@@ -30,6 +30,8 @@ from typing import Any
 
 from graphql import ExecutionResult, GraphQLError, OperationType
 from graphql.execution import create_source_event_stream
+from starlette import types
+from starlette.applications import Starlette
 from strawberry.execution import optimized_is_awaitable
 from strawberry.http.websocket_origin import (
     is_same_origin,
@@ -62,23 +64,29 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-class WebSocketShortcut:
-    """ASGI middleware: websocket requests for `path` go straight to `endpoint`.
+class WebSocketShortcut(Starlette):
+    """Starlette, except that websockets on `websocket_path` go straight to `websocket_endpoint`,
+    ahead of Starlette's own error and body-limit middleware, the app's middleware and routing.
 
-    Every idle socket keeps its whole call chain suspended; skipping the HTTP routing and error
-    middleware keeps that chain (about 3 KB a socket) and each send short.
+    An open websocket keeps its whole call chain suspended: every frame of that chain is memory
+    for as long as the socket lives, and a handshake pays for entering each. None of those
+    layers does anything for a websocket (the error and body-limit middleware pass them through;
+    the endpoint answers its own errors), so they are skipped.
     """
 
-    def __init__(self, app: Any, *, path: str, endpoint: GraphQLWebSocket) -> None:
-        self.app = app
-        self.path = path
-        self.endpoint = endpoint
+    def __init__(
+        self, *args: Any, websocket_path: str, websocket_endpoint: GraphQLWebSocket, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.websocket_path = websocket_path
+        self.websocket_endpoint = websocket_endpoint
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == self.path:
-            await self.endpoint(scope, receive, send)
+    async def __call__(self, scope: types.Scope, receive: types.Receive, send: types.Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.websocket_path:
+            # (the endpoint's messages are dicts, as uvicorn's are; Starlette types them loosely)
+            await self.websocket_endpoint(scope, receive, send)  # type: ignore[arg-type]
         else:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
 
 
 class GraphQLWebSocket:
