@@ -61,6 +61,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ws_per_message_deflate": False,
         # uvicorn's websockets-sansio protocol, plus several messages in one write (a replay)
         "ws": "app.graphql.ws.server_protocol:BatchingWebSocketProtocol",
+        # uvicorn's httptools protocol, handing that protocol an upgrade's request as parsed
+        "http": "app.graphql.ws.server_protocol:UpgradingHttpProtocol",
         # uvloop, with servers that accept every waiting connection at each loop turn
         "loop": "app.runtime:new_event_loop",
     }
