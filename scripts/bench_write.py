@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -195,7 +196,9 @@ async def run_config(config: str, args: argparse.Namespace, *, root: Path, label
         print(
             f"{label:>9} {name}: {result.line().replace('req/s', 'changes/s')}\n"
             f"{'':>9} {'':13}  CPU per change: server {figures.server_cpu_ms:.1f} ms, "
-            f"PostgreSQL {figures.database_cpu_ms:.1f} ms; wrote {await written(url)}",
+            f"PostgreSQL {figures.database_cpu_ms:.1f} ms, load generator "
+            f"{meter.load_generator * 1000 / changes:.1f} ms (together {meter.cores_busy():.1f}"
+            f" of {os.cpu_count()} cores busy); wrote {await written(url)}",
             flush=True,
         )
         return figures

@@ -98,13 +98,21 @@ async def backend_pids(url: str) -> list[int]:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds of the server's processes and its database backends over a window."""
+    """CPU seconds of the server's processes and its database backends over a window, and of
+    this process (the load generator, where it runs here), with the window's length."""
 
     server_pgid: int
     url: str
     server: float = 0.0
     database: float = 0.0
+    load_generator: float = 0.0
+    wall: float = 0.0
     _start: dict[int, float] | None = None
+    _own_start: tuple[float, float] = (0.0, 0.0)
+
+    def cores_busy(self) -> float:
+        """How many of the machine's cores server, database and load generator kept busy."""
+        return (self.server + self.database + self.load_generator) / self.wall if self.wall else 0.0
 
     async def _sample(self) -> dict[int, float]:
         pids = [*group_pids(self.server_pgid), *(-p for p in await backend_pids(self.url))]
@@ -112,9 +120,13 @@ class CpuMeter:
 
     async def begin(self) -> None:
         self._start = await self._sample()
+        self._own_start = (time.process_time(), time.monotonic())
 
     async def end(self) -> None:
         assert self._start is not None
+        own, started = self._own_start
+        self.load_generator = time.process_time() - own
+        self.wall = time.monotonic() - started
         for pid, seconds in (await self._sample()).items():
             spent = seconds - self._start.get(pid, 0.0)
             if pid > 0:
