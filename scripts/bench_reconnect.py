@@ -86,11 +86,7 @@ class StormResult:
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of these processes so far (robust to a busy machine)."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(map(b.process_cpu_seconds, pids))
 
 
 def process_tree(pid: int) -> list[int]:

@@ -79,11 +79,6 @@ async def listening(port: int) -> None:
             return
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def one_storm(ws: str, sockets: int, directory: Path) -> tuple[float, float]:
     port = b.free_port()
     log = (directory / f"{ws}.log").open("ab")
@@ -97,7 +92,7 @@ async def one_storm(ws: str, sockets: int, directory: Path) -> tuple[float, floa
     )
     try:
         await listening(port)
-        before = cpu_seconds(server.pid)
+        before = b.process_cpu_seconds(server.pid)
         storm = await b.start_storm_client()
         assert storm.stdin is not None and storm.stdout is not None
         config = {
@@ -112,7 +107,7 @@ async def one_storm(ws: str, sockets: int, directory: Path) -> tuple[float, floa
         storm.stdin.write((json.dumps(config) + "\n").encode())
         await storm.stdin.drain()
         caught = json.loads(await asyncio.wait_for(storm.stdout.readline(), 180))["caughtUp"]
-        cpu = cpu_seconds(server.pid) - before
+        cpu = b.process_cpu_seconds(server.pid) - before
         storm.stdin.write(b"stop\n")
         await storm.stdin.drain()
         await asyncio.wait_for(storm.wait(), 30)
