@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench_reconnect.py [--subscribers 10000] [--backlog 20]
         [--workers 1] [--peer] [--database sqlite|postgres] [--server-env NAME=VALUE ...]
-        [--baseline PATH] [--rounds N]
+        [--baseline PATH] [--rounds N] [--py-spy PREFIX]
 
 1. Migrates and seeds a fresh database (SQLite in a temporary directory, or a throwaway
    PostgreSQL database), starts `python -m app serve` on a free port, and writes `--backlog`
@@ -29,7 +29,10 @@
    median time and server CPU per client of each server.
 6. With `--peer`, the same client process runs against a Node graphql-js + graphql-ws server with
    in-memory pub/sub (scripts/reconnect/peer.mjs; no log, so no replay: its clients connect with
-   no `after`), in the same run, and the ratio of the two storm times is printed.
+   no `after`), in every round after ours, and each round's ratio of the two storm times is
+   printed, and with `--rounds N` their median.
+7. `--py-spy PREFIX` samples every OrderPulse server process while its storm lasts (py-spy's
+   collapsed stacks, idle frames left out: PREFIX-rROUND-wWORKERS-PID.txt).
 
 The load generator (Node) shares the machine's cores with the server, so figures are a floor;
 compare the ratio. Talks only to 127.0.0.1, stops by itself (every wait is bounded), and removes
@@ -82,6 +85,7 @@ class StormResult:
     cpu_ms_per_client: float
     client_cpu_ms_per_client: float
     rss_per_client_kb: float | None
+    peer_ratio: float | None = None  # this run's time over the peer's in the same round
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -281,8 +285,10 @@ async def run_storm(
     backlog: int,
     connect_window: int,
     wait_seconds: float,
+    py_spy: str | None = None,
 ) -> StormResult:
     cursors = await target.start(clients, backlog)
+    profilers: list[subprocess.Popen[bytes]] = []
     try:
         starts = [i % len(cursors) for i in range(clients)] if cursors else [-1] * clients
         url = f"ws://127.0.0.1:{target.port}/graphql"
@@ -311,10 +317,15 @@ async def run_storm(
             if isinstance(target, OrderPulseTarget)
             else None
         )
+        if py_spy is not None and isinstance(target, OrderPulseTarget):
+            assert target.server is not None
+            profilers = b.start_py_spy(target.server.process.pid, py_spy)
+            await asyncio.sleep(1.0)  # py-spy attaches
         client_cpu_before = cpu_seconds([storm.pid])
         storm.stdin.write((json.dumps(config) + "\n").encode())
         await storm.stdin.drain()
         line = await asyncio.wait_for(storm.stdout.readline(), wait_seconds + 60)
+        b.stop_py_spy(profilers)
         stop_probe.set()
         (latencies, failures), (kept, kept_failures) = (
             [await probe for probe in probes] if probes is not None else [([], 0), ([], 0)]
@@ -405,6 +416,12 @@ async def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat all storms N times")
     parser.add_argument(
+        "--py-spy",
+        metavar="PREFIX",
+        help="profile each OrderPulse server process during the storm (py-spy, collapsed stacks:"
+        " PREFIX-rROUND-wWORKERS-PID.txt)",
+    )
+    parser.add_argument(
         "--server-env",
         action="append",
         default=[],
@@ -417,57 +434,75 @@ async def main() -> None:
     results: list[StormResult] = []
     roots = [("baseline ", args.baseline.resolve())] if args.baseline else []
     roots.append(("", b.ROOT))
-    plan = [
-        (workers, label, root)
-        for _ in range(args.rounds)
-        for workers in (int(w) for w in args.workers.split(","))
-        for label, root in roots
-    ]
-    for workers, label, root in plan:
-        directory = Path(tempfile.mkdtemp(prefix="orderpulse-reconnect-"))
-        try:
-            target = OrderPulseTarget(args.database, workers, directory, server_env, root)
-            name = f"{label}OrderPulse {args.database} w{workers}"
-            result = await run_storm(
-                name,
-                target,
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    peers: list[StormResult] = []
+    for round_number in range(1, args.rounds + 1):
+        for workers in worker_counts:
+            for label, root in roots:
+                directory = Path(tempfile.mkdtemp(prefix="orderpulse-reconnect-"))
+                name = f"{label}OrderPulse {args.database} w{workers}"
+                profile = f"{args.py_spy}-r{round_number}-w{workers}" if args.py_spy else None
+                try:
+                    target = OrderPulseTarget(args.database, workers, directory, server_env, root)
+                    result = await run_storm(
+                        name,
+                        target,
+                        clients=args.subscribers,
+                        backlog=args.backlog,
+                        connect_window=args.connect_window,
+                        wait_seconds=args.timeout,
+                        py_spy=profile,
+                    )
+                finally:
+                    shutil.rmtree(directory, ignore_errors=True)
+                report(result)
+                results.append(result)
+        if args.peer:
+            # The peer runs in every round, after ours: each round's ratio compares runs minutes
+            # apart at most, on a machine whose speed moves between rounds.
+            peer = await run_storm(
+                "Node graphql-ws (no replay)",
+                PeerTarget(),
                 clients=args.subscribers,
-                backlog=args.backlog,
+                backlog=0,
                 connect_window=args.connect_window,
                 wait_seconds=args.timeout,
             )
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        report(result)
-        results.append(result)
+            report(peer)
+            peers.append(peer)
+            # The peer has no replay: a client counts as subscribed at its ack + subscribe, so
+            # its time is its "all acked" time, confirmed live by the change delivered afterwards.
+            for result in results[-len(worker_counts) * len(roots) :]:
+                if result.caught_up_ms is not None:
+                    result.peer_ratio = result.caught_up_ms / peer.acked_ms
+                    print(
+                        f"ratio {result.name} / peer: {result.peer_ratio:.2f}"
+                        " (time until all caught up and live; lower is better)"
+                    )
     if args.rounds > 1:
         for name in dict.fromkeys(r.name for r in results):
             mine = [r for r in results if r.name == name]
             times = [r.caught_up_ms / 1000 for r in mine if r.caught_up_ms is not None]
             cpu = statistics.median(r.cpu_ms_per_client for r in mine)
+            ratios = [r.peer_ratio for r in mine if r.peer_ratio is not None]
+            ratio = (
+                f", ratio to the peer median {statistics.median(ratios):.2f}"
+                f" ({', '.join(f'{x:.2f}' for x in ratios)})"
+                if ratios
+                else ""
+            )
             print(
                 f"median of {len(mine)}: {name:<30} all caught up"
                 f" {statistics.median(times) if times else float('nan'):6.2f} s,"
-                f" server CPU {cpu:.2f} ms/client"
+                f" server CPU {cpu:.2f} ms/client{ratio}"
             )
-    if args.peer:
-        peer = await run_storm(
-            "Node graphql-ws (no replay)",
-            PeerTarget(),
-            clients=args.subscribers,
-            backlog=0,
-            connect_window=args.connect_window,
-            wait_seconds=args.timeout,
-        )
-        report(peer)
-        # The peer has no replay: a client counts as subscribed at its ack + subscribe, so its
-        # time is its "all acked" time, confirmed live by the change delivered afterwards.
-        for result in results:
-            if result.caught_up_ms is not None:
-                print(
-                    f"ratio {result.name} / peer: {result.caught_up_ms / peer.acked_ms:.2f}"
-                    " (time until all caught up and live; lower is better)"
-                )
+        if peers:
+            print(
+                f"median of {len(peers)}: Node graphql-ws (no replay)     all acked"
+                f" {statistics.median(p.acked_ms for p in peers) / 1000:6.2f} s,"
+                f" server CPU {statistics.median(p.cpu_ms_per_client for p in peers):.2f}"
+                " ms/client"
+            )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -118,23 +117,6 @@ async def written(url: str) -> str:
         await db.dispose()
 
 
-def start_profilers(pgid: int, prefix: str) -> list[subprocess.Popen[bytes]]:
-    """py-spy recording each process of the server's group (collapsed stacks, with idle frames
-    left out) until interrupted: `prefix`-PID.txt."""
-    py_spy = Path(sys.executable).parent / "py-spy"
-    return [
-        subprocess.Popen(
-            [
-                *(str(py_spy), "record", "--pid", str(pid), "--format", "raw"),
-                *("--rate", "200", "--output", f"{prefix}-{pid}.txt"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for pid in b.group_pids(pgid)
-    ]
-
-
 @dataclass
 class Figures:
     changes_per_second: float
@@ -169,12 +151,9 @@ async def run_config(config: str, args: argparse.Namespace, *, root: Path, label
         async def on_measure(starting: bool) -> None:
             await (meter.begin() if starting else meter.end())
             if args.py_spy is not None and starting:
-                profilers.extend(start_profilers(server.process.pid, f"{args.py_spy}-{config}"))
+                profilers.extend(b.start_py_spy(server.process.pid, f"{args.py_spy}-{config}"))
             elif not starting:
-                for profiler in profilers:  # py-spy writes its output on SIGINT
-                    profiler.send_signal(2)
-                for profiler in profilers:
-                    profiler.wait(30)
+                b.stop_py_spy(profilers)
 
         try:
             result = await drive(

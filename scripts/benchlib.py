@@ -79,6 +79,30 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
+def start_py_spy(pgid: int, prefix: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording each process of a server's group (collapsed stacks, idle frames left out)
+    until interrupted with SIGINT (`stop_py_spy`): `prefix`-PID.txt. Needs py-spy in this venv."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return [
+        subprocess.Popen(
+            [
+                *(str(py_spy), "record", "--pid", str(pid), "--format", "raw"),
+                *("--rate", "200", "--output", f"{prefix}-{pid}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in group_pids(pgid)
+    ]
+
+
+def stop_py_spy(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for profiler in profilers:  # py-spy writes its output on SIGINT
+        profiler.send_signal(2)
+    for profiler in profilers:
+        profiler.wait(30)
+
+
 async def backend_pids(url: str) -> list[int]:
     """The PostgreSQL backends connected to the benchmark's database."""
     if not url.startswith("postgres"):
