@@ -195,14 +195,24 @@ async def open_stream(
 ) -> LiveStream[Payload]:
     """Check the cursor, then describe the stream (nothing is registered until it is read)."""
     services = info.context.services
-    after_id = None
-    if after is not None:
-        after_id = parse_cursor(after, CURSOR_KIND)
-        if after_id is None or not await services.fanout.cursors.is_visible(
-            event_id=after_id, event_filter=event_filter
-        ):
-            raise invalid_cursor()
+    after_id = await resume_point(services, event_filter, after)
     return LiveStream(services, event_filter, after_id, make_payload)
+
+
+async def resume_point(
+    services: Services, event_filter: EventFilter, after: str | None
+) -> int | None:
+    """The event id `after` names, if it is a cursor of an event this stream's viewer may see and
+    of its topic; otherwise `invalid_cursor()` is raised. The websocket endpoint also calls this
+    for a subscriber joining a group whose stream it already has (`SocketSession.join_group`)."""
+    if after is None:
+        return None
+    after_id = parse_cursor(after, CURSOR_KIND)
+    if after_id is None or not await services.fanout.cursors.is_visible(
+        event_id=after_id, event_filter=event_filter
+    ):
+        raise invalid_cursor()
+    return after_id
 
 
 def _order_status_change(event: Event, loaders: Loaders) -> OrderStatusChange:

@@ -11,6 +11,7 @@ import asyncio
 import json
 from contextlib import AsyncExitStack
 from typing import Any
+from unittest.mock import AsyncMock
 
 import pytest
 from sqlmodel import col, select
@@ -18,13 +19,14 @@ from starlette.applications import Starlette
 from websockets.exceptions import InvalidStatus
 
 from app.access.tokens import revoke_token
-from app.events.models import TOPIC_NOTIFICATION, Event
+from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.graphql.context import Context
 from app.graphql.ids import to_cursor, to_global_id
 from app.graphql.loaders import Loaders
 from app.graphql.schema import build_schema
 from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
 from app.graphql.ws import groups
+from app.graphql.ws.protocol import SocketSession
 from app.graphql.ws.server_protocol import SEND_TEXTS, BatchingWebSocketProtocol
 from app.notifications.models import Notification
 from app.services import Services
@@ -873,3 +875,98 @@ async def test_a_storm_waits_its_turn_at_admission_and_every_socket_gets_in(
         numbers = [(await ws.next("1"))["orderStatusChanged"]["order"]["number"] for ws in sockets]
     assert acks == [{"type": "connection_ack"}] * 15
     assert numbers == [order.number] * 15
+
+
+async def _subscribe_all(
+    ws: WSClient, query: str, variables: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Subscribe as each id of `variables`; once the server has handled them all, what it sent."""
+    for id, values in variables.items():
+        await ws.subscribe(id, query, values)
+    return await ws.until_pong()
+
+
+async def _until_each_done(
+    ws: WSClient, ids: list[str], last_number: str, sent: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every message for each of `ids` (those already `sent` first) until it has its `error` or
+    the change of order `last_number`, by id, with the id left out."""
+    found: dict[str, list[dict[str, Any]]] = {id: [] for id in ids}
+    waiting = set(ids)
+    pending = list(sent)
+    async with asyncio.timeout(TIMEOUT):
+        while waiting:
+            message = pending.pop(0) if pending else await ws.receive()
+            id = message.pop("id")
+            found[id].append(message)
+            payload = message.get("payload")
+            if message["type"] == "error" or (
+                message["type"] == "next"
+                and payload["data"]["orderStatusChanged"]["order"]["number"] == last_number
+            ):
+                waiting.discard(id)
+    return found
+
+
+@pytest.mark.parametrize("shared", [{}, {"filter": {"status": ["PF"]}}])
+async def test_a_subscriber_joining_its_group_gets_what_the_resolver_would_give(
+    live_server: LiveServer,
+    factory: Factory,
+    services: Services,
+    tenants: World,
+    app: Starlette,
+    monkeypatch: pytest.MonkeyPatch,
+    shared: dict[str, Any],
+) -> None:
+    """Differential: a subscriber whose group exists resumes without graphql-core's subscribe
+    (`SocketSession.join_group`); each cursor, usable or not, answers exactly as through the
+    resolver."""
+    own = [await factory.order(tenants.customer_a1, status=status) for status in ("PR", "PF", "PF")]
+    foreign = await factory.order(tenants.customer_b1, status="PF")
+    async with services.db.read() as session:
+        rows = (await session.exec(select(Event).order_by(col(Event.id)))).all()
+    own_ids = [
+        e.id or 0
+        for e in rows
+        if e.order_id in {o.id for o in own} and e.topic == TOPIC_ORDER_STATUS
+    ]
+    cursors = {
+        **{f"own {i}": to_cursor("event", event_id) for i, event_id in enumerate(own_ids)},
+        "malformed": "not a cursor",
+        "unknown": to_cursor("event", 10_000_000),
+        "another tenant's": to_cursor(
+            "event", next(e.id or 0 for e in rows if e.order_id == foreign.id)
+        ),
+        "another stream's": to_cursor(
+            "event", next(e.id or 0 for e in rows if e.topic == TOPIC_NOTIFICATION)
+        ),
+        "another kind's": to_cursor("order", own_ids[0]),
+    }
+    groups_of_process = app.websocket_endpoint.groups  # type: ignore[attr-defined]
+    token = tenants.tokens["reseller a"]
+    resolver_only = AsyncMock(return_value=None)
+    async with (
+        connected(live_server.ws_url, token) as anchor,
+        connected(live_server.ws_url, token) as through_resolver,
+        connected(live_server.ws_url, token) as joining,
+    ):
+        await subscribe(anchor, "anchor", ORDER_CHANGES, shared or None)  # the group exists
+        variables = {name: {**shared, "after": cursor} for name, cursor in cursors.items()}
+        with monkeypatch.context() as patched:
+            patched.setattr(SocketSession, "join_group", resolver_only)
+            sent_through_resolver = await _subscribe_all(through_resolver, ORDER_CHANGES, variables)
+        joined_before = groups_of_process.joined_existing
+        sent_joining = await _subscribe_all(joining, ORDER_CHANGES, variables)
+        joined = groups_of_process.joined_existing - joined_before
+        assert services.fanout.audience_count == 1  # every usable cursor joined the one group
+        live = await factory.order(tenants.customer_a2, status="PF")
+        expected = await _until_each_done(
+            through_resolver, list(cursors), live.number, sent_through_resolver
+        )
+        got = await _until_each_done(joining, list(cursors), live.number, sent_joining)
+    assert got == expected
+    assert resolver_only.await_count == len(cursors)  # the other socket went the resolver's way
+    assert joined == len(own_ids)  # only the usable cursors skipped the resolver
+    refused = [name for name, messages in got.items() if messages[0]["type"] == "error"]
+    assert sorted(refused) == sorted(n for n in cursors if not n.startswith("own"))
+    assert all(len(got[f"own {i}"]) > 1 for i in range(len(own_ids) - 1))  # replays, then live

@@ -49,6 +49,12 @@ class Prepared:
     """Variables used only as the root field's `after`: they do not change what live events
     render to, so subscribers differing only in them share a group."""
 
+    @property
+    def after_variable(self) -> str | None:
+        """The variable that alone is the root field's `after`, if any (there is one root field,
+        so at most one)."""
+        return next(iter(self.after_variables), None)
+
 
 class Documents:
     """Checks and runs documents for every socket of the process, against one schema."""

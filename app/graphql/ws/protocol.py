@@ -45,8 +45,8 @@ from app.graphql.context import Context
 from app.graphql.loaders import Loaders
 from app.graphql.persisted import PersistedQueries, PersistedQueryError
 from app.graphql.schema import OrderPulseSchema
-from app.graphql.subscriptions import LiveStream, interrupted, too_slow
-from app.graphql.ws.documents import Documents
+from app.graphql.subscriptions import LiveStream, interrupted, resume_point, too_slow
+from app.graphql.ws.documents import Documents, Prepared
 from app.graphql.ws.groups import Groups, Member, Selection
 from app.graphql.ws.sending import Send, SendQueue
 from app.graphql.ws.server_protocol import SEND_TEXTS_EXTENSION
@@ -404,55 +404,20 @@ class SocketSession:
             self.send_error(id, prepared.errors)
             return
         assert prepared.document is not None and prepared.operation is not None
-        assert self.viewer is not None
-        context = Context(
-            services=self.services, viewer=self.viewer, loaders=Loaders(self.services.db)
-        )
         cost_errors = documents.cost_errors(prepared, operation_name, variables)
         if cost_errors:
             self.operations.pop(id, None)
             self.send_error(id, cost_errors)
             return
         if prepared.operation.operation is not OperationType.SUBSCRIPTION:
-            await self.run_single(id, query, variables, operation_name, context)
+            await self.run_single(id, query, variables, operation_name)
             return
-        executor = documents.build_executor(prepared.document, context, variables, operation_name)
-        if isinstance(executor, list):
-            self.operations.pop(id, None)
-            self.send_error(id, executor)
-            return
-        stream: Any = create_source_event_stream(executor)
-        if optimized_is_awaitable(stream):
-            stream = await stream
-        if self.closed or id not in self.operations:
-            return  # the socket closed meanwhile
-        if isinstance(stream, ExecutionResult):
-            self.operations.pop(id, None)
-            self.send_error(id, stream.errors or [])
-            return
-        assert isinstance(stream, LiveStream)
-        viewer = self.viewer
-        shared_variables = {
-            k: v for k, v in (variables or {}).items() if k not in prepared.after_variables
-        }
-        key = (
-            query,
-            operation_name,
-            json.dumps(shared_variables, sort_keys=True, default=str),
-            viewer.role,
-            viewer.reseller_id,
-            viewer.customer_id,
-        )
-        selection = Selection(
-            documents,
-            self.services,
-            prepared.document,
-            operation_name,
-            variables,
-            viewer,
-            stream,
-        )
-        member = await self.endpoint.groups.join(self, id, key, selection)
+        key = self.group_key(prepared, query, operation_name, variables)
+        member = await self.join_group(key, id, prepared, variables)
+        if member is None:
+            member = await self.join_through_resolver(key, id, prepared, variables, operation_name)
+            if member is None:
+                return  # answered with an error, or the socket closed meanwhile
         if self.closed or id not in self.operations:  # the socket closed meanwhile
             self.endpoint.groups.leave(member)
             return
@@ -460,16 +425,116 @@ class SocketSession:
         if member.buffer is not None:
             member.group.resume(member, self.services.fanout)
 
+    def group_key(
+        self,
+        prepared: Prepared,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+    ) -> tuple[object, ...]:
+        """Subscribers with equal keys get the same events rendered the same way: the same
+        document and variables (`after` aside), for viewers who may see the same things."""
+        viewer = self.viewer
+        assert viewer is not None
+        shared_variables = {
+            k: v for k, v in (variables or {}).items() if k not in prepared.after_variables
+        }
+        return (
+            query,
+            operation_name,
+            json.dumps(shared_variables, sort_keys=True, default=str),
+            viewer.role,
+            viewer.reseller_id,
+            viewer.customer_id,
+        )
+
+    async def join_group(
+        self,
+        key: tuple[object, ...],
+        id: str,
+        prepared: Prepared,
+        variables: dict[str, Any] | None,
+    ) -> Member | None:
+        """Join the group of `key` if the process has it, without running the resolver; None
+        when the resolver has to run (no such group, or anything but a usable cursor).
+
+        A group's members differ only in their resume point: everything else the resolver
+        would decide (the event filter, the payload) is in the key, so the group's stream
+        already has it, and graphql-core's subscribe would build one more stream only for its
+        `after_id`. That id is checked here by the resolver's own `resume_point`, against the
+        group's filter, whose viewer may see exactly what this one may (the same role and
+        tenant). A cursor that is refused goes the resolver's way, which answers it with the
+        error it always gives.
+        """
+        groups = self.endpoint.groups
+        group = groups.by_key.get(key)
+        name = prepared.after_variable
+        if group is None or name is None or variables is None:
+            return None
+        after = variables.get(name)
+        if not isinstance(after, str):  # absent, null or not a String: graphql-core decides
+            return None
+        try:
+            after_id = await resume_point(self.services, group.event_filter, after)
+        except GraphQLError:
+            return None
+        return await groups.join_existing(self, id, key, after_id)
+
+    async def join_through_resolver(
+        self,
+        key: tuple[object, ...],
+        id: str,
+        prepared: Prepared,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> Member | None:
+        """Subscribe through graphql-core and the field's resolver, then join the stream's group
+        (made for it if new); None when that answered with an error, or the socket closed."""
+        assert prepared.document is not None
+        assert self.viewer is not None
+        documents = self.endpoint.documents
+        context = Context(
+            services=self.services, viewer=self.viewer, loaders=Loaders(self.services.db)
+        )
+        executor = documents.build_executor(prepared.document, context, variables, operation_name)
+        if isinstance(executor, list):
+            self.operations.pop(id, None)
+            self.send_error(id, executor)
+            return None
+        stream: Any = create_source_event_stream(executor)
+        if optimized_is_awaitable(stream):
+            stream = await stream
+        if self.closed or id not in self.operations:
+            return None  # the socket closed meanwhile
+        if isinstance(stream, ExecutionResult):
+            self.operations.pop(id, None)
+            self.send_error(id, stream.errors or [])
+            return None
+        assert isinstance(stream, LiveStream)
+        selection = Selection(
+            documents,
+            self.services,
+            prepared.document,
+            operation_name,
+            variables,
+            self.viewer,
+            stream,
+        )
+        return await self.endpoint.groups.join(self, id, key, selection)
+
     async def run_single(
         self,
         id: str,
         query: str,
         variables: dict[str, Any] | None,
         operation_name: str | None,
-        context: Context,
     ) -> None:
         """A query or mutation sent over the socket: strawberry's pipeline, guards included;
         one `next`, then `complete`."""
+        assert self.viewer is not None
+        context = Context(
+            services=self.services, viewer=self.viewer, loaders=Loaders(self.services.db)
+        )
         result = await self.endpoint.schema.execute(
             query, variable_values=variables, context_value=context, operation_name=operation_name
         )
