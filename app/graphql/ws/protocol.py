@@ -490,12 +490,9 @@ class SocketSession:
     ) -> Member | None:
         """Subscribe through graphql-core and the field's resolver, then join the stream's group
         (made for it if new); None when that answered with an error, or the socket closed."""
-        assert prepared.document is not None
-        assert self.viewer is not None
+        assert prepared.document is not None and self.viewer is not None
         documents = self.endpoint.documents
-        context = Context(
-            services=self.services, viewer=self.viewer, loaders=Loaders(self.services.db)
-        )
+        context = self.new_context()
         executor = documents.build_executor(prepared.document, context, variables, operation_name)
         if isinstance(executor, list):
             self.operations.pop(id, None)
@@ -522,6 +519,13 @@ class SocketSession:
         )
         return await self.endpoint.groups.join(self, id, key, selection)
 
+    def new_context(self) -> Context:
+        """A GraphQL context for one operation of this socket's viewer, with loaders of its own."""
+        assert self.viewer is not None
+        return Context(
+            services=self.services, viewer=self.viewer, loaders=Loaders(self.services.db)
+        )
+
     async def run_single(
         self,
         id: str,
@@ -531,12 +535,11 @@ class SocketSession:
     ) -> None:
         """A query or mutation sent over the socket: strawberry's pipeline, guards included;
         one `next`, then `complete`."""
-        assert self.viewer is not None
-        context = Context(
-            services=self.services, viewer=self.viewer, loaders=Loaders(self.services.db)
-        )
         result = await self.endpoint.schema.execute(
-            query, variable_values=variables, context_value=context, operation_name=operation_name
+            query,
+            variable_values=variables,
+            context_value=self.new_context(),
+            operation_name=operation_name,
         )
         if self.closed or id not in self.operations:
             return  # the socket closed meanwhile
