@@ -10,11 +10,15 @@ under another server the extension is absent and `app.graphql.ws.sending` sends 
 time.
 
 Its handshake starts from the request uvicorn's HTTP protocol has already parsed (httptools, in C):
-`UpgradingHttpProtocol`, the HTTP protocol `serve` runs, hands it over as websockets' `Request`
-instead of writing it back out as bytes for websockets' own parser (Python) to read again (about
-8% of the event loop's samples in a reconnect storm's profile). Only a request that parser would
-take as it is goes this way (`handed_request`); any other (a method not GET, a body, an over-long
-line, too many headers, a byte outside ASCII) still goes to it as bytes and gets its answer.
+`UpgradingHttpProtocol`, the HTTP protocol `serve` runs, checks it as websockets' `ServerProtocol`
+would (`accept_value`) and hands it over with its `Sec-WebSocket-Accept` value, and the app's scope
+is made from it as uvicorn makes it (`BatchingWebSocketProtocol.start_accepted`). uvicorn would
+write the request back out as bytes for websockets' own parser (Python) to read again, into a
+`Request` and `Headers`, and websockets would check it through those and write a `Date` header that
+uvicorn then deletes: together about a tenth of the server's CPU time in a reconnect storm, and
+3 KB per open socket. Only a request websockets would accept as it is goes this way; any other (a
+method not GET, a bad key or version, a header websockets would read otherwise or refuse) still
+goes to it as bytes and gets its answer.
 
 It also keeps one of the two INFO lines each websocket cost: uvicorn logs the accepted handshake
 (`"WebSocket /graphql" [accepted]`, with the client's address), and websockets' protocol logged
@@ -24,18 +28,24 @@ longer written; websockets' other lines (`connection closed`, its errors) are.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email.utils
 import logging
 import re
-from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidState
-from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request
+from websockets.exceptions import InvalidHeaderFormat, InvalidState
+from websockets.headers import parse_connection, parse_subprotocol, parse_upgrade
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Response
 from websockets.protocol import Protocol
+from websockets.typing import Origin
+from websockets.utils import accept_key
 
 SEND_TEXTS_EXTENSION = "orderpulse.websocket.send_texts"
 """In `scope["extensions"]` when the server takes `SEND_TEXTS` messages."""
@@ -49,26 +59,65 @@ _ASCII_VALUE = re.compile(rb"[\x09\x20-\x7e]*")
 """A header value websockets' parser accepts and decodes alike in every version (ASCII only)."""
 
 
-def handed_request(
-    method: str, target: bytes, headers: Iterable[tuple[bytes, bytes]]
-) -> Request | None:
-    """The websocket handshake request websockets' parser would read from these parts, or None
-    where it might read or answer otherwise (the caller then hands it the bytes)."""
+def accept_value(method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The `Sec-WebSocket-Accept` value of a handshake request (its header values stripped of
+    the whitespace around them, as websockets' parser strips it) that websockets' `ServerProtocol`
+    (no extensions, subprotocols or origins of its own: uvicorn's, with per-message deflate off)
+    would accept as it is after reading it from these parts as uvicorn writes them out; None for
+    any other request, which goes to websockets as bytes for its own answer.
+
+    It checks what `ServerProtocol.process_request` checks, with websockets' own header parsers,
+    and, for the request to be read at all, what its request parser would refuse or read otherwise
+    (an over-long line, too many headers, a byte outside ASCII, a body)."""
     if method != "GET":
         return None
     if len(target) + len(" GET HTTP/1.1\r\n") > MAX_LINE_LENGTH or not target.isascii():
         return None
-    parsed = Headers()
-    for count, (name, value) in enumerate(headers, 1):
-        if count > MAX_NUM_HEADERS or name in (b"transfer-encoding", b"content-length"):
+    if len(headers) > MAX_NUM_HEADERS:
+        return None
+    key: bytes | None = None
+    version: bytes | None = None
+    connection: list[str] = []
+    upgrade: list[str] = []
+    origins = 0
+    try:
+        for name, value in headers:
+            if len(name) + len(value) + 4 > MAX_LINE_LENGTH:
+                return None
+            if not _TOKEN.fullmatch(name) or not _ASCII_VALUE.fullmatch(value):
+                return None
+            if name == b"connection":
+                connection += parse_connection(value.decode())
+            elif name == b"upgrade":
+                upgrade += parse_upgrade(value.decode())
+            elif name == b"sec-websocket-key":
+                if key is not None:
+                    return None
+                key = value
+            elif name == b"sec-websocket-version":
+                if version is not None:
+                    return None
+                version = value
+            elif name == b"sec-websocket-protocol":
+                parse_subprotocol(value.decode())
+            elif name == b"origin":
+                origins += 1
+            elif name in (b"transfer-encoding", b"content-length"):
+                return None
+    except InvalidHeaderFormat:
+        return None
+    if not any(option.lower() == "upgrade" for option in connection):
+        return None
+    if len(upgrade) != 1 or upgrade[0].lower() != "websocket":
+        return None
+    if key is None or version != b"13" or origins > 1:
+        return None
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
             return None
-        value = value.strip(b" \t")
-        if len(name) + len(value) + 4 > MAX_LINE_LENGTH:
-            return None
-        if not _TOKEN.fullmatch(name) or not _ASCII_VALUE.fullmatch(value):
-            return None
-        parsed[name.decode()] = value.decode()
-    return Request(target.decode(), parsed)
+    except binascii.Error:
+        return None
+    return accept_key(key.decode())
 
 
 class _WithoutOpenLine(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -87,12 +136,62 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.conn.logger = _WithoutOpenLine(self.conn.logger, {})
 
-    def start_from(self, request: Request) -> None:
-        """The handshake `request`, already parsed: answer it; frames are read from here on."""
+    def start_accepted(
+        self, target: bytes, headers: list[tuple[bytes, bytes]], accept: str
+    ) -> None:
+        """A handshake request that `accept_value` found valid, as uvicorn's HTTP protocol parsed
+        it (its target, and its headers with lower-case names), and that value: the app gets the
+        scope uvicorn's `handle_connect` gives it from websockets' `Request`, and the handshake
+        response websockets' `accept` makes is sent when the app accepts; frames are read from
+        here on."""
         conn = self.conn
         conn.parser = Protocol.parse(conn)  # what websockets' parser goes on to after a request
         next(conn.parser)
-        self.handle_connect(request)
+        conn.accept_called = True  # as `ServerProtocol.accept` leaves it; it names a refusal
+        conn.origin = next((Origin(v.decode()) for n, v in headers if n == b"origin"), None)
+        self.response = Response(
+            101,
+            "Switching Protocols",
+            Headers(
+                Date=self.http_date(),
+                Upgrade="websocket",
+                Connection="Upgrade",
+                **{"Sec-WebSocket-Accept": accept},
+            ),
+        )
+        self.handshake_initiated = True
+        raw_path, _, query_string = target.partition(b"?")
+        subprotocols: list[str] = []
+        for name, value in headers:
+            if name == b"sec-websocket-protocol":
+                subprotocols.extend(token.strip() for token in value.decode().split(","))
+        self.scope = {
+            "type": "websocket",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.4"},
+            "http_version": "1.1",
+            "scheme": self.scheme,
+            "server": self.server,
+            "client": self.client,
+            "root_path": self.root_path,
+            "path": self.root_path + unquote(raw_path.decode("ascii")),
+            "raw_path": self.root_path.encode("ascii") + raw_path,
+            "query_string": query_string,
+            "headers": headers,
+            "subprotocols": subprotocols,
+            "state": self.app_state.copy(),
+            "extensions": {"websocket.http.response": {}, SEND_TEXTS_EXTENSION: {}},
+        }
+        self.queue.put_nowait({"type": "websocket.connect"})
+        task = self.loop.create_task(self.run_asgi())
+        task.add_done_callback(self.on_task_complete)
+        self.tasks.add(task)
+
+    def http_date(self) -> str:
+        """The HTTP `Date` of now: uvicorn's, renewed every second (as websockets' own)."""
+        for name, value in self.default_headers:
+            if name == b"date":
+                return value.decode("latin-1")
+        return email.utils.formatdate(usegmt=True)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -126,12 +225,17 @@ class UpgradingHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         ws_protocol = self.ws_protocol_class
-        request = handed_request(self.scope["method"], self.url, self.scope["headers"])
         if (
-            request is None
-            or ws_protocol is None
+            ws_protocol is None
             or not issubclass(ws_protocol, BatchingWebSocketProtocol)
+            or self.config.ws_per_message_deflate  # extensions to negotiate: websockets does
         ):
+            super().handle_websocket_upgrade()
+            return
+        # as websockets reads them: without the whitespace around a value (httptools keeps it)
+        headers = [(name, value.strip(b" \t")) for name, value in self.scope["headers"]]
+        accept = accept_value(self.scope["method"], self.url, headers)
+        if accept is None:
             super().handle_websocket_upgrade()
             return
         self.connections.discard(self)
@@ -139,5 +243,5 @@ class UpgradingHttpProtocol(HttpToolsProtocol):
             config=self.config, server_state=self.server_state, app_state=self.app_state
         )
         protocol.connection_made(self.transport)
-        protocol.start_from(request)
+        protocol.start_accepted(self.url, headers, accept)
         self.transport.set_protocol(protocol)
