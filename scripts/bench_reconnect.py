@@ -479,6 +479,13 @@ async def main() -> None:
                         f"ratio {result.name} / peer: {result.peer_ratio:.2f}"
                         " (time until all caught up and live; lower is better)"
                     )
+                    # The Node client is one thread: its CPU time is a floor under any server's.
+                    client_s = result.client_cpu_ms_per_client * result.clients / 1000
+                    half_peer_s = peer.acked_ms / 2000
+                    print(
+                        f"    the load generator's own CPU time in that storm {client_s:.2f} s"
+                        f" (a floor for any server); half the peer's time {half_peer_s:.2f} s"
+                    )
     if args.rounds > 1:
         for name in dict.fromkeys(r.name for r in results):
             mine = [r for r in results if r.name == name]
