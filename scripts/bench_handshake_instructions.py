@@ -6,17 +6,16 @@ same on a busy machine as on an idle one, and a change of a few percent shows.
         [--callgrind-out PREFIX]
 
 A uvicorn server with the protocols `python -m app serve` runs (`app.asgi.server_options`: its
-HTTP and websocket protocols, event loop and per-message deflate off) and a do-nothing
-graphql-transport-ws app (it accepts, and waits for the close) runs under `valgrind
---tool=callgrind`, counting nothing until it is listening. This process (not under valgrind)
-then opens `--sockets` websockets one after another on 127.0.0.1, each a browser's handshake
-read up to its 101, keeps them all open (as a reconnect storm does: the collector walks what they
-keep), then closes them, and the server stops counting. Printed: the server's
-instructions per handshake (its accept, HTTP parsing, upgrade, the app's accept and the close).
-With `--baseline PATH` (another checkout, e.g. a worktree of an earlier commit) the same runs
-against that checkout's code first, and the ratio is printed; `--callgrind-out PREFIX` keeps the
-profiles (PREFIX-baseline.out, PREFIX-checkout.out; `callgrind_annotate` reads them). Needs
-valgrind (Debian's package).
+HTTP and websocket protocols, event loop and per-message deflate off) and `bench_ws_handshake.py`'s
+do-nothing graphql-transport-ws app (it accepts; no init is sent here) runs under `valgrind
+--tool=callgrind`, counting nothing until it is listening. This process (not under valgrind) then
+opens `--sockets` websockets one after another on 127.0.0.1, each a browser's handshake read up to
+its 101, keeps them all open (as a reconnect storm does: the collector walks what they keep), then
+closes them, and the server stops counting. Printed: the server's instructions per handshake (its
+accept, HTTP parsing, upgrade, the app's accept and the close). With `--baseline PATH` (another
+checkout, e.g. a worktree of an earlier commit) the same runs against that checkout's code first,
+and the ratio is printed; `--callgrind-out PREFIX` keeps the profiles (PREFIX-baseline.out,
+PREFIX-checkout.out; `callgrind_annotate` reads them). Needs valgrind (Debian's package).
 Stops by itself; every wait is bounded.
 """
 
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import benchlib as b
+from bench_ws_handshake import do_nothing
 
 REQUEST = (
     b"GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -40,15 +40,6 @@ REQUEST = (
     b"Origin: http://127.0.0.1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
     b"Accept-Language: en-US,en;q=0.5\r\nCache-Control: no-cache\r\n\r\n"
 )
-
-
-async def do_nothing(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "websocket":
-        return
-    await receive()
-    await send({"type": "websocket.accept", "subprotocol": "graphql-transport-ws"})
-    while (await receive())["type"] == "websocket.receive":
-        pass
 
 
 def serve(port: int) -> None:
