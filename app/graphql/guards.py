@@ -52,6 +52,7 @@ from app.settings import Settings
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 MASKED_MESSAGE = "Unexpected error."
+MASKED_CODE = "INTERNAL_SERVER_ERROR"
 _TOKEN_LIMIT_MARK = "tokens. Parsing aborted."  # noqa: S105 (graphql-core's max_tokens message)
 
 
@@ -176,13 +177,23 @@ class Guards:
 
     def make_mask_errors(self) -> MaskErrors:
         """Strawberry's masking extension, configured as every transport masks."""
-        return MaskErrors(should_mask_error=is_unexpected, error_message=MASKED_MESSAGE)
+        return MaskUnexpectedErrors(should_mask_error=is_unexpected, error_message=MASKED_MESSAGE)
 
     def masked(self, errors: Sequence[GraphQLError]) -> list[GraphQLError]:
         """The errors as a client may see them (the transports that bypass the extension)."""
         return [
             self.mask.anonymise_error(e) if self.mask.should_mask_error(e) else e for e in errors
         ]
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Strawberry's `MaskErrors`; a masked error also carries `extensions.code` (the API guide's
+    INTERNAL_SERVER_ERROR), so a client can tell it from its own mistakes by code alone."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": MASKED_CODE}
+        return masked
 
 
 class _CostWalk:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -10,7 +12,7 @@ from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.config import StrawberryConfig
 
-from app.graphql.guards import Guards, GuardsExtension
+from app.graphql.guards import Guards, GuardsExtension, is_unexpected
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
@@ -33,6 +35,8 @@ class HideSuggestionsFromStrangers(SchemaExtension):
             if "Did you mean" in error.message:
                 error.message = error.message.split("Did you mean")[0].strip()
 
+
+log = logging.getLogger("orderpulse.graphql")
 
 DOCUMENT_CACHE_SIZE = 1024
 
@@ -88,6 +92,24 @@ class OrderPulseSchema(strawberry.Schema):
             ],
             config=StrawberryConfig(),
         )
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: Any | None = None
+    ) -> None:
+        """Log each error once, and mask an unexpected one in place.
+
+        Strawberry calls this for every result with errors, before the extensions' after-parts,
+        and also for an exception raised by an extension itself, which no extension can mask (it
+        ends the operation): masking here covers both, on every transport. A bug is logged at
+        ERROR with its traceback; an error the client caused (a document that does not validate,
+        a refused token) once at WARNING, without one.
+        """
+        for index, error in enumerate(errors):
+            if is_unexpected(error):
+                log.error("unexpected error: %s", error.message, exc_info=error.original_error)
+                errors[index] = self.guards.mask.anonymise_error(error)
+            else:
+                log.warning("GraphQL error: %s", error.message)
 
 
 def build_schema(settings: Settings | None = None) -> OrderPulseSchema:

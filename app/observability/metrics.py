@@ -107,6 +107,14 @@ RATE_LIMITED = Counter(
     registry=REGISTRY,
 )
 
+PLANNER_FALLBACKS = Counter(
+    "orderpulse_planner_fallbacks",
+    "Queries the read planner meant to answer that the executor answered instead, because "
+    "planning or running the plan raised (a bug in the planner: the log has the traceback).",
+    ["stage"],
+    registry=REGISTRY,
+)
+
 # --- recording ----------------------------------------------------------------------------------
 
 
@@ -117,6 +125,11 @@ def graphql_request(*, operation_type: str, outcome: str, seconds: float | None)
     GRAPHQL_REQUESTS.labels(operation_type, outcome).inc()
     if seconds is not None:
         GRAPHQL_DURATION.labels(operation_type).observe(seconds)
+
+
+def planner_fallback(*, stage: str) -> None:
+    """The read planner raised while compiling ("compile") or running ("run") a plan."""
+    PLANNER_FALLBACKS.labels(stage).inc()
 
 
 def websocket_opened() -> None:

@@ -258,7 +258,7 @@ async def test_unexpected_errors_are_masked_alike_over_http_and_websocket(
     for each in errors:
         assert {e["message"] for e in each} == {"Unexpected error."}, errors
         assert "secret" not in str(each)
-        assert all("extensions" not in e for e in each)
+        assert all(e["extensions"] == {"code": "INTERNAL_SERVER_ERROR"} for e in each), errors
 
 
 # --- caches never skip a guard ------------------------------------------------------------------

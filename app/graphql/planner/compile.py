@@ -41,6 +41,9 @@ from app.graphql.planner.json_sql import Build, NotInSql, edge_builder
 from app.orders import flow
 
 Getter = Callable[[Any], Any]
+PLANNED_ROOTS = frozenset({"orders", "orderStatusCounts"})
+"""The root fields the planner answers (with `__typename`); any other root field, introspection
+included, sends the whole document to the executor."""
 Grouped = dict[str, list[FieldNode]]
 
 
@@ -163,6 +166,8 @@ class _Compiler:
         arguments = {a.name.value: a.value for a in nodes[0].arguments or []}
         if name == "__typename":
             return Root(key, name, {}, _constant(query_type.name))
+        if name not in PLANNED_ROOTS:  # introspection (`__schema`, `__type`) and the rest
+            raise NotCovered(name)
         self.needs = set()
         field_type = query_type.fields[name].type
         edge_json = assemble_json = None

@@ -3,7 +3,9 @@
 Strawberry runs the executor only when no extension has set `execution_context.result` by then
 (`Schema._execute_operation`), so parsing, validation and every guard extension (depth, aliases,
 tokens, error masking) run before the plan, for every transport that calls `schema.execute` or
-`schema.subscribe`. Plans are cached per document text, as is "not covered".
+`schema.subscribe`. Plans are cached per document text, as is "not covered". The planner can only
+ever decline: a document it does not cover, and any exception while compiling or running a plan
+(logged, and counted in `orderpulse_planner_fallbacks_total`), leave the answer to the executor.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from strawberry.extensions import SchemaExtension
 
 from app.graphql.planner.compile import NotCovered, Plan, compile_plan
 from app.graphql.planner.run import run_plan
+from app.observability import metrics
 
 log = logging.getLogger("orderpulse.planner")
 
@@ -47,6 +50,10 @@ class PlanCache:
             )
         except NotCovered:
             plan = None
+        except Exception:  # a planner bug: the executor answers this document from now on
+            log.exception("the read planner could not compile a document; the executor answers")
+            metrics.planner_fallback(stage="compile")
+            plan = None
         self._plans[key] = plan
         if len(self._plans) > self.maxsize:
             self._plans.popitem(last=False)
@@ -63,13 +70,14 @@ class ReadPlanner(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         context = self.execution_context
         if context.result is None and not context.pre_execution_errors and context.query:
-            data = await self._run(context)
+            data = await self._answer(context)
             if data is not None:
                 context.result = ExecutionResult(data=data)
                 self.plans.answered += 1
         yield
 
-    async def _run(self, context: Any) -> dict[str, Any] | None:
+    async def _answer(self, context: Any) -> dict[str, Any] | None:
+        """The plan's data, or None: the executor answers (whatever the planner raised)."""
         app_context = context.context
         viewer = getattr(app_context, "viewer", None)
         services = getattr(app_context, "services", None)
@@ -89,5 +97,6 @@ class ReadPlanner(SchemaExtension):
         except NotCovered:
             return None
         except Exception:  # the executor is the reference: it answers (and reports) instead
-            log.warning("read plan failed; the executor answers", exc_info=True)
+            log.exception("a read plan failed; the executor answers")
+            metrics.planner_fallback(stage="run")
             return None
