@@ -176,8 +176,8 @@ async def _sqlite_select(driver: Any, compiled: _Compiled, args: list[Any]) -> l
     issue's panel page over 100,000 orders); under load, the trips to aiosqlite's thread (a
     queue, the thread woken, the loop woken from it) and the GIL passed between the pool's 20
     connection threads and the loop cost several times the query (`bench_read.py --sqlite-only`,
-    docs/PERFORMANCE.md). One that proves slow (a count over a million orders: `SQLITE_SLOW_RUNS`) goes back
-    to the thread, where it holds no other request up."""
+    docs/PERFORMANCE.md). One that proves slow (a count over a million orders:
+    `SQLITE_SLOW_RUNS`) goes back to the thread, where it holds no other request up."""
     if not compiled.on_loop:
         rows: list[Any] = await driver.execute_fetchall(compiled.sql, args)
         return rows

@@ -38,7 +38,3 @@ class Forbidden(DomainError):
 
 class OperationForbidden(Exception):
     """The viewer's role may not call this operation at all (a top-level FORBIDDEN)."""
-
-
-class Unauthenticated(Exception):
-    """No token, or a bad or revoked one."""

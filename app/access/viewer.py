@@ -24,7 +24,3 @@ class Viewer:
             tenant = f" reseller:{self.reseller_id}"
         token = f" token:{self.token_id}" if self.token_id is not None else ""
         return f"{self.role.value}{tenant}{token}"
-
-
-SYSTEM_VIEWER = Viewer(role=Role.SYSTEM)
-"""The process itself (escalations, demo seeding)."""
