@@ -11,7 +11,8 @@ storm). So the served process, once started:
 - collects the youngest generation every 10,000 allocations instead of 700, so the older
   generations, and the full collections whose cost grows with the open sockets, come about 14
   times less often. A pause of the youngest generation stays around a millisecond.
-Cyclic garbage is still collected; it waits a little longer.
+Cyclic garbage is still collected; it waits a little longer. On CPython 3.14 and later, whose
+collector is incremental, only the young threshold applies (`INCREMENTAL_COLLECTOR`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import errno
 import gc
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -38,11 +40,25 @@ collection walks every object of every open socket (a 10,000-socket storm: over 
 its CPU; Python's own rule still waits for the old generation to grow by a quarter as well."""
 
 
+INCREMENTAL_COLLECTOR = sys.version_info >= (3, 14)
+"""CPython 3.14's collector has two generations and collects the old one in increments with each
+young collection, so there is no full collection to space out: its second threshold sizes those
+increments and its third is ignored. There only the young threshold is tuned (the pause the older
+thresholds avoid does not happen), and the interpreter's own older thresholds are kept."""
+
+
+def tuned_thresholds(defaults: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The collector thresholds the served process runs with, from the interpreter's defaults."""
+    if INCREMENTAL_COLLECTOR:
+        return (YOUNG_THRESHOLD, defaults[1], defaults[2])
+    return (YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+
+
 def tune_garbage_collector() -> None:
     """After start-up: freeze what exists now, and collect the young generation less often."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+    gc.set_threshold(*tuned_thresholds(gc.get_threshold()))
 
 
 # --- the event loop -------------------------------------------------------------------------------
