@@ -1,6 +1,8 @@
-"""GraphQL over HTTP: the `graphql-http` server audit (npm, pinned in this folder's lock file) run
-against a real uvicorn server, without a token and signed in as each role (issue 20: introspection
-with a token used to fail a MUST). No MUST and no SHOULD may fail; the counts are printed."""
+"""Third-party JavaScript clients (npm, pinned in this folder's lock file) against a real uvicorn
+server. The `graphql-http` server audit, without a token and signed in as each role (issue 20:
+introspection with a token used to fail a MUST): no MUST and no SHOULD may fail; the counts are
+printed. Apollo Client's normalized cache, updated by a mutation's payload (issue 20).
+`graphql-schema-linter`, also pinned here, is run by tests/graphql/test_schema_docs.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.api import Factory
+from tests.support.api import Factory, gid
 from tests.support.server import LiveServer
 from tests.support.world import make_world
 
@@ -25,9 +27,9 @@ def level(name: str) -> str:
     return name.split(" ", 1)[0]  # MUST, SHOULD or MAY
 
 
-async def audit(server: LiveServer, token: str | None) -> list[dict[str, Any]]:
-    """The audit's results against `server`, every request carrying `token` when one is given
-    (passed in the environment: a token never goes on a command line)."""
+async def run_node(script: str, arguments: list[str], *, token: str | None) -> bytes:
+    """What `node script arguments...` (a script of this folder) prints; `token` goes in its
+    environment as AUDIT_TOKEN, never on a command line."""
     node = shutil.which("node")
     if node is None or not (HERE / "node_modules" / "graphql-http").is_dir():
         pytest.fail("node and `npm ci` in tests/http_audit are needed (scripts/test runs it)")
@@ -36,8 +38,8 @@ async def audit(server: LiveServer, token: str | None) -> list[dict[str, Any]]:
         env["AUDIT_TOKEN"] = token
     process = await asyncio.create_subprocess_exec(
         node,
-        str(HERE / "audit.mjs"),
-        server.http_url,
+        str(HERE / script),
+        *arguments,
         cwd=HERE,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -45,7 +47,14 @@ async def audit(server: LiveServer, token: str | None) -> list[dict[str, Any]]:
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, stderr.decode()
-    results: list[dict[str, Any]] = json.loads(stdout)
+    return stdout
+
+
+async def audit(server: LiveServer, token: str | None) -> list[dict[str, Any]]:
+    """The audit's results against `server`, every request carrying `token` when one is given."""
+    results: list[dict[str, Any]] = json.loads(
+        await run_node("audit.mjs", [server.http_url], token=token)
+    )
     return results
 
 
@@ -105,3 +114,30 @@ async def test_the_audit_sends_the_token_with_every_request_and_none_without(
     assert len(recorder.authorizations) > 10
     expected = f"Bearer {token}" if token else None
     assert set(recorder.authorizations) == {expected}
+
+
+async def test_apollo_clients_cache_updates_cached_settings_from_the_mutation(
+    live_server: LiveServer, factory: Factory
+) -> None:
+    """Issue 20: `NotificationSettings` has an `id`, so Apollo Client (npm, pinned here) updates
+    a cached `notificationSettings` from `updateNotificationSettings`' payload by itself. Without
+    `id` in the selection (the control) the cached query keeps the old value."""
+    world = await make_world(factory, with_tokens=True)
+    stdout = await run_node(
+        "apollo_cache.mjs",
+        [live_server.http_url, gid("Reseller", world.reseller_a)],
+        token=world.tokens["reseller a"],
+    )
+    results = json.loads(stdout)
+    settings_id = results["withId"]["before"]["id"]
+    typename = {"__typename": "NotificationSettings"}
+    assert results["withoutId"] == {
+        "before": {**typename, "notifyReseller": False, "notifyCustomer": False},
+        "payload": {**typename, "notifyReseller": False, "notifyCustomer": True},
+        "cached": {**typename, "notifyReseller": False, "notifyCustomer": False},  # stale
+    }
+    assert results["withId"] == {
+        "before": {**typename, "id": settings_id, "notifyReseller": False, "notifyCustomer": True},
+        "payload": {**typename, "id": settings_id, "notifyReseller": True, "notifyCustomer": True},
+        "cached": {**typename, "id": settings_id, "notifyReseller": True, "notifyCustomer": True},
+    }
