@@ -44,7 +44,7 @@ def test_contract_names_are_present() -> None:
         "enum NotificationKind {",
         "enum RecipientRole {",
         "enum DeliveryStatus {",
-        "type NotificationSettings {",
+        "type NotificationSettings implements Node {",  # SPEC 7 plus an id (issue 20)
         "type NotificationTemplate implements Node {",
         "type UserError {",
         "input OrderFilter {",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar, dataclass_transform
+from typing import Annotated, Any, TypeVar, dataclass_transform
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -48,6 +48,12 @@ Work = Callable[[AsyncSession, Viewer, datetime], Awaitable[T]]
 """A mutation's domain call: (session, viewer, now) -> what it made or changed."""
 
 USER_ERRORS_DESCRIPTION = "Why nothing was written."
+
+InputType = TypeVar("InputType")
+Input = Annotated[
+    InputType, strawberry.argument(description="What to do (see the input type's fields).")
+]
+"""A mutation's one argument, `input: FooBarInput!`, described."""
 
 
 class Payload:
@@ -274,11 +280,14 @@ class RetryNotificationPayload(Payload):
     )
 
 
-@strawberry.type
+@strawberry.type(
+    description="The changes: each takes one `input` and returns a payload with the object "
+    "changed, or `userErrors` (then nothing was written)."
+)
 class Mutation:
     @strawberry.mutation(description="Add a reseller (support only).")
     async def create_reseller(
-        self, info: Info, input: CreateResellerInput
+        self, info: Info, input: Input[CreateResellerInput]
     ) -> CreateResellerPayload:
         return await run_mutation(
             info,
@@ -290,7 +299,7 @@ class Mutation:
 
     @strawberry.mutation(description="Add a customer to a reseller.")
     async def create_customer(
-        self, info: Info, input: CreateCustomerInput
+        self, info: Info, input: Input[CreateCustomerInput]
     ) -> CreateCustomerPayload:
         return await run_mutation(
             info,
@@ -311,7 +320,7 @@ class Mutation:
 
     @strawberry.mutation(description="Change a customer's contact e-mail.")
     async def update_customer_contact(
-        self, info: Info, input: UpdateCustomerContactInput
+        self, info: Info, input: Input[UpdateCustomerContactInput]
     ) -> UpdateCustomerContactPayload:
         return await run_mutation(
             info,
@@ -327,7 +336,7 @@ class Mutation:
         )
 
     @strawberry.mutation(description="Place an order; the automatic checks decide its status.")
-    async def place_order(self, info: Info, input: PlaceOrderInput) -> PlaceOrderPayload:
+    async def place_order(self, info: Info, input: Input[PlaceOrderInput]) -> PlaceOrderPayload:
         items = [
             orders.ItemInput(
                 description=i.description, quantity=i.quantity, unit_price=i.unit_price
@@ -351,7 +360,7 @@ class Mutation:
 
     @strawberry.mutation(description="The provisioning platform reports an outcome.")
     async def report_provisioning_result(
-        self, info: Info, input: ReportProvisioningResultInput
+        self, info: Info, input: Input[ReportProvisioningResultInput]
     ) -> ReportProvisioningResultPayload:
         return await run_mutation(
             info,
@@ -373,7 +382,7 @@ class Mutation:
 
     @strawberry.mutation(description="Move an order on with an action (see orderStatuses).")
     async def perform_order_action(
-        self, info: Info, input: PerformOrderActionInput
+        self, info: Info, input: Input[PerformOrderActionInput]
     ) -> PerformOrderActionPayload:
         return await run_mutation(
             info,
@@ -394,7 +403,7 @@ class Mutation:
 
     @strawberry.mutation(description="Change who a reseller's failed-order notifications go to.")
     async def update_notification_settings(
-        self, info: Info, input: UpdateNotificationSettingsInput
+        self, info: Info, input: Input[UpdateNotificationSettingsInput]
     ) -> UpdateNotificationSettingsPayload:
         template_given = input.order_notification_template_id is not strawberry.UNSET
 
@@ -424,16 +433,14 @@ class Mutation:
         ) -> UpdateNotificationSettingsPayload:
             settings, template = rows
             return UpdateNotificationSettingsPayload(
-                notification_settings=NotificationSettings(
-                    settings=settings, template_row=template, loaders=loaders
-                )
+                notification_settings=NotificationSettings.wrap(settings, template, loaders)
             )
 
         return await run_mutation(info, work=work, wrap=wrap)
 
     @strawberry.mutation(description="Add a notification template (support only).")
     async def create_notification_template(
-        self, info: Info, input: CreateNotificationTemplateInput
+        self, info: Info, input: Input[CreateNotificationTemplateInput]
     ) -> CreateNotificationTemplatePayload:
         return await run_mutation(
             info,
@@ -452,7 +459,7 @@ class Mutation:
 
     @strawberry.mutation(description="Edit a notification template (support only).")
     async def update_notification_template(
-        self, info: Info, input: UpdateNotificationTemplateInput
+        self, info: Info, input: Input[UpdateNotificationTemplateInput]
     ) -> UpdateNotificationTemplatePayload:
         return await run_mutation(
             info,
@@ -472,7 +479,7 @@ class Mutation:
 
     @strawberry.mutation(description="Queue a FAILED notification again (support only).")
     async def retry_notification(
-        self, info: Info, input: RetryNotificationInput
+        self, info: Info, input: Input[RetryNotificationInput]
     ) -> RetryNotificationPayload:
         return await run_mutation(
             info,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy import ColumnElement, false, func
@@ -139,6 +139,19 @@ SCOPED_NODES: dict[str, tuple[Listing[Any], Callable[[DomainViewer], ColumnEleme
 }
 
 
+async def read_notification_settings(info: Info, reseller_pk: int) -> NotificationSettings | None:
+    """A reseller's notification settings, if the viewer manages that reseller: None exactly as
+    if the reseller were missing. A role that may not read settings raises OperationForbidden."""
+    try:
+        async with info.context.services.db.read() as session:
+            settings, template = await notification_service.read_settings(
+                session, viewer=viewer_of(info), reseller_id=reseller_pk
+            )
+    except NotFound:  # missing, or another reseller's: the same null
+        return None
+    return NotificationSettings.wrap(settings, template, info.context.loaders)
+
+
 async def load_node(info: Info, type_name: str, pk: int) -> Node | None:
     """The object behind a global ID if the viewer may see it; None exactly as if missing."""
     viewer = viewer_of(info)
@@ -154,6 +167,10 @@ async def load_node(info: Info, type_name: str, pk: int) -> Node | None:
             return None
         row = await loaders.template.load(pk)
         return NotificationTemplate.wrap(row) if row is not None else None
+    if type_name == "NotificationSettings":  # its pk is its reseller's
+        if viewer.role not in policy.Operation.NOTIFICATION_SETTINGS:
+            return None
+        return await read_notification_settings(info, pk)
     return None
 
 
@@ -175,7 +192,22 @@ async def _typed_node(info: Info, value: strawberry.ID, type_name: str) -> Node 
     return await load_node(info, type_name, parsed[1]) if parsed else None
 
 
-@strawberry.type
+ObjectId = Annotated[
+    strawberry.ID, strawberry.argument(description="The object's global ID (from its `id`).")
+]
+OrderFilterArgument = Annotated[
+    OrderFilter | None,
+    strawberry.argument(description="Only the orders that match every condition given."),
+]
+ResellerIdArgument = Annotated[
+    strawberry.ID | None, strawberry.argument(description="Only this reseller's.")
+]
+
+
+@strawberry.type(
+    description="The entry points for reading: the viewer, objects by ID, the lists the viewer "
+    "may see, and the status and failure reason catalogues."
+)
 class Query:
     @strawberry.field(description="Who is asking.")
     async def viewer(self, info: Info) -> ViewerType:
@@ -190,20 +222,20 @@ class Query:
         )
 
     @strawberry.field(description="Any object by its global ID; null if missing or not visible.")
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+    async def node(self, info: Info, id: ObjectId) -> Node | None:
         viewer_of(info)
         parsed = parse_global_id(id)
         return await load_node(info, *parsed) if parsed else None
 
     @strawberry.field(description="An order by ID; null if missing or not visible.")
-    async def order(self, info: Info, id: strawberry.ID) -> Order | None:
+    async def order(self, info: Info, id: ObjectId) -> Order | None:
         return await _typed_node(info, id, "Order")  # type: ignore[return-value]
 
     @strawberry.field(description="The orders the viewer may see, newest first.")
     async def orders(
         self,
         info: Info,
-        filter: OrderFilter | None = None,
+        filter: OrderFilterArgument = None,
         first: First = None,
         after: After = None,
     ) -> Connection[Order]:
@@ -212,14 +244,14 @@ class Query:
         )
 
     @strawberry.field(description="A customer by ID; null if missing or not visible.")
-    async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
+    async def customer(self, info: Info, id: ObjectId) -> Customer | None:
         return await _typed_node(info, id, "Customer")  # type: ignore[return-value]
 
     @strawberry.field(description="The customers the viewer may see.")
     async def customers(
         self,
         info: Info,
-        reseller_id: strawberry.ID | None = None,
+        reseller_id: ResellerIdArgument = None,
         first: First = None,
         after: After = None,
     ) -> Connection[Customer]:
@@ -230,7 +262,7 @@ class Query:
         return await _connection(info, CUSTOMERS, where, first, after)
 
     @strawberry.field(description="A reseller by ID; null if missing or not visible.")
-    async def reseller(self, info: Info, id: strawberry.ID) -> Reseller | None:
+    async def reseller(self, info: Info, id: ObjectId) -> Reseller | None:
         return await _typed_node(info, id, "Reseller")  # type: ignore[return-value]
 
     @strawberry.field(description="The resellers the viewer may see.")
@@ -265,7 +297,7 @@ class Query:
 
     @strawberry.field(description="How many visible orders are in each status (zeros omitted).")
     async def order_status_counts(
-        self, info: Info, filter: OrderFilter | None = None
+        self, info: Info, filter: OrderFilterArgument = None
     ) -> list[OrderStatusCount]:
         query = status_counts_query(viewer_of(info), filter)
         async with info.context.services.db.read() as session:
@@ -276,7 +308,10 @@ class Query:
     async def notifications(
         self,
         info: Info,
-        filter: NotificationFilter | None = None,
+        filter: Annotated[
+            NotificationFilter | None,
+            strawberry.argument(description="Only the notifications that match every condition."),
+        ] = None,
         first: First = None,
         after: After = None,
     ) -> Connection[Notification]:
@@ -291,24 +326,21 @@ class Query:
         "if the reseller is missing or not the viewer's."
     )
     async def notification_settings(
-        self, info: Info, reseller_id: strawberry.ID | None = None
+        self,
+        info: Info,
+        reseller_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="The reseller; default: the viewer's reseller."),
+        ] = None,
     ) -> NotificationSettings | None:
         viewer = viewer_of(info)
         pk = parse_pk(reseller_id, "Reseller") if reseller_id is not None else viewer.reseller_id
         if pk is None:
             return None
         try:
-            async with info.context.services.db.read() as session:
-                settings, template = await notification_service.read_settings(
-                    session, viewer=viewer, reseller_id=pk
-                )
+            return await read_notification_settings(info, pk)
         except OperationForbidden as exc:
             raise forbidden(str(exc)) from exc
-        except NotFound:  # missing, or another reseller's: the same null
-            return None
-        return NotificationSettings(
-            settings=settings, template_row=template, loaders=info.context.loaders
-        )
 
     @strawberry.field(description="Every notification template.")
     async def notification_templates(self, info: Info) -> list[NotificationTemplate]:

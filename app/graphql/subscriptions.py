@@ -223,7 +223,10 @@ def _notification_change(event: Event, loaders: Loaders) -> NotificationChange:
     return NotificationChange(event=event, loaders=loaders)
 
 
-@strawberry.type
+@strawberry.type(
+    description="Live changes over websockets (graphql-transport-ws): each event after its "
+    "commit; with `after`, the events since that cursor first."
+)
 class Subscription:
     @live_subscription(
         OrderStatusChange,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeAlias
+from enum import Enum
+from typing import Any, TypeAlias, TypeVar
 
 import strawberry
 from sqlmodel import col
@@ -23,22 +25,122 @@ from app.orders import models as om
 
 # --- enums (the domain's own enums, exposed under their API names) ------------------------------
 
-# strawberry.enum registers the domain class in place; the aliases give it its API name in Python.
-strawberry.enum(flow.Status, name="OrderStatus", description="The platform's order status codes.")
-strawberry.enum(
+E = TypeVar("E", bound=Enum)
+
+
+def expose_enum(cls: type[E], *, name: str, description: str, values: Mapping[E, str]) -> type[E]:
+    """Register the domain enum `cls` in place under its API name, every value described.
+
+    The domain never imports strawberry, so its members cannot be `strawberry.enum_value`s; the
+    descriptions are given here, one per member (tests/graphql/test_schema_docs.py names any
+    member left without one).
+    """
+    strawberry.enum(cls, name=name, description=description)
+    definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
+    definition.values = [
+        replace(value, description=values.get(cls[value.name])) for value in definition.values
+    ]
+    return cls
+
+
+def status_description(info: flow.StatusInfo) -> str:
+    """An OrderStatus value's meaning, from the status catalogue (SPEC 2)."""
+    manual = "Manual action required." if info.requires_manual_action else "No manual action."
+    causes = f" Typical causes: {' '.join(info.probable_causes)}" if info.probable_causes else ""
+    actions = ", ".join(dict.fromkeys(flow.actions_from(info.code)))
+    then = f" Actions: {actions}." if actions else ""
+    return f"{info.name}: {info.description} {manual}{causes}{then}"
+
+
+def failure_reason_description(info: flow.FailureInfo) -> str:
+    """A FailureReason value's message and remedy, from the failure reason catalogue."""
+    message = info.message.removesuffix(".")
+    if info.reason is flow.FailureReason.OTHER:  # as `flow.failure_message` shows it
+        message = "Another failure; its message is the details given"
+    return f"{message}. Remedy: {info.remedy.removesuffix('.')}."
+
+
+def action_description(action: flow.Action) -> str:
+    """An OrderAction value: what it is for, then from where it goes where for whom, from the
+    action table (`flow.TRANSITIONS`)."""
+    moves: dict[tuple[flow.Status | None, frozenset[flow.Role]], list[str]] = {}
+    for row in flow.TRANSITIONS:
+        if row.action is action:
+            moves.setdefault((row.target, row.roles), []).append(row.source.value)
+    parts = [
+        f"from {', '.join(sources)} to {target.value if target else 'the automatic checks'} "
+        f"({', '.join(r.value for r in flow.Role if r in roles)})"
+        for (target, roles), sources in moves.items()
+    ]
+    return f"{flow.ACTION_PURPOSES[action]} Goes {'; '.join(parts)}."
+
+
+expose_enum(
+    flow.Status,
+    name="OrderStatus",
+    description="The platform's two-letter order status codes (see `orderStatuses`).",
+    values={code: status_description(info) for code, info in flow.STATUSES.items()},
+)
+expose_enum(
     flow.OrderType,
     name="OrderType",
     description="SO sales, RN renewal, CH change, CL cancellation.",
+    values={
+        flow.OrderType.SO: "Sales: a new subscription.",
+        flow.OrderType.RN: "Renewal of a subscription.",
+        flow.OrderType.CH: "Change of a subscription.",
+        flow.OrderType.CL: "Cancellation of a subscription.",
+    },
 )
-strawberry.enum(flow.Action, name="OrderAction", description="What an operator can do to an order.")
-strawberry.enum(flow.FailureReason, name="FailureReason", description="Why provisioning failed.")
-strawberry.enum(
+expose_enum(
+    flow.Action,
+    name="OrderAction",
+    description="What an operator can do to an order.",
+    values={action: action_description(action) for action in flow.ACTION_PURPOSES},
+)
+expose_enum(
+    flow.FailureReason,
+    name="FailureReason",
+    description="Why provisioning failed.",
+    values={r: failure_reason_description(i) for r, i in flow.FAILURE_REASONS.items()},
+)
+expose_enum(
     flow.ProvisioningOutcome,
     name="ProvisioningOutcome",
-    description="What the provisioning platform reports.",
+    description="What the provisioning platform reports for an order in PR or LO.",
+    values={
+        flow.ProvisioningOutcome.SUCCEEDED: "The service was provisioned: the order goes to CP, "
+        "or to WZ when a cash/check order was provisioned on credit.",
+        flow.ProvisioningOutcome.FAILED: "Provisioning failed (a `reason` is required): the "
+        "order goes to PF and the failure is notified.",
+        flow.ProvisioningOutcome.LONG_RUNNING: "Provisioning waits for an external system: the "
+        "order goes to LO.",
+        flow.ProvisioningOutcome.MANUAL_OPERATION_REQUIRED: "The service must be provisioned by "
+        "a non-integrated system: the order goes to MO.",
+    },
 )
-strawberry.enum(flow.PaymentMethod, name="PaymentMethod", description="How a customer pays.")
-strawberry.enum(flow.Role, name="Role", description="Who the viewer is.")
+expose_enum(
+    flow.PaymentMethod,
+    name="PaymentMethod",
+    description="How a customer pays.",
+    values={
+        flow.PaymentMethod.AUTOMATIC: "Charged automatically (the default).",
+        flow.PaymentMethod.CASH_OR_CHECK: "Paid by cash or check: an order above the customer's "
+        "credit limit waits for payment (WP).",
+        flow.PaymentMethod.NONE: "No payment method attached: orders stop in NP.",
+    },
+)
+expose_enum(
+    flow.Role,
+    name="Role",
+    description="Who the viewer is.",
+    values={
+        flow.Role.SUPPORT: "The distributor's support team: sees and may do everything.",
+        flow.Role.RESELLER: "A reseller's staff: sees itself, its customers and their orders.",
+        flow.Role.CUSTOMER: "A customer's staff: sees itself and its own orders.",
+        flow.Role.SYSTEM: "The provisioning platform: reports provisioning results.",
+    },
+)
 OrderStatus: TypeAlias = flow.Status
 OrderType: TypeAlias = flow.OrderType
 OrderAction: TypeAlias = flow.Action
@@ -48,14 +150,36 @@ PaymentMethod: TypeAlias = flow.PaymentMethod
 Role: TypeAlias = flow.Role
 
 
-strawberry.enum(
-    nm.NotificationKind, name="NotificationKind", description="Why a notification was sent."
+expose_enum(
+    nm.NotificationKind,
+    name="NotificationKind",
+    description="Why a notification was sent.",
+    values={
+        nm.NotificationKind.ORDER_PROVISIONING_FAILED: "The order entered PF (Provisioning "
+        "Failed).",
+        nm.NotificationKind.FAILED_ORDER_UNRESOLVED: "The failed order was still in PF at its "
+        "service-level deadline (an escalation to the reseller).",
+    },
 )
-strawberry.enum(
-    nm.RecipientRole, name="RecipientRole", description="Whom a notification is addressed to."
+expose_enum(
+    nm.RecipientRole,
+    name="RecipientRole",
+    description="Whom a notification is addressed to.",
+    values={
+        nm.RecipientRole.SUPPORT: "The support team (always told).",
+        nm.RecipientRole.RESELLER: "The reseller's e-mail.",
+        nm.RecipientRole.CUSTOMER: "The customer's contact e-mail.",
+    },
 )
-strawberry.enum(
-    nm.DeliveryStatus, name="DeliveryStatus", description="Where a notification's mail stands."
+expose_enum(
+    nm.DeliveryStatus,
+    name="DeliveryStatus",
+    description="Where a notification's mail stands.",
+    values={
+        nm.DeliveryStatus.PENDING: "Not sent yet, or waiting for a retry.",
+        nm.DeliveryStatus.SENT: "The mail server accepted it.",
+        nm.DeliveryStatus.FAILED: "Refused, or out of attempts; support can retry it.",
+    },
 )
 NotificationKind: TypeAlias = nm.NotificationKind
 RecipientRole: TypeAlias = nm.RecipientRole
@@ -457,11 +581,30 @@ class NotificationTemplate(Node):
         return self.row.is_builtin
 
 
-@strawberry.type(description="Who a reseller's failed-order notifications go to.")
-class NotificationSettings:
+@strawberry.type(
+    description="Who a reseller's failed-order notifications go to. There is one per reseller: "
+    "its `id` stays the same, so a client cache updates a cached `notificationSettings` from "
+    "`updateNotificationSettings`."
+)
+class NotificationSettings(Node):
     settings: strawberry.Private[nm.NotificationSettings]
     template_row: strawberry.Private[nm.NotificationTemplate]
     loaders: strawberry.Private[Loaders]
+
+    @classmethod
+    def wrap(
+        cls,
+        settings: nm.NotificationSettings,
+        template: nm.NotificationTemplate,
+        loaders: Loaders,
+    ) -> NotificationSettings:
+        """A reseller's settings; their ID is made from the reseller's (one settings each)."""
+        return cls(
+            id=to_global_id("NotificationSettings", settings.reseller_id),
+            settings=settings,
+            template_row=template,
+            loaders=loaders,
+        )
 
     @strawberry.field(description="The reseller these settings belong to.")
     async def reseller(self) -> Reseller:

@@ -358,6 +358,21 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
     ]
 )
 
+# What each action is for, in an operator's words (the table above says from where it goes where).
+ACTION_PURPOSES: dict[Action, str] = {
+    Action.HOLD: "Put the order on hold.",
+    Action.RELEASE_HOLD: "Release a held order.",
+    Action.ACTIVATE_ACCOUNT: "Activate the customer account the order waits for.",
+    Action.ATTACH_PAYMENT_METHOD: "Give the customer an automatic payment method.",
+    Action.APPROVE: "Approve an order that fraud screening flagged or that waits for approval.",
+    Action.MARK_FRAUD: "Cancel the order as fraud.",
+    Action.RECORD_PAYMENT: "Record that the order was paid.",
+    Action.RESUBMIT: "Send the order to the provisioning platform again.",
+    Action.MARK_COMPLETED: "Mark the order completed.",
+    Action.MARK_FAILED: "Mark the order failed (with a reason; default MARKED_FAILED_MANUALLY).",
+    Action.CANCEL: "Cancel the order.",
+}
+
 _BY_ACTION_SOURCE: dict[tuple[Action, Status], Transition] = {
     (t.action, t.source): t for t in TRANSITIONS
 }
