@@ -86,7 +86,11 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[frozenset[str], NoDecode] = frozenset()
     ws_init_timeout_seconds: float = Field(default=5.0, gt=0)
     ws_max_subscriptions: int = Field(default=50, ge=1)
+    # a socket's messages waiting to be sent: per subscription (SLOW_CONSUMER past it), and the
+    # socket's own answers (pongs, results, errors; 4400 past it)
     ws_queue_size: int = Field(default=256, ge=1)
+    # everything waiting on one socket, in bytes (1008 when events pass it, else 4400)
+    ws_queue_bytes: int = Field(default=8 * 1024 * 1024, ge=4096)
     # sockets authenticating or starting a subscription at once (admission pacing in storms)
     ws_admission_concurrency: int = Field(default=32, ge=1)
     escalation_poll_seconds: float = Field(default=5.0, gt=0)

@@ -113,6 +113,14 @@ RATE_LIMITED = Counter(
     registry=REGISTRY,
 )
 
+WEBSOCKETS_OVERFLOWED = Counter(
+    "orderpulse_websockets_overflowed",
+    "Websockets closed because they did not read what was sent to them, by what overflowed "
+    "their send queue: events (1008) or answers such as pongs, results and errors (4400).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 PLANNER_FALLBACKS = Counter(
     "orderpulse_planner_fallbacks",
     "Queries the read planner meant to answer that the executor answered instead, because "
@@ -144,6 +152,11 @@ def websocket_opened() -> None:
 
 def websocket_closed() -> None:
     WEBSOCKETS_OPEN.dec()
+
+
+def websocket_overflowed(*, reason: str) -> None:
+    """A websocket closed because its send queue overflowed; `reason` is `events` or `answers`."""
+    WEBSOCKETS_OVERFLOWED.labels(reason).inc()
 
 
 def subscription_started() -> None:
