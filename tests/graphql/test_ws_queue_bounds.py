@@ -10,24 +10,36 @@ tiny too), while a normal client is served meanwhile (its latency printed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.applications import Starlette
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
 from app.graphql.ws import GraphQLWebSocket
 from app.observability.metrics import REGISTRY
 from app.services import Services
+from tests.observability.helpers import scrape, value
 from tests.support.api import Factory
 from tests.support.events import record_note
 from tests.support.polling import eventually
+from tests.support.processes import ServerProcess, run_cli, server_env
 from tests.support.server import LiveServer, serve
 from tests.support.world import World, make_world
-from tests.support.ws import WSClient, connected
+from tests.support.ws import PROTOCOL, WSClient, connected
 
 QUEUE_SIZE = 64
 """`ws_queue_size` here: at most this many answers wait on a socket."""
@@ -198,3 +210,154 @@ async def test_a_consumer_too_slow_for_its_events_is_closed_1008(
         assert delivered == healthy_got[: len(delivered)]  # in order, nothing skipped
         assert await healthy.until_pong() == []
         await eventually(lambda: open_sockets() == 1)
+
+
+# --- a client that reads nothing at all, on a plain socket --------------------------------------
+
+
+class RawClient:
+    """A graphql-transport-ws client on a plain blocking socket that reads only when told to
+    (websockets' sans-I/O `ClientProtocol` makes and parses the frames). Its kernel receive
+    buffer is `receive_buffer` bytes, so a server it does not read from is blocked at once."""
+
+    def __init__(self, url: str, *, receive_buffer: int = 4096) -> None:
+        self.protocol = ClientProtocol(parse_uri(url), subprotocols=[Subprotocol(PROTOCOL)])
+        host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(10)
+        self.sock.connect((host, int(port)))
+        self.protocol.send_request(self.protocol.connect())
+        self.flush()
+        while not any(isinstance(e, Response) for e in self.receive()):
+            pass
+        assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
+
+    def flush(self) -> None:
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+
+    def receive(self) -> list[Any]:
+        data = self.sock.recv(65536)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        return list(self.protocol.events_received())
+
+    def send_texts(self, texts: list[str]) -> None:
+        for text in texts:
+            self.protocol.send_text(text.encode())
+        self.flush()
+
+    def send_pings(self, count: int) -> None:
+        """Websocket ping frames (not graphql-transport-ws pings)."""
+        for i in range(count):
+            self.protocol.send_ping(i.to_bytes(4, "big"))
+        self.flush()
+
+    def read_until_closed(self) -> tuple[list[str], int | None, str | None]:
+        """Every text message until the server's close; its code and reason."""
+        texts: list[str] = []
+        while self.protocol.close_rcvd is None:
+            events = self.receive()
+            texts += [bytes(e.data).decode() for e in events if e.opcode is Opcode.TEXT]
+            if not events and self.protocol.state is State.CLOSED:
+                break
+        with contextlib.suppress(OSError):
+            self.flush()  # our answer to the close
+        self.sock.close()
+        close = self.protocol.close_rcvd
+        return texts, (close.code if close else None), (close.reason if close else None)
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process `pid`, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_ping_flood_never_read_is_closed_4400_and_the_servers_memory_stays_flat(
+    tmp_path: Path,
+) -> None:
+    """`python -m app serve` as deployed; a raw socket that sends graphql-transport-ws pings and
+    reads nothing (before the bounds, RSS grew ~15 MB a second); a normal client meanwhile."""
+    env = server_env(f"sqlite:///{tmp_path / 'flood.db'}")
+    token = run_cli(env, tmp_path, "token", "create", "--role", "SUPPORT")
+    server = ServerProcess.launch(env, log_dir=tmp_path, name="flood")
+    pid = server.process.pid
+    try:
+        await server.wait_ready()
+        url = server.endpoint.ws_url
+        async with (
+            httpx.AsyncClient(base_url=server.endpoint.origin, timeout=10) as http,
+            connected(url, token) as healthy,
+        ):
+
+            async def overflows() -> float:
+                return value(
+                    await scrape(http), "orderpulse_websockets_overflowed_total", reason="answers"
+                )
+
+            assert await healthy.until_pong() == []
+            rss_before = rss_mb(pid)
+            flooder = await asyncio.to_thread(RawClient, url)
+            init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+            await asyncio.to_thread(flooder.send_texts, [json.dumps(init)])
+            pings = [json.dumps({"type": "ping"})] * 5000
+            sent, rss_peak, latencies = 0, rss_before, []
+            async with asyncio.timeout(120):
+                while await overflows() == 0:
+                    await asyncio.to_thread(flooder.send_texts, pings)
+                    sent += len(pings)
+                    rss_peak = max(rss_peak, rss_mb(pid))
+                    started = time.perf_counter()
+                    assert await healthy.until_pong() == []
+                    latencies.append(time.perf_counter() - started)
+            rss_closed = rss_mb(pid)
+            received, code, reason = await asyncio.to_thread(flooder.read_until_closed)
+            assert (code, reason) == (4400, "Too many messages not read")
+            assert received[0] == '{"type":"connection_ack"}'
+            pongs = received[1:]
+            assert set(pongs) == {'{"type": "pong"}'}
+            assert 0 < len(pongs) < sent
+            assert await healthy.until_pong() == []
+            samples = await scrape(http)
+            assert value(samples, "orderpulse_websockets_open") == 1  # the healthy one
+            rss_after = rss_mb(pid)
+    finally:
+        server.stop()
+    print_latencies(f"ping flood of a real server ({sent} pings sent)", latencies)
+    print(
+        f"server RSS: {rss_before:.1f} MB before, {rss_peak:.1f} MB at most during the flood, "
+        f"{rss_closed:.1f} MB when it was closed, {rss_after:.1f} MB after; "
+        f"{len(pongs)} pongs delivered"
+    )
+    assert rss_peak - rss_before < 40  # bounded: the unbounded queue took hundreds of MB
+
+
+async def test_a_flood_of_websocket_ping_frames_never_read_is_closed_4400(
+    app: Starlette, live_server: LiveServer, tenants: World
+) -> None:
+    """Ping frames (answered by the server protocol itself, outside the app's queue) are
+    bounded too: with over MAX_UNREAD_BYTES unread, a ping closes the socket."""
+    async with (
+        serve(app, send_buffer=4096) as small_buffers,
+        connected(live_server.ws_url, tenants.tokens["support"]) as healthy,
+    ):
+        flooder = await asyncio.to_thread(RawClient, small_buffers.ws_url)
+        before = overflowed("answers")
+        sent, latencies = 0, []
+        async with asyncio.timeout(60):
+            while overflowed("answers") == before:
+                await asyncio.to_thread(flooder.send_pings, 10_000)
+                sent += 10_000
+                started = time.perf_counter()
+                assert await healthy.until_pong() == []
+                latencies.append(time.perf_counter() - started)
+        received, code, reason = await asyncio.to_thread(flooder.read_until_closed)
+        assert (code, reason) == (4400, "Too many pings not read")
+        assert received == []
+        assert await healthy.until_pong() == []
+    print_latencies(f"ping frame flood ({sent} ping frames sent)", latencies)

@@ -57,6 +57,8 @@ from websockets.protocol import Protocol
 from websockets.typing import Origin
 from websockets.utils import accept_key
 
+from app.observability import metrics
+
 SEND_TEXTS_EXTENSION = "orderpulse.websocket.send_texts"
 """In `scope["extensions"]` when the server takes `SEND_TEXTS` messages."""
 SEND_TEXTS = "orderpulse.websocket.send_texts"
@@ -262,6 +264,7 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.conn.data_to_send()  # the pong websockets made: not sent
         if self.close_sent or self.transport.is_closing():
             return
+        metrics.websocket_overflowed(reason="answers")
         self.queue.put_nowait({"type": "websocket.disconnect", "code": 4400})
         self.conn.send_close(4400, "Too many pings not read")
         self.transport.write(b"".join(self.conn.data_to_send()))
