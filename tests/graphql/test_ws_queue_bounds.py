@@ -30,6 +30,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from app.graphql.ws import GraphQLWebSocket
+from app.graphql.ws.server_protocol import BatchingWebSocketProtocol
 from app.observability.metrics import REGISTRY
 from app.services import Services
 from tests.observability.helpers import scrape, value
@@ -361,3 +362,52 @@ async def test_a_flood_of_websocket_ping_frames_never_read_is_closed_4400(
         assert received == []
         assert await healthy.until_pong() == []
     print_latencies(f"ping frame flood ({sent} ping frames sent)", latencies)
+
+
+class QuickCloseProtocol(BatchingWebSocketProtocol):
+    """serve's websocket protocol with uvicorn's close timeout (10 s) cut to 0.2 s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.close_timeout = 0.2
+
+
+@pytest.mark.parametrize("settings_overrides", [{"ws_queue_size": QUEUE_SIZE}])
+async def test_a_client_that_never_reads_even_its_close_is_cut_off(
+    app: Starlette, tenants: World
+) -> None:
+    """The close frame waits behind what the client never read; when the close timeout passes
+    unanswered, the server aborts the connection and drops those bytes (a plain close would
+    keep them, and the connection, for as long as the client does not read)."""
+    options = {"ws": f"{__name__}:QuickCloseProtocol"}
+    async with serve(app, send_buffer=4096, uvicorn_options=options) as server:
+        flooder = await asyncio.to_thread(RawClient, server.ws_url)
+        init = {
+            "type": "connection_init",
+            "payload": {"Authorization": f"Bearer {tenants.tokens['support']}"},
+        }
+        await asyncio.to_thread(flooder.send_texts, [json.dumps(init)])
+        before = overflowed("answers")
+        async with asyncio.timeout(60):
+            while overflowed("answers") == before:
+                await asyncio.to_thread(flooder.send_texts, [json.dumps({"type": "ping"})] * 1000)
+
+        def read_everything() -> bytes:
+            """Wait until the abort has surely happened, then read to the end."""
+            time.sleep(1)  # 5 times the close timeout: the abort comes from the server
+            chunks = []
+            while chunk := flooder.sock.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        data = await asyncio.to_thread(read_everything)
+        flooder.sock.close()
+    # what the kernel held was delivered, then the end: the rest, the close frame included,
+    # was dropped with the connection
+    flooder.protocol.receive_data(data)
+    flooder.protocol.receive_eof()
+    texts = [bytes(e.data).decode() for e in flooder.protocol.events_received()]
+    assert texts[0] == '{"type":"connection_ack"}'
+    assert set(texts[1:]) == {'{"type": "pong"}'}
+    assert flooder.protocol.close_rcvd is None
+    print(f"\nread {len(data)} bytes ({len(texts) - 1} pongs), then the connection ended")
