@@ -7,13 +7,12 @@ init 4429; an id already running 4409; a message that is not JSON text of the pr
 document that does not parse, 4400; a client that sends and does not read its answers (pongs,
 results, errors) past `ws_queue_size` messages or `ws_queue_bytes` waiting, 4400; one whose
 events waiting pass `ws_queue_bytes`, 1008 (`app.graphql.ws.sending`); a message over
-`max_body_bytes` 1009 (uvicorn's `ws_max_size`
-refuses it first when the server is started by `python -m app serve`); `ping` answered with
-`pong`. A document over a guard (depth, aliases, tokens, cost) is an `error` message for its id.
-A browser page from an origin other than the server's own or `ORDERPULSE_ALLOWED_ORIGINS` is
-refused before the handshake completes (HTTP 403); clients that send no Origin are not browsers
-and are let in. Dead sockets are found by uvicorn's websocket pings. Only `graphql-transport-ws`
-is spoken (4406).
+`max_body_bytes` 1009 (uvicorn's `ws_max_size` refuses it first when the server is started by
+`python -m app serve`); `ping` answered with `pong`. A document over a guard (depth, aliases,
+tokens, cost) is an `error` message for its id. A browser page from an origin other than the
+server's own or `ORDERPULSE_ALLOWED_ORIGINS` is refused before the handshake completes (HTTP 403);
+clients that send no Origin are not browsers and are let in. Dead sockets are found by uvicorn's
+websocket pings. Only `graphql-transport-ws` is spoken (4406).
 
 Revocation: while sockets are open, the endpoint asks the database twice every
 `token_check_seconds` which of their tokens are still live (one query for all of them) and closes
