@@ -33,7 +33,7 @@ SPEC_NAMES = {
     "orderpulse_escalations_total",
     "orderpulse_rate_limited_total",
 }
-ALLOWED_LABELS = {"operation_type", "outcome", "kind", "status", "transport", "le"}
+ALLOWED_LABELS = {"operation_type", "outcome", "kind", "status", "transport", "reason", "le"}
 
 
 @pytest.fixture
