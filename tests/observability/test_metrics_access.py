@@ -112,3 +112,17 @@ async def test_scrapes_read_the_outbox_once_per_window(
     clock.advance(seconds=0.001)
     assert [await pending() for _ in range(20)] == [2] * 20
     assert len(outbox_reads) == 2
+
+
+def test_the_metrics_token_setting() -> None:
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    assert Settings(_env_file=None).metrics_token is None  # type: ignore[call-arg]
+    assert Settings(_env_file=None, metrics_token="").metrics_token is None  # type: ignore[call-arg]
+    token = Settings(_env_file=None, metrics_token="abc").metrics_token  # type: ignore[call-arg]
+    assert token is not None and token.get_secret_value() == "abc"
+    assert "abc" not in repr(Settings(_env_file=None, metrics_token="abc"))  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="must not start or end with whitespace"):
+        Settings(_env_file=None, metrics_token=" abc")  # type: ignore[call-arg]
