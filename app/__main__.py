@@ -1,5 +1,9 @@
-"""The command line: serve, migrate, token create (optionally expiring) and revoke, documents
-add, export-schema."""
+"""The command line: serve, migrate, token create (optionally expiring), list and revoke,
+documents add, export-schema.
+
+A token never appears on a command line, where any user of the host sees it in the process list:
+`token revoke` reads it from standard input or takes the token's id (`token create` prints the id
+to standard error, `token list` lists them)."""
 
 from __future__ import annotations
 
@@ -123,8 +127,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
-async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
-    from app.access.tokens import create_token
+async def _token_create(settings: Settings, args: argparse.Namespace) -> tuple[str, int]:
+    from app.access.tokens import create_token, token_id
     from app.errors import DomainError
     from app.graphql.ids import parse_pk
     from app.orders.flow import Role
@@ -140,7 +144,7 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
     services = _services(settings)
     try:
         async with services.transaction() as session:
-            return await create_token(
+            token = await create_token(
                 session,
                 role=role,
                 reseller_id=reseller_id,
@@ -148,6 +152,9 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
                 now=services.clock.now(),
                 expires_in=args.expires_in,
             )
+            made = await token_id(session, token)
+            assert made is not None
+            return token, made
     except DomainError as exc:
         raise SystemExit(f"error: {exc.message}") from None
     finally:
@@ -163,15 +170,82 @@ def _parse_id(value: str | None, type_name: str, parse_pk) -> int | None:  # typ
     return int(pk)
 
 
-async def _token_revoke(settings: Settings, token: str) -> bool:
+async def _token_revoke(settings: Settings, *, token: str | None, token_id: int | None) -> bool:
     from app.access.tokens import revoke_token
 
     services = _services(settings)
     try:
         async with services.transaction() as session:
-            return await revoke_token(session, token=token, now=services.clock.now())
+            now = services.clock.now()
+            return await revoke_token(session, token=token, token_id=token_id, now=now)
     finally:
         await services.db.dispose()
+
+
+async def _token_list(settings: Settings) -> list[str]:
+    from app.access.tokens import list_tokens
+    from app.graphql.ids import to_global_id
+
+    services = _services(settings)
+    try:
+        async with services.db.read() as session:
+            rows = await list_tokens(session)
+    finally:
+        await services.db.dispose()
+    now = services.clock.now()
+    lines = ["id\trole\ttenant\tcreated\texpires\tstate"]
+    for row in rows:
+        tenant = (
+            to_global_id("Customer", row.customer_id)
+            if row.customer_id is not None
+            else to_global_id("Reseller", row.reseller_id)
+            if row.reseller_id is not None
+            else "-"
+        )
+        if row.revoked_at is not None:
+            state = "revoked"
+        elif row.expires_at is not None and row.expires_at <= now:
+            state = "expired"
+        else:
+            state = "live"
+        expires = row.expires_at.isoformat(timespec="seconds") if row.expires_at else "never"
+        created = row.created_at.isoformat(timespec="seconds")
+        lines.append(f"{row.id}\t{row.role}\t{tenant}\t{created}\t{expires}\t{state}")
+    return lines
+
+
+REVOKE_HOW = (
+    "a token on the command line is visible to every user of this host (the process list); "
+    "give it on standard input (python -m app token revoke < token.txt) "
+    "or by its id (python -m app token revoke --id N; python -m app token list shows the ids)"
+)
+
+
+def read_token_from_stdin() -> str:
+    """The token to revoke, from standard input: typed without echo at a terminal, else the
+    first line of what is piped in."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("Token to revoke: ").strip()
+    return sys.stdin.readline().strip()
+
+
+def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    if args.token not in (None, "-"):
+        raise SystemExit(f"error: {REVOKE_HOW}")
+    if args.id is not None:
+        if args.token is not None:
+            raise SystemExit("error: give --id or the token on standard input, not both")
+        revoked = asyncio.run(_token_revoke(settings, token=None, token_id=args.id))
+    else:
+        token = read_token_from_stdin()
+        if not token:
+            raise SystemExit(f"error: no token on standard input; {REVOKE_HOW}")
+        revoked = asyncio.run(_token_revoke(settings, token=token, token_id=None))
+    if not revoked:
+        raise SystemExit("error: unknown or already revoked token")
+    print("revoked")
 
 
 def read_documents(paths: list[str]) -> list[tuple[str, str]]:
@@ -233,8 +307,20 @@ def main(argv: list[str] | None = None) -> None:
         metavar="DURATION",
         help="the token stops working after this long, e.g. 30d, 12h, 15m (default: never)",
     )
-    revoke = token_commands.add_parser("revoke", help="revoke a token")
-    revoke.add_argument("token")
+    token_commands.add_parser("list", help="list the tokens: id, role, tenant, dates, state")
+    revoke = token_commands.add_parser(
+        "revoke",
+        help="revoke a token read from standard input, or the token of --id",
+        description="Revoke a token. Give it on standard input (never on the command line, "
+        "where the process list shows it), or give its id.",
+    )
+    revoke.add_argument(
+        "token",
+        nargs="?",
+        metavar="-",
+        help="read the token from standard input (the default without --id)",
+    )
+    revoke.add_argument("--id", type=int, help="the token's id (token create, token list)")
     documents = commands.add_parser("documents", help="trusted GraphQL documents")
     documents_commands = documents.add_subparsers(dest="documents_command", required=True)
     add = documents_commands.add_parser(
@@ -270,11 +356,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{sha256}  {path}")
     elif args.token_command == "create":  # noqa: S105 (a command name)
         cmd_migrate(settings)
-        print(asyncio.run(_token_create(settings, args)))
+        created, made = asyncio.run(_token_create(settings, args))
+        print(created)
+        print(f"token id {made} (token revoke --id {made})", file=sys.stderr)
+    elif args.token_command == "list":  # noqa: S105 (a command name)
+        print("\n".join(asyncio.run(_token_list(settings))))
     else:
-        if not asyncio.run(_token_revoke(settings, args.token)):
-            raise SystemExit("error: unknown or already revoked token")
-        print("revoked")
+        cmd_token_revoke(args, settings)
 
 
 if __name__ == "__main__":

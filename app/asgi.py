@@ -154,9 +154,13 @@ def create_app(
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
 
+    outbox_gauges = metrics.OutboxGauges(services.db.read, services.clock.now)
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+
     async def metrics_endpoint(request: Request) -> Response:
-        async with services.db.read() as session:
-            outbox = await metrics.read_outbox(session, now=services.clock.now())
+        if not metrics.scrape_allowed(request.headers.getlist("authorization"), metrics_token):
+            return Response("Unauthorized\n", 401, headers={"WWW-Authenticate": "Bearer"})
+        outbox = await outbox_gauges.state()
         return Response(metrics.exposition(outbox), media_type=metrics.CONTENT_TYPE)
 
     app = WebSocketShortcut(  # websockets on /graphql: straight to the subscription endpoint

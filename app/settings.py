@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -86,7 +86,11 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[frozenset[str], NoDecode] = frozenset()
     ws_init_timeout_seconds: float = Field(default=5.0, gt=0)
     ws_max_subscriptions: int = Field(default=50, ge=1)
+    # a socket's messages waiting to be sent: per subscription (SLOW_CONSUMER past it), and the
+    # socket's own answers (pongs, results, errors; 4400 past it)
     ws_queue_size: int = Field(default=256, ge=1)
+    # everything waiting on one socket, in bytes (1008 when events pass it, else 4400)
+    ws_queue_bytes: int = Field(default=8 * 1024 * 1024, ge=4096)
     # sockets authenticating or starting a subscription at once (admission pacing in storms)
     ws_admission_concurrency: int = Field(default=32, ge=1)
     escalation_poll_seconds: float = Field(default=5.0, gt=0)
@@ -105,6 +109,8 @@ class Settings(BaseSettings):
     rate_limit: str = "1200/minute"
     """Operations per token (per client address without one), e.g. `1200/minute`, `20/second`."""
     log_format: Literal["text", "json"] = "text"
+    metrics_token: SecretStr | None = None
+    """When set, /metrics answers only `Authorization: Bearer <this value>` (else 401)."""
 
     @field_validator("blocked_email_domains", "allowed_origins", mode="before")
     @classmethod
@@ -160,6 +166,15 @@ class Settings(BaseSettings):
         if len(limits) != 1 or limits[0].amount < 1:
             raise ValueError(f"expected one positive count per period, not {value!r}")
         return value.strip()
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None  # set but empty: no token
+        if isinstance(value, str) and value != value.strip():
+            raise ValueError("must not start or end with whitespace")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -16,20 +16,22 @@ from tests.support.processes import run_app
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "ORDERPULSE_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
         "PYTHONPATH": str(ROOT),
     }
-    return run_app(env, tmp_path, *args)
+    return run_app(env, tmp_path, *args, stdin=stdin)
 
 
-async def in_thread(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+async def in_thread(
+    tmp_path: Path, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     """`run`, without blocking the event loop: while the app in this process is serving, one of
     its background workers may be inside a write transaction, which a blocked loop would hold
     open, and the command's own write would wait for the lock until SQLite gives up."""
-    return await asyncio.to_thread(run, tmp_path, *args)
+    return await asyncio.to_thread(lambda: run(tmp_path, *args, stdin=stdin))
 
 
 async def test_tokens_from_the_cli_work_and_can_be_revoked(tmp_path: Path) -> None:
@@ -68,14 +70,67 @@ async def test_tokens_from_the_cli_work_and_can_be_revoked(tmp_path: Path) -> No
                 "viewer": {"role": "RESELLER", "reseller": {"id": reseller_id}}
             }
 
-            revoked = await in_thread(tmp_path, "token", "revoke", token)
+            revoked = await in_thread(tmp_path, "token", "revoke", stdin=token + "\n")
             assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked", revoked.stderr
             response = await http.post(
                 "/graphql", json={"query": "{ viewer { role } }"}, headers=headers
             )
             assert response.json()["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
-    again = run(tmp_path, "token", "revoke", token)
+    again = run(tmp_path, "token", "revoke", "-", stdin=token)
     assert again.returncode != 0 and "unknown or already revoked" in again.stderr
+
+
+def _revoked_at(tmp_path: Path) -> list[tuple[int, str | None]]:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        return db.execute("SELECT id, revoked_at FROM api_token ORDER BY id").fetchall()
+
+
+def test_token_create_prints_the_id_and_revoke_takes_it(tmp_path: Path) -> None:
+    assert run(tmp_path, "migrate").returncode == 0
+    first = run(tmp_path, "token", "create", "--role", "SUPPORT")
+    second = run(tmp_path, "token", "create", "--role", "SYSTEM", "--expires-in", "1d")
+    assert "token id 1 (token revoke --id 1)" in first.stderr.splitlines()
+    assert "token id 2 (token revoke --id 2)" in second.stderr.splitlines()
+    revoked = run(tmp_path, "token", "revoke", "--id", "1")
+    assert revoked.returncode == 0 and revoked.stdout == "revoked\n", revoked.stderr
+    assert [(i, at is not None) for i, at in _revoked_at(tmp_path)] == [(1, True), (2, False)]
+    again = run(tmp_path, "token", "revoke", "--id", "1")
+    assert again.returncode == 1 and "unknown or already revoked" in again.stderr
+    unknown = run(tmp_path, "token", "revoke", "--id", "99")
+    assert unknown.returncode == 1 and "unknown or already revoked" in unknown.stderr
+    listed = run(tmp_path, "token", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert rows[0] == ["id", "role", "tenant", "created", "expires", "state"]
+    assert [(r[0], r[1], r[2], r[5]) for r in rows[1:]] == [
+        ("1", "SUPPORT", "-", "revoked"),
+        ("2", "SYSTEM", "-", "live"),
+    ]
+    assert rows[1][4] == "never" and rows[2][4] != "never"
+    for token in (first.stdout.strip(), second.stdout.strip()):
+        assert token not in listed.stdout + listed.stderr
+
+
+def test_token_revoke_refuses_a_token_on_the_command_line(tmp_path: Path) -> None:
+    assert run(tmp_path, "migrate").returncode == 0
+    token = run(tmp_path, "token", "create", "--role", "SUPPORT").stdout.strip()
+    refused = run(tmp_path, "token", "revoke", token)
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.strip() == (
+        "error: a token on the command line is visible to every user of this host (the process "
+        "list); give it on standard input (python -m app token revoke < token.txt) or by its id "
+        "(python -m app token revoke --id N; python -m app token list shows the ids)"
+    )
+    assert token not in refused.stderr
+    assert _revoked_at(tmp_path) == [(1, None)]  # nothing was revoked
+    empty = run(tmp_path, "token", "revoke", stdin="")
+    assert empty.returncode == 1 and "no token on standard input" in empty.stderr
+    both = run(tmp_path, "token", "revoke", "-", "--id", "1", stdin=token)
+    assert both.returncode == 1 and "not both" in both.stderr
+    assert _revoked_at(tmp_path) == [(1, None)]
 
 
 def test_token_create_refuses_bad_arguments(tmp_path: Path) -> None:

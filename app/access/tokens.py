@@ -1,4 +1,5 @@
-"""Opaque API tokens: made (optionally with an expiry), looked up by hash, revoked.
+"""Opaque API tokens: made (optionally with an expiry), looked up by hash, listed, revoked (by
+the token or by its id).
 
 `is_live` is the one rule for "may this token still be used": HTTP requests, a websocket's
 `connection_init`, each new subscription and the sweep of open sockets all ask it, so a token
@@ -91,11 +92,30 @@ async def create_token(
     return token
 
 
-async def revoke_token(session: AsyncSession, *, token: str, now: datetime) -> bool:
-    """Revoke a token; False if it was unknown or already revoked."""
-    row = (
-        await session.exec(select(ApiToken).where(col(ApiToken.token_hash) == hash_token(token)))
-    ).first()
+async def token_id(session: AsyncSession, token: str) -> int | None:
+    """The id of a token (what `token revoke --id` takes), or None if there is no such token."""
+    query = select(col(ApiToken.id)).where(col(ApiToken.token_hash) == hash_token(token))
+    return (await session.exec(query)).first()
+
+
+async def list_tokens(session: AsyncSession) -> list[ApiToken]:
+    """Every token's row (hashes only: the tokens themselves are never stored), oldest first."""
+    return list((await session.exec(select(ApiToken).order_by(col(ApiToken.id)))).all())
+
+
+async def revoke_token(
+    session: AsyncSession, *, now: datetime, token: str | None = None, token_id: int | None = None
+) -> bool:
+    """Revoke a token, given as itself or by its id; False if it was unknown or already
+    revoked."""
+    if (token is None) == (token_id is None):
+        raise TypeError("give the token or its id")
+    where = (
+        col(ApiToken.token_hash) == hash_token(token)
+        if token is not None
+        else col(ApiToken.id) == token_id
+    )
+    row = (await session.exec(select(ApiToken).where(where))).first()
     if row is None or row.revoked_at is not None:
         return False
     row.revoked_at = now

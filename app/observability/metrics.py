@@ -10,15 +10,21 @@ worker's values in files there, and `/metrics` (answered by any one worker) adds
 Gauges of open websockets and active subscriptions are summed over the live workers.
 
 The outbox gauges are not kept in any process: `OutboxCollector` reads them from the database at
-scrape time, so they are right however many processes deliver mail.
+scrape time, so they are right however many processes deliver mail. `OutboxGauges` keeps that read
+for `OUTBOX_READ_SECONDS` (by the injected clock): scrapes, however many and however often, read
+the database at most once per window and process; the oldest mail's age is still computed at each
+scrape, from the time the read found.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prometheus_client import (
     CollectorRegistry,
@@ -107,6 +113,14 @@ RATE_LIMITED = Counter(
     registry=REGISTRY,
 )
 
+WEBSOCKETS_OVERFLOWED = Counter(
+    "orderpulse_websockets_overflowed",
+    "Websockets closed because they did not read what was sent to them, by what overflowed "
+    "their send queue: events (1008) or answers such as pongs, results and errors (4400).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 PLANNER_FALLBACKS = Counter(
     "orderpulse_planner_fallbacks",
     "Queries the read planner meant to answer that the executor answered instead, because "
@@ -138,6 +152,11 @@ def websocket_opened() -> None:
 
 def websocket_closed() -> None:
     WEBSOCKETS_OPEN.dec()
+
+
+def websocket_overflowed(*, reason: str) -> None:
+    """A websocket closed because its send queue overflowed; `reason` is `events` or `answers`."""
+    WEBSOCKETS_OVERFLOWED.labels(reason).inc()
 
 
 def subscription_started() -> None:
@@ -177,14 +196,31 @@ def rate_limited(*, transport: str) -> None:
 # --- the outbox, read at scrape time ------------------------------------------------------------
 
 
+OUTBOX_READ_SECONDS = 5.0
+"""How long one read of the outbox answers scrapes for."""
+
+
 @dataclass(frozen=True)
 class OutboxState:
     pending: int
     oldest_pending_age_seconds: float
 
 
-async def read_outbox(session: AsyncSession, *, now: datetime) -> OutboxState:
-    """How many notifications wait in the outbox, and how long the oldest has waited."""
+@dataclass(frozen=True)
+class OutboxRead:
+    """What one read of the outbox found: how many wait, and since when the oldest has."""
+
+    pending: int
+    oldest_created_at: datetime | None
+
+    def state(self, *, now: datetime) -> OutboxState:
+        oldest = self.oldest_created_at
+        age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+        return OutboxState(pending=self.pending, oldest_pending_age_seconds=age)
+
+
+async def read_outbox(session: AsyncSession) -> OutboxRead:
+    """How many notifications wait in the outbox, and the creation time of the oldest."""
     count, oldest = (
         await session.exec(
             select(func.count(col(Notification.id)), func.min(Notification.created_at)).where(
@@ -192,8 +228,33 @@ async def read_outbox(session: AsyncSession, *, now: datetime) -> OutboxState:
             )
         )
     ).one()
-    age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
-    return OutboxState(pending=int(count or 0), oldest_pending_age_seconds=age)
+    return OutboxRead(pending=int(count or 0), oldest_created_at=oldest)
+
+
+class OutboxGauges:
+    """The outbox gauges of a scrape, read from the database at most once per `max_age_seconds`
+    (by `now`, the injected clock); concurrent scrapes share one read."""
+
+    def __init__(
+        self,
+        read_session: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+        now: Callable[[], datetime],
+        *,
+        max_age_seconds: float = OUTBOX_READ_SECONDS,
+    ) -> None:
+        self.read_session = read_session
+        self.now = now
+        self.max_age = timedelta(seconds=max_age_seconds)
+        self.last: tuple[datetime, OutboxRead] | None = None
+        self.reading = asyncio.Lock()
+
+    async def state(self) -> OutboxState:
+        async with self.reading:
+            now = self.now()
+            if self.last is None or not (self.last[0] <= now < self.last[0] + self.max_age):
+                async with self.read_session() as session:
+                    self.last = (now, await read_outbox(session))
+            return self.last[1].state(now=now)
 
 
 class OutboxCollector(Collector):
@@ -216,6 +277,19 @@ class OutboxCollector(Collector):
 
 
 # --- exposition ---------------------------------------------------------------------------------
+
+
+def scrape_allowed(authorization: Sequence[str], token: str | None) -> bool:
+    """Whether a scrape with these `Authorization` values may read /metrics: always when no
+    token is configured (ORDERPULSE_METRICS_TOKEN), else only with exactly `Bearer <token>`."""
+    if token is None:
+        return True
+    if len(authorization) != 1:
+        return False
+    scheme, _, given = authorization[0].strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def worker_exiting() -> None:

@@ -10,6 +10,59 @@ import "graphiql/graphiql.css";
 
 const TOKEN_KEY = "orderpulse.token"; // the panel's sign-in (sessionStorage, same origin)
 
+// GraphiQL keeps its history, favorites and tabs in localStorage, which outlives the tab and the
+// sign-out; each history entry carried the request headers, the bearer token with them. A token
+// may live only in this tab's sessionStorage (SPEC 8), so GraphiQL gets a storage (its public
+// `storage` prop) that keeps every value in localStorage without any "headers" field, and the
+// headers editor's own key, if the user turns header persistence on, in sessionStorage.
+const NAMESPACE = "graphiql:";
+const HEADERS_KEY = `${NAMESPACE}headers`;
+
+function withoutHeaders(value) {
+  try {
+    return JSON.stringify(JSON.parse(value), (key, field) => (key === "headers" ? undefined : field));
+  } catch {
+    return value; // not JSON (a flag, a query's text): no headers in it
+  }
+}
+
+function graphiqlKeys() {
+  return Object.keys(window.localStorage).filter((key) => key.startsWith(NAMESPACE));
+}
+
+// What earlier versions stored (history with headers) is cleaned once, on load.
+for (const key of graphiqlKeys()) {
+  if (key === HEADERS_KEY) {
+    window.localStorage.removeItem(key);
+  } else {
+    const value = window.localStorage.getItem(key);
+    const clean = withoutHeaders(value);
+    if (clean !== value) window.localStorage.setItem(key, clean);
+  }
+}
+
+const headerlessStorage = {
+  getItem(key) {
+    const store = key === HEADERS_KEY ? window.sessionStorage : window.localStorage;
+    return store.getItem(key);
+  },
+  setItem(key, value) {
+    if (key === HEADERS_KEY) window.sessionStorage.setItem(key, value);
+    else window.localStorage.setItem(key, withoutHeaders(value));
+  },
+  removeItem(key) {
+    window.sessionStorage.removeItem(key);
+    window.localStorage.removeItem(key);
+  },
+  clear() {
+    for (const key of graphiqlKeys()) window.localStorage.removeItem(key);
+    window.sessionStorage.removeItem(HEADERS_KEY);
+  },
+  get length() {
+    return graphiqlKeys().length;
+  },
+};
+
 const DEFAULT_QUERY = `# OrderPulse GraphQL API. Put your token in the Headers tab below:
 #   {"Authorization": "Bearer <token>"}
 # (signed in to /panel in this tab, it is there already). Run with Ctrl-Enter.
@@ -74,5 +127,6 @@ root.render(
     defaultEditorToolsVisibility: true,
     isHeadersEditorEnabled: true,
     shouldPersistHeaders: false,
+    storage: headerlessStorage,
   }),
 );

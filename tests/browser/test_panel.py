@@ -356,6 +356,73 @@ async def test_graphiql_is_served_offline_and_runs_a_live_subscription(
     assert any(u.endswith("/panel/static/vendor/graphiql.js") for u in record.requests)
 
 
+STORAGE = """() => {
+  const all = (store) => Object.fromEntries(Object.keys(store).map((k) => [k, store.getItem(k)]));
+  return {local: all(localStorage), session: all(sessionStorage)};
+}"""
+
+
+async def test_graphiql_keeps_no_token_in_browser_storage(panels: Panels, world: World) -> None:
+    """GraphiQL's history, favorites and tabs live in localStorage, which outlives the tab and
+    the sign-out; the token lives only in the tab's sessionStorage (SPEC 8). History written by
+    earlier versions, headers and all, is cleaned when GraphiQL loads."""
+    token = world.tokens["reseller"]
+    page, _ = await panels.page()
+    await page.goto("/panel")
+    old_history = {
+        "queries": [
+            {
+                "query": "{ viewer { role } }",
+                "headers": f'{{"Authorization": "Bearer {token}"}}',
+                "operationName": None,
+            }
+        ]
+    }
+    await page.evaluate(
+        "([key, value]) => { localStorage.setItem(key, value); }",
+        ["graphiql:queries", json.dumps(old_history)],
+    )
+    await page.evaluate("() => localStorage.setItem('graphiql:headers', 'Bearer ' + 'x')")
+    await page.fill("input[name=token]", token)
+    await page.click("button[name=sign-in]")
+    await expect(page.locator('[data-connection="live"]')).to_be_visible()
+    await page.goto("/graphql")  # this tab's GraphiQL has the token in its headers editor
+    editor = page.locator(".graphiql-query-editor .CodeMirror")
+    await expect(editor).to_be_visible()
+    await page.evaluate(
+        "() => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
+        ".setValue('query Mine { viewer { role reseller { name } } }')"
+    )
+    await page.locator(".graphiql-execute-button").click()
+    await expect(page.locator(".graphiql-response")).to_contain_text("Northwind Cloud")
+    await page.wait_for_function(
+        "() => (localStorage.getItem('graphiql:queries') || '').includes('query Mine')"
+    )
+    await page.wait_for_function("() => localStorage.getItem('graphiql:tabState') !== null")
+
+    stored = await page.evaluate(STORAGE)
+    history = json.loads(stored["local"]["graphiql:queries"])
+    assert [(q["query"], "headers" in q) for q in history["queries"]] == [
+        ("{ viewer { role } }", False),  # the old entry, cleaned
+        ("query Mine { viewer { role reseller { name } } }", False),
+    ]
+    assert "graphiql:headers" not in stored["local"]
+    for key, value in stored["local"].items():
+        assert token not in value, key
+        assert token[3:20] not in value, key
+    assert [key for key, value in stored["session"].items() if token in value] == [
+        "orderpulse.token"
+    ]
+
+    await page.goto("/panel")
+    await page.click("button[name=sign-out]")
+    await expect(page.locator("input[name=token]")).to_be_visible()
+    stored = await page.evaluate(STORAGE)
+    for store in ("local", "session"):
+        for key, value in stored[store].items():
+            assert token not in value, (store, key)
+
+
 async def test_answers_that_arrive_after_signing_out_are_dropped(
     panels: Panels, world: World
 ) -> None:

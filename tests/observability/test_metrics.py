@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from app.notifications.escalation import escalate_overdue_failures
+from app.observability.metrics import OUTBOX_READ_SECONDS
 from app.services import Services
 from tests.notifications.helpers import eventually
 from tests.observability.helpers import Samples, parse, scrape, value
@@ -32,7 +33,7 @@ SPEC_NAMES = {
     "orderpulse_escalations_total",
     "orderpulse_rate_limited_total",
 }
-ALLOWED_LABELS = {"operation_type", "outcome", "kind", "status", "transport", "le"}
+ALLOWED_LABELS = {"operation_type", "outcome", "kind", "status", "transport", "reason", "le"}
 
 
 @pytest.fixture
@@ -126,8 +127,13 @@ async def test_outbox_gauges_come_from_the_database(
         )
 
     samples = await eventually(attempted)  # both tried once: the mail server refused
+    # within OUTBOX_READ_SECONDS of the first scrape, scrapes answer from its read
+    assert value(samples, "orderpulse_outbox_pending") == 0
+    clock.advance(seconds=OUTBOX_READ_SECONDS)
+    samples = await scrape(http)
     assert value(samples, "orderpulse_outbox_pending") == 2
-    clock.advance(seconds=90)
+    assert value(samples, "orderpulse_outbox_oldest_pending_age_seconds") == OUTBOX_READ_SECONDS
+    clock.advance(seconds=90 - OUTBOX_READ_SECONDS)
     samples = await scrape(http)
     assert value(samples, "orderpulse_outbox_pending") == 2
     assert value(samples, "orderpulse_outbox_oldest_pending_age_seconds") == 90

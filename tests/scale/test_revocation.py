@@ -56,7 +56,7 @@ async def test_a_revoked_tokens_sockets_close_on_every_process_within_5_seconds(
     revoked_sockets = [await open_subscription(server, token) for server in (a, b)]
     kept_sockets = [await open_subscription(server, kept) for server in (a, b)]
     env = {**os.environ, "ORDERPULSE_DATABASE_URL": scale_database_url, "PYTHONPATH": str(ROOT)}
-    revoked = await asyncio.to_thread(run_app, env, tmp_path, "token", "revoke", token)
+    revoked = await asyncio.to_thread(run_app, env, tmp_path, "token", "revoke", stdin=token)
     assert revoked.returncode == 0, revoked.stderr
     started = time.monotonic()
     codes = await asyncio.gather(*(close_code(ws, timeout=5) for ws in revoked_sockets))

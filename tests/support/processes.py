@@ -47,12 +47,16 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
     return env
 
 
-def run_app(env: Mapping[str, str], workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m app ARGS...` with `env` in `workdir`, bounded in time; not checked."""
+def run_app(
+    env: Mapping[str, str], workdir: Path, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app ARGS...` with `env` in `workdir`, `stdin` on its standard input, bounded in
+    time; not checked."""
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
         env=dict(env),
         cwd=workdir,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

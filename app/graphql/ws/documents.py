@@ -3,7 +3,8 @@
 Subscriptions over the socket are executed by graphql-core directly (for the fan-out), around
 strawberry's pipeline; so this module runs the schema's own guards (`OrderPulseSchema.guards`):
 the token limit while parsing, the depth and alias rules beside graphql-core's (and strawberry's)
-validation rules, the cost with each subscriber's variables, and the same error masking.
+validation rules, the cost with each subscriber's variables, and the same error logging and
+masking (`OrderPulseSchema.process_errors`).
 """
 
 from __future__ import annotations
@@ -110,8 +111,12 @@ class Documents:
         )
 
     def formatted(self, errors: Sequence[GraphQLError]) -> list[dict[str, Any]]:
-        """Errors as sent: masked exactly as strawberry's pipeline masks them."""
-        return [dict(error.formatted) for error in self.guards.masked(errors)]
+        """Errors as sent: logged and masked exactly as strawberry's pipeline does it (the
+        schema's `process_errors`: a bug at ERROR with its traceback, an error the client caused
+        once at WARNING without one), once per error however many subscribers share it."""
+        sent = list(errors)
+        self.schema.process_errors(sent)
+        return [dict(error.formatted) for error in sent]
 
     def payload_json(self, result: ExecutionResult) -> str:
         payload: dict[str, Any] = {"data": result.data}

@@ -4,13 +4,15 @@ A `connection_init` (its payload carries `Authorization: Bearer <token>`, key in
 `ws_init_timeout_seconds` or 4408; a bad, missing, revoked or expired token 4403; more than
 `max_sockets_per_token` open sockets of one token 4429; `subscribe` before the ack 4401; a second
 init 4429; an id already running 4409; a message that is not JSON text of the protocol, or a
-document that does not parse, 4400; a message over `max_body_bytes` 1009 (uvicorn's `ws_max_size`
-refuses it first when the server is started by `python -m app serve`); `ping` answered with
-`pong`. A document over a guard (depth, aliases, tokens, cost) is an `error` message for its id.
-A browser page from an origin other than the server's own or `ORDERPULSE_ALLOWED_ORIGINS` is
-refused before the handshake completes (HTTP 403); clients that send no Origin are not browsers
-and are let in. Dead sockets are found by uvicorn's websocket pings. Only `graphql-transport-ws`
-is spoken (4406).
+document that does not parse, 4400; a client that sends and does not read its answers (pongs,
+results, errors) past `ws_queue_size` messages or `ws_queue_bytes` waiting, 4400; one whose
+events waiting pass `ws_queue_bytes`, 1008 (`app.graphql.ws.sending`); a message over
+`max_body_bytes` 1009 (uvicorn's `ws_max_size` refuses it first when the server is started by
+`python -m app serve`); `ping` answered with `pong`. A document over a guard (depth, aliases,
+tokens, cost) is an `error` message for its id. A browser page from an origin other than the
+server's own or `ORDERPULSE_ALLOWED_ORIGINS` is refused before the handshake completes (HTTP 403);
+clients that send no Origin are not browsers and are let in. Dead sockets are found by uvicorn's
+websocket pings. Only `graphql-transport-ws` is spoken (4406).
 
 Revocation: while sockets are open, the endpoint asks the database twice every
 `token_check_seconds` which of their tokens are still live (one query for all of them) and closes
@@ -243,7 +245,14 @@ class SocketSession:
         self.init_received = False
         self.closed = False
         self.operations: dict[str, Member | None] = {}
-        self.outgoing = SendQueue(send, batches=batches)
+        settings = endpoint.services.settings
+        self.outgoing = SendQueue(
+            send,
+            batches=batches,
+            max_answers=settings.ws_queue_size,
+            max_bytes=settings.ws_queue_bytes,
+            overflowed=self._overflowed,
+        )
         self.init_timer: asyncio.TimerHandle | None = None
         self.closing: asyncio.Future[None] | None = None
 
@@ -265,6 +274,22 @@ class SocketSession:
                 await self.handle(message)
         finally:
             self.release()
+            if self.closing is not None:  # a close of ours under way: sent, or the client gone
+                await self.closing
+
+    def _overflowed(self, events: bool) -> None:
+        """The send queue is full: the client does not read. Close the socket (once the caller,
+        perhaps a group sending to all its members, is done), dropping what it holds."""
+        if self.closing is not None or self.closed:
+            return
+        metrics.websocket_overflowed(reason="events" if events else "answers")
+        if events:
+            log.warning("closed a websocket too slow to read its events")
+            closing = self.close(1008, "Too slow to read its events")
+        else:
+            log.warning("closed a websocket that sends messages and does not read the answers")
+            closing = self.close(4400, "Too many messages not read")
+        self.closing = asyncio.ensure_future(closing)
 
     def _init_timed_out(self) -> None:
         if not self.init_received:

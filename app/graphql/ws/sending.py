@@ -7,6 +7,14 @@ collector run full passes. Only a send that must wait starts the queue's writer 
 is queued meanwhile waits behind it. Each message may name an owner (`Pending`) that counts its
 messages not yet handed to the socket, which is how a subscription's queue is bounded.
 
+What waits is bounded for every kind of message: at most `max_answers` messages of the
+socket's own (pongs, acks, results, errors: no owner) and at most `max_bytes` in all, events
+included (each subscription's events are also bounded in number by its `Pending` owner, which ends
+it as too slow first). A message that does not fit drops the queue and calls `overflowed`, which
+closes the socket: `events` tells whether an event overflowed it (a consumer too slow for its
+events) or one of the socket's own answers (a client that sends and never reads, e.g. a ping
+flood).
+
 Where the server takes several messages in one send (`SEND_TEXTS`,
 app/graphql/ws/server_protocol.py), a burst (a replay's events for one socket, or what piled up
 behind a send that had to wait) is handed over in one send, so one write and one system call;
@@ -16,6 +24,7 @@ elsewhere its messages go one by one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -33,14 +42,15 @@ class Pending(Protocol):
     pending: int
 
 
-def send_now(send: Send, message: dict[str, Any]) -> Awaitable[None] | None:
-    """Start an ASGI send; None if it finished at once, else what is left of it, to await."""
+def send_now(send: Send, message: dict[str, Any]) -> Callable[[], Awaitable[None]] | None:
+    """Start an ASGI send; None if it finished at once, else what finishes it, to call and
+    await (made only then: a writer cancelled before it starts leaves nothing never awaited)."""
     coroutine = send(message)
     try:
         waiting_on = coroutine.send(None)  # type: ignore[attr-defined]
     except StopIteration:
         return None
-    return _finish_send(coroutine, waiting_on)
+    return functools.partial(_finish_send, coroutine, waiting_on)
 
 
 async def _finish_send(coroutine: Any, waiting_on: Any) -> None:
@@ -58,18 +68,48 @@ async def _finish_send(coroutine: Any, waiting_on: Any) -> None:
         coroutine.close()
 
 
+Overflowed = Callable[[bool], None]
+"""Called once when a message does not fit; the argument: whether it was an event."""
+
+
 class SendQueue:
-    """The messages of one socket, in order.
+    """The messages of one socket, in order, bounded (see the module's docstring).
 
     `batches`: the server takes `SEND_TEXTS` (several messages in one send).
     """
 
-    __slots__ = ("batches", "closed", "queued", "send", "writer")
+    __slots__ = (
+        "answers",
+        "batches",
+        "closed",
+        "max_answers",
+        "max_bytes",
+        "overflowed",
+        "queued",
+        "queued_bytes",
+        "send",
+        "writer",
+    )
 
-    def __init__(self, send: Send, *, batches: bool = False) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        batches: bool = False,
+        max_answers: int,
+        max_bytes: int,
+        overflowed: Overflowed,
+    ) -> None:
         self.send = send
         self.batches = batches
+        self.max_answers = max_answers
+        self.max_bytes = max_bytes
+        self.overflowed = overflowed
         self.queued: list[tuple[str, Pending | None]] = []
+        self.queued_bytes = 0
+        """Characters of the messages waiting (the same as bytes: the JSON we send is ASCII)."""
+        self.answers = 0
+        """Messages waiting that have no owner (pongs, acks, results, errors)."""
         self.writer: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -78,13 +118,13 @@ class SendQueue:
 
         When nothing is queued and the socket takes it at once (the usual case), it is sent right
         here, with nothing left behind for the garbage collector. Otherwise it waits, counted in
-        its owner's `pending`, for the writer task.
+        its owner's `pending`, for the writer task; if it does not fit, nothing more is sent.
         """
         if self.closed:
             return
         if self.writer is None:
             self._send_now({"type": "websocket.send", "text": text}, owner, 1)
-        else:
+        elif self._fits(len(text), 1, owner):
             self.queued.append((text, owner))
             if owner is not None:
                 owner.pending += 1
@@ -99,10 +139,22 @@ class SendQueue:
             return
         if self.writer is None:
             self._send_now({"type": SEND_TEXTS, "texts": texts}, owner, len(texts))
-        else:
+        elif self._fits(sum(map(len, texts)), len(texts), owner):
             self.queued.extend((text, owner) for text in texts)
             if owner is not None:
                 owner.pending += len(texts)
+
+    def _fits(self, size: int, count: int, owner: Pending | None) -> bool:
+        """Count `count` messages of `size` characters in, or overflow: drop everything queued,
+        send nothing more, and say so."""
+        answers = self.answers + (count if owner is None else 0)
+        if self.queued_bytes + size > self.max_bytes or answers > self.max_answers:
+            self.close()
+            self.overflowed(owner is not None)
+            return False
+        self.queued_bytes += size
+        self.answers = answers
+        return True
 
     def _send_now(self, message: dict[str, Any], owner: Pending | None, count: int) -> None:
         """Start sending `message` (`count` messages of `owner`); if the socket cannot take it at
@@ -117,26 +169,37 @@ class SendQueue:
             owner.pending += count
         self.writer = asyncio.get_running_loop().create_task(self._drain(rest, owner, count))
 
-    async def _drain(self, first: Awaitable[None], owner: Pending | None, count: int) -> None:
+    async def _drain(
+        self, first: Callable[[], Awaitable[None]], owner: Pending | None, count: int
+    ) -> None:
         send = self.send
         try:
-            await first
+            await first()
             if owner is not None:
                 owner.pending -= count
             while self.queued:
                 sending, self.queued = self.queued, []
                 if self.batches and len(sending) > 1:
                     await send({"type": SEND_TEXTS, "texts": [text for text, _ in sending]})
-                    _sent(sending)
+                    for message in sending:
+                        self._sent(message)
                     continue
-                for text, owner in sending:
-                    await send({"type": "websocket.send", "text": text})
-                    if owner is not None:
-                        owner.pending -= 1
+                for message in sending:
+                    await send({"type": "websocket.send", "text": message[0]})
+                    self._sent(message)
         except Exception:  # the socket went away; the receive loop ends with it
             self.queued = []
         finally:
             self.writer = None
+
+    def _sent(self, message: tuple[str, Pending | None]) -> None:
+        """`message` was handed to the socket: it no longer counts."""
+        text, owner = message
+        self.queued_bytes -= len(text)
+        if owner is None:
+            self.answers -= 1
+        else:
+            owner.pending -= 1
 
     async def drained(self) -> None:
         """Until everything queued so far has been handed to the socket."""
@@ -149,10 +212,4 @@ class SendQueue:
         if self.writer is not None:
             self.writer.cancel()
         self.queued = []
-
-
-def _sent(messages: list[tuple[str, Pending | None]]) -> None:
-    """`messages` were handed to the socket: their owners no longer count them."""
-    for _, owner in messages:
-        if owner is not None:
-            owner.pending -= 1
+        self.queued_bytes = self.answers = 0

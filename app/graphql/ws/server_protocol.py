@@ -21,6 +21,15 @@ uvicorn then deletes. What an open socket keeps is 3 KB smaller this way (21 KB 
 this way; any other (a method not GET, a bad key or version, a header websockets would read
 otherwise or refuse) still goes to it as bytes and gets its answer.
 
+A client that does not read cannot hold the server's memory: the app's `websocket.close` is
+written behind what the transport holds without waiting for it to drain (uvicorn's `send` waits
+for the transport to be writable first, for ever if the client never reads), and if the client
+has not answered the close within uvicorn's close timeout, the connection is aborted, its unsent
+bytes dropped (uvicorn's `transport.close()` would keep them until they are read). A websocket
+ping frame is answered by uvicorn at once, outside the app's bounded send queue: while more than
+`MAX_UNREAD_BYTES` wait in the transport, a ping is not answered but closes the socket (4400,
+a ping flood).
+
 It also keeps one of the two INFO lines each websocket cost: uvicorn logs the accepted handshake
 (`"WebSocket /graphql" [accepted]`, with the client's address), and websockets' protocol logged
 `connection open` right after it on the same logger, saying nothing more. The second line is no
@@ -47,6 +56,8 @@ from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Response
 from websockets.protocol import Protocol
 from websockets.typing import Origin
 from websockets.utils import accept_key
+
+from app.observability import metrics
 
 SEND_TEXTS_EXTENSION = "orderpulse.websocket.send_texts"
 """In `scope["extensions"]` when the server takes `SEND_TEXTS` messages."""
@@ -119,6 +130,10 @@ def accept_value(method: str, target: bytes, headers: list[tuple[bytes, bytes]])
     except binascii.Error:
         return None
     return accept_key(key.decode())
+
+
+MAX_UNREAD_BYTES = 1024 * 1024
+"""Bytes waiting in the transport past which a websocket ping frame closes the socket."""
 
 
 class _WithoutOpenLine(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -201,6 +216,9 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][SEND_TEXTS_EXTENSION] = {}
 
     async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close":
+            await self.send_close(message)
+            return
         if message["type"] != SEND_TEXTS:
             await super().send(message)
             return
@@ -218,6 +236,40 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
         except InvalidState:
             raise ClientDisconnected() from None
         self.transport.write(b"".join(conn.data_to_send()))
+
+    async def send_close(self, message: Any) -> None:
+        """uvicorn's `websocket.close`, without waiting for a client that may never read: the
+        close frame goes behind what is buffered, and the connection is aborted if the client
+        has not answered it in time (see the module's docstring)."""
+        accepted = self.handshake_complete and self.initial_response is None
+        if accepted and not self.close_sent and not self.disconnected:
+            self.writable.set()  # uvicorn's send waits for this first; the close need not
+        await super().send(message)
+        if self.close_timer is not None:  # uvicorn's: `transport.close` after close_timeout
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self.close_or_abort)
+
+    def close_or_abort(self) -> None:
+        """Close the connection; abort it if unsent bytes remain (the client does not read)."""
+        self.close_timer = None
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    def handle_ping(self) -> None:
+        if self.transport.get_write_buffer_size() <= MAX_UNREAD_BYTES:
+            super().handle_ping()
+            return
+        self.conn.data_to_send()  # the pong websockets made: not sent
+        if self.close_sent or self.transport.is_closing():
+            return
+        metrics.websocket_overflowed(reason="answers")
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": 4400})
+        self.conn.send_close(4400, "Too many pings not read")
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.close_timer = self.loop.call_later(self.close_timeout, self.close_or_abort)
 
 
 class UpgradingHttpProtocol(HttpToolsProtocol):

@@ -123,6 +123,7 @@ let snapshotLoaded = false;
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem("graphiql:headers"); // GraphiQL's headers editor, if kept in this tab
   state.live?.dispose();
   Object.assign(state, {
     token: null, viewer: null, live: null, selectedId: null, detail: null,
