@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from graphql import DocumentNode, GraphQLError, parse
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import validate_document
 
+from app.documents.cache import LRU
+from app.documents.store import sha256_of
 from app.graphql.guards import Guards, GuardsExtension, is_unexpected
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
@@ -41,15 +44,51 @@ log = logging.getLogger("orderpulse.graphql")
 DOCUMENT_CACHE_SIZE = 1024
 
 
-class CachedValidation(ValidationCache):
-    """Strawberry's ValidationCache, but each request gets its own copies of the cached errors
-    (later hooks, such as HideSuggestionsFromStrangers, edit error messages in place)."""
+class DocumentCache:
+    """Parsed documents and their validation errors, keyed by the document's SHA-256 (never its
+    text, which can be `max_document_bytes` long), at most `maxsize` of each."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.parsed: LRU[tuple[str, tuple[tuple[str, Any], ...]], DocumentNode] = LRU(maxsize)
+        self.validated: LRU[tuple[str, tuple[Any, ...]], list[GraphQLError]] = LRU(maxsize)
+
+
+class CachedDocuments(SchemaExtension):
+    """A document seen before is neither parsed nor validated again (strawberry's ParserCache
+    and ValidationCache, keyed by hash). Each request gets its own copies of the cached errors
+    (later hooks, such as HideSuggestionsFromStrangers, edit error messages in place). It runs
+    after `GuardsExtension`, which refuses a document over the size limit before it is hashed."""
+
+    def __init__(self, cache: DocumentCache) -> None:
+        self.cache = cache
+        self.sha256: str | None = None
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query is not None and context.graphql_document is None:
+            self.sha256 = sha256_of(context.query)
+            key = (self.sha256, tuple(sorted(context.parse_options.items())))
+            document = self.cache.parsed.get(key)
+            if document is None:
+                document = parse(context.query, **context.parse_options)
+                self.cache.parsed.put(key, document)
+            context.graphql_document = document
+        yield
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        errors = self.cached_validate_document(
-            context.schema._schema, context.graphql_document, context.validation_rules
-        )
+        schema, document = context.schema._schema, context.graphql_document
+        assert document is not None
+        rules = tuple(context.validation_rules)
+        if self.sha256 is None:
+            errors = validate_document(schema, document, rules)
+        else:
+            key = (self.sha256, rules)
+            cached = self.cache.validated.get(key)
+            if cached is None:
+                cached = validate_document(schema, document, rules)
+                self.cache.validated.put(key, cached)
+            errors = cached
         context.pre_execution_errors = [_copy_error(e) for e in errors]
         yield
 
@@ -72,6 +111,7 @@ class OrderPulseSchema(strawberry.Schema):
 
     def __init__(self, guards: Guards, *, read_planner: bool = True) -> None:
         self.guards = guards
+        self.documents = documents = DocumentCache(DOCUMENT_CACHE_SIZE)
         plans = PlanCache(DOCUMENT_CACHE_SIZE)
         planner = [lambda: ReadPlanner(plans)] if read_planner else []
         super().__init__(
@@ -81,10 +121,9 @@ class OrderPulseSchema(strawberry.Schema):
             types=[Order, Customer, Reseller, Notification, NotificationTemplate],
             extensions=[
                 lambda: GuardsExtension(guards),
-                # A document seen before is neither parsed nor validated again (an LRU look-up;
-                # the guards' rules are built once, so the validation cache hits).
-                lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
-                lambda: CachedValidation(maxsize=DOCUMENT_CACHE_SIZE),
+                # A document seen before is neither parsed nor validated again (an LRU look-up
+                # by hash; the guards' rules are built once, so the validation cache hits).
+                lambda: CachedDocuments(documents),
                 HideSuggestionsFromStrangers,
                 guards.make_mask_errors,
                 OperationMetrics,  # counts and times every operation (app.observability)
