@@ -54,6 +54,7 @@ from graphql import (
     get_named_type,
     get_operation_ast,
     parse,
+    specified_rules,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
@@ -210,6 +211,27 @@ class Guards:
             if is_token_limit_error(error):
                 _mark_too_complex(error)
             raise
+
+    def document_errors(
+        self,
+        schema: GraphQLSchema,
+        query: str,
+        operation_name: str | None,
+        variables: Mapping[str, Any] | None,
+    ) -> list[GraphQLError]:
+        """Every guard at once, for a document about to be kept (a persisted query): size,
+        parse with the token limit, validation with graphql-core's and the guards' rules, list
+        sizes and cost with these variables. [] when it passes them all."""
+        try:
+            document = self.parse(query)
+        except GraphQLError as error:
+            return [error]
+        errors = validate_document(schema, document, (*specified_rules, *self.validation_rules))
+        if errors:
+            return errors
+        if get_operation_ast(document, operation_name) is None:
+            return [GraphQLError("The document has no operation of that name to run.")]
+        return self.request_errors(schema, document, operation_name, variables)
 
     # --- per request: variables' lists, then cost ----------------------------------------------
 
