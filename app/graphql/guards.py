@@ -24,7 +24,7 @@ before the variables are coerced or the cost is walked.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -334,8 +334,20 @@ class _CostWalk:
         before anything runs, and a literal or default `first` is still counted)."""
         self.default_page_size = default_page_size
         self.introspection_sizes = introspection_list_sizes(schema)
+        self.known: dict[tuple[int, str, frozenset[str]], float] = {}
 
     def selection_set(
+        self, selections: SelectionSetNode, parent: GraphQLNamedType, seen: frozenset[str]
+    ) -> float:
+        # A selection set (a fragment's, say) costs the same wherever it appears on one type:
+        # thirty aliases of one fragment are walked once.
+        key = (id(selections), parent.name, seen)
+        known = self.known.get(key)
+        if known is None:
+            known = self.known[key] = self._selection_set(selections, parent, seen)
+        return known
+
+    def _selection_set(
         self, selections: SelectionSetNode, parent: GraphQLNamedType, seen: frozenset[str]
     ) -> float:
         total = 0.0
@@ -467,8 +479,13 @@ def _is_connection(named: GraphQLNamedType) -> bool:
 class GuardsExtension(SchemaExtension):
     """Runs `Guards` inside strawberry's pipeline, before execution, whatever is cached."""
 
-    def __init__(self, guards: Guards) -> None:
+    def __init__(
+        self, guards: Guards, *, validate: Callable[[Any], list[GraphQLError]] | None = None
+    ) -> None:
         self.guards = guards
+        self.validate = validate
+        """How a refused document is validated first (the schema's validation cache, so a
+        flood of one refused document is not validated again each time); else uncached."""
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
@@ -504,7 +521,10 @@ class GuardsExtension(SchemaExtension):
                 schema, document, context.operation_name, context.variables
             )
             if errors:
-                invalid = validate_document(schema, document, context.validation_rules)
+                if self.validate is not None:
+                    invalid = self.validate(context)
+                else:
+                    invalid = validate_document(schema, document, context.validation_rules)
                 if invalid:
                     context.pre_execution_errors = invalid
                 else:
