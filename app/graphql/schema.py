@@ -174,7 +174,10 @@ class OrderPulseSchema(strawberry.Schema):
     def __init__(self, guards: Guards, *, read_planner: bool = True) -> None:
         self.guards = guards
         self.documents = documents = DocumentCache(DOCUMENT_CACHE_SIZE)
-        introspection: LRU[tuple[str, str | None], dict[str, Any]] = LRU(INTROSPECTION_CACHE_SIZE)
+        self.introspection_answers: LRU[tuple[str, str | None], dict[str, Any]] = LRU(
+            INTROSPECTION_CACHE_SIZE
+        )
+        introspection = self.introspection_answers
         plans = PlanCache(DOCUMENT_CACHE_SIZE)
         planner = [lambda: ReadPlanner(plans)] if read_planner else []
         super().__init__(

@@ -16,6 +16,7 @@ import resource
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +30,9 @@ from websockets.exceptions import ConnectionClosedError
 from app.documents.models import RegisteredDocument, TrustedDocument
 from app.graphql.schema import OrderPulseSchema, build_schema
 from app.services import Services
+from app.settings import Settings
 from tests.graphql.test_guards import DEEP_QUERY
+from tests.graphql.test_persisted import documents_add
 from tests.support.api import Factory
 from tests.support.server import LiveServer
 from tests.support.ws import WSClient, ws_client
@@ -185,6 +188,26 @@ async def test_the_introspection_attack_is_refused_and_the_standard_query_runs(
         body = response.json()
         assert response.status_code == 200 and "errors" not in body, (name, body)
         assert body["data"]["__schema"]["queryType"]["name"] == "Query", name
+
+
+async def test_an_introspection_answer_is_computed_once_for_every_viewer(
+    live_server: LiveServer, app: Starlette, token: str
+) -> None:
+    schema: OrderPulseSchema = app.state.schema
+    query = get_introspection_query()
+    answers = [
+        (await post(live_server, bearer, {"query": query})).json() for bearer in (None, token, None)
+    ]
+    assert answers[0] == answers[1] == answers[2] and "errors" not in answers[0]
+    assert list(schema.introspection_answers._entries) == [(sha(query), "IntrospectionQuery")]
+    mixed = "{ __typename viewer { role } }"  # not only introspection: never cached
+    assert (await post(live_server, token, {"query": mixed})).json() == {
+        "data": {"__typename": "Query", "viewer": {"role": "SUPPORT"}}
+    }
+    assert (await post(live_server, None, {"query": mixed})).json()["errors"][0]["extensions"] == {
+        "code": "UNAUTHENTICATED"
+    }
+    assert len(schema.introspection_answers) == 1
 
 
 async def test_the_introspection_attack_is_refused_over_the_websocket(
@@ -362,6 +385,20 @@ async def test_a_token_registers_at_most_its_quota(
     body = {"query": documents[2], "extensions": persisted(documents[2])}
     assert (await post(live_server, other, body)).json() == expected
     assert len(await registered_rows(services)) == 3
+
+
+async def test_a_trusted_document_runs_by_hash_for_every_token(
+    live_server: LiveServer, factory: Factory, settings: Settings, tmp_path: Path
+) -> None:
+    trusted = tmp_path / "viewer.graphql"
+    trusted.write_text(VIEWER)
+    added = documents_add(settings.database_url, tmp_path, trusted)
+    assert added.returncode == 0, added.stderr
+    for role in ("SUPPORT", "RESELLER"):
+        reseller = await factory.reseller() if role == "RESELLER" else None
+        bearer = await factory.token(role, reseller=reseller)
+        answer = (await post(live_server, bearer, {"extensions": persisted(VIEWER)})).json()
+        assert answer == {"data": {"viewer": {"role": role}}}
 
 
 REFUSED_REGISTRATIONS = {
