@@ -24,7 +24,7 @@ before the variables are coerced or the cost is walked.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -130,21 +130,41 @@ class ListSizeRule(ValidationRule):
             )
 
 
-def oversized_list(value: object, path: str = "variables") -> str | None:
+_Path = tuple[str | int, "_Path"] | None
+"""Where a value sits: its key and its container's path (a linked list, built only for
+containers: one step per nested list or object, whatever their depth)."""
+
+
+def oversized_list(value: object, name: str = "variables") -> str | None:
     """The path of the first list in a JSON value with more than `MAX_LIST_ITEMS` items, if any.
 
-    Iterative, and it stops at the first such list: a list of 160,000 items costs one `len`.
+    Iterative, it looks at scalars only to skip them, and it stops at the first long list: a
+    list of 160,000 items costs one `len`.
     """
-    stack: list[tuple[object, str]] = [(value, path)]
+    stack: list[tuple[object, _Path]] = [(value, None)]
     while stack:
         item, where = stack.pop()
+        children: Iterable[tuple[str | int, object]]
         if isinstance(item, dict):
-            stack.extend((v, f"{where}.{k}") for k, v in item.items())
+            children = item.items()
         elif isinstance(item, list):
             if len(item) > MAX_LIST_ITEMS:
-                return where
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+                return _path_text(name, where)
+            children = enumerate(item)
+        else:
+            continue
+        for key, child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, (key, where)))
     return None
+
+
+def _path_text(name: str, where: _Path) -> str:
+    keys: list[str | int] = []
+    while where is not None:
+        key, where = where
+        keys.append(key)
+    return name + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in reversed(keys))
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,8 +263,15 @@ class Guards:
         variables: Mapping[str, Any] | None,
     ) -> list[GraphQLError]:
         """The guards that depend on the request's variables: list sizes first (a cheap walk
-        that stops at the first long list, before anything coerces them), then the cost."""
-        where = oversized_list(dict(variables or {}))
+        that stops at the first long list, before anything coerces them), then the cost. Only
+        the variables the operation declares are walked: graphql-core ignores the others."""
+        operation = get_operation_ast(document, operation_name)
+        declared = {
+            definition.variable.name.value
+            for definition in (operation.variable_definitions if operation else None) or ()
+        }
+        sent = {name: value for name, value in (variables or {}).items() if name in declared}
+        where = oversized_list(sent)
         if where is not None:
             return [bad_user_input(f"A list holds at most {MAX_LIST_ITEMS} items: `{where}`.")]
         return self.cost_errors(schema, document, operation_name, variables)

@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from websockets.exceptions import ConnectionClosedError
 
 from app.documents.models import RegisteredDocument, TrustedDocument
+from app.graphql.guards import oversized_list
 from app.graphql.schema import OrderPulseSchema, build_schema
 from app.services import Services
 from app.settings import Settings
@@ -478,7 +479,7 @@ async def test_a_list_of_160000_items_is_refused_quickly_on_every_transport(
     assert nested_answer["errors"][0]["message"] == (
         "A list holds at most 100 items: `variables.filter.status`."
     )
-    within = {"s": ["PF"] * 100}
+    within = {"s": ["PF"] * 100, "undeclared": [0] * 1000}  # graphql-core ignores undeclared
     assert (await post(live_server, token, {"query": STATUSES, "variables": within})).json() == {
         "data": {"orders": {"totalCount": 0}}
     }
@@ -528,3 +529,18 @@ async def test_an_unsent_variable_default_is_refused_like_the_literal_on_every_t
     message = await over_socket(live_server, token, {"query": subscription})
     assert [e["extensions"]["code"] for e in message["payload"]] == ["QUERY_TOO_COMPLEX"]
     assert services.fanout.audience_count == 0
+
+
+@pytest.mark.parametrize(
+    ("variables", "path"),
+    [
+        ({"s": ["PF"] * 160_000}, "variables.s"),
+        ({"filter": {"status": ["PF"] * 101}}, "variables.filter.status"),
+        ({"input": {"items": [{"tags": [1] * 101}]}}, "variables.input.items[0].tags"),
+        ({"s": ["PF"] * 100, "filter": {"status": []}}, None),
+    ],
+)
+def test_the_first_long_list_is_named_by_its_path(
+    variables: dict[str, Any], path: str | None
+) -> None:
+    assert oversized_list(variables) == path
