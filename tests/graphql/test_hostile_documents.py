@@ -28,13 +28,15 @@ from starlette.applications import Starlette
 from websockets.exceptions import ConnectionClosedError
 
 from app.documents.models import RegisteredDocument, TrustedDocument
+from app.graphql.context import Context
 from app.graphql.guards import oversized_list
+from app.graphql.loaders import Loaders
 from app.graphql.schema import OrderPulseSchema, build_schema
 from app.services import Services
 from app.settings import Settings
-from tests.graphql.test_guards import DEEP_QUERY
+from tests.graphql.test_guards import ALIASES_QUERY, DEEP_QUERY, TOKENS_QUERY
 from tests.graphql.test_persisted import documents_add
-from tests.support.api import Factory
+from tests.support.api import SUPPORT, Factory
 from tests.support.server import LiveServer
 from tests.support.ws import WSClient, ws_client
 
@@ -544,3 +546,29 @@ def test_the_first_long_list_is_named_by_its_path(
     variables: dict[str, Any], path: str | None
 ) -> None:
     assert oversized_list(variables) == path
+
+
+async def test_the_schemas_own_caches_never_skip_a_guard(services: Services) -> None:
+    """The schema's hash-keyed parse and validation caches: a hit still meets every guard, the
+    list sizes and the cost (which depend on the variables) on every request."""
+    schema = build_schema(services.settings)
+    context = Context(services=services, viewer=SUPPORT, loaders=Loaders(services.db))
+
+    async def codes(query: str, variables: dict[str, Any] | None = None) -> list[Any]:
+        result = await schema.execute(query, variable_values=variables, context_value=context)
+        return [(e.extensions or {}).get("code") for e in result.errors or ()]
+
+    literal = "{ orders(filter: {status: [" + ", ".join(["PF"] * 101) + "]}) { totalCount } }"
+    for _ in range(2):  # the second time, both caches hit
+        assert await codes(DEEP_QUERY) == ["QUERY_TOO_COMPLEX"]
+        assert await codes(ALIASES_QUERY) == ["QUERY_TOO_COMPLEX"]
+        assert await codes(TOKENS_QUERY) == ["QUERY_TOO_COMPLEX"]
+        assert await codes(INTROSPECTION_ATTACK) == ["QUERY_TOO_COMPLEX"]
+        assert await codes(DEFAULT_COSTLY) == ["QUERY_TOO_COMPLEX"]
+        assert await codes(DEFAULT_COSTLY, {"n": 10}) == []
+        assert await codes(literal) == ["BAD_USER_INPUT"]
+        assert await codes(STATUSES, {"s": ["PF"] * 101}) == ["BAD_USER_INPUT"]
+        assert await codes(STATUSES, {"s": ["PF"] * 100}) == []
+        assert await codes("#" + "x" * 70_000 + "\n{ viewer { role } }") == ["QUERY_TOO_COMPLEX"]
+    # six documents parsed: the one over the token limit and the long one were not kept
+    assert len(schema.documents.parsed) == 6
