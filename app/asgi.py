@@ -107,9 +107,11 @@ def create_app(
     )
     schema = build_schema(settings)
     persisted = PersistedQueries(
-        DocumentStore(services.db),
+        DocumentStore(services.db, max_per_token=settings.max_persisted_per_token),
         trusted_only=settings.trusted_documents_only,
         clock=services.clock,
+        guards=schema.guards,
+        schema=schema._schema,
     )
 
     async def http_viewer(request: Request) -> tuple[Viewer | None, str | None]:

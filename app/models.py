@@ -3,7 +3,7 @@
 from sqlmodel import SQLModel
 
 from app.access.models import ApiToken
-from app.documents.models import PersistedDocument
+from app.documents.models import RegisteredDocument, TrustedDocument
 from app.events.models import Event
 from app.notifications.models import Notification, NotificationSettings, NotificationTemplate
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -18,8 +18,9 @@ __all__ = [
     "NotificationSettings",
     "NotificationTemplate",
     "OrderItem",
-    "PersistedDocument",
+    "RegisteredDocument",
     "Reseller",
     "SalesOrder",
+    "TrustedDocument",
     "metadata",
 ]

@@ -99,7 +99,11 @@ class Settings(BaseSettings):
     max_aliases: int = Field(default=30, ge=1)
     max_query_cost: int = Field(default=20000, ge=1)
     max_body_bytes: int = Field(default=1048576, ge=1024)  # HTTP bodies and websocket messages
+    # a longer GraphQL document is refused before it is parsed, hashed or kept (QUERY_TOO_COMPLEX)
+    max_document_bytes: int = Field(default=65536, ge=1024)
     trusted_documents_only: bool = False
+    # automatic persisted queries one token may register (later ones run but are not stored)
+    max_persisted_per_token: int = Field(default=1000, ge=0)
     max_sockets_per_token: int = Field(default=50, ge=1)
     token_check_seconds: float = Field(default=2.0, gt=0)  # revoked tokens' sockets close by then
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)

@@ -159,7 +159,11 @@ class GraphQLHTTP:
         viewer, token = await self.authenticate(request)
         try:
             query = await self.persisted.document(
-                params.get("query"), params.get("extensions"), viewer=viewer
+                params.get("query"),
+                params.get("extensions"),
+                viewer=viewer,
+                variables=params.get("variables"),
+                operation_name=params.get("operationName"),
             )
         except PersistedQueryError as exc:
             status = 400 if media_type == GRAPHQL_RESPONSE else 200

@@ -7,11 +7,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    GraphQLError,
+    OperationType,
+    get_operation_ast,
+    parse,
+)
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import validate_document
 
+from app.documents.cache import LRU
+from app.documents.store import sha256_of
 from app.graphql.guards import Guards, GuardsExtension, is_unexpected
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
@@ -41,17 +52,107 @@ log = logging.getLogger("orderpulse.graphql")
 DOCUMENT_CACHE_SIZE = 1024
 
 
-class CachedValidation(ValidationCache):
-    """Strawberry's ValidationCache, but each request gets its own copies of the cached errors
-    (later hooks, such as HideSuggestionsFromStrangers, edit error messages in place)."""
+class DocumentCache:
+    """Parsed documents and their validation errors, keyed by the document's SHA-256 (never its
+    text, which can be `max_document_bytes` long), at most `maxsize` of each."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.parsed: LRU[tuple[str, tuple[tuple[str, Any], ...]], DocumentNode] = LRU(maxsize)
+        self.validated: LRU[tuple[str, tuple[Any, ...]], list[GraphQLError]] = LRU(maxsize)
+
+    def validate(self, context: Any) -> list[GraphQLError]:
+        """The validation errors of the operation's document with its rules, from the cache
+        when the same document met the same rules before. Each caller gets its own copies of
+        the errors (later hooks, such as HideSuggestionsFromStrangers, edit them in place)."""
+        schema, document = context.schema._schema, context.graphql_document
+        assert document is not None
+        rules = tuple(context.validation_rules)
+        if context.query is None:
+            errors = validate_document(schema, document, rules)
+        else:
+            key = (sha256_of(context.query), rules)
+            cached = self.validated.get(key)
+            if cached is None:
+                cached = validate_document(schema, document, rules)
+                self.validated.put(key, cached)
+            errors = cached
+        return [_copy_error(e) for e in errors]
+
+
+class CachedDocuments(SchemaExtension):
+    """A document seen before is neither parsed nor validated again (strawberry's ParserCache
+    and ValidationCache, keyed by hash). It runs after `GuardsExtension`, which refuses a
+    document over the size limit before it is hashed."""
+
+    def __init__(self, cache: DocumentCache) -> None:
+        self.cache = cache
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query is not None and context.graphql_document is None:
+            key = (sha256_of(context.query), tuple(sorted(context.parse_options.items())))
+            document = self.cache.parsed.get(key)
+            if document is None:
+                document = parse(context.query, **context.parse_options)
+                self.cache.parsed.put(key, document)
+            context.graphql_document = document
+        yield
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        errors = self.cached_validate_document(
-            context.schema._schema, context.graphql_document, context.validation_rules
-        )
-        context.pre_execution_errors = [_copy_error(e) for e in errors]
+        if context.pre_execution_errors is None:  # GuardsExtension may have validated it
+            context.pre_execution_errors = self.cache.validate(context)
         yield
+
+
+INTROSPECTION_ROOT_FIELDS = frozenset({"__schema", "__type", "__typename"})
+INTROSPECTION_CACHE_SIZE = 8
+
+
+class CachedIntrospection(SchemaExtension):
+    """An introspection query's answer depends on the schema alone, not on the viewer: a query
+    without variables whose root fields are all `__schema`, `__type` or `__typename` is
+    answered from the last answer to the same document (by hash), at most `maxsize` of them.
+    GraphiQL and code generators send the same one or two documents; each costs tens of
+    milliseconds of CPU to execute, and nothing to look up. Only answers without errors are
+    kept; every guard has run before this (it answers in `on_execute`)."""
+
+    def __init__(self, answers: LRU[tuple[str, str | None], dict[str, Any]]) -> None:
+        self.answers = answers
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        key = _introspection_key(context)
+        if key is not None and context.result is None:
+            data = self.answers.get(key)
+            if data is not None:
+                context.result = ExecutionResult(data=data)
+                key = None
+        yield
+        result = context.result
+        if (
+            key is not None
+            and isinstance(result, ExecutionResult)
+            and result.data is not None
+            and not result.errors
+        ):
+            self.answers.put(key, result.data)
+
+
+def _introspection_key(context: Any) -> tuple[str, str | None] | None:
+    """(hash, operation name) of a query that only introspects, with no variables; else None."""
+    document = context.graphql_document
+    if context.query is None or document is None or context.variables:
+        return None
+    operation = get_operation_ast(document, context.operation_name)
+    if operation is None or operation.operation is not OperationType.QUERY:
+        return None
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode):
+            return None
+        if selection.name.value not in INTROSPECTION_ROOT_FIELDS:
+            return None
+    return (sha256_of(context.query), context.operation_name)
 
 
 def _copy_error(error: GraphQLError) -> GraphQLError:
@@ -72,6 +173,11 @@ class OrderPulseSchema(strawberry.Schema):
 
     def __init__(self, guards: Guards, *, read_planner: bool = True) -> None:
         self.guards = guards
+        self.documents = documents = DocumentCache(DOCUMENT_CACHE_SIZE)
+        self.introspection_answers: LRU[tuple[str, str | None], dict[str, Any]] = LRU(
+            INTROSPECTION_CACHE_SIZE
+        )
+        introspection = self.introspection_answers
         plans = PlanCache(DOCUMENT_CACHE_SIZE)
         planner = [lambda: ReadPlanner(plans)] if read_planner else []
         super().__init__(
@@ -80,14 +186,14 @@ class OrderPulseSchema(strawberry.Schema):
             subscription=Subscription,
             types=[Order, Customer, Reseller, Notification, NotificationTemplate],
             extensions=[
-                lambda: GuardsExtension(guards),
-                # A document seen before is neither parsed nor validated again (an LRU look-up;
-                # the guards' rules are built once, so the validation cache hits).
-                lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
-                lambda: CachedValidation(maxsize=DOCUMENT_CACHE_SIZE),
+                lambda: GuardsExtension(guards, validate=documents.validate),
+                # A document seen before is neither parsed nor validated again (an LRU look-up
+                # by hash; the guards' rules are built once, so the validation cache hits).
+                lambda: CachedDocuments(documents),
                 HideSuggestionsFromStrangers,
                 guards.make_mask_errors,
                 OperationMetrics,  # counts and times every operation (app.observability)
+                lambda: CachedIntrospection(introspection),
                 *planner,  # last: answers covered queries after every guard has run
             ],
             config=StrawberryConfig(),

@@ -3,9 +3,10 @@
 Strawberry runs the executor only when no extension has set `execution_context.result` by then
 (`Schema._execute_operation`), so parsing, validation and every guard extension (depth, aliases,
 tokens, error masking) run before the plan, for every transport that calls `schema.execute` or
-`schema.subscribe`. Plans are cached per document text, as is "not covered". The planner can only
-ever decline: a document it does not cover, and any exception while compiling or running a plan
-(logged, and counted in `orderpulse_planner_fallbacks_total`), leave the answer to the executor.
+`schema.subscribe`. Plans are cached per document hash (and operation name), as is "not
+covered". The planner can only ever decline: a document it does not cover, and any exception
+while compiling or running a plan (logged, and counted in `orderpulse_planner_fallbacks_total`),
+leave the answer to the executor.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from graphql import ExecutionResult
 from strawberry.extensions import SchemaExtension
 
+from app.documents.store import sha256_of
 from app.graphql.planner.compile import NotCovered, Plan, compile_plan
 from app.graphql.planner.run import run_plan
 from app.observability import metrics
@@ -35,10 +37,10 @@ class PlanCache:
 
     def cached(self, query: str, operation_name: str | None = None) -> Plan | None:
         """The plan compiled for a document, if any (no compiling)."""
-        return self._plans.get((query, operation_name))
+        return self._plans.get((sha256_of(query), operation_name))
 
     def get(self, context: Any) -> Plan | None:
-        key = (context.query, context.operation_name)
+        key = (sha256_of(context.query), context.operation_name)
         try:
             self._plans.move_to_end(key)
             return self._plans[key]

@@ -2,9 +2,10 @@
 
 Subscriptions over the socket are executed by graphql-core directly (for the fan-out), around
 strawberry's pipeline; so this module runs the schema's own guards (`OrderPulseSchema.guards`):
-the token limit while parsing, the depth and alias rules beside graphql-core's (and strawberry's)
-validation rules, the cost with each subscriber's variables, and the same error logging and
-masking (`OrderPulseSchema.process_errors`).
+the size and token limits while parsing, the depth, alias and list rules beside graphql-core's
+(and strawberry's) validation rules, the list sizes and cost with each subscriber's variables,
+and the same error logging and masking (`OrderPulseSchema.process_errors`). Prepared documents
+are cached by hash, never by text.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, TypeGuard, cast
 
 from graphql import (
@@ -30,6 +30,8 @@ from graphql.language import FieldNode, Visitor, visit
 from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.schema import validate_document
 
+from app.documents.cache import LRU
+from app.documents.store import sha256_of
 from app.graphql.context import Context
 from app.graphql.schema import OrderPulseSchema
 
@@ -64,7 +66,19 @@ class Documents:
         self.schema = schema
         self.guards = schema.guards
         self.rules = (*specified_rules, *self.guards.validation_rules)
-        self.prepare = lru_cache(maxsize=PREPARED_CACHE_SIZE)(self._prepare)
+        self._prepared: LRU[tuple[str, str | None], Prepared] = LRU(PREPARED_CACHE_SIZE)
+
+    def prepare(self, query: str, operation_name: str | None) -> Prepared:
+        """The document checked once: a later subscriber sending it finds it by hash."""
+        size_error = self.guards.document_size_error(query)
+        if size_error is not None:  # neither hashed nor kept
+            return Prepared(errors=(size_error,))
+        key = (sha256_of(query), operation_name)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepare(query, operation_name)
+            self._prepared.put(key, prepared)
+        return prepared
 
     def _prepare(self, query: str, operation_name: str | None) -> Prepared:
         try:
@@ -86,9 +100,9 @@ class Documents:
     def cost_errors(
         self, prepared: Prepared, operation_name: str | None, variables: dict[str, Any] | None
     ) -> list[GraphQLError]:
-        """The cost guard, with this subscriber's variables."""
+        """The guards that depend on this subscriber's variables: list sizes, then the cost."""
         assert prepared.document is not None
-        return self.guards.cost_errors(
+        return self.guards.request_errors(
             self.schema._schema, prepared.document, operation_name, variables
         )
 

@@ -394,7 +394,11 @@ class SocketSession:
         self.operations[id] = None  # reserved while it starts
         try:
             query = await self.endpoint.persisted.document(
-                payload.get("query"), payload.get("extensions"), viewer=self.viewer
+                payload.get("query"),
+                payload.get("extensions"),
+                viewer=self.viewer,
+                variables=payload.get("variables"),
+                operation_name=payload.get("operationName"),
             )
         except PersistedQueryError as error:
             self.operations.pop(id, None)
