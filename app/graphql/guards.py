@@ -24,7 +24,7 @@ before the variables are coerced or the cost is walked.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -328,12 +328,6 @@ class Guards:
     def make_mask_errors(self) -> MaskErrors:
         """Strawberry's masking extension, configured as every transport masks."""
         return MaskUnexpectedErrors(should_mask_error=is_unexpected, error_message=MASKED_MESSAGE)
-
-    def masked(self, errors: Sequence[GraphQLError]) -> list[GraphQLError]:
-        """The errors as a client may see them (the transports that bypass the extension)."""
-        return [
-            self.mask.anonymise_error(e) if self.mask.should_mask_error(e) else e for e in errors
-        ]
 
 
 class MaskUnexpectedErrors(MaskErrors):
