@@ -536,6 +536,66 @@ def render_template(*, subject: str, body: str, context: Mapping[str, object]) -
     )
 
 
+MAX_PROBLEM_LENGTH = 900  # what is kept of why a template failed (`Notification.last_error`)
+
+
+@dataclass(frozen=True)
+class MailWithFallback:
+    """A rendered mail and, if the chosen template failed, why and what was sent instead."""
+
+    mail: RenderedMail
+    problem: str | None = None
+    """E.g. "the template 'Short' could not be rendered (...); sent with the built-in template
+    'Order Provisioning Failed'"; None when the chosen template rendered."""
+
+
+def render_with_fallback(
+    *,
+    template_name: str,
+    subject: str,
+    body: str,
+    fallback: BuiltinTemplate,
+    context: Mapping[str, object],
+) -> MailWithFallback:
+    """The chosen template rendered; if it fails, the built-in `fallback` as shipped (support may
+    have edited its row) and why. Never raises for a template: should the built-in fail too
+    (it renders every boundary value, so only a machine too slow for the time limit could),
+    a plain mail written without Jinja goes."""
+    try:
+        return MailWithFallback(render_template(subject=subject, body=body, context=context))
+    except RenderError as exc:
+        why = str(exc)
+    try:
+        mail = render_template(subject=fallback.subject, body=fallback.body, context=context)
+        instead = f"the built-in template {fallback.name!r}"
+    except RenderError:
+        mail, instead = plain_mail(context), "a plain text without template"
+    why = why if len(why) <= MAX_PROBLEM_LENGTH // 2 else why[: MAX_PROBLEM_LENGTH // 2] + "..."
+    problem = (
+        f"the template {template_name[:100]!r} could not be rendered ({why}); sent with {instead}"
+    )
+    return MailWithFallback(mail, problem)
+
+
+def plain_mail(context: Mapping[str, object]) -> RenderedMail:
+    """The failure's facts as plain text, with no template: the last resort of
+    `render_with_fallback`."""
+    order = cast(Mapping[str, object], context["order"])
+    subject = f"Order {order['number']} failed: {context['message']}"
+    lines = [
+        f"Provisioning of order {order['number']} failed.",
+        f"What happened: {context['message']}",
+        f"What to do:    {context['remedy']}",
+        f"Reason:        {context['reason']}",
+    ]
+    if context.get("details"):
+        lines.append(f"Details:       {context['details']}")
+    return RenderedMail(
+        subject=" ".join(line.strip() for line in subject.splitlines() if line.strip()),
+        body="\n".join(lines) + "\n\nOrderPulse\n",
+    )
+
+
 def describe_render_error(exc: BaseException) -> str:
     """Why a render failed, in one line."""
     if isinstance(exc, RenderError):

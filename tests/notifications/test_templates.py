@@ -25,6 +25,7 @@ from app.notifications.templates import (
     RenderError,
     TemplateError,
     render_template,
+    render_with_fallback,
     template_context,
     validate_template,
 )
@@ -409,3 +410,48 @@ def test_a_plain_template_renders_well_within_its_budget() -> None:
     body = ORDER_FAILED_TEMPLATE.body + "{% for i in range(100) %}{{ i }},{% endfor %}"
     mail = render_template(subject="s", body=body, context=context(details="x" * 2000))
     assert mail.body.endswith("OrderPulse\n" + ",".join(str(i) for i in range(100)) + ",")
+
+
+def test_a_failing_template_falls_back_to_the_shipped_builtin() -> None:
+    sent = render_with_fallback(
+        template_name="Mine",
+        subject="{{ order.number }}",
+        body="{{ details|length }}",
+        fallback=ORDER_FAILED_TEMPLATE,
+        context=context(details=None),
+    )
+    assert sent.mail == render(ORDER_FAILED_TEMPLATE, details=None)
+    assert sent.problem == (
+        "the template 'Mine' could not be rendered (cannot be rendered: TypeError: object of "
+        "type 'NoneType' has no len()); sent with the built-in template 'Order Provisioning Failed'"
+    )
+    fine = render_with_fallback(
+        template_name="Mine",
+        subject="{{ order.number }}",
+        body="{{ details|length }}",
+        fallback=ORDER_FAILED_TEMPLATE,
+        context=context(),
+    )
+    assert (fine.mail, fine.problem) == (RenderedMail(subject="SO-000123", body="14"), None)
+
+
+def test_if_the_builtin_fails_too_a_plain_mail_goes() -> None:
+    broken = BuiltinTemplate(name="Broken", subject="{{ nope }}", body="x")
+    sent = render_with_fallback(
+        template_name="Mine" * 100,
+        subject="{{ nope }}",
+        body="x",
+        fallback=broken,
+        context=context(details=None),
+    )
+    assert sent.mail == RenderedMail(
+        subject="Order SO-000123 failed: The card was declined.",
+        body="Provisioning of order SO-000123 failed.\n"
+        "What happened: The card was declined.\n"
+        "What to do:    Ask the customer for another payment method.\n"
+        "Reason:        PAYMENT_DECLINED\n\nOrderPulse\n",
+    )
+    assert sent.problem == (
+        f"the template {('Mine' * 25)!r} could not be rendered ('nope' is undefined); "
+        "sent with a plain text without template"
+    )
