@@ -19,6 +19,7 @@ before this rule existed is refused at send time, never sent to a part of it.
 
 from __future__ import annotations
 
+import functools
 import re
 from email.utils import getaddresses, parseaddr
 
@@ -95,6 +96,7 @@ def _validated(value: str) -> str:
     return valid.ascii_email
 
 
+@functools.lru_cache(maxsize=4096)  # the mailers ask for every mail; addresses repeat
 def is_plain_address(value: str, *, local: bool = True) -> bool:
     """Whether `value` can be mailed as it is: one plain address, the one `plain_address` stores
     for it (up to the case of its domain)."""

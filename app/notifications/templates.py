@@ -281,7 +281,7 @@ class _Meter(Extension):
 
     def emit(self, value: Any) -> str:
         budget = _budget()
-        text = str(budget.measured(value))
+        text = value if type(value) is str else str(budget.measured(value))
         budget.emitted -= len(text)
         budget.charge(1 + len(text) // _TEXT_STEP)
         if budget.emitted < 0:
@@ -299,13 +299,32 @@ class _Metered(NodeTransformer):
     comparisons and filters go through `_Meter`."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        self.generic_visit(node)
+        self._repeatable(node)
         node.iter = _meter("iterate", node.iter)
         return node
 
+    def __init__(self) -> None:
+        self.repeated = 0  # how many loops, macros and call blocks enclose the node visited
+
+    def _repeatable(self, node: nodes.Node) -> nodes.Node:
+        self.repeated += 1
+        try:
+            self.generic_visit(node)
+        finally:
+            self.repeated -= 1
+        return node
+
+    visit_Macro = visit_CallBlock = _repeatable
+
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
-        node.nodes = [_meter("emit", child) for child in node.nodes]
+        node.nodes = [
+            # text written once is bounded by the template's own length; in a loop it is not
+            child
+            if isinstance(child, nodes.TemplateData) and not self.repeated
+            else _meter("emit", child)
+            for child in node.nodes
+        ]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -442,7 +461,7 @@ class _MailSandbox(SandboxedEnvironment):
         return super().is_safe_attribute(obj, attr, value)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(getattr(__obj, "__self__", None), _Meter):
+        if isinstance(getattr(__obj, "__self__", None), _Meter):  # our own hook: no charge
             return __context.call(__obj, *args, **kwargs)
         budget = _budget()
         budget.charge()
