@@ -455,3 +455,35 @@ def test_if_the_builtin_fails_too_a_plain_mail_goes() -> None:
         f"the template {('Mine' * 25)!r} could not be rendered ('nope' is undefined); "
         "sent with a plain text without template"
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{% for c in customer.name %}{{ loop.index }}/{{ loop.length }}{{ '!' if loop.last }}{% endfor %}",
+        "{% for x in [] %}x{% else %}empty{% endfor %}",
+        "{% for k, v in order|dictsort %}{{ k }}={{ v }};{% endfor %}",
+        "{% for x in [[1,[2]],[3]] recursive %}[{% if x is iterable %}{{ loop(x) }}{% else %}{{ x }}{% endif %}]{% endfor %}",
+        "{% for x in range(4) %}{{ loop.cycle('a','b') }}{{ loop.nextitem if not loop.last }}{% endfor %}",
+        "{% for i in range(3) %}{% for j in range(2) %}{{ loop.index }}{{ loop.depth }}{% endfor %}{% endfor %}",
+        "{% filter upper %}{{ message }} done{% endfilter %}",
+        "{% set block %}{{ reason }}-{{ order.number }}{% endset %}{{ block|lower }}",
+        "{% macro box(t) %}[{{ t }}{{ caller() }}]{% endmacro %}{% call box(remedy) %}!{% endcall %}",
+        "{{ '%-10s|' % order.number }}{{ '%05.1f'|format(3.14159) }}",
+        "{{ (details or '')|wordwrap(10) }}|{{ message|truncate(20) }}|{{ message|center(90) }}",
+        "{{ [1,2,3]|join(', ') }} {{ ', '.join(['a','b']) }} {{ customer.name.replace('Acme', 'X') }}",
+        "{{ order.number ~ ' ' ~ reason }} {{ message[:10] }} {{ 'ok' if 'Widgets' in customer.name }}",
+        "{% set ns = namespace(n=0) %}{% for i in range(5) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
+        "{{ message|indent(4, first=True) }}|{{ 'Order:'.ljust(10) }}|{{ 2 ** 10 }}|{{ 3 * 'ab' }}",
+    ],
+)
+def test_the_meter_changes_nothing_a_template_writes(body: str) -> None:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    unmetered = SandboxedEnvironment(
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
+    )
+    expected = unmetered.from_string(body).render(SAMPLE_CONTEXT)
+    assert render_template(subject="s", body=body, context=SAMPLE_CONTEXT).body == expected
+    validate_template(name="Fine", subject="s", body=body)
