@@ -120,10 +120,14 @@ async def test_the_stored_address_is_the_one_mailed(desk: Desk, smtp_server: Smt
     ]
 
 
-@pytest.mark.parametrize("address", ["a,b,c@evil.example", "a>,<support@evil.example"])
+@pytest.mark.parametrize(
+    "address", ["a,b,c@evil.example", "a>,<support@evil.example", "x\x00@y.example"]
+)
 async def test_an_address_stored_before_the_rule_is_never_mailed(
     desk: Desk, smtp_server: SmtpServer, services: Services, address: str
 ) -> None:
+    if "\x00" in address and not services.db.is_sqlite:
+        pytest.skip("PostgreSQL cannot store a NUL: such a row cannot exist there")
     async with services.transaction() as session:  # a row from before the rule
         await session.exec(
             update(Customer).where(Customer.id == desk.customer.id).values(contact_email=address)  # type: ignore[arg-type]
