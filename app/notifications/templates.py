@@ -450,12 +450,6 @@ class _MailSandbox(SandboxedEnvironment):
         for name in ("replace", "center", "indent", "wordwrap", "format", "join"):
             self.filters[name] = _checked_filter(name, self.filters[name])
 
-    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        tree = super()._parse(source, name, filename)
-        metered = _Metered().visit(tree)
-        assert isinstance(metered, nodes.Template)
-        return metered
-
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         if super().wrap_str_format(value) is not None:
             raise SecurityError("str.format is not allowed in a template; use ~ or |format")
@@ -528,7 +522,10 @@ _ENVIRONMENT = _MailSandbox(
 
 @lru_cache(maxsize=256)
 def _compiled(source: str) -> Template:
-    return _ENVIRONMENT.from_string(source)
+    """`source` parsed, metered (`_Metered`) and compiled: Jinja compiles a parsed tree as well."""
+    metered = _Metered().visit(_ENVIRONMENT.parse(source))
+    assert isinstance(metered, nodes.Template)
+    return _ENVIRONMENT.from_string(metered)
 
 
 def _render(source: str, context: Mapping[str, object], budget: _Budget | None = None) -> str:
