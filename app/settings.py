@@ -180,6 +180,16 @@ class Settings(BaseSettings):
             raise ValueError("must not start or end with whitespace")
         return value
 
+    @field_validator("support_email", "mail_from")
+    @classmethod
+    def _plain_address(cls, value: str) -> str:
+        from app.notifications.addresses import RULE, AddressError, plain_address
+
+        try:
+            return plain_address(value, local=True)  # `support@localhost` is fine
+        except AddressError as exc:
+            raise ValueError(f"must be {RULE}, not {value!r} ({exc.reason})") from None
+
     @field_validator("database_url")
     @classmethod
     def _db(cls, value: str) -> str:

@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from app.access import policy
 from app.access.viewer import Viewer as DomainViewer
+from app.graphql.actors import actor_for
 from app.graphql.changes import EventChange
 from app.graphql.context import Info, viewer_of
 from app.graphql.ids import to_global_id
@@ -356,9 +357,13 @@ class OrderStatusChange(EventChange):
     def reason(self) -> FailureReason | None:
         return flow.FailureReason(self.event.reason) if self.event.reason else None
 
-    @strawberry.field(description="Who did it.")
-    def actor(self) -> str | None:
-        return self.event.actor
+    @strawberry.field(
+        description='Who did it: a role and a display name, e.g. "Reseller Northwind Cloud", '
+        '"Customer Acme Corp", "Support", "Provisioning platform"; support also sees '
+        "the recorded ids in brackets."
+    )
+    async def actor(self, info: Info) -> str | None:
+        return await actor_for(viewer_of(info), self.event.actor, self.loaders)
 
     @strawberry.field(description="The operator's comment, if any.")
     def comment(self) -> str | None:

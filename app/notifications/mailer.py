@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
+from app.notifications.addresses import RULE, is_plain_address
 from app.settings import Settings
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -116,6 +117,19 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
+def check_addresses(mail: OutgoingMail) -> None:
+    """Refuse, for good, a mail whose recipient or sender is not one plain address: such an
+    address (a row stored before the rule, SPEC 8) is never cut down to a part of it."""
+    for role, address in (("recipient", mail.recipient), ("sender", mail.sender)):
+        if not is_plain_address(address):
+            raise DeliveryError(
+                f"not sent: the {role} address {address!r} is not {RULE} "
+                "(stored before addresses were checked); correct it: later notifications "
+                "go to the corrected address",
+                permanent=True,
+            )
+
+
 class Mailer(Protocol):
     """Something that delivers one message, or raises DeliveryError."""
 
@@ -180,6 +194,7 @@ class SmtpMailer:
 
     async def send(self, mail: OutgoingMail) -> None:
         """Deliver `mail`, or raise DeliveryError."""
+        check_addresses(mail)
         message = build_message(mail)
         try:
             # aiosmtplib's timeout is per operation; also bound the whole session.
@@ -223,7 +238,8 @@ class FileMailer:
         return self.directory / eml_filename(mail.message_id)
 
     async def send(self, mail: OutgoingMail) -> None:
-        """Write `mail` atomically, or raise DeliveryError if the directory is not writable."""
+        """Write `mail` atomically, or raise DeliveryError (not writable; not a plain address)."""
+        check_addresses(mail)
         data = message_bytes(mail)
         try:
             await asyncio.to_thread(self._write, self.path_for(mail), data)

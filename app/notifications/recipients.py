@@ -7,6 +7,7 @@ outbox worker sends them after commit.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,13 +55,18 @@ from app.notifications.models import (
     RecipientRole,
 )
 from app.notifications.templates import (
+    ORDER_FAILED_TEMPLATE,
     ORDER_FAILED_TEMPLATE_NAME,
+    UNRESOLVED_TEMPLATE,
     UNRESOLVED_TEMPLATE_NAME,
-    render_template,
+    BuiltinTemplate,
+    render_with_fallback,
     template_context,
 )
 from app.orders import flow
 from app.orders.models import Customer, Reseller, SalesOrder
+
+log = logging.getLogger("orderpulse.notifications")
 
 
 async def settings_for(session: AsyncSession, reseller_id: int) -> NotificationSettings:
@@ -95,6 +101,7 @@ class FailureMail:
     notify_customer: bool
     subject: str
     body: str
+    template_name: str
 
 
 _chosen = aliased(NotificationTemplate, name="chosen_template")
@@ -110,6 +117,7 @@ _FAILURE_MAIL_FROM = (
         func.coalesce(col(NotificationSettings.notify_customer), _DEFAULTS.notify_customer),
         func.coalesce(col(_chosen.subject), col(_builtin.subject)),
         func.coalesce(col(_chosen.body), col(_builtin.body)),
+        func.coalesce(col(_chosen.name), col(_builtin.name)),
     )
     .select_from(Customer)
     .join(Reseller, col(Reseller.id) == col(Customer.reseller_id))
@@ -185,6 +193,22 @@ def _context(order: SalesOrder, mail: FailureMail) -> dict[str, object]:
     )
 
 
+FALLBACK_TEMPLATES: dict[NotificationKind, BuiltinTemplate] = {
+    NotificationKind.ORDER_PROVISIONING_FAILED: ORDER_FAILED_TEMPLATE,
+    NotificationKind.FAILED_ORDER_UNRESOLVED: UNRESOLVED_TEMPLATE,
+}
+"""What each kind of notification is sent with when its template fails at send time."""
+
+
+def support_note(problem: str) -> str:
+    """What support's own mail adds when the template failed: support is told in the mail that
+    always goes to it (and in every notification's lastError)."""
+    return (
+        f"\n--\nNote for support: {problem}. Every recipient of this failure got the same. "
+        "Correct the template, or choose another in the reseller's notification settings.\n"
+    )
+
+
 def _notification_rows(
     *,
     order: SalesOrder,
@@ -193,9 +217,22 @@ def _notification_rows(
     recipients: list[tuple[RecipientRole, str]],
     now: datetime,
 ) -> list[dict[str, Any]]:
-    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient."""
+    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient.
+
+    A template that fails to render never stops the failure from being recorded and told:
+    the mail goes with the built-in template (`render_with_fallback`), each row's `last_error`
+    says why, and support's mail carries a note saying so."""
     assert order.id is not None
-    rendered = render_template(subject=mail.subject, body=mail.body, context=_context(order, mail))
+    rendered = render_with_fallback(
+        template_name=mail.template_name,
+        subject=mail.subject,
+        body=mail.body,
+        fallback=FALLBACK_TEMPLATES[kind],
+        context=_context(order, mail),
+    )
+    if rendered.problem is not None:
+        log.warning("order %s: %s", order.number, rendered.problem)
+    note = support_note(rendered.problem) if rendered.problem is not None else ""
     return [
         {
             "order_id": order.id,
@@ -204,12 +241,12 @@ def _notification_rows(
             "kind": kind.value,
             "recipient_role": role.value,
             "email": email,
-            "subject": rendered.subject,
-            "body": rendered.body,
+            "subject": rendered.mail.subject,
+            "body": rendered.mail.body + (note if role is RecipientRole.SUPPORT else ""),
             "message_id": new_message_id(),
             "status": DeliveryStatus.PENDING.value,
             "attempts": 0,
-            "last_error": None,
+            "last_error": rendered.problem,
             "next_attempt_at": now,
             "lease_until": None,
             "created_at": now,
@@ -291,7 +328,7 @@ def failure_recipients_of(
     return recipients
 
 
-_PER_RECIPIENT = ("recipient_role", "email", "message_id")
+_PER_RECIPIENT = ("recipient_role", "email", "body", "message_id")
 _NOTIFICATION_COLUMNS = (
     "order_id",
     "reseller_id",
