@@ -8,8 +8,12 @@ HTTP, raw asyncio streams for slow clients, the websockets client for handshakes
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
+import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -22,6 +26,7 @@ from app.orders.models import Reseller
 from app.services import Services
 from tests.observability.helpers import scrape, value
 from tests.support.api import Factory
+from tests.support.polling import eventually
 from tests.support.server import LiveServer
 from tests.support.ws import ws_client
 
@@ -209,3 +214,219 @@ async def test_the_forwarded_address_counts_only_from_a_trusted_proxy(
     else:
         assert statuses == [200] * LIMIT + [429]
         assert same_client == [429] * LIMIT
+
+
+# --- slow and greedy connections -----------------------------------------------------------------
+
+READ_TIMEOUT = 1.0
+SLOW = {"rate_limit": "100000/minute", "http_read_timeout_seconds": READ_TIMEOUT}
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def open_descriptors() -> int:
+    """This process's open file descriptors: the server's sockets and the clients' alike."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def resident_kib() -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+async def connect(
+    server: LiveServer, *, address: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(server.host, server.port, local_addr=(address, 0))
+
+
+async def until_closed(reader: asyncio.StreamReader, *, within: float = 5.0) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started = time.monotonic()
+    received = b""
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                chunk = await reader.read(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received, time.monotonic() - started
+
+
+async def healthz_latency(server: LiveServer, *, address: str = "127.0.0.1") -> float:
+    """A normal client's round trip: a new connection, GET /healthz, its answer (200)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+        started = time.monotonic()
+        response = await client.get(f"{server.origin}/healthz")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    return elapsed
+
+
+async def healthz_status(server: LiveServer) -> int | None:
+    """GET /healthz on a new connection: 200, or None when the server refused it."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        try:
+            response = await client.get(f"{server.origin}/healthz")
+        except httpx.TransportError:
+            return None
+    return response.status_code if response.status_code == 200 else None
+
+
+@pytest.mark.parametrize("settings_overrides", [SLOW])
+async def test_slow_heads_bodies_and_idle_connections_are_closed(live_server: LiveServer) -> None:
+    async def idle_new() -> tuple[bytes, float]:
+        reader, writer = await connect(live_server)
+        try:
+            return await until_closed(reader)
+        finally:
+            writer.close()
+
+    async def partial_head() -> tuple[bytes, float]:
+        reader, writer = await connect(live_server)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the issue's 320 connections
+        try:
+            return await until_closed(reader)
+        finally:
+            writer.close()
+
+    async def trickled_head() -> tuple[bytes, float]:
+        """A byte every 0.2 s: each arrives in time, the head as a whole does not."""
+        reader, writer = await connect(live_server)
+
+        async def trickle() -> None:
+            for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.2)
+
+        trickling = asyncio.create_task(trickle())
+        try:
+            return await until_closed(reader)
+        finally:
+            trickling.cancel()
+            writer.close()
+
+    async def partial_body() -> tuple[bytes, float]:
+        reader, writer = await connect(live_server)
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n" + b'{"query": "'
+        )
+        try:
+            return await until_closed(reader)
+        finally:
+            writer.close()
+
+    async def kept_alive() -> tuple[bytes, float]:
+        reader, writer = await connect(live_server)
+        writer.write(HEALTHZ)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            await reader.readexactly(int(head.split(b"content-length: ")[1].split(b"\r\n")[0]))
+            return await until_closed(reader)  # then idle
+        finally:
+            writer.close()
+
+    baseline = open_descriptors()
+    attacks = asyncio.gather(
+        idle_new(), partial_head(), trickled_head(), partial_body(), kept_alive()
+    )
+    await asyncio.sleep(0.3)
+    latency = await healthz_latency(live_server)  # a normal client meanwhile
+    print(f"\nGET /healthz beside five slow connections: {latency * 1000:.1f} ms")
+    (
+        (idle, idle_s),
+        (head, head_s),
+        (trickled, trickled_s),
+        (body, body_s),
+        (kept, kept_s),
+    ) = await attacks
+    timed_out = b"HTTP/1.1 408 Request Timeout\r\n"
+    assert idle == b"" and READ_TIMEOUT <= idle_s + 0.05 < READ_TIMEOUT + 1
+    assert head.startswith(timed_out) and READ_TIMEOUT <= head_s + 0.05 < READ_TIMEOUT + 1
+    assert trickled.startswith(timed_out) and trickled_s < READ_TIMEOUT + 1
+    assert body == b"" and READ_TIMEOUT <= body_s + 0.05 < READ_TIMEOUT + 1
+    assert kept == b"" and READ_TIMEOUT <= kept_s + 0.05 < READ_TIMEOUT + 1
+    print(f"closed after {idle_s:.2f} {head_s:.2f} {trickled_s:.2f} {body_s:.2f} {kept_s:.2f} s")
+    await eventually(lambda: open_descriptors() <= baseline)  # every connection gone, both ends
+
+
+@pytest.mark.parametrize("settings_overrides", [SLOW])
+async def test_a_slowloris_flood_is_shed_while_others_are_served(
+    live_server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    """The issue's attack: hundreds of connections each sending part of a head. Each is closed
+    at the read timeout; a normal client is served throughout, and the descriptors come back."""
+    before = await scrape(http)  # (its kept-alive connection stays open: in the baseline)
+    baseline, rss_before = open_descriptors(), resident_kib()
+    flood = []
+    for _ in range(300):
+        reader, writer = await connect(live_server)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        flood.append((reader, writer))
+    during = open_descriptors()
+    latencies = [await healthz_latency(live_server) for _ in range(5)]
+    print(
+        f"\n300 slow connections ({during - baseline} descriptors): GET /healthz in "
+        + ", ".join(f"{latency * 1000:.1f}" for latency in latencies)
+        + " ms"
+    )
+    answers = await asyncio.gather(*(until_closed(reader) for reader, _ in flood))
+    for _, writer in flood:
+        writer.close()
+    assert all(received.startswith(b"HTTP/1.1 408 ") for received, _ in answers)
+    assert max(elapsed for _, elapsed in answers) < READ_TIMEOUT + 2
+    await eventually(lambda: open_descriptors() <= baseline)  # every connection gone, both ends
+    after = await scrape(http)
+    closed = value(after, "orderpulse_connections_closed_total", kind="read_timeout") - value(
+        before, "orderpulse_connections_closed_total", kind="read_timeout"
+    )
+    assert closed == 300
+    descriptors, rss_after = open_descriptors(), resident_kib()
+    print(
+        f"descriptors {baseline} -> {during} -> {descriptors}; RSS {rss_before} -> {rss_after} KiB"
+    )
+    assert rss_after - rss_before < 32 * 1024  # 300 connections' buffers, not a leak
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{**SLOW, "http_read_timeout_seconds": 30, "max_connections_per_address": 5}],
+)
+async def test_an_address_at_its_cap_is_refused_while_others_are_served(
+    live_server: LiveServer,
+) -> None:
+    baseline = open_descriptors()
+    async with AsyncExitStack() as stack:
+        held = []
+        for _ in range(4):
+            held.append(await connect(live_server))
+        # a websocket holds its place as long as it is open
+        ws = await stack.enter_async_context(ws_client(live_server.ws_url))
+        assert await ws.until_pong() == []
+        reader, writer = await connect(live_server)  # the sixth from 127.0.0.1
+        refused, _ = await until_closed(reader, within=2)
+        writer.close()
+        assert refused.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert refused.endswith(b"\r\n\r\nToo many connections from this address")
+        latency = await healthz_latency(live_server, address="127.0.0.2")
+        print(
+            f"\n127.0.0.1 at its cap of 5: GET /healthz from 127.0.0.2 in {latency * 1000:.1f} ms"
+        )
+        await ws.connection.close()
+        # its place is free again (once the server has seen the close): 127.0.0.1 is served
+        assert await eventually(lambda: healthz_status(live_server)) == 200
+        for _, held_writer in held:
+            held_writer.close()
+    # every place is given back: five at once again
+    again = [await connect(live_server) for _ in range(5)]
+    for reader, writer in again:
+        writer.write(HEALTHZ)
+        assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+        writer.close()
+    await eventually(lambda: open_descriptors() <= baseline)  # both ends of each closed
