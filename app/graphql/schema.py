@@ -13,6 +13,7 @@ from strawberry.schema.base import BaseSchema
 from strawberry.schema.config import StrawberryConfig
 
 from app.graphql.guards import Guards, GuardsExtension, is_unexpected
+from app.graphql.impossible_input import RefuseImpossibleInput
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
@@ -81,6 +82,7 @@ class OrderPulseSchema(strawberry.Schema):
             types=[Order, Customer, Reseller, Notification, NotificationTemplate],
             extensions=[
                 lambda: GuardsExtension(guards),
+                RefuseImpossibleInput,  # a NUL in any text: BAD_USER_INPUT, nothing runs
                 # A document seen before is neither parsed nor validated again (an LRU look-up;
                 # the guards' rules are built once, so the validation cache hits).
                 lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
