@@ -347,11 +347,11 @@ async def test_slow_heads_bodies_and_idle_connections_are_closed(live_server: Li
         (kept, kept_s),
     ) = await attacks
     timed_out = b"HTTP/1.1 408 Request Timeout\r\n"
-    assert idle == b"" and READ_TIMEOUT <= idle_s + 0.05 < READ_TIMEOUT + 1
-    assert head.startswith(timed_out) and READ_TIMEOUT <= head_s + 0.05 < READ_TIMEOUT + 1
-    assert trickled.startswith(timed_out) and trickled_s < READ_TIMEOUT + 1
-    assert body == b"" and READ_TIMEOUT <= body_s + 0.05 < READ_TIMEOUT + 1
-    assert kept == b"" and READ_TIMEOUT <= kept_s + 0.05 < READ_TIMEOUT + 1
+    assert idle == b"" and READ_TIMEOUT <= idle_s + 0.05 < READ_TIMEOUT + 2.5
+    assert head.startswith(timed_out) and READ_TIMEOUT <= head_s + 0.05 < READ_TIMEOUT + 2.5
+    assert trickled.startswith(timed_out) and trickled_s < READ_TIMEOUT + 2.5
+    assert body == b"" and READ_TIMEOUT <= body_s + 0.05 < READ_TIMEOUT + 2.5
+    assert kept == b"" and READ_TIMEOUT <= kept_s + 0.05 < READ_TIMEOUT + 2.5
     print(f"closed after {idle_s:.2f} {head_s:.2f} {trickled_s:.2f} {body_s:.2f} {kept_s:.2f} s")
     await eventually(lambda: open_descriptors() <= baseline)  # every connection gone, both ends
 
@@ -380,7 +380,7 @@ async def test_a_slowloris_flood_is_shed_while_others_are_served(
     for _, writer in flood:
         writer.close()
     assert all(received.startswith(b"HTTP/1.1 408 ") for received, _ in answers)
-    assert max(elapsed for _, elapsed in answers) < READ_TIMEOUT + 2
+    assert max(elapsed for _, elapsed in answers) < READ_TIMEOUT + 4
     await eventually(lambda: open_descriptors() <= baseline)  # every connection gone, both ends
     after = await scrape(http)
     closed = value(after, "orderpulse_connections_closed_total", kind="read_timeout") - value(

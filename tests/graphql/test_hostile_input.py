@@ -20,6 +20,7 @@ from sqlmodel import select
 from app.orders.flow import Status
 from app.orders.models import Reseller, SalesOrder
 from app.services import Services
+from tests.observability.helpers import scrape, value
 from tests.support.api import Factory
 from tests.support.server import LiveServer
 from tests.support.ws import connected
@@ -124,6 +125,7 @@ async def test_a_nul_in_a_string_is_bad_user_input(
     variables: dict[str, Any],
     message: str,
 ) -> None:
+    before = await scrape(http)
     response = await http.post(
         "/graphql", json={"query": document, "variables": variables}, headers=support
     )
@@ -134,6 +136,13 @@ async def test_a_nul_in_a_string_is_bad_user_input(
     assert error["message"] == message
     assert error["extensions"] == NUL_REFUSED
     assert await reseller_names(services) == []  # nothing was written
+    rejected = {"operation_type": "unknown", "outcome": "rejected"}  # refused before execution
+    after = await scrape(http)
+    assert (
+        value(after, "orderpulse_graphql_requests_total", **rejected)
+        - value(before, "orderpulse_graphql_requests_total", **rejected)
+        == 1
+    )  # counted as never executed
     # the same text without the NUL is accepted
     clean = json.loads(json.dumps(variables).replace("\\u0000", ""))
     response = await http.post(
