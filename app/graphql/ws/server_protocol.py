@@ -327,7 +327,7 @@ class UpgradingHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         self.reading_head = False
         self._stop_reading_deadline()
-        if not self.parser.should_upgrade():
+        if not (self.parser.should_upgrade() and self._should_upgrade()):
             self._read_within_timeout()  # the body, if any, within a period of its own
 
     def on_message_complete(self) -> None:
