@@ -18,12 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlmodel import select
 from websockets.exceptions import InvalidStatus
 
 import app.asgi
+from app.asgi import server_options
 from app.orders.models import Reseller
 from app.services import Services
+from app.settings import Settings
 from tests.observability.helpers import scrape, value
 from tests.support.api import Factory
 from tests.support.polling import eventually
@@ -453,3 +456,16 @@ async def test_an_address_at_its_cap_is_refused_while_others_are_served(
     await eventually(
         lambda: open_connections(live_server) == baseline
     )  # the server let go of every one
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    settings = Settings(_env_file=None, forwarded_allow_ips=" 10.0.0.0/8, 127.0.0.1 ,")  # type: ignore[call-arg]
+    assert settings.forwarded_allow_ips == frozenset({"10.0.0.0/8", "127.0.0.1"})
+    options = server_options(settings)
+    assert (options["proxy_headers"], options["forwarded_allow_ips"]) == (
+        True,
+        ["10.0.0.0/8", "127.0.0.1"],
+    )
+    assert server_options(Settings(_env_file=None))["proxy_headers"] is False  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match=r"not 'proxy\.example'"):
+        Settings(_env_file=None, forwarded_allow_ips="proxy.example")  # type: ignore[call-arg]
