@@ -9,6 +9,7 @@ HTTP, raw asyncio streams for slow clients, the websockets client for handshakes
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import time
@@ -299,7 +300,9 @@ async def healthz_status(server: LiveServer) -> int | None:
 
 
 @pytest.mark.parametrize("settings_overrides", [SLOW])
-async def test_slow_heads_bodies_and_idle_connections_are_closed(live_server: LiveServer) -> None:
+async def test_slow_heads_bodies_and_idle_connections_are_closed(
+    live_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
     async def idle_new() -> tuple[bytes, float]:
         reader, writer = await connect(live_server)
         try:
@@ -353,6 +356,7 @@ async def test_slow_heads_bodies_and_idle_connections_are_closed(live_server: Li
         finally:
             writer.close()
 
+    caplog.set_level(logging.WARNING)
     baseline = open_connections(live_server)
     attacks = asyncio.gather(
         idle_new(), partial_head(), trickled_head(), partial_body(), kept_alive()
@@ -374,6 +378,7 @@ async def test_slow_heads_bodies_and_idle_connections_are_closed(live_server: Li
     assert body == b"" and READ_TIMEOUT <= body_s + 0.05 < READ_TIMEOUT + 2.5
     assert kept == b"" and READ_TIMEOUT <= kept_s + 0.05 < READ_TIMEOUT + 2.5
     print(f"closed after {idle_s:.2f} {head_s:.2f} {trickled_s:.2f} {body_s:.2f} {kept_s:.2f} s")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     await eventually(
         lambda: open_connections(live_server) == baseline
     )  # the server let go of every one
