@@ -9,6 +9,7 @@ HTTP, raw asyncio streams for slow clients, the websockets client for handshakes
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -146,6 +147,44 @@ async def test_a_token_that_does_not_exist_is_charged_to_the_address(
     response = await http.post("/graphql", json=VIEWER, headers=bearer(live))
     assert response.status_code == 200
     assert response.json() == {"data": {"viewer": {"role": "SUPPORT"}}}
+
+
+async def test_a_flood_of_bogus_tokens_reads_nothing_once_its_address_is_spent(
+    live_server: LiveServer, http: httpx.AsyncClient, token_reads: list[str]
+) -> None:
+    """200 requests at once, each with a new random token: LIMIT are let through (and read),
+    the rest refused before any read, while a client at another address is served."""
+
+    body = json.dumps(VIEWER).encode()
+
+    async def bogus() -> int:  # raw: the test's own client must not be what slows the loop
+        reader, writer = await connect(live_server)
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {random_token()}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        answer, _ = await until_closed(reader)
+        writer.close()
+        return int(answer.split(b" ", 2)[1])
+
+    flood = asyncio.gather(*(bogus() for _ in range(200)))
+    latency = await healthz_latency(live_server, address="127.0.0.2")
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(transport=transport, base_url=live_server.origin) as other:
+        started = time.monotonic()
+        response = await other.post("/graphql", json=VIEWER)
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text  # served (not rate limited)
+    assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["UNAUTHENTICATED"]
+    statuses = await flood
+    print(
+        f"\n200 bogus tokens at once: GET /healthz in {latency * 1000:.1f} ms, "
+        f"an operation from 127.0.0.2 in {elapsed * 1000:.1f} ms"
+    )
+    assert sorted(statuses) == [200] * LIMIT + [429] * (200 - LIMIT)
+    assert len(token_reads) == LIMIT
 
 
 async def test_websocket_handshakes_and_inits_are_charged_to_the_address(
