@@ -130,15 +130,15 @@ class GraphQLWebSocket:
         assert scope["type"] == "websocket"
         if (await receive())["type"] != "websocket.connect":
             return
-        if not self.origin_allowed(scope):
-            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
-            return
         address = scope_address(scope)
         if self.limiter is not None:  # each handshake spends one of its address's operations
             decision = await self.limiter.hit(address_key(address), transport="websocket")
             if not decision.allowed:
                 await refuse_handshake(scope, send, decision.retry_after)
                 return
+        if not self.origin_allowed(scope):
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
         if PROTOCOL not in scope.get("subprotocols", ()):
             await send({"type": "websocket.accept"})
             await send(
