@@ -12,6 +12,11 @@ refused before the handshake completes (HTTP 403); clients that send no Origin a
 and are let in. Dead sockets are found by uvicorn's websocket pings. Only `graphql-transport-ws`
 is spoken (4406).
 
+Rate limits (app.ratelimit): each handshake and each `connection_init` spends one operation of the
+client address's budget, before anything else is done for it (over it: the handshake gets HTTP
+429 with `Retry-After`, the init closes with 4429 before its token is read), and each `subscribe`
+one of the token's. An init payload with two `authorization` keys (in any case) is a 4400.
+
 Revocation: while sockets are open, the endpoint asks the database twice every
 `token_check_seconds` which of their tokens are still live (one query for all of them) and closes
 the others' sockets with 4403, so a token revoked on any process loses its sockets on every
