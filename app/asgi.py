@@ -4,8 +4,9 @@ workers."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +26,7 @@ from app.graphql.http import GraphQLHTTP
 from app.graphql.persisted import PersistedQueries
 from app.graphql.schema import build_schema
 from app.graphql.ws import GraphQLWebSocket, WebSocketShortcut
+from app.graphql.ws.server_protocol import ConnectionLimits, UpgradingHttpProtocol
 from app.observability import metrics
 from app.observability.logs import request_id_middleware
 from app.observability.logs import write_at_once as write_logs_at_once
@@ -49,6 +51,13 @@ async def cached_viewer(services: Services, token: str | None) -> Viewer | None:
     return await services.viewers.viewer(token) if token else None
 
 
+def vouching(limiter: RateLimiter, viewer: Viewer | None, token: str | None) -> Viewer | None:
+    """`viewer`, after telling the rate limiter that its token is live (app.ratelimit)."""
+    if viewer is not None and token:
+        limiter.vouch(token)
+    return viewer
+
+
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's settings that carry ours: what `python -m app serve` (and the tests) run with."""
     return {
@@ -61,8 +70,21 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ws_per_message_deflate": False,
         # uvicorn's websockets-sansio protocol, plus several messages in one write (a replay)
         "ws": "app.graphql.ws.server_protocol:BatchingWebSocketProtocol",
-        # uvicorn's httptools protocol, handing that protocol an upgrade's request as parsed
-        "http": "app.graphql.ws.server_protocol:UpgradingHttpProtocol",
+        # uvicorn's httptools protocol, handing that protocol an upgrade's request as parsed, and
+        # closing connections too slow to send a request or over their address's cap
+        "http": functools.partial(
+            UpgradingHttpProtocol,
+            limits=ConnectionLimits(
+                read_timeout_seconds=settings.http_read_timeout_seconds,
+                max_per_address=settings.max_connections_per_address,
+            ),
+        ),
+        # an idle kept-alive connection is closed as a slow one is
+        "timeout_keep_alive": settings.http_read_timeout_seconds,
+        # X-Forwarded-For is believed from the trusted proxies only, none by default (uvicorn's
+        # own default trusts 127.0.0.1: anyone on the host could pick their address)
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": sorted(settings.forwarded_allow_ips) or None,
         # uvloop, with servers that accept every waiting connection at each loop turn
         "loop": "app.runtime:new_event_loop",
     }
@@ -114,16 +136,21 @@ def create_app(
         schema=schema._schema,
     )
 
+    limiter = RateLimiter.from_settings(settings)
+
     async def http_viewer(request: Request) -> tuple[Viewer | None, str | None]:
         token = bearer_token(request.headers)
-        return await authenticate(services, token), token
+        return vouching(limiter, await authenticate(services, token), token), token
+
+    async def websocket_viewer(params: Mapping[str, Any]) -> Viewer | None:
+        token = bearer_token(params)
+        return vouching(limiter, await cached_viewer(services, token), token)
 
     graphql_http = GraphQLHTTP(services, schema, authenticate=http_viewer, persisted=persisted)
-    limiter = RateLimiter.from_settings(settings)
     websocket_app = GraphQLWebSocket(  # live subscriptions, grouped for fan-out
         services,
         schema,
-        authenticate=lambda params: cached_viewer(services, bearer_token(params)),
+        authenticate=websocket_viewer,
         persisted=persisted,
         limiter=limiter,
     )

@@ -1,11 +1,20 @@
 """Rate limits: `ORDERPULSE_RATE_LIMIT` operations per token, or per client address without one.
 
-Each GraphQL operation is one hit: an HTTP request to /graphql (POST, or GET with a query), and
-each `subscribe` over a websocket. The counts live in Redis when `ORDERPULSE_REDIS_URL` is set, so
-every process and host shares them (the `limits` library's moving window); otherwise in this
-process's memory (the embedded mode is one process; `LocalWindows`). Either way a moving window:
-at most N operations in any period of the configured length. Keys are
-`token:<sha256 of the token>` or `address:<ip>`: no token is ever stored.
+Each GraphQL operation is one hit: an HTTP request to /graphql (POST, or GET with a query; every
+other method is refused there with 405 and runs nothing), and each `subscribe` over a websocket.
+The client address pays for what no live token vouches for: a request without a token, each
+websocket handshake and `connection_init`, and a token this process has not yet found live
+(`KnownTokens`; a token that does not exist is never found, so a fresh random token per request
+spends the address's budget, and once that is spent, no database read). A request with more than
+one `Authorization` header is refused (400): no token may be checked under one header and charged
+under another. The client address is the peer's, or the one a trusted proxy forwards
+(`ORDERPULSE_FORWARDED_ALLOW_IPS`, uvicorn's `forwarded_allow_ips`).
+
+The counts live in Redis when `ORDERPULSE_REDIS_URL` is set, so every process and host shares them
+(the `limits` library's moving window); otherwise in this process's memory (the embedded mode is
+one process; `LocalWindows`). Either way a moving window: at most N operations in any period of the
+configured length. Keys are `token:<sha256 of the token>` or `address:<ip>`: no token is ever
+stored.
 
 If Redis cannot be reached the operation is let through (and logged): a broken limiter must not
 take the API down with it; `/readyz` reports the outage.
@@ -17,7 +26,7 @@ import json
 import logging
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +56,36 @@ def client_key(*, token: str | None, address: str | None) -> str:
     """Whose budget an operation spends: its token's, or its address's when it sent none."""
     if token:
         return "token:" + hash_token(token)
+    return address_key(address)
+
+
+def address_key(address: str | None) -> str:
     return "address:" + (address or "unknown")
+
+
+def scope_address(scope: Mapping[str, Any]) -> str | None:
+    """The client address of an ASGI scope: the peer's, or the one a trusted proxy forwarded
+    (uvicorn's proxy-headers middleware has already put it in `client`)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+class KnownTokens:
+    """Limiter keys of the tokens this process has found live, most recent last (at most
+    `capacity`; the oldest is forgotten first and simply pays its address once more)."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, key: str) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        if len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
 
 
 def redis_storage_uri(redis_url: str) -> str:
@@ -102,6 +140,7 @@ class RateLimiter:
         self.storage = storage
         self.strategy = MovingWindowRateLimiter(storage) if storage is not None else None
         self.local = LocalWindows(self.item) if storage is None else None
+        self.known_tokens = KnownTokens()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
@@ -121,6 +160,23 @@ class RateLimiter:
     @property
     def is_shared(self) -> bool:
         return self.storage is not None
+
+    def vouch(self, token: str) -> None:
+        """`token` was found live: from now on its operations spend its own budget alone."""
+        self.known_tokens.add("token:" + hash_token(token))
+
+    async def charge(self, *, token: str | None, address: str | None, transport: str) -> Decision:
+        """Spend one operation of a request's budget: a live token's own; the address's without
+        a token; both for a token not yet found live (so one that does not exist is refused
+        once its address has spent its budget, before anyone reads it)."""
+        if not token:
+            return await self.hit(address_key(address), transport=transport)
+        key = "token:" + hash_token(token)
+        if key not in self.known_tokens:
+            decision = await self.hit(address_key(address), transport=transport)
+            if not decision.allowed:
+                return decision
+        return await self.hit(key, transport=transport)
 
     async def hit(self, key: str, *, transport: str) -> Decision:
         """Spend one operation of `key`'s budget, or say how long until it may."""
@@ -161,8 +217,9 @@ def rate_limited_error(retry_after: int) -> dict[str, Any]:
 
 class RateLimitMiddleware:
     """Pure ASGI: each GraphQL operation over HTTP spends one of its token's (or address's)
-    budget; over it, HTTP 429 with `Retry-After` and a RATE_LIMITED error, before the body is
-    read. Only HTTP requests to `path` count (websockets count each `subscribe` themselves)."""
+    budget (`RateLimiter.charge`); over it, HTTP 429 with `Retry-After` and a RATE_LIMITED error,
+    before the body is read. Two `Authorization` headers are a 400. Only HTTP requests to `path`
+    count (websockets count their handshakes, inits and subscribes themselves)."""
 
     def __init__(self, app: Any, *, path: str, limiter: RateLimiter) -> None:
         self.app = app
@@ -173,33 +230,47 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] != self.path or not _is_operation(scope):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        client = scope.get("client")
-        key = client_key(
-            token=bearer_token(headers), address=client[0] if client is not None else None
+        authorization = [v for k, v in scope["headers"] if k.lower() == b"authorization"]
+        if len(authorization) > 1:
+            message = {"message": "Send at most one Authorization header"}
+            await _respond(send, 400, {"errors": [message]})
+            return
+        token = bearer_token(
+            {"authorization": authorization[0].decode("latin-1")} if authorization else {}
         )
-        decision = await self.limiter.hit(key, transport="http")
+        decision = await self.limiter.charge(
+            token=token, address=scope_address(scope), transport="http"
+        )
         if decision.allowed:
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"data": None, "errors": [rate_limited_error(decision.retry_after)]})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"retry-after", str(decision.retry_after).encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body.encode()})
+        body = {"data": None, "errors": [rate_limited_error(decision.retry_after)]}
+        await _respond(send, 429, body, ((b"retry-after", str(decision.retry_after).encode()),))
+
+
+async def _respond(
+    send: Any, status: int, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    content = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                *headers,
+                (b"content-length", str(len(content)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
 
 
 def _is_operation(scope: Mapping[str, Any]) -> bool:
-    """POST, or a GET that carries an operation (not GraphiQL's page, not a CORS preflight)."""
+    """Whatever may run an operation: any method but GET, HEAD and OPTIONS (the endpoint refuses
+    all but POST with 405, HEAD included), and a GET that carries an operation (not GraphiQL's
+    page; a CORS preflight is an OPTIONS)."""
     method = scope.get("method")
-    if method == "POST":
-        return True
-    return method == "GET" and bool(scope.get("query_string"))
+    if method in ("GET", "HEAD"):
+        return bool(scope.get("query_string"))
+    return method != "OPTIONS"

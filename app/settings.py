@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import time
 from decimal import Decimal
@@ -112,6 +113,15 @@ class Settings(BaseSettings):
     read_planner: bool = True
     rate_limit: str = "1200/minute"
     """Operations per token (per client address without one), e.g. `1200/minute`, `20/second`."""
+    # Proxies whose X-Forwarded-For names the client (uvicorn's `forwarded_allow_ips`: addresses,
+    # networks or `*`); empty: no proxy is trusted and the client address is always the peer's.
+    forwarded_allow_ips: Annotated[frozenset[str], NoDecode] = frozenset()
+    # A connection that has not sent a whole request head (or body) this long after it began, or
+    # has been idle this long, is closed.
+    http_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Open connections one peer address may hold at once (0: no cap; behind a proxy every
+    # client shares the proxy's address).
+    max_connections_per_address: int = Field(default=0, ge=0)
     log_format: Literal["text", "json"] = "text"
     metrics_token: SecretStr | None = None
     """When set, /metrics answers only `Authorization: Bearer <this value>` (else 401)."""
@@ -122,6 +132,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(p.strip().lower() for p in value.split(",") if p.strip())
         return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value
+        proxies = frozenset(str(p).strip() for p in value if str(p).strip())
+        for proxy in proxies - {"*"}:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"expected IP addresses or networks separated by commas, or *, not {proxy!r}"
+                ) from None
+        return proxies
 
     @field_validator("timezone")
     @classmethod

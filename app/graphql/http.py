@@ -6,21 +6,21 @@ resolves persisted documents, and answers in the media type the client accepts:
 `application/graphql-response+json` (a request that never ran, such as a document that does not
 parse or validate, a guard's refusal or a variable that does not coerce, is a 400 with no `data`)
 or `application/json` (200 for every GraphQL response; `*/*` and no Accept mean this one). A body
-that is not JSON is a 400, a POST that is not `application/json` a 415, a mutation over GET a 405,
-and an Accept that allows neither JSON type a 406. The body size is limited before this endpoint
+that is not JSON (or is nested over 1024 deep) is a 400, a POST that is not
+`application/json` a 415, a mutation over GET a 405, HEAD a 405 (it runs nothing), and an Accept
+that allows neither JSON type a 406. The body size is limited before this endpoint
 reads it (Starlette's `max_body_size`, see `app.asgi`). A browser asking for HTML gets GraphiQL.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import orjson
 from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -104,6 +104,10 @@ class GraphQLHTTP:
 
     async def handle(self, request: Request) -> Response:
         """The Starlette endpoint."""
+        if request.method == "HEAD":  # Starlette routes HEAD as GET; it must run nothing
+            return self.respond(
+                {"errors": [{"message": "Send GET or POST"}]}, 405, JSON, {"Allow": "GET, POST"}
+            )
         if request.method == "GET" and wants_html(request):
             return await self.render_graphql_ide(request)
         media_type = accepted_media_type(request.headers.get("accept"))
@@ -127,17 +131,22 @@ class GraphQLHTTP:
             for name in ("variables", "extensions"):
                 if name in params:
                     try:
-                        params[name] = json.loads(params[name]) if params[name] else None
-                    except ValueError:
+                        params[name] = orjson.loads(params[name]) if params[name] else None
+                    except orjson.JSONDecodeError:
                         raise RequestError(400, f"`{name}` is not JSON") from None
         else:
             content_type = request.headers.get("content-type", "")
             if content_type.split(";")[0].strip().lower() != JSON:
                 raise RequestError(415, f"POST a JSON body with Content-Type: {JSON}")
             try:
-                params = json.loads(await request.body())
-            except ValueError:
-                raise RequestError(400, "The body is not JSON") from None
+                body = await request.body()
+            except ClientDisconnect:  # gone, or too slow (app.graphql.ws.server_protocol)
+                raise RequestError(400, "The body was not received") from None
+            try:  # orjson refuses JSON nested over 1024 deep (json.loads: RecursionError)
+                params = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                reason = " (nested over 1024 deep)" if "depth" in str(exc) else ""
+                raise RequestError(400, f"The body is not JSON{reason}") from None
             if not isinstance(params, dict):
                 raise RequestError(400, "The body must be a JSON object")
         checks = {

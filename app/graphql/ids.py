@@ -14,8 +14,14 @@ def to_global_id(type_name: str, pk: int) -> strawberry.ID:
     )
 
 
+MAX_PK = 2**31 - 1
+"""The largest key of any table (PostgreSQL's `integer`, the type of every id column): an id or
+cursor naming a larger one cannot name a row, and PostgreSQL would refuse to compare with it."""
+
+
 def parse_global_id(value: str, expected: str | None = None) -> tuple[str, int] | None:
-    """(type name, pk), or None when malformed or (given `expected`) of another type."""
+    """(type name, pk), or None when malformed, out of range (1 to `MAX_PK`, in ASCII digits) or
+    (given `expected`) of another type."""
     if not isinstance(value, str) or len(value) > 100:
         return None
     try:
@@ -23,9 +29,12 @@ def parse_global_id(value: str, expected: str | None = None) -> tuple[str, int] 
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     type_name, sep, pk = raw.partition(":")
-    if not sep or not pk.isdigit() or len(pk) > 18 or (expected and type_name != expected):
+    if not sep or not (pk.isascii() and pk.isdigit()) or (expected and type_name != expected):
         return None
-    return type_name, int(pk)
+    number = int(pk) if len(pk) <= len(str(MAX_PK)) else 0
+    if not 1 <= number <= MAX_PK:
+        return None
+    return type_name, number
 
 
 def parse_pk(value: str | None, expected: str) -> int | None:

@@ -24,6 +24,7 @@ from strawberry.schema.schema import validate_document
 from app.documents.cache import LRU
 from app.documents.store import sha256_of
 from app.graphql.guards import Guards, GuardsExtension, is_unexpected
+from app.graphql.impossible_input import RefuseImpossibleInput
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
@@ -187,6 +188,7 @@ class OrderPulseSchema(strawberry.Schema):
             types=[Order, Customer, Reseller, Notification, NotificationTemplate],
             extensions=[
                 lambda: GuardsExtension(guards, validate=documents.validate),
+                RefuseImpossibleInput,  # a NUL in any text: BAD_USER_INPUT, nothing runs
                 # A document seen before is neither parsed nor validated again (an LRU look-up
                 # by hash; the guards' rules are built once, so the validation cache hits).
                 lambda: CachedDocuments(documents),

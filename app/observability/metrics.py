@@ -112,6 +112,15 @@ RATE_LIMITED = Counter(
     ["transport"],
     registry=REGISTRY,
 )
+CONNECTION_CLOSE_KINDS = ("read_timeout", "address_cap")
+"""read_timeout: a request's head or body not sent in time, or an idle connection;
+address_cap: the peer address already held ORDERPULSE_MAX_CONNECTIONS_PER_ADDRESS connections."""
+CONNECTIONS_CLOSED = Counter(
+    "orderpulse_connections_closed",
+    "HTTP connections the server closed on a client: too slow, or one too many from its address.",
+    ["kind"],
+    registry=REGISTRY,
+)
 
 WEBSOCKETS_OVERFLOWED = Counter(
     "orderpulse_websockets_overflowed",
@@ -184,6 +193,11 @@ def notification_attempted(*, kind: str, status: str) -> None:
 
 def escalation_recorded() -> None:
     ESCALATIONS.inc()
+
+
+def connection_closed(*, kind: str) -> None:
+    """A connection closed on its client; `kind` is one of `CONNECTION_CLOSE_KINDS`."""
+    CONNECTIONS_CLOSED.labels(kind).inc()
 
 
 def rate_limited(*, transport: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ from app.graphql.ws.server_protocol import (
     SEND_TEXTS,
     SEND_TEXTS_EXTENSION,
     BatchingWebSocketProtocol,
+    ConnectionLimits,
     UpgradingHttpProtocol,
     accept_value,
 )
@@ -344,6 +346,7 @@ async def test_a_handshake_gets_the_same_answer_and_scope_whichever_way_it_went(
 
 
 def test_serve_runs_the_upgrading_http_protocol() -> None:
-    assert server_options(Settings())["http"] == (
-        "app.graphql.ws.server_protocol:UpgradingHttpProtocol"
-    )
+    http = server_options(Settings())["http"]  # with the server's own connection limits
+    assert http.func is UpgradingHttpProtocol
+    assert http.keywords == {"limits": ConnectionLimits(read_timeout_seconds=10.0)}
+    assert pickle.loads(pickle.dumps(http)).func is UpgradingHttpProtocol  # `--workers N`

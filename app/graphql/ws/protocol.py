@@ -14,6 +14,11 @@ server's own or `ORDERPULSE_ALLOWED_ORIGINS` is refused before the handshake com
 clients that send no Origin are not browsers and are let in. Dead sockets are found by uvicorn's
 websocket pings. Only `graphql-transport-ws` is spoken (4406).
 
+Rate limits (app.ratelimit): each handshake and each `connection_init` spends one operation of the
+client address's budget, before anything else is done for it (over it: the handshake gets HTTP
+429 with `Retry-After`, the init closes with 4429 before its token is read), and each `subscribe`
+one of the token's. An init payload with two `authorization` keys (in any case) is a 4400.
+
 Revocation: while sockets are open, the endpoint asks the database twice every
 `token_check_seconds` which of their tokens are still live (one query for all of them) and closes
 the others' sockets with 4403, so a token revoked on any process loses its sockets on every
@@ -53,7 +58,13 @@ from app.graphql.ws.groups import Groups, Member, Selection
 from app.graphql.ws.sending import Send, SendQueue
 from app.graphql.ws.server_protocol import SEND_TEXTS_EXTENSION
 from app.observability import metrics
-from app.ratelimit import RateLimiter, client_key, rate_limited_error
+from app.ratelimit import (
+    RateLimiter,
+    address_key,
+    client_key,
+    rate_limited_error,
+    scope_address,
+)
 from app.services import Services
 
 log = logging.getLogger("orderpulse.websocket")
@@ -126,6 +137,12 @@ class GraphQLWebSocket:
         assert scope["type"] == "websocket"
         if (await receive())["type"] != "websocket.connect":
             return
+        address = scope_address(scope)
+        if self.limiter is not None:  # each handshake spends one of its address's operations
+            decision = await self.limiter.hit(address_key(address), transport="websocket")
+            if not decision.allowed:
+                await refuse_handshake(scope, send, decision.retry_after)
+                return
         if not self.origin_allowed(scope):
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
@@ -139,7 +156,7 @@ class GraphQLWebSocket:
         metrics.websocket_opened()
         try:
             batches = SEND_TEXTS_EXTENSION in (scope.get("extensions") or {})
-            await SocketSession(self, receive, send, batches=batches).run()
+            await SocketSession(self, receive, send, batches=batches, address=address).run()
         finally:
             metrics.websocket_closed()
 
@@ -213,10 +230,32 @@ class GraphQLWebSocket:
         return len(closing)
 
 
+async def refuse_handshake(scope: Scope, send: Send, retry_after: int) -> None:
+    """HTTP 429 with `Retry-After` for a handshake over its address's rate limit (a plain
+    refusal, HTTP 403, from a server without ASGI's websocket denial responses)."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = json.dumps({"errors": [rate_limited_error(retry_after)]}).encode()
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"retry-after", str(retry_after).encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 class SocketSession:
     """One websocket: the protocol's state machine, its subscriptions and its send queue."""
 
     __slots__ = (
+        "address",
         "closed",
         "closing",
         "endpoint",
@@ -233,9 +272,17 @@ class SocketSession:
     )
 
     def __init__(
-        self, endpoint: GraphQLWebSocket, receive: Receive, send: Send, *, batches: bool = False
+        self,
+        endpoint: GraphQLWebSocket,
+        receive: Receive,
+        send: Send,
+        *,
+        batches: bool = False,
+        address: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.address = address
+        """The client's address, which pays for its `connection_init` (app.ratelimit)."""
         self.services = endpoint.services
         self.queue_size = endpoint.services.settings.ws_queue_size
         self.receive = receive
@@ -343,6 +390,15 @@ class SocketSession:
         self.init_received = True
         if self.init_timer is not None:
             self.init_timer.cancel()
+        if sum(1 for key in payload if str(key).lower() == "authorization") > 1:
+            await self.close(4400, "Invalid connection init payload")
+            return
+        limiter = self.endpoint.limiter
+        if limiter is not None:  # the address pays for the token's look-up, live or not
+            decision = await limiter.hit(address_key(self.address), transport="websocket")
+            if not decision.allowed:
+                await self.close(4429, rate_limited_error(decision.retry_after)["message"])
+                return
         viewer = await self.endpoint.authenticate(payload)
         if self.closed:
             return

@@ -30,6 +30,17 @@ ping frame is answered by uvicorn at once, outside the app's bounded send queue:
 `MAX_UNREAD_BYTES` wait in the transport, a ping is not answered but closes the socket (4400,
 a ping flood).
 
+It is also where slow and greedy clients are cut off (`ConnectionLimits`, from
+`ORDERPULSE_HTTP_READ_TIMEOUT_SECONDS` and `ORDERPULSE_MAX_CONNECTIONS_PER_ADDRESS`): uvicorn
+closes a keep-alive connection idle for `timeout_keep_alive`, but waits for ever for a request's
+head or body, and takes every connection it is given. `UpgradingHttpProtocol` closes a connection
+whose request head is not complete within the read timeout of its first byte (or of the
+connection's opening: an idle new connection), answering 408, and one whose body is not complete
+within the read timeout of its head; and, with a cap, refuses (503, closed) a connection from a
+peer address that already holds that many, counting a websocket it upgraded to until it closes.
+It reads uvicorn's per-connection state (`cycle`, `client`, `transport`), tested with uvicorn
+0.55.0 and httptools 0.9.0 (tests/test_hostile_http.py).
+
 It also keeps one of the two INFO lines each websocket cost: uvicorn logs the accepted handshake
 (`"WebSocket /graphql" [accepted]`, with the client's address), and websockets' protocol logged
 `connection open` right after it on the same logger, saying nothing more. The second line is no
@@ -38,11 +49,15 @@ longer written; websockets' other lines (`connection closed`, its errors) are.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email.utils
+import functools
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -136,6 +151,48 @@ MAX_UNREAD_BYTES = 1024 * 1024
 """Bytes waiting in the transport past which a websocket ping frame closes the socket."""
 
 
+@dataclass
+class ConnectionLimits:
+    """What one server's connections may take: `read_timeout_seconds` to send a request's head,
+    and its body; at most `max_per_address` open connections per peer address (0: no cap). One
+    instance per server: it counts the connections of each address."""
+
+    read_timeout_seconds: float = 10.0
+    max_per_address: int = 0
+    open_by_address: dict[str, int] = field(default_factory=dict)
+
+    def take(self, address: str) -> bool:
+        """Count one more connection of `address`; False (not counted) at the cap."""
+        held = self.open_by_address.get(address, 0)
+        if self.max_per_address and held >= self.max_per_address:
+            return False
+        self.open_by_address[address] = held + 1
+        return True
+
+    def give_back(self, address: str) -> None:
+        held = self.open_by_address.get(address, 0) - 1
+        if held > 0:
+            self.open_by_address[address] = held
+        else:
+            self.open_by_address.pop(address, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """`serve --workers N` sends these to each worker: each counts its own connections."""
+        return {**self.__dict__, "open_by_address": {}}
+
+
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 38\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    b"Too many connections from this address"
+)
+_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 33\r\nconnection: close\r\n\r\n"
+    b"The request was not sent in time."
+)
+
+
 class _WithoutOpenLine(logging.LoggerAdapter):  # type: ignore[type-arg]
     """websockets' logger, minus its `connection open` line (uvicorn's `[accepted]` line says it,
     with the client's address)."""
@@ -151,6 +208,15 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn.logger = _WithoutOpenLine(self.conn.logger, {})
+        self.release_connection: Callable[[], None] | None = None
+        """Gives back the connection's place under its address's cap (set by the HTTP protocol
+        that upgraded it)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.release_connection is not None:
+            self.release_connection()
+            self.release_connection = None
+        super().connection_lost(exc)
 
     def start_accepted(
         self, target: bytes, headers: list[tuple[bytes, bytes]], accept: str
@@ -274,9 +340,89 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
 
 class UpgradingHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, handing a websocket upgrade to `BatchingWebSocketProtocol`
-    as the request it parsed (see the module's docstring)."""
+    as the request it parsed, and holding clients to `limits` (see the module's docstring).
+    `python -m app serve` gives each server its own limits (`app.asgi.server_options`)."""
+
+    def __init__(self, *args: Any, limits: ConnectionLimits | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits or ConnectionLimits()
+        self.address: str | None = None
+        """The peer address whose count this connection is in (None: not counted)."""
+        self.read_deadline: asyncio.TimerHandle | None = None
+        self.reading_head = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        address = self.client[0] if self.client else None
+        if address is not None and not self.limits.take(address):
+            metrics.connection_closed(kind="address_cap")
+            transport.write(_TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        self.address = address
+        self._read_within_timeout()  # a connection that sends nothing is closed as well
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_reading_deadline()
+        self._release()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.reading_head = True
+        if self.read_deadline is None:  # a later request on a kept-alive connection
+            self._read_within_timeout()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self.reading_head = False
+        self._stop_reading_deadline()
+        if not (self.parser.should_upgrade() and self._should_upgrade()):
+            self._read_within_timeout()  # the body, if any, within a period of its own
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._stop_reading_deadline()
+
+    def _read_within_timeout(self) -> None:
+        self.read_deadline = self.loop.call_later(
+            self.limits.read_timeout_seconds, self._read_timed_out
+        )
+
+    def _stop_reading_deadline(self) -> None:
+        if self.read_deadline is not None:
+            self.read_deadline.cancel()
+            self.read_deadline = None
+
+    def _read_timed_out(self) -> None:
+        """Too slow: a head in progress gets a 408; an idle connection or a request whose body
+        the app is waiting for is just closed (the app sees the client leave)."""
+        self.read_deadline = None
+        if self.transport.is_closing():
+            return
+        metrics.connection_closed(kind="read_timeout")
+        if self.reading_head and (self.cycle is None or self.cycle.response_complete):
+            self.transport.write(_TIMED_OUT)
+        self.transport.close()
+
+    def _release(self) -> None:
+        if self.address is not None:
+            self.limits.give_back(self.address)
+            self.address = None
 
     def handle_websocket_upgrade(self) -> None:
+        self._stop_reading_deadline()
+        address, self.address = self.address, None  # the websocket's protocol gives it back
+        self._upgrade()
+        protocol = self.transport.get_protocol()
+        if address is None:
+            return
+        if isinstance(protocol, BatchingWebSocketProtocol):
+            protocol.release_connection = functools.partial(self.limits.give_back, address)
+        else:
+            self.limits.give_back(address)
+
+    def _upgrade(self) -> None:
         ws_protocol = self.ws_protocol_class
         if (
             ws_protocol is None
