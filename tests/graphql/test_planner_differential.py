@@ -19,10 +19,11 @@ answers must be the same bytes: status and body, or the socket's messages.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -218,6 +219,7 @@ class Request:
     operation_name: str | None = None
     subscription: bool = False  # has a subscription operation (not sent over a websocket)
     accept: str | None = None  # over HTTP (graphql-response+json answers some errors with 400)
+    persisted: str | None = None  # "hash and query" (registers it) or "hash" (runs it)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"query": self.query}
@@ -225,6 +227,11 @@ class Request:
             body["variables"] = self.variables
         if self.operation_name is not None:
             body["operationName"] = self.operation_name
+        if self.persisted is not None:  # an automatic persisted query (Apollo's, urql's)
+            sha256 = hashlib.sha256(self.query.encode()).hexdigest()
+            body["extensions"] = {"persistedQuery": {"version": 1, "sha256Hash": sha256}}
+            if self.persisted == "hash":
+                del body["query"]
         return body
 
 
@@ -559,11 +566,10 @@ async def post(client: httpx.AsyncClient, token: str | None, request: Request) -
 
 
 async def get(client: httpx.AsyncClient, token: str | None, request: Request) -> Any:
-    params = {"query": request.query}
-    if request.variables is not None:
-        params["variables"] = json.dumps(request.variables)
-    if request.operation_name is not None:
-        params["operationName"] = request.operation_name
+    params = {
+        name: value if isinstance(value, str) else json.dumps(value)
+        for name, value in request.body().items()
+    }
     response = await client.get("/graphql", params=params, headers=headers(token, request))
     return response.status_code, response.content
 
@@ -720,13 +726,14 @@ async def test_every_field_of_every_type_gets_the_executors_answer(world: World)
 # --- the documents the tools send, on every transport -------------------------------------------
 
 ORDER_FIELDS = "fragment OrderFields on Order { id number status total { amount currency } }"
+PAGE = Request("{ orders(first: 2) { __typename edges { node { __typename id } } } __typename }")
 LANDMARKS = [
     Request("{ __schema { queryType { name } } }"),
     Request("{ __typename __schema { types { name kind } } }"),
     Request(get_introspection_query(descriptions=True), operation_name="IntrospectionQuery"),
     Request("query($name: String!) { __type(name: $name) { name kind } }", {"name": "Order"}),
     Request('{ __type(name: "OrderStatus") { enumValues { name description } } }'),
-    Request("{ orders(first: 2) { __typename edges { node { __typename id } } } __typename }"),
+    PAGE,
     Request(
         "query A { orders(first: 3) { totalCount edges { node { ...OrderFields } } } } "
         "query B { __schema { mutationType { name } } } " + ORDER_FIELDS,
@@ -754,8 +761,8 @@ async def test_the_documents_tools_send_get_the_executors_answer_on_every_transp
     world: World, live_server: LiveServer
 ) -> None:
     """GraphiQL's and the code generators' introspection, and documents beside the planned
-    shapes: the same over POST and GET for every viewer, and over a websocket for each signed-in
-    viewer."""
+    shapes: the same over POST and GET for every viewer, also as automatic persisted queries,
+    and over a websocket for each signed-in viewer."""
     nodes = [
         f'{{ node(id: "{i}") {{ __typename id ... on Order {{ number }} }} }}'
         for i in world.pools.all_ids()
@@ -763,6 +770,14 @@ async def test_the_documents_tools_send_get_the_executors_answer_on_every_transp
     requests = LANDMARKS + [Request(n) for n in nodes]
     for request in requests:
         await same_over_http(world, request)
+    for request in LANDMARKS:
+        await same_over_http(world, replace(request, persisted="hash and query"))
+        await same_over_http(world, replace(request, persisted="hash"))
+    by_hash = replace(PAGE, persisted="hash")  # registered above: run from its plan
+    answered = world.plans.answered
+    _status, body = await post(world.planned_http, world.tokens["support"], by_hash)
+    assert world.plans.answered == answered + 1
+    assert json.loads(body)["data"]["orders"]["edges"][0]["node"]["__typename"] == "Order"
     async with serve(world.executor) as executor_server:
         for request in LANDMARKS:
             for label in ("support", "reseller a", "customer b1"):
