@@ -12,8 +12,10 @@ within the guards and some past them.
 
 Two apps over one database: the normal one (planner on) and one built with `read_planner=False`.
 Every viewer (support, system, two resellers and their customers, no token, a bad token) sends
-each document to both, over HTTP POST and GET, and (signed in) as a websocket `subscribe`; the
-answers must be the same bytes: status and body, or the socket's messages.
+each document to both, over HTTP POST and GET (some also as automatic persisted queries), and
+(signed in) as a websocket `subscribe`; the answers must be the same bytes: status and body, or
+the socket's messages. And the planner must decline what it does not cover, never raise: a
+request that makes it fall back (`orderpulse_planner_fallbacks_total`) fails the comparison.
 """
 
 from __future__ import annotations
