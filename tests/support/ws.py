@@ -30,6 +30,12 @@ class WSClient:
         message: dict[str, Any] = json.loads(raw)
         return message
 
+    async def receive_text(self, timeout: float = TIMEOUT) -> str:
+        """The next message as the server wrote it (to compare two servers byte for byte)."""
+        raw = await asyncio.wait_for(self.connection.recv(), timeout)
+        assert isinstance(raw, str), raw
+        return raw
+
     async def init(self, token: str | None, *, key: str = "Authorization") -> dict[str, Any]:
         """connection_init with the token; return the server's answer (connection_ack)."""
         payload = {key: f"Bearer {token}"} if token is not None else {}
