@@ -881,12 +881,6 @@ async def test_hostile_ids_and_strings_get_the_executors_answer(world: World) ->
             assert planned == await post(world.executor_http, token, request), (label, query)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/graphql/ids.py parse_global_id takes '²' for a digit (str.isdigit) and int() "
-    "refuses it: 'Unexpected error.' (INTERNAL_SERVER_ERROR), and a planner fallback counted. "
-    "Remove this mark with the fix (e.g. pk.isascii() and pk.isdigit()).",
-)
 async def test_an_id_whose_key_is_not_an_ascii_number_is_malformed_like_any_other(
     world: World,
 ) -> None:
@@ -898,11 +892,6 @@ async def test_an_id_whose_key_is_not_an_ascii_number_is_malformed_like_any_othe
     assert fallbacks() == raised
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC 8: a NUL in a string is BAD_USER_INPUT; PostgreSQL answers 'Unexpected error.' "
-    "(and a planner fallback is counted), SQLite runs the query. Remove this mark with the fix.",
-)
 async def test_a_nul_in_a_filter_string_is_the_clients_error(world: World) -> None:
     raised = fallbacks()
     _status, body = await post(world.planned_http, world.tokens["support"], Request(NUL))
