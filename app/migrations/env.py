@@ -34,7 +34,10 @@ def run_on(connection: Connection) -> None:
 async def run_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = create_async_engine(async_url(url))
+    # On SQLite, wait for a running server's write to finish as the app's own connections do
+    # (a busy timeout), instead of sqlite3's 5 s default: a CLI command migrates first.
+    connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+    engine = create_async_engine(async_url(url), connect_args=connect_args)
     async with engine.connect() as connection:
         await connection.run_sync(run_on)
     await engine.dispose()

@@ -33,7 +33,16 @@ SPEC_NAMES = {
     "orderpulse_escalations_total",
     "orderpulse_rate_limited_total",
 }
-ALLOWED_LABELS = {"operation_type", "outcome", "kind", "status", "transport", "reason", "le"}
+ALLOWED_LABELS = {
+    "operation_type",
+    "outcome",
+    "kind",
+    "status",
+    "transport",
+    "reason",
+    "stage",
+    "le",
+}
 
 
 @pytest.fixture
