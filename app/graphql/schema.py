@@ -13,6 +13,7 @@ from strawberry.schema.base import BaseSchema
 from strawberry.schema.config import StrawberryConfig
 
 from app.graphql.guards import Guards, GuardsExtension, is_unexpected
+from app.graphql.incidents import Incident
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
@@ -78,7 +79,7 @@ class OrderPulseSchema(strawberry.Schema):
             query=Query,
             mutation=Mutation,
             subscription=Subscription,
-            types=[Order, Customer, Reseller, Notification, NotificationTemplate],
+            types=[Order, Customer, Reseller, Notification, NotificationTemplate, Incident],
             extensions=[
                 lambda: GuardsExtension(guards),
                 # A document seen before is neither parsed nor validated again (an LRU look-up;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import strawberry
 from sqlmodel import col
@@ -20,6 +20,9 @@ from app.graphql.pagination import After, Connection, First, Listing
 from app.notifications import models as nm
 from app.orders import flow
 from app.orders import models as om
+
+if TYPE_CHECKING:
+    from app.graphql.incidents import Incident
 
 # --- enums (the domain's own enums, exposed under their API names) ------------------------------
 
@@ -354,6 +357,17 @@ class Order(Node):
     @strawberry.field(description="What this viewer may do to the order now.")
     def available_actions(self, info: Info) -> list[OrderAction]:
         return flow.available_actions(flow.Status(self.row.status), viewer_of(info).role)
+
+    @strawberry.field(
+        description="The incident its latest failure joined (SPEC 10), if any; its counts and "
+        "orders cover what the viewer may see."
+    )
+    async def incident(
+        self,
+    ) -> Annotated[Incident, strawberry.lazy("app.graphql.incidents")] | None:
+        from app.graphql.incidents import order_incident
+
+        return await order_incident(self)
 
     @strawberry.field(description="The order's notifications that the viewer may see.")
     async def notifications(self, info: Info) -> list[Notification]:

@@ -192,11 +192,14 @@ def _notification_rows(
     kind: NotificationKind,
     recipients: list[tuple[RecipientRole, str]],
     now: datetime,
+    incident_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient."""
+    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient; with
+    `incident_id` (the order joined an incident), support's is recorded SUPPRESSED, never sent:
+    support hears of the incident instead (app/incidents)."""
     assert order.id is not None
     rendered = render_template(subject=mail.subject, body=mail.body, context=_context(order, mail))
-    return [
+    rows = [
         {
             "order_id": order.id,
             "reseller_id": order.reseller_id,
@@ -217,6 +220,12 @@ def _notification_rows(
         }
         for role, email in recipients
     ]
+    if incident_id is not None:
+        for row in rows:
+            row["incident_id"] = incident_id
+            if row["recipient_role"] == RecipientRole.SUPPORT.value:
+                row.update(status=DeliveryStatus.SUPPRESSED.value, next_attempt_at=None)
+    return rows
 
 
 _INSERT_NOTIFICATIONS = insert(Notification).returning(
@@ -233,12 +242,15 @@ async def _write_notifications(
     recipients: list[tuple[RecipientRole, str]],
     now: datetime,
     events_before: Sequence[EventRow] = (),
+    incident_id: int | None = None,
 ) -> list[int]:
     """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
     `events_before` and the notifications' events in one more (in that order in the log); the
     notifications' ids."""
     assert order.id is not None
-    rows = _notification_rows(order=order, mail=mail, kind=kind, recipients=recipients, now=now)
+    rows = _notification_rows(
+        order=order, mail=mail, kind=kind, recipients=recipients, now=now, incident_id=incident_id
+    )
     connection = await session.connection()
     inserted = (await connection.execute(_INSERT_NOTIFICATIONS, rows)).scalars()
     ids = cast(list[int], list(inserted))
@@ -427,11 +439,12 @@ async def notify_order_failed(
     support_email: str,
     now: datetime,
     events_before: Sequence[EventRow] = (),
+    incident_id: int | None = None,
 ) -> list[int]:
     """The order just entered PF: tell support always, and the reseller/customer per settings.
 
     `events_before` (the status change's own event) is written in the same INSERT as the
-    notifications' events, ahead of them."""
+    notifications' events, ahead of them. With `incident_id`, support's is SUPPRESSED."""
     mail, recipients = await failure_recipients(
         session, customer_id=order.customer_id, support_email=support_email
     )
@@ -443,6 +456,7 @@ async def notify_order_failed(
         recipients=recipients,
         now=now,
         events_before=events_before,
+        incident_id=incident_id,
     )
 
 
@@ -456,6 +470,7 @@ async def overdue_failure_ids(
             col(SalesOrder.status) == flow.Status.PF.value,
             col(SalesOrder.sla_deadline) <= now,
             col(SalesOrder.escalated_at).is_(None),
+            col(SalesOrder.incident_id).is_(None),  # an incident's: one mail per reseller
         )
         .order_by(col(SalesOrder.sla_deadline))
         .limit(limit)

@@ -37,6 +37,7 @@ from app.events.log import (
     record_events,
     self_committing_announcement,
 )
+from app.incidents import rules as incidents
 from app.notifications.recipients import (
     ORDER_FAILED_MAIL_PARAMS,
     FailureMail,
@@ -72,6 +73,7 @@ class OrderDeskConfig:
     blocked_email_domains: frozenset[str]
     support_email: str
     sla_deadline: Callable[[datetime], datetime]
+    incidents: incidents.IncidentConfig
 
 
 @dataclass(frozen=True)
@@ -499,7 +501,31 @@ async def _move(
         comment=comment,
         at=now,
     )
-    if to is Status.PF and session.get_bind().dialect.name == "postgresql":
+    joining = None
+    if to is Status.PF:  # does it open or join an incident? (SPEC 10; takes the reason's lock)
+        assert order.id is not None
+        joining = await incidents.join_failure(
+            session,
+            order_id=order.id,
+            reason=str(values["failure_reason"]),
+            now=now,
+            config=config.incidents,
+        )
+        values["incident_id"] = joining.incident.id if joining is not None else None
+    if joining is not None:  # the order's change, then its notifications (support's suppressed)
+        await _save_change(session, order, values, now)
+        await notify_order_failed(
+            session,
+            order=order,
+            support_email=config.support_email,
+            now=now,
+            events_before=[event],
+            incident_id=joining.incident.id,
+        )
+        await incidents.record_joining(
+            session, joining=joining, actor=viewer.actor, config=config.incidents, now=now
+        )
+    elif to is Status.PF and session.get_bind().dialect.name == "postgresql":
         await _save_failure(session, order, values, now, event=event, config=config, mail=mail)
     elif to is Status.PF:  # the notifications' events are written with (after) the order's
         await _save_change(session, order, values, now)
