@@ -400,8 +400,7 @@ class Mutation:
             wrap=lambda row, loaders: ReportProvisioningResultPayload(
                 order=Order.wrap(row, loaders)
             ),
-            # a failure decides about incidents under a lock that lasts until commit
-            one_statement=input.outcome is not flow.ProvisioningOutcome.FAILED,
+            one_statement=True,
         )
 
     @strawberry.mutation(description="Move an order on with an action (see orderStatuses).")
@@ -422,7 +421,7 @@ class Mutation:
                 now=now,
             ),
             wrap=lambda row, loaders: PerformOrderActionPayload(order=Order.wrap(row, loaders)),
-            one_statement=input.action is not flow.Action.MARK_FAILED,
+            one_statement=True,
         )
 
     @strawberry.mutation(description="Change who a reseller's failed-order notifications go to.")

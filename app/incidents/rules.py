@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, text, update
+from sqlalchemy import ColumnElement, Integer, String, bindparam, case, func, text, update
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
+from app.db import UTCDateTime
 from app.errors import InvalidTransition, NotFound
 from app.events.log import incident_event, order_event, record_events
 from app.incidents.mail import (
@@ -77,6 +78,44 @@ async def lock_reason(session: AsyncSession, reason: str) -> None:
         connection = await session.connection()
         params = {"lock_class": INCIDENT_LOCK_CLASS, "reason_key": _REASON_KEYS[reason]}
         await connection.execute(_LOCK, params)
+
+
+# --- the question of every failure on PostgreSQL, inside its one statement -----------------------
+
+INVOLVED_FUNCTION = "orderpulse_incident_involved"
+"""PostgreSQL (migration 0005): takes the reason's lock, then answers whether this failure opens
+or joins an incident. PL/pgSQL, VOLATILE: its query reads a snapshot taken after the lock (READ
+COMMITTED), so it sees every failure committed by the previous holder, in the same statement."""
+
+
+def unless_involved() -> ColumnElement[bool]:
+    """PostgreSQL: a condition for the version-checked UPDATE of an order's move to PF: true
+    when no incident is involved (`INVOLVED_FUNCTION`, evaluated once, under the reason's lock).
+    The order change then writes nothing when one is, and the caller takes `join_failure`'s way.
+    Parameters: `order_id` (the change's own) and `unless_involved_params`. As one self-committing
+    statement, the lock lasts until the failure it let through has committed."""
+    involved = sa_select(
+        getattr(func, INVOLVED_FUNCTION)(
+            bindparam("incident_reason", type_=String()),
+            bindparam("order_id"),
+            bindparam("incident_since", type_=UTCDateTime()),
+            bindparam("incident_threshold", type_=Integer()),
+            INCIDENT_LOCK_CLASS,
+            bindparam("incident_reason_key", type_=Integer()),
+        )
+    ).scalar_subquery()
+    return ~involved
+
+
+def unless_involved_params(
+    *, reason: str, now: datetime, config: IncidentConfig
+) -> dict[str, object]:
+    return {
+        "incident_reason": reason,
+        "incident_since": now - config.window,
+        "incident_threshold": config.threshold,
+        "incident_reason_key": _REASON_KEYS[reason],
+    }
 
 
 async def open_incident_of(session: AsyncSession, reason: str) -> Incident | None:

@@ -25,6 +25,26 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# PostgreSQL: does this failure open or join an incident? Asked inside the failure's one
+# statement (app/incidents/rules.py `unless_involved`): the reason's lock first, then a query with
+# a fresh snapshot (a VOLATILE PL/pgSQL function in READ COMMITTED), which sees every failure the
+# previous holder of the lock committed.
+INVOLVED_FUNCTION = """
+CREATE FUNCTION orderpulse_incident_involved(
+    p_reason text, p_order_id integer, p_since timestamp, p_threshold integer,
+    p_lock_class integer, p_reason_key integer
+) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock_class, p_reason_key);
+    RETURN EXISTS (SELECT 1 FROM incident WHERE reason = p_reason AND status = 'OPEN')
+        OR (SELECT count(*) FROM sales_order
+            WHERE status = 'PF' AND failure_reason = p_reason AND failed_at >= p_since
+              AND id <> p_order_id AND incident_id IS NULL) + 1 >= p_threshold;
+END
+$$
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "incident",
@@ -65,6 +85,9 @@ def upgrade() -> None:
     with op.batch_alter_table("event", schema=None) as batch_op:
         batch_op.add_column(sa.Column("incident_id", sa.Integer(), nullable=True))
 
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(INVOLVED_FUNCTION)
+
     now = datetime.now(UTC)
     templates = sa.table(
         "notification_template",
@@ -94,6 +117,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "DROP FUNCTION IF EXISTS orderpulse_incident_involved"
+            "(text, integer, timestamp, integer, integer, integer)"
+        )
     templates = sa.table("notification_template", sa.column("name", sa.String))
     op.execute(templates.delete().where(templates.c.name.in_([t.name for t in INCIDENT_TEMPLATES])))
     with op.batch_alter_table("event", schema=None) as batch_op:
