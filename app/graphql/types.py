@@ -444,6 +444,20 @@ class Notification(Node):
     def sent_at(self) -> datetime | None:
         return self.row.sent_at
 
+    @strawberry.field(
+        description="The incident it is about or was suppressed for (SPEC 10), if any; its "
+        "counts and orders cover what the viewer may see."
+    )
+    async def incident(
+        self,
+    ) -> Annotated[Incident, strawberry.lazy("app.graphql.incidents")] | None:
+        from app.graphql.incidents import Incident as IncidentType
+
+        if self.row.incident_id is None:
+            return None
+        row = await self.loaders.incident.load(self.row.incident_id)
+        return IncidentType.wrap(row, self.loaders) if row is not None else None
+
 
 @strawberry.type(description="A Jinja template for notification mail.")
 class NotificationTemplate(Node):

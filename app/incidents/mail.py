@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.events.log import mark_notifications_written, notification_event, record_events
 from app.incidents.models import Incident
+from app.incidents.templates import INCIDENT_TEMPLATES
 from app.notifications.mailer import new_message_id
 from app.notifications.models import DeliveryStatus, Notification, NotificationKind, RecipientRole
 from app.notifications.recipients import template_by_name
@@ -149,7 +150,16 @@ async def write_incident_mail(
         },
         orders=[order.as_variable() for order in orders],
     )
-    rendered = render_template(subject=template.subject, body=template.body, context=context)
+    last_error = None
+    try:
+        rendered = render_template(subject=template.subject, body=template.body, context=context)
+    except Exception as exc:  # an edited template that fails now never blocks the failure
+        builtin = next(t for t in INCIDENT_TEMPLATES if t.name == template_name)
+        rendered = render_template(subject=builtin.subject, body=builtin.body, context=context)
+        last_error = (
+            f"the template {template_name!r} could not be rendered ({type(exc).__name__}: "
+            f"{exc}); sent with the built-in one"
+        )[:1000]
     row = {
         "order_id": first.id,
         "reseller_id": first.reseller_id,
@@ -162,7 +172,7 @@ async def write_incident_mail(
         "message_id": new_message_id(),
         "status": DeliveryStatus.PENDING.value,
         "attempts": 0,
-        "last_error": None,
+        "last_error": last_error,
         "next_attempt_at": now,
         "lease_until": None,
         "created_at": now,

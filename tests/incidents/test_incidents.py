@@ -291,3 +291,66 @@ async def test_an_incident_with_orders_still_failed_does_not_resolve_itself(
     assert reopened["incident"]["orderCount"] == 5
     assert reopened["incident"]["id"] != incident["id"]
     assert [i["status"] for i in await incidents(support)] == ["OPEN", "RESOLVED"]
+
+
+TEMPLATES = "{ notificationTemplates { id name subject } }"
+UPDATE_TEMPLATE = """mutation($input: UpdateNotificationTemplateInput!) {
+  updateNotificationTemplate(input: $input) { notificationTemplate { subject }
+  userErrors { field code message } } }"""
+NOTES = """query($filter: NotificationFilter) { notifications(filter: $filter) { edges { node {
+    subject lastError status incident { number orderCount } } } } }"""
+
+
+async def opened_mail(support: GraphQLClient) -> dict[str, Any]:
+    data = await support.data(NOTES, {"filter": {"kind": "PROVISIONING_INCIDENT_OPENED"}})
+    (edge,) = data["notifications"]["edges"]
+    node: dict[str, Any] = edge["node"]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected", "error"),
+    [
+        (
+            "{{ incident.count }} x {{ reason }} ({{ orders | length }} listed)",
+            "5 x EXTERNAL_SYSTEM_ERROR (5 listed)",
+            None,
+        ),
+        # saved (the sample has an order), but this incident has five: it fails at send time
+        (
+            "{% if orders | length > 1 %}{{ orders[0].nope }}{% endif %} orders",
+            None,
+            "could not be rendered",
+        ),
+    ],
+)
+async def test_support_edits_the_incident_templates_like_the_others(
+    api: GraphQLClient,
+    factory: Factory,
+    world: World,
+    subject: str,
+    expected: str | None,
+    error: str | None,
+) -> None:
+    support, system = client(api, world, "support"), client(api, world, "system")
+    templates = (await support.data(TEMPLATES))["notificationTemplates"]
+    (opened,) = [t for t in templates if t["name"] == "Provisioning Incident Opened"]
+    refused = (
+        await support.data(
+            UPDATE_TEMPLATE, {"input": {"id": opened["id"], "subject": "{{ incident.nope }}"}}
+        )
+    )["updateNotificationTemplate"]
+    assert [e["code"] for e in refused["userErrors"]] == ["BAD_USER_INPUT"]
+    saved = (
+        await support.data(UPDATE_TEMPLATE, {"input": {"id": opened["id"], "subject": subject}})
+    )["updateNotificationTemplate"]
+    assert saved["userErrors"] == []
+    for order in await provisioning(factory, world, 5):
+        await report_failed(system, order)
+    mail = await opened_mail(support)
+    assert mail["incident"] == {"number": "INC-000001", "orderCount": 5}
+    if error is None:
+        assert (mail["subject"], mail["lastError"]) == (expected, None)
+    else:  # the failure went through; the mail went with the built-in template, saying why
+        assert mail["subject"].startswith("Incident INC-000001: 5 orders failed")
+        assert error in mail["lastError"]
