@@ -18,7 +18,8 @@ TOPIC_ORDER_STATUS = "order_status"
 TOPIC_NOTIFICATION = "notification"
 TOPIC_INCIDENT = "incident"
 """An incident opened, grew, was resubmitted or resolved (`action`: app/incidents/models.py's
-`IncidentChangeKind`); its `order_id` is the incident's first order (the column is required)."""
+`IncidentChangeKind`); its `order_id` (the column is required) is the order that joined, or the
+incident's first order. Support alone sees these (`policy.EVENT_RULES`)."""
 
 
 class Event(SQLModel, table=True):

@@ -16,7 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Integer, String, bindparam, case, func, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    text,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,7 +36,7 @@ from app.access import policy
 from app.access.viewer import Viewer
 from app.db import UTCDateTime
 from app.errors import InvalidTransition, NotFound
-from app.events.log import incident_event, order_event, record_events
+from app.events.log import EventRow, incident_event, order_event, record_events
 from app.incidents.mail import (
     MAX_LISTED_ORDERS,
     ListedOrder,
@@ -49,6 +60,8 @@ _LOCK = text("SELECT pg_advisory_xact_lock(:lock_class, :reason_key)")
 _REASON_KEYS = {reason.value: index for index, reason in enumerate(FailureReason)}
 SYSTEM_ACTOR = "SYSTEM"
 PF = Status.PF.value
+_INCIDENT_COLUMNS = tuple(Incident.__table__.columns)  # type: ignore[attr-defined]
+_INCIDENT_KEYS = tuple(c.key for c in _INCIDENT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -139,19 +152,25 @@ async def join_failure(
         col(SalesOrder.id) != order_id,
         col(SalesOrder.incident_id).is_(None),  # a resolved incident keeps its orders
     ]
-    open_incident = (
-        sa_select(col(Incident.id))
-        .where(col(Incident.reason) == reason, col(Incident.status) == IncidentStatus.OPEN.value)
-        .scalar_subquery()
-    )
     recent_count = sa_select(func.count()).where(*recent).scalar_subquery()
-    # one statement for the usual answer: no open incident, and too few recent failures
-    open_id, count = (await session.execute(sa_select(open_incident, recent_count))).one()
-    if open_id is not None:
-        incident = await session.get(Incident, open_id)
-        assert incident is not None
-        return Joining(incident=incident, opened=False)
-    if count + 1 < config.threshold:
+    # One statement: the open incident's row (if any) and how many recent failures there are.
+    anchor = sa_select(literal(1).label("one")).subquery("anchor")
+    query = (
+        sa_select(*_INCIDENT_COLUMNS, recent_count)
+        .select_from(anchor)
+        .outerjoin(
+            Incident,
+            and_(
+                col(Incident.reason) == reason,
+                col(Incident.status) == IncidentStatus.OPEN.value,
+            ),
+        )
+    )
+    row = (await session.execute(query)).one()
+    if row[0] is not None:
+        values = dict(zip(_INCIDENT_KEYS, row[: len(_INCIDENT_KEYS)], strict=True))
+        return Joining(incident=Incident(**values), opened=False)
+    if row[-1] + 1 < config.threshold:
         return None
     found = (await session.execute(sa_select(col(SalesOrder.id)).where(*recent))).scalars()
     others = tuple(sorted(found))
@@ -171,7 +190,29 @@ async def join_failure(
     return Joining(incident=incident, opened=True, others=others)
 
 
-async def record_joining(
+async def joined(
+    session: AsyncSession, *, incident: Incident, order: SalesOrder, actor: str, now: datetime
+) -> EventRow:
+    """An order joins an open incident: its last failure moves to now; the JOINED event (named
+    for the order that joined), for the caller to write with the order's own."""
+    assert incident.id is not None and order.id is not None
+    await session.execute(
+        update(Incident).where(col(Incident.id) == incident.id).values(last_failure_at=now)
+    )
+    return incident_event(
+        incident_id=incident.id,
+        change=IncidentChangeKind.JOINED.value,
+        first_order_id=order.id,
+        reseller_id=order.reseller_id,
+        customer_id=order.customer_id,
+        actor=actor,
+        reason=incident.reason,
+        comment=None,
+        at=now,
+    )
+
+
+async def record_opening(
     session: AsyncSession,
     *,
     joining: Joining,
@@ -179,46 +220,41 @@ async def record_joining(
     config: IncidentConfig,
     now: datetime,
 ) -> None:
-    """After the order's move to PF (with its `incident_id`) and its notifications are written:
-    on opening, the earlier failures join, support gets the opening mail and OPENED is
-    recorded; otherwise the incident's last failure moves to now and JOINED is recorded."""
+    """After the move to PF of the order that opened the incident (with its `incident_id`) and
+    its notifications are written: the earlier failures join, support gets the opening mail,
+    and OPENED is recorded."""
     incident = joining.incident
-    assert incident.id is not None
-    if joining.opened:
-        if joining.others:
-            await session.execute(
-                update(SalesOrder)
-                .where(col(SalesOrder.id).in_(joining.others))
-                .values(incident_id=incident.id)
-            )
-        orders = await listed_orders(
-            session,
-            where=[col(SalesOrder.incident_id) == incident.id],
-            newest_first=False,
-            limit=MAX_LISTED_ORDERS,
-        )
-        count = len(joining.others) + 1
-        await write_incident_mail(
-            session,
-            incident=incident,
-            kind=NotificationKind.PROVISIONING_INCIDENT_OPENED,
-            template_name=INCIDENT_OPENED_TEMPLATE_NAME,
-            role=RecipientRole.SUPPORT,
-            email=config.support_email,
-            orders=orders,
-            count=count,
-            pending=count,
-            new=count,
-            reseller_name="",
-            now=now,
-        )
-        change = IncidentChangeKind.OPENED
-    else:
+    assert incident.id is not None and joining.opened
+    if joining.others:
         await session.execute(
-            update(Incident).where(col(Incident.id) == incident.id).values(last_failure_at=now)
+            update(SalesOrder)
+            .where(col(SalesOrder.id).in_(joining.others))
+            .values(incident_id=incident.id)
         )
-        change = IncidentChangeKind.JOINED
-    await record_change(session, incident=incident, change=change, actor=actor, now=now)
+    orders = await listed_orders(
+        session,
+        where=[col(SalesOrder.incident_id) == incident.id],
+        newest_first=False,
+        limit=MAX_LISTED_ORDERS,
+    )
+    count = len(joining.others) + 1
+    await write_incident_mail(
+        session,
+        incident=incident,
+        kind=NotificationKind.PROVISIONING_INCIDENT_OPENED,
+        template_name=INCIDENT_OPENED_TEMPLATE_NAME,
+        role=RecipientRole.SUPPORT,
+        email=config.support_email,
+        orders=orders,
+        count=count,
+        pending=count,
+        new=count,
+        reseller_name="",
+        now=now,
+    )
+    await record_change(
+        session, incident=incident, change=IncidentChangeKind.OPENED, actor=actor, now=now
+    )
 
 
 async def record_change(

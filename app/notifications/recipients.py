@@ -243,6 +243,7 @@ async def _write_notifications(
     now: datetime,
     events_before: Sequence[EventRow] = (),
     incident_id: int | None = None,
+    events_after: Sequence[EventRow] = (),
 ) -> list[int]:
     """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
     `events_before` and the notifications' events in one more (in that order in the log); the
@@ -266,7 +267,7 @@ async def _write_notifications(
         )
         for notification_id, row in zip(ids, rows, strict=True)
     ]
-    await record_events(session, [*events_before, *events])
+    await record_events(session, [*events_before, *events, *events_after])
     mark_notifications_written(session)
     return ids
 
@@ -440,14 +441,20 @@ async def notify_order_failed(
     now: datetime,
     events_before: Sequence[EventRow] = (),
     incident_id: int | None = None,
+    events_after: Sequence[EventRow] = (),
+    mail: FailureMail | None = None,
 ) -> list[int]:
     """The order just entered PF: tell support always, and the reseller/customer per settings.
 
-    `events_before` (the status change's own event) is written in the same INSERT as the
-    notifications' events, ahead of them. With `incident_id`, support's is SUPPRESSED."""
-    mail, recipients = await failure_recipients(
-        session, customer_id=order.customer_id, support_email=support_email
-    )
+    `events_before` (the status change's own event) and `events_after` are written in the same
+    INSERT as the notifications' events, around them; `mail`, if it was read already. With
+    `incident_id` (the incident the order joined), support's is SUPPRESSED."""
+    if mail is None:
+        mail, recipients = await failure_recipients(
+            session, customer_id=order.customer_id, support_email=support_email
+        )
+    else:
+        recipients = failure_recipients_of(mail, support_email=support_email)
     return await _write_notifications(
         session,
         order=order,
@@ -457,6 +464,7 @@ async def notify_order_failed(
         now=now,
         events_before=events_before,
         incident_id=incident_id,
+        events_after=events_after,
     )
 
 

@@ -570,7 +570,7 @@ async def _fail(
     reason = str(values["failure_reason"])
     values["incident_id"] = None
     postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
+    if postgres and writes_one_statement(await session.connection()):
         unless = incidents.unless_involved_params(reason=reason, now=now, config=config.incidents)
         if await _save_failure(
             session,
@@ -582,34 +582,43 @@ async def _fail(
             mail=mail,
             unless_incident=unless,
         ):
-            return
+            return  # an ordinary failure: one statement
         if await _version_now(session, order.id) != order.version:
             raise _conflict()  # changed meanwhile, as on any path
-        if writes_one_statement(await session.connection()):
-            raise NeedsTransaction  # an incident: nothing was written; again, in a transaction
+        raise NeedsTransaction  # an incident: nothing was written; again, in a transaction
     joining = await incidents.join_failure(
         session, order_id=order.id, reason=reason, now=now, config=config.incidents
     )
-    if joining is None and postgres:  # the order changed meanwhile, or an incident just closed
+    if joining is None and postgres:
         if not await _save_failure(
             session, order, values, now, event=event, config=config, mail=mail
         ):
             raise _conflict()
         return
-    values["incident_id"] = joining.incident.id if joining is not None else None
+    incident = joining.incident if joining is not None else None
+    values["incident_id"] = incident.id if incident is not None else None
     await _save_change(session, order, values, now)
-    # the notifications' events are written with (after) the order's; support's is suppressed
-    # when the order joined an incident
+    after = []
+    if joining is not None and not joining.opened:
+        after.append(
+            await incidents.joined(
+                session, incident=joining.incident, order=order, actor=viewer.actor, now=now
+            )
+        )
+    # The order's event, its notifications' (support's suppressed when the order joined an
+    # incident), then the incident's, in one INSERT.
     await notify_order_failed(
         session,
         order=order,
         support_email=config.support_email,
         now=now,
         events_before=[event],
-        incident_id=joining.incident.id if joining is not None else None,
+        incident_id=incident.id if incident is not None else None,
+        events_after=after,
+        mail=mail,
     )
-    if joining is not None:
-        await incidents.record_joining(
+    if joining is not None and joining.opened:
+        await incidents.record_opening(
             session, joining=joining, actor=viewer.actor, config=config.incidents, now=now
         )
 
