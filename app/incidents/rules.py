@@ -131,13 +131,6 @@ def unless_involved_params(
     }
 
 
-async def open_incident_of(session: AsyncSession, reason: str) -> Incident | None:
-    query = sa_select(Incident).where(
-        col(Incident.reason) == reason, col(Incident.status) == IncidentStatus.OPEN.value
-    )
-    return (await session.execute(query)).scalars().first()
-
-
 async def join_failure(
     session: AsyncSession, *, order_id: int, reason: str, now: datetime, config: IncidentConfig
 ) -> Joining | None:
