@@ -351,6 +351,16 @@ def _guard_statement(
         _before_write(context.execution_options, by_compiled_statement=False)
 
 
+def writes_one_statement(connection: AsyncConnection) -> bool:
+    """Whether `connection` is a `Database.one_statement_write` session's: work whose one
+    statement wrote nothing and that needs more raises `NeedsTransaction` to run again in a
+    transaction (nothing was written, so that is safe)."""
+    options = (
+        connection.sync_connection.get_execution_options() if connection.sync_connection else {}
+    )
+    return options.get(_ONE_WRITE) is not None
+
+
 def _plain_read(statement: Any) -> bool:
     """A SELECT that takes no row locks (FOR UPDATE's would end with the statement)."""
     return isinstance(statement, Select) and statement._for_update_arg is None

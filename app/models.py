@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 from app.access.models import ApiToken
 from app.documents.models import RegisteredDocument, TrustedDocument
 from app.events.models import Event
+from app.incidents.models import Incident
 from app.notifications.models import Notification, NotificationSettings, NotificationTemplate
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
 
@@ -14,6 +15,7 @@ __all__ = [
     "ApiToken",
     "Customer",
     "Event",
+    "Incident",
     "Notification",
     "NotificationSettings",
     "NotificationTemplate",

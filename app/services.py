@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,6 +17,7 @@ from app.db import Clock, Database, NeedsTransaction, SystemClock
 from app.events.bus import EventBus
 from app.events.fanout import Fanout
 from app.events.log import WROTE_EVENTS, WROTE_NOTIFICATIONS
+from app.incidents.rules import IncidentConfig
 from app.notifications.outbox import DeliveryPolicy, Outbox
 from app.notifications.sla import BusinessCalendar, add_business_hours
 from app.orders.service import OrderDeskConfig
@@ -45,6 +47,12 @@ class Services:
             blocked_email_domains=self.settings.blocked_email_domains,
             support_email=self.settings.support_email,
             sla_deadline=lambda failed_at: add_business_hours(self.calendar, failed_at, hours),
+            incidents=IncidentConfig(
+                threshold=self.settings.incident_threshold,
+                window=timedelta(minutes=self.settings.incident_window_minutes),
+                digest_every=timedelta(minutes=self.settings.incident_digest_minutes),
+                support_email=self.settings.support_email,
+            ),
         )
         self.outbox = Outbox(
             transaction=self.transaction,

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     # sockets authenticating or starting a subscription at once (admission pacing in storms)
     ws_admission_concurrency: int = Field(default=32, ge=1)
     escalation_poll_seconds: float = Field(default=5.0, gt=0)
+    # Incidents (SPEC 10): this many failures with one reason within the window open one.
+    incident_threshold: int = Field(default=5, ge=2)
+    incident_window_minutes: float = Field(default=10.0, gt=0)
+    incident_digest_minutes: float = Field(default=30.0, gt=0)
     max_query_depth: int = Field(default=12, ge=2)
     max_query_tokens: int = Field(default=2000, ge=50)
     max_aliases: int = Field(default=30, ge=1)

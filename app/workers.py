@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.events.transport import EventTransport, transport_for
+from app.incidents.upkeep import run_incident_upkeep
 from app.notifications.escalation import run_escalations
 from app.notifications.mailer import mailer_from_settings
 from app.notifications.outbox import run_outbox
@@ -80,5 +81,13 @@ async def start_workers(services: Services) -> Workers:
         poll_seconds=services.settings.escalation_poll_seconds,
     )
     tasks.append(asyncio.create_task(escalations, name="escalations"))
+    upkeep = run_incident_upkeep(
+        db=services.db,
+        transaction=services.transaction,
+        clock=services.clock,
+        config=services.desk.incidents,
+        poll_seconds=services.settings.escalation_poll_seconds,
+    )
+    tasks.append(asyncio.create_task(upkeep, name="incidents"))
     tasks.append(await services.fanout.start())  # live subscriptions read the log from here
     return Workers(tasks=tasks, transport=transport)

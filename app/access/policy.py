@@ -20,7 +20,14 @@ from sqlmodel import SQLModel, col
 
 from app.access.viewer import Viewer
 from app.errors import OperationForbidden
-from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event, EventTenancy
+from app.events.models import (
+    TOPIC_INCIDENT,
+    TOPIC_NOTIFICATION,
+    TOPIC_ORDER_STATUS,
+    Event,
+    EventTenancy,
+)
+from app.incidents.models import Incident
 from app.notifications.models import Notification, RecipientRole
 from app.orders.flow import Role
 from app.orders.models import Customer, Reseller, SalesOrder
@@ -41,6 +48,9 @@ class Operation:
     MANAGE_TEMPLATES = frozenset({Role.SUPPORT})
     RETRY_NOTIFICATION = frozenset({Role.SUPPORT})
     READ_NOTIFICATIONS = frozenset({Role.SUPPORT, Role.RESELLER, Role.CUSTOMER})
+    # Incidents (SPEC 10): support lists, resubmits, resolves and follows them; a reseller or
+    # customer sees one only through `Order.incident`, counted over ORDERS' scope.
+    MANAGE_INCIDENTS = frozenset({Role.SUPPORT})
 
 
 def require(viewer: Viewer, allowed: frozenset[Role]) -> None:
@@ -119,9 +129,13 @@ ADDRESSEE_RULE: Rule = {
 }
 """Notifications addressed to the viewer (a reseller: to it or to its customers)."""
 
+SUPPORT_RULE: Rule = {Role.SUPPORT: EVERYTHING}
+"""What only support sees: incidents as a whole (their changes on `incidentChanged`)."""
+
 EVENT_RULES: Mapping[str, Rule] = {
     TOPIC_ORDER_STATUS: TENANT_RULE,
     TOPIC_NOTIFICATION: ADDRESSEE_RULE,
+    TOPIC_INCIDENT: SUPPORT_RULE,
 }
 """The rule of each topic of the event log; a topic not listed is seen by nobody."""
 
@@ -194,6 +208,9 @@ NOTIFICATIONS = Scope(
         "recipient_role": "recipient_role",
     },
 )
+INCIDENTS = Scope(SUPPORT_RULE, Incident, {})
+"""Incidents as a whole (`incidents`, `node`): support only. Others reach one through
+`Order.incident`, counted over ORDERS' scope."""
 _EVENT_COLUMNS = {
     "reseller_id": "reseller_id",
     "customer_id": "customer_id",
@@ -223,6 +240,10 @@ def order_scope(viewer: Viewer) -> ColumnElement[bool]:
 
 def notification_scope(viewer: Viewer) -> ColumnElement[bool]:
     return NOTIFICATIONS.sql(viewer)
+
+
+def incident_scope(viewer: Viewer) -> ColumnElement[bool]:
+    return INCIDENTS.sql(viewer)
 
 
 def event_scope(viewer: Viewer, topic: str) -> ColumnElement[bool]:

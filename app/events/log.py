@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
+from app.events.models import TOPIC_INCIDENT, TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import Notification
 from app.orders.models import SalesOrder
 
@@ -197,6 +197,7 @@ def order_event(
         "comment": comment,
         "delivery_status": None,
         "occurred_at": at,
+        "incident_id": None,
     }
 
 
@@ -226,6 +227,41 @@ def notification_event(
         "comment": None,
         "delivery_status": delivery_status,
         "occurred_at": at,
+        "incident_id": None,
+    }
+
+
+def incident_event(
+    *,
+    incident_id: int,
+    change: str,
+    first_order_id: int,
+    reseller_id: int,
+    customer_id: int,
+    actor: str | None,
+    reason: str,
+    comment: str | None,
+    at: datetime,
+) -> EventRow:
+    """The event of a change of an incident (`change`: OPENED, JOINED, RESUBMITTED, RESOLVED),
+    not yet written. Its order is the incident's first (the tenancy columns are that order's;
+    the topic's rule lets only support see it)."""
+    return {
+        "topic": TOPIC_INCIDENT,
+        "order_id": first_order_id,
+        "reseller_id": reseller_id,
+        "customer_id": customer_id,
+        "notification_id": None,
+        "recipient_role": None,
+        "from_status": None,
+        "to_status": None,
+        "action": change,
+        "actor": actor,
+        "reason": reason,
+        "comment": comment,
+        "delivery_status": None,
+        "occurred_at": at,
+        "incident_id": incident_id,
     }
 
 

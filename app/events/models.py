@@ -16,6 +16,10 @@ from app.db import UTCDateTime
 
 TOPIC_ORDER_STATUS = "order_status"
 TOPIC_NOTIFICATION = "notification"
+TOPIC_INCIDENT = "incident"
+"""An incident opened, grew, was resubmitted or resolved (`action`: app/incidents/models.py's
+`IncidentChangeKind`); its `order_id` (the column is required) is the order that joined, or the
+incident's first order. Support alone sees these (`policy.EVENT_RULES`)."""
 
 
 class Event(SQLModel, table=True):
@@ -39,6 +43,7 @@ class Event(SQLModel, table=True):
     comment: str | None = Field(default=None, max_length=2000)
     delivery_status: str | None = Field(default=None, max_length=10)
     occurred_at: datetime = Field(sa_type=UTCDateTime)
+    incident_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

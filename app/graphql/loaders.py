@@ -13,6 +13,7 @@ from strawberry.dataloader import DataLoader
 from app.db import Database
 from app.events.log import readable_horizon
 from app.events.models import TOPIC_ORDER_STATUS, Event
+from app.incidents.models import Incident
 from app.notifications.models import Notification, NotificationTemplate
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
 
@@ -52,6 +53,10 @@ class NotificationByIdLoader(_ById):
 
 class TemplateByIdLoader(_ById):
     model = NotificationTemplate
+
+
+class IncidentByIdLoader(_ById):
+    model = Incident
 
 
 class _ManyByOrderId(DataLoader[int, list[Any]]):
@@ -119,6 +124,9 @@ class Loaders:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # values read once per request or event batch that are not rows by key (an incident's
+        # counts for one viewer: app/graphql/incidents.py)
+        self.scratch: dict[Any, Any] = {}
 
     @cached_property
     def reseller(self) -> ResellerByIdLoader:
@@ -151,3 +159,7 @@ class Loaders:
     @cached_property
     def notifications(self) -> NotificationsByOrderIdLoader:
         return NotificationsByOrderIdLoader(self.db)
+
+    @cached_property
+    def incident(self) -> IncidentByIdLoader:
+        return IncidentByIdLoader(self.db)

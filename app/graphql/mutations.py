@@ -21,6 +21,7 @@ from app.access.viewer import Viewer
 from app.errors import DomainError, NotFound, OperationForbidden
 from app.graphql.context import Info, forbidden, viewer_of
 from app.graphql.ids import parse_pk
+from app.graphql.incidents import Incident
 from app.graphql.loaders import Loaders
 from app.graphql.types import (
     Customer,
@@ -36,6 +37,7 @@ from app.graphql.types import (
     Reseller,
     UserError,
 )
+from app.incidents import rules as incidents
 from app.notifications import models as nm
 from app.notifications import service as notifications
 from app.orders import flow
@@ -214,6 +216,20 @@ class UpdateNotificationTemplateInput:
     body: str | None = strawberry.field(default=None, description="Jinja body template.")
 
 
+@strawberry.input(description="Resubmit every failed order of an incident.")
+class ResubmitIncidentOrdersInput:
+    incident_id: strawberry.ID = strawberry.field(description="The incident.")
+    comment: str | None = strawberry.field(
+        default=None, description="Added to each order's history entry, after the incident."
+    )
+
+
+@strawberry.input(description="Close an incident.")
+class ResolveIncidentInput:
+    incident_id: strawberry.ID = strawberry.field(description="The incident.")
+    comment: str | None = strawberry.field(default=None, description="Why, for the record.")
+
+
 @strawberry.input(description="Queue a FAILED notification again.")
 class RetryNotificationInput:
     id: strawberry.ID = strawberry.field(description="The notification.")
@@ -278,6 +294,22 @@ class RetryNotificationPayload(Payload):
     notification: Notification | None = strawberry.field(
         default=None, description="The notification."
     )
+
+
+@payload_type(description="The result of resubmitIncidentOrders.")
+class ResubmitIncidentOrdersPayload(Payload):
+    incident: Incident | None = strawberry.field(default=None, description="The incident now.")
+    resubmitted: int = strawberry.field(
+        default=0, description="Orders moved from PF to PR, each as its own status change."
+    )
+    skipped: int = strawberry.field(
+        default=0, description="Orders of the incident no longer in PF, left as they are."
+    )
+
+
+@payload_type(description="The result of resolveIncident.")
+class ResolveIncidentPayload(Payload):
+    incident: Incident | None = strawberry.field(default=None, description="The incident now.")
 
 
 @strawberry.type(
@@ -492,4 +524,43 @@ class Mutation:
             wrap=lambda row, loaders: RetryNotificationPayload(
                 notification=Notification.wrap(row, loaders)
             ),
+        )
+
+    @strawberry.mutation(
+        description="Resubmit every order of an incident still in PF (support only); orders "
+        "changed meanwhile are skipped, and a second call resubmits nothing."
+    )
+    async def resubmit_incident_orders(
+        self, info: Info, input: Input[ResubmitIncidentOrdersInput]
+    ) -> ResubmitIncidentOrdersPayload:
+        return await run_mutation(
+            info,
+            work=lambda session, viewer, now: incidents.resubmit_incident_orders(
+                session,
+                viewer=viewer,
+                incident_id=require_pk(input.incident_id, "Incident", "incidentId"),
+                comment=input.comment,
+                now=now,
+            ),
+            wrap=lambda done, loaders: ResubmitIncidentOrdersPayload(
+                incident=Incident.wrap(done.incident, loaders),
+                resubmitted=done.resubmitted,
+                skipped=done.skipped,
+            ),
+        )
+
+    @strawberry.mutation(description="Close an open incident (support only).")
+    async def resolve_incident(
+        self, info: Info, input: Input[ResolveIncidentInput]
+    ) -> ResolveIncidentPayload:
+        return await run_mutation(
+            info,
+            work=lambda session, viewer, now: incidents.resolve_incident(
+                session,
+                viewer=viewer,
+                incident_id=require_pk(input.incident_id, "Incident", "incidentId"),
+                comment=input.comment,
+                now=now,
+            ),
+            wrap=lambda row, loaders: ResolveIncidentPayload(incident=Incident.wrap(row, loaders)),
         )

@@ -14,6 +14,7 @@ from app.access.viewer import Viewer as DomainViewer
 from app.errors import NotFound, OperationForbidden
 from app.graphql.context import Info, forbidden, viewer_of
 from app.graphql.ids import parse_global_id, parse_pk
+from app.graphql.incidents import INCIDENTS, Incident, IncidentFilter, incident_conditions
 from app.graphql.pagination import After, Connection, First, Listing
 from app.graphql.types import (
     CUSTOMERS,
@@ -136,6 +137,7 @@ SCOPED_NODES: dict[str, tuple[Listing[Any], Callable[[DomainViewer], ColumnEleme
     "Customer": (CUSTOMERS, policy.customer_scope),
     "Reseller": (RESELLERS, policy.reseller_scope),
     "Notification": (NOTIFICATIONS, policy.notification_scope),
+    "Incident": (INCIDENTS, policy.incident_scope),
 }
 
 
@@ -341,6 +343,25 @@ class Query:
             return await read_notification_settings(info, pk)
         except OperationForbidden as exc:
             raise forbidden(str(exc)) from exc
+
+    @strawberry.field(
+        description="Provisioning incidents, newest first (support only): many orders that "
+        "failed for one reason within a short window."
+    )
+    async def incidents(
+        self,
+        info: Info,
+        filter: Annotated[
+            IncidentFilter | None,
+            strawberry.argument(description="Only the incidents in this status."),
+        ] = None,
+        first: First = None,
+        after: After = None,
+    ) -> Connection[Incident]:
+        viewer = viewer_of(info)
+        if viewer.role not in policy.Operation.MANAGE_INCIDENTS:
+            raise forbidden(f"the {viewer.role.value} role may not list incidents")
+        return await _connection(info, INCIDENTS, incident_conditions(viewer, filter), first, after)
 
     @strawberry.field(description="Every notification template.")
     async def notification_templates(self, info: Info) -> list[NotificationTemplate]:

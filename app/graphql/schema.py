@@ -25,6 +25,7 @@ from app.documents.cache import LRU
 from app.documents.store import sha256_of
 from app.graphql.guards import Guards, GuardsExtension, is_unexpected
 from app.graphql.impossible_input import RefuseImpossibleInput
+from app.graphql.incidents import Incident
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
@@ -185,7 +186,7 @@ class OrderPulseSchema(strawberry.Schema):
             query=Query,
             mutation=Mutation,
             subscription=Subscription,
-            types=[Order, Customer, Reseller, Notification, NotificationTemplate],
+            types=[Order, Customer, Reseller, Notification, NotificationTemplate, Incident],
             extensions=[
                 lambda: GuardsExtension(guards, validate=documents.validate),
                 RefuseImpossibleInput,  # a NUL in any text: BAD_USER_INPUT, nothing runs

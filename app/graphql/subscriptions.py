@@ -25,12 +25,14 @@ from typing import Annotated, Any, TypeVar, get_origin, get_type_hints
 import strawberry
 from graphql import GraphQLError
 
+from app.access import policy
 from app.access.viewer import Viewer
 from app.events.fanout import Batch, EventFilter, SubscriberTooSlow
-from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
+from app.events.models import TOPIC_INCIDENT, TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.graphql.changes import EVENT_CURSOR_KIND, EventChange, event_cursor
-from app.graphql.context import Info, viewer_of
+from app.graphql.context import Info, forbidden, viewer_of
 from app.graphql.ids import parse_cursor, parse_pk
+from app.graphql.incidents import IncidentChange
 from app.graphql.loaders import Loaders
 from app.graphql.types import Notification, OrderStatus, OrderStatusChange
 from app.services import Services
@@ -223,6 +225,10 @@ def _notification_change(event: Event, loaders: Loaders) -> NotificationChange:
     return NotificationChange(event=event, loaders=loaders)
 
 
+def _incident_change(event: Event, loaders: Loaders) -> IncidentChange:
+    return IncidentChange(event=event, loaders=loaders)
+
+
 @strawberry.type(
     description="Live changes over websockets (graphql-transport-ws): each event after its "
     "commit; with `after`, the events since that cursor first."
@@ -257,3 +263,19 @@ class Subscription:
     ) -> LiveStream[NotificationChange]:
         event_filter = EventFilter(viewer=viewer_of(info), topic=TOPIC_NOTIFICATION)
         return await open_stream(info, event_filter, after, _notification_change)
+
+    @live_subscription(
+        IncidentChange,
+        description="Every change of a provisioning incident (support only), in commit order: "
+        "OPENED, JOINED, RESUBMITTED, RESOLVED; `after` replays as above.",
+    )
+    async def incident_changed(
+        self,
+        info: Info,
+        after: ResumeAfter = None,
+    ) -> LiveStream[IncidentChange]:
+        viewer = viewer_of(info)
+        if viewer.role not in policy.Operation.MANAGE_INCIDENTS:
+            raise forbidden(f"the {viewer.role.value} role may not follow incidents")
+        event_filter = EventFilter(viewer=viewer, topic=TOPIC_INCIDENT)
+        return await open_stream(info, event_filter, after, _incident_change)

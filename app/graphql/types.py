@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, TypeVar
 
 import strawberry
 from sqlmodel import col
@@ -23,6 +23,9 @@ from app.graphql.pagination import After, Connection, First, Listing
 from app.notifications import models as nm
 from app.orders import flow
 from app.orders import models as om
+
+if TYPE_CHECKING:
+    from app.graphql.incidents import Incident
 
 # --- enums (the domain's own enums, exposed under their API names) ------------------------------
 
@@ -160,6 +163,12 @@ expose_enum(
         "Failed).",
         nm.NotificationKind.FAILED_ORDER_UNRESOLVED: "The failed order was still in PF at its "
         "service-level deadline (an escalation to the reseller).",
+        nm.NotificationKind.PROVISIONING_INCIDENT_OPENED: "An incident opened: many orders failed "
+        "for one reason (to support, once, instead of one mail per order).",
+        nm.NotificationKind.PROVISIONING_INCIDENT_DIGEST: "The orders that joined an open "
+        "incident since its last mail (to support, at most once per digest period).",
+        nm.NotificationKind.FAILED_ORDERS_UNRESOLVED: "An incident's orders of one reseller still "
+        "in PF at their service-level deadline (one escalation per reseller and incident).",
     },
 )
 expose_enum(
@@ -180,6 +189,8 @@ expose_enum(
         nm.DeliveryStatus.PENDING: "Not sent yet, or waiting for a retry.",
         nm.DeliveryStatus.SENT: "The mail server accepted it.",
         nm.DeliveryStatus.FAILED: "Refused, or out of attempts; support can retry it.",
+        nm.DeliveryStatus.SUPPRESSED: "Recorded, never mailed: support's notice of an order that "
+        "joined an incident (support hears of the incident instead).",
     },
 )
 NotificationKind: TypeAlias = nm.NotificationKind
@@ -484,6 +495,17 @@ class Order(Node):
     def available_actions(self, info: Info) -> list[OrderAction]:
         return flow.available_actions(flow.Status(self.row.status), viewer_of(info).role)
 
+    @strawberry.field(
+        description="The incident its latest failure joined (SPEC 10), if any; its counts and "
+        "orders cover what the viewer may see."
+    )
+    async def incident(
+        self,
+    ) -> Annotated[Incident, strawberry.lazy("app.graphql.incidents")] | None:
+        from app.graphql.incidents import order_incident
+
+        return await order_incident(self)
+
     @strawberry.field(description="The order's notifications that the viewer may see.")
     async def notifications(self, info: Info) -> list[Notification]:
         viewer = viewer_of(info)
@@ -558,6 +580,20 @@ class Notification(Node):
     @strawberry.field(description="When the mail server accepted it.")
     def sent_at(self) -> datetime | None:
         return self.row.sent_at
+
+    @strawberry.field(
+        description="The incident it is about or was suppressed for (SPEC 10), if any; its "
+        "counts and orders cover what the viewer may see."
+    )
+    async def incident(
+        self,
+    ) -> Annotated[Incident, strawberry.lazy("app.graphql.incidents")] | None:
+        from app.graphql.incidents import Incident as IncidentType
+
+        if self.row.incident_id is None:
+            return None
+        row = await self.loaders.incident.load(self.row.incident_id)
+        return IncidentType.wrap(row, self.loaders) if row is not None else None
 
 
 @strawberry.type(description="A Jinja template for notification mail.")

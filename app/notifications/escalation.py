@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import Clock, Database
+from app.incidents import rules as incidents
 from app.notifications import recipients
 from app.observability import metrics
 from app.orders import flow
@@ -36,8 +37,9 @@ Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 async def escalate_overdue_failures(*, db: Database, transaction: Transaction, clock: Clock) -> int:
-    """Escalate every order still in PF past its deadline; return how many this pass did."""
-    escalated = 0
+    """Escalate every order still in PF past its deadline; return how many this pass did.
+    An incident's orders are escalated together: one mail per reseller and incident."""
+    escalated = await escalate_incident_failures(db=db, transaction=transaction, clock=clock)
     while True:
         now = clock.now()
         async with db.read() as session:
@@ -50,6 +52,34 @@ async def escalate_overdue_failures(*, db: Database, transaction: Transaction, c
                 metrics.escalation_recorded()
                 log.info("order %s escalated: still failed at its SLA deadline", order_id)
         if len(ids) < BATCH_SIZE:
+            return escalated
+
+
+async def escalate_incident_failures(
+    *, db: Database, transaction: Transaction, clock: Clock
+) -> int:
+    """The overdue orders of incidents, one "Failed Orders Unresolved" mail per reseller and
+    incident (`incidents.escalate_incident_group`); how many orders this pass escalated."""
+    escalated = 0
+    while True:
+        now = clock.now()
+        async with db.read() as session:
+            groups = await incidents.overdue_incident_groups(session, now=now, limit=BATCH_SIZE)
+        for incident_id, reseller_id in groups:
+            async with transaction() as session:
+                done = await incidents.escalate_incident_group(
+                    session, incident_id=incident_id, reseller_id=reseller_id, now=now
+                )
+            if done:
+                escalated += done
+                metrics.escalation_recorded()
+                log.info(
+                    "%s orders of incident %s escalated to reseller %s in one mail",
+                    done,
+                    incident_id,
+                    reseller_id,
+                )
+        if len(groups) < BATCH_SIZE:
             return escalated
 
 

@@ -21,6 +21,11 @@ class NotificationKind(StrEnum):
 
     ORDER_PROVISIONING_FAILED = "ORDER_PROVISIONING_FAILED"
     FAILED_ORDER_UNRESOLVED = "FAILED_ORDER_UNRESOLVED"
+    # Incidents (SPEC 10, app/incidents): to support when one opens, then bounded digests; to
+    # each reseller once per incident at the SLA deadline, instead of one mail per order.
+    PROVISIONING_INCIDENT_OPENED = "PROVISIONING_INCIDENT_OPENED"
+    PROVISIONING_INCIDENT_DIGEST = "PROVISIONING_INCIDENT_DIGEST"
+    FAILED_ORDERS_UNRESOLVED = "FAILED_ORDERS_UNRESOLVED"
 
 
 class RecipientRole(StrEnum):
@@ -37,6 +42,8 @@ class DeliveryStatus(StrEnum):
     PENDING = "PENDING"
     SENT = "SENT"
     FAILED = "FAILED"
+    # recorded, never mailed: support's per-order notice of an order that joined an incident
+    SUPPRESSED = "SUPPRESSED"
 
 
 class NotificationTemplate(SQLModel, table=True):
@@ -94,3 +101,4 @@ class Notification(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    incident_id: int | None = Field(default=None, index=True)

@@ -72,7 +72,11 @@ from app.settings import Settings
 
 log = logging.getLogger("orderpulse.outbox")
 
-PENDING, SENT, FAILED = (status.value for status in DeliveryStatus)
+PENDING, SENT, FAILED = (
+    DeliveryStatus.PENDING.value,
+    DeliveryStatus.SENT.value,
+    DeliveryStatus.FAILED.value,
+)
 
 # How many mails one process sends at the same time.
 DEFAULT_CONCURRENCY = 8

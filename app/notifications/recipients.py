@@ -216,8 +216,11 @@ def _notification_rows(
     kind: NotificationKind,
     recipients: list[tuple[RecipientRole, str]],
     now: datetime,
+    incident_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient.
+    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient; with
+    `incident_id` (the order joined an incident), support's is recorded SUPPRESSED, never sent:
+    support hears of the incident instead (app/incidents).
 
     A template that fails to render never stops the failure from being recorded and told:
     the mail goes with the built-in template (`render_with_fallback`), each row's `last_error`
@@ -233,7 +236,7 @@ def _notification_rows(
     if rendered.problem is not None:
         log.warning("order %s: %s", order.number, rendered.problem)
     note = support_note(rendered.problem) if rendered.problem is not None else ""
-    return [
+    rows = [
         {
             "order_id": order.id,
             "reseller_id": order.reseller_id,
@@ -254,6 +257,12 @@ def _notification_rows(
         }
         for role, email in recipients
     ]
+    if incident_id is not None:
+        for row in rows:
+            row["incident_id"] = incident_id
+            if row["recipient_role"] == RecipientRole.SUPPORT.value:
+                row.update(status=DeliveryStatus.SUPPRESSED.value, next_attempt_at=None)
+    return rows
 
 
 _INSERT_NOTIFICATIONS = insert(Notification).returning(
@@ -270,12 +279,16 @@ async def _write_notifications(
     recipients: list[tuple[RecipientRole, str]],
     now: datetime,
     events_before: Sequence[EventRow] = (),
+    incident_id: int | None = None,
+    events_after: Sequence[EventRow] = (),
 ) -> list[int]:
     """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
     `events_before` and the notifications' events in one more (in that order in the log); the
     notifications' ids."""
     assert order.id is not None
-    rows = _notification_rows(order=order, mail=mail, kind=kind, recipients=recipients, now=now)
+    rows = _notification_rows(
+        order=order, mail=mail, kind=kind, recipients=recipients, now=now, incident_id=incident_id
+    )
     connection = await session.connection()
     inserted = (await connection.execute(_INSERT_NOTIFICATIONS, rows)).scalars()
     ids = cast(list[int], list(inserted))
@@ -291,7 +304,7 @@ async def _write_notifications(
         )
         for notification_id, row in zip(ids, rows, strict=True)
     ]
-    await record_events(session, [*events_before, *events])
+    await record_events(session, [*events_before, *events, *events_after])
     mark_notifications_written(session)
     return ids
 
@@ -464,14 +477,21 @@ async def notify_order_failed(
     support_email: str,
     now: datetime,
     events_before: Sequence[EventRow] = (),
+    incident_id: int | None = None,
+    events_after: Sequence[EventRow] = (),
+    mail: FailureMail | None = None,
 ) -> list[int]:
     """The order just entered PF: tell support always, and the reseller/customer per settings.
 
-    `events_before` (the status change's own event) is written in the same INSERT as the
-    notifications' events, ahead of them."""
-    mail, recipients = await failure_recipients(
-        session, customer_id=order.customer_id, support_email=support_email
-    )
+    `events_before` (the status change's own event) and `events_after` are written in the same
+    INSERT as the notifications' events, around them; `mail`, if it was read already. With
+    `incident_id` (the incident the order joined), support's is SUPPRESSED."""
+    if mail is None:
+        mail, recipients = await failure_recipients(
+            session, customer_id=order.customer_id, support_email=support_email
+        )
+    else:
+        recipients = failure_recipients_of(mail, support_email=support_email)
     return await _write_notifications(
         session,
         order=order,
@@ -480,6 +500,8 @@ async def notify_order_failed(
         recipients=recipients,
         now=now,
         events_before=events_before,
+        incident_id=incident_id,
+        events_after=events_after,
     )
 
 
@@ -493,6 +515,7 @@ async def overdue_failure_ids(
             col(SalesOrder.status) == flow.Status.PF.value,
             col(SalesOrder.sla_deadline) <= now,
             col(SalesOrder.escalated_at).is_(None),
+            col(SalesOrder.incident_id).is_(None),  # an incident's: one mail per reseller
         )
         .order_by(col(SalesOrder.sla_deadline))
         .limit(limit)

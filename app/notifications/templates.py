@@ -38,9 +38,11 @@ NAMESPACE_FIELDS: Mapping[str, frozenset[str]] = {
     "order": frozenset({"number", "type", "status", "total"}),
     "customer": frozenset({"name"}),
     "reseller": frozenset({"name"}),
+    # incident mail (app/incidents/templates.py); empty in a per-order mail
+    "incident": frozenset({"number", "count", "pending", "new", "opened_at"}),
 }
 VARIABLES: frozenset[str] = frozenset(
-    {*NAMESPACE_FIELDS, "reason", "message", "remedy", "details", "sla_deadline"}
+    {*NAMESPACE_FIELDS, "reason", "message", "remedy", "details", "sla_deadline", "orders"}
 )
 
 
@@ -119,6 +121,8 @@ def template_context(
     remedy: str,
     details: str | None,
     sla_deadline: str,
+    incident: Mapping[str, object] | None = None,
+    orders: Sequence[Mapping[str, object]] = (),
 ) -> dict[str, object]:
     """The variables a template can use, as Jinja sees them (`order.number`, `reason`, ...)."""
     return {
@@ -135,7 +139,20 @@ def template_context(
         "remedy": remedy,
         "details": details,
         "sla_deadline": sla_deadline,
+        # an incident's mail: the incident, and its orders (each `number`, `customer`,
+        # `reseller`, `status`, `failed_at`); no incident and no orders in a per-order mail
+        "incident": dict(incident or NO_INCIDENT),
+        "orders": [dict(order) for order in orders],
     }
+
+
+NO_INCIDENT: Mapping[str, object] = {
+    "number": "",
+    "count": 0,
+    "pending": 0,
+    "new": 0,
+    "opened_at": "",
+}
 
 
 SAMPLE_CONTEXT: Mapping[str, object] = template_context(
@@ -150,6 +167,22 @@ SAMPLE_CONTEXT: Mapping[str, object] = template_context(
     remedy="Confirm the tenant domain with the customer, correct it and retry the order.",
     details="vendor reference VX-4481 (HTTP 409)",
     sla_deadline="2026-03-02T11:00:00+00:00",
+    incident={
+        "number": "INC-000007",
+        "count": 212,
+        "pending": 198,
+        "new": 37,
+        "opened_at": "2026-03-02T09:00:00+00:00",
+    },
+    orders=[
+        {
+            "number": "SO-000042",
+            "customer": "Acme Widgets B.V.",
+            "reseller": "Northwind Cloud Partners",
+            "status": "PF",
+            "failed_at": "2026-03-02T09:00:00+00:00",
+        }
+    ],
 )
 
 

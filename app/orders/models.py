@@ -48,6 +48,14 @@ class SalesOrder(SQLModel, table=True):
             "ix_sales_order_status_escalated_sla_deadline", "status", "escalated_at", "sla_deadline"
         ),
         Index("ix_sales_order_customer_status_id", "customer_id", "status", "id"),
+        # Migration 0006 (incidents): recent failures by reason, an incident's orders.
+        Index(
+            "ix_sales_order_status_failure_reason_failed_at",
+            "status",
+            "failure_reason",
+            "failed_at",
+        ),
+        Index("ix_sales_order_incident_id_id", "incident_id", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -67,6 +75,7 @@ class SalesOrder(SQLModel, table=True):
     failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sla_deadline: datetime | None = Field(default=None, sa_type=UTCDateTime)
     escalated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    incident_id: int | None = Field(default=None)  # the incident its latest failure joined
 
 
 class OrderItem(SQLModel, table=True):

@@ -24,9 +24,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
-from app.db import CompiledStatement, detached_instance, saved
+from app.db import (
+    CompiledStatement,
+    NeedsTransaction,
+    detached_instance,
+    saved,
+    writes_one_statement,
+)
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
 from app.events.log import (
+    WROTE_EVENTS,
     EventRow,
     announcing,
     event_params,
@@ -37,6 +44,7 @@ from app.events.log import (
     record_events,
     self_committing_announcement,
 )
+from app.incidents import rules as incidents
 from app.notifications.addresses import AddressError, plain_address
 from app.notifications.recipients import (
     ORDER_FAILED_MAIL_PARAMS,
@@ -70,6 +78,7 @@ class OrderDeskConfig:
     blocked_email_domains: frozenset[str]
     support_email: str
     sla_deadline: Callable[[datetime], datetime]
+    incidents: incidents.IncidentConfig
 
 
 @dataclass(frozen=True)
@@ -386,11 +395,16 @@ def _compiled_change(
 
 
 @functools.cache
-def _compiled_failure(keys: tuple[str, ...], *, announced: bool) -> CompiledStatement:
-    """A move to PF with its notifications and events (`failed_order_statement`), compiled once."""
-    return CompiledStatement(
-        failed_order_statement(order_change_statement(keys, announced=announced))
-    )
+def _compiled_failure(
+    keys: tuple[str, ...], *, announced: bool, unless_incident: bool
+) -> CompiledStatement:
+    """A move to PF with its notifications and events (`failed_order_statement`), compiled once;
+    `unless_incident`: it writes nothing if the failure opens or joins an incident
+    (`incidents.unless_involved`)."""
+    change = order_change_statement(keys, announced=announced)
+    if unless_incident:
+        change = change.where(incidents.unless_involved())
+    return CompiledStatement(failed_order_statement(change))
 
 
 def _conflict() -> Conflict:
@@ -437,10 +451,12 @@ async def _save_failure(
     event: EventRow,
     config: OrderDeskConfig,
     mail: FailureMail | None,
-) -> None:
+    unless_incident: dict[str, object] | None = None,
+) -> bool:
     """PostgreSQL: the order's move to PF, its `event`, its failure notifications and their
     events as one statement (`failed_order_statement`), after one read of who is told (unless
-    `mail` was read with the order)."""
+    `mail` was read with the order). False if it wrote nothing: the order changed meanwhile, or
+    (given `unless_incident`, `incidents.unless_involved_params`) an incident is involved."""
     if mail is None:
         mail, recipients = await failure_recipients(
             session, customer_id=order.customer_id, support_email=config.support_email
@@ -448,17 +464,28 @@ async def _save_failure(
     else:
         recipients = failure_recipients_of(mail, support_email=config.support_email)
     values = {**values, "version": order.version + 1, "updated_at": now}
+    announced_before = session.info.get(WROTE_EVENTS)
     keys, announced = tuple(values), bool(announcing(session))
     params = order_change_params(order, values)
-    for key, value in values.items():  # what the mail is rendered from (on a conflict, the
-        set_committed_value(order, key, value)  # transaction and this object are dropped)
+    as_read = {key: getattr(order, key) for key in values}
+    for key, value in values.items():  # what the mail is rendered from
+        set_committed_value(order, key, value)
     params |= failed_order_params(
         order=order, mail=mail, recipients=recipients, event=event, now=now
     )
-    statement = _compiled_failure(keys, announced=announced)
-    if not await statement.all(await session.connection(), params):
-        raise _conflict()
-    mark_notifications_written(session)
+    if unless_incident is not None:
+        params |= unless_incident
+    statement = _compiled_failure(
+        keys, announced=announced, unless_incident=unless_incident is not None
+    )
+    if await statement.all(await session.connection(), params):
+        mark_notifications_written(session)
+        return True
+    # Nothing was written (and no announcement taken): the order is again as it was read.
+    for key, value in as_read.items():
+        set_committed_value(order, key, value)
+    session.info[WROTE_EVENTS] = announced_before
+    return False
 
 
 async def _move(
@@ -499,19 +526,101 @@ async def _move(
         comment=comment,
         at=now,
     )
-    if to is Status.PF and session.get_bind().dialect.name == "postgresql":
-        await _save_failure(session, order, values, now, event=event, config=config, mail=mail)
-    elif to is Status.PF:  # the notifications' events are written with (after) the order's
-        await _save_change(session, order, values, now)
-        await notify_order_failed(
+    if to is Status.PF:
+        await _fail(
             session,
             order=order,
-            support_email=config.support_email,
+            values=values,
+            event=event,
+            viewer=viewer,
+            config=config,
             now=now,
-            events_before=[event],
+            mail=mail,
         )
     else:
         await _save_change(session, order, values, now, event=event)
+
+
+_VERSION_NOW = CompiledStatement(
+    sa_select(_ORDER_TABLE.c.version).where(_ORDER_TABLE.c.id == bindparam("order_id"))
+)
+
+
+async def _version_now(session: AsyncSession, order_id: int) -> int | None:
+    row = await _VERSION_NOW.first(await session.connection(), {"order_id": order_id})
+    return None if row is None else int(row[0])
+
+
+async def _fail(
+    session: AsyncSession,
+    *,
+    order: SalesOrder,
+    values: dict[str, object],
+    event: EventRow,
+    viewer: Viewer,
+    config: OrderDeskConfig,
+    now: datetime,
+    mail: FailureMail | None,
+) -> None:
+    """The move to PF, its notifications and events, and the incident it may open or join
+    (SPEC 10, `app.incidents.rules`). On PostgreSQL an ordinary failure stays one statement,
+    which asks `incidents.unless_involved` under the reason's lock; when an incident is
+    involved it writes nothing, and the failure is made again here in a transaction."""
+    assert order.id is not None
+    reason = str(values["failure_reason"])
+    values["incident_id"] = None
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres and writes_one_statement(await session.connection()):
+        unless = incidents.unless_involved_params(reason=reason, now=now, config=config.incidents)
+        if await _save_failure(
+            session,
+            order,
+            values,
+            now,
+            event=event,
+            config=config,
+            mail=mail,
+            unless_incident=unless,
+        ):
+            return  # an ordinary failure: one statement
+        if await _version_now(session, order.id) != order.version:
+            raise _conflict()  # changed meanwhile, as on any path
+        raise NeedsTransaction  # an incident: nothing was written; again, in a transaction
+    joining = await incidents.join_failure(
+        session, order_id=order.id, reason=reason, now=now, config=config.incidents
+    )
+    if joining is None and postgres:
+        if not await _save_failure(
+            session, order, values, now, event=event, config=config, mail=mail
+        ):
+            raise _conflict()
+        return
+    incident = joining.incident if joining is not None else None
+    values["incident_id"] = incident.id if incident is not None else None
+    await _save_change(session, order, values, now)
+    after = []
+    if joining is not None and not joining.opened:
+        after.append(
+            await incidents.joined(
+                session, incident=joining.incident, order=order, actor=viewer.actor, now=now
+            )
+        )
+    # The order's event, its notifications' (support's suppressed when the order joined an
+    # incident), then the incident's, in one INSERT.
+    await notify_order_failed(
+        session,
+        order=order,
+        support_email=config.support_email,
+        now=now,
+        events_before=[event],
+        incident_id=incident.id if incident is not None else None,
+        events_after=after,
+        mail=mail,
+    )
+    if joining is not None and joining.opened:
+        await incidents.record_opening(
+            session, joining=joining, actor=viewer.actor, config=config.incidents, now=now
+        )
 
 
 def clean_comment(value: str | None, *, field: str) -> str | None:

@@ -240,7 +240,10 @@ async def test_a_status_change_costs_a_fixed_number_of_statements(
     (app/notifications/recipients.py failed_order_statement); on SQLite the order, the update,
     the mail's facts, and each notification and event a row at a time (no ordered multi-row
     RETURNING). A resubmit: token, order, then the update with its event (one statement on
-    PostgreSQL, two on SQLite). On PostgreSQL neither grows with the recipients."""
+    PostgreSQL, two on SQLite). On PostgreSQL neither grows with the recipients.
+
+    SPEC 10 (incidents): whether the failure opens or joins an incident is asked inside that one
+    statement on PostgreSQL (`incidents.unless_involved`), and in one statement more on SQLite."""
     client = api.as_(await factory.token("SUPPORT"))
     reseller = await factory.reseller()
     if recipients == 3:
@@ -250,7 +253,7 @@ async def test_a_status_change_costs_a_fixed_number_of_statements(
     async with counting(services) as failing:
         data = await client.data(FAIL, {"id": gid("Order", order)})
     assert data["reportProvisioningResult"] == {"order": {"status": "PF"}, "userErrors": []}
-    assert len(failing) == (5 + 2 * recipients if sqlite else 3), failing
+    assert len(failing) == (6 + 2 * recipients if sqlite else 3), failing
     async with counting(services) as resubmitting:
         data = await client.data(RESUBMIT, {"id": gid("Order", order)})
     assert data["performOrderAction"] == {"order": {"status": "PR"}, "userErrors": []}

@@ -74,6 +74,10 @@ async def test_the_builtin_templates_are_listed(support: GraphQLClient) -> None:
     assert [t["name"] for t in templates] == [
         "Order Provisioning Failed",
         "Failed Order Unresolved",
+        # SPEC 10: incident mail
+        "Provisioning Incident Opened",
+        "Provisioning Incident Digest",
+        "Failed Orders Unresolved",
     ]
     assert "{{ order.number }}" in templates[0]["subject"]
     assert "{{ order.number }}" in templates[1]["subject"]
@@ -145,7 +149,13 @@ async def test_only_support_manages_templates(
     assert refusal["data"] is None
     assert refusal["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     names = [t["name"] for t in (await support.data(TEMPLATES))["notificationTemplates"]]
-    assert names == ["Order Provisioning Failed", "Failed Order Unresolved"]
+    assert names == [  # the built-ins only: nothing was created
+        "Order Provisioning Failed",
+        "Failed Order Unresolved",
+        "Provisioning Incident Opened",
+        "Provisioning Incident Digest",
+        "Failed Orders Unresolved",
+    ]
     customer = await factory.customer(reseller)
     as_customer = api.as_(await factory.token("CUSTOMER", customer=customer))
     assert (await as_customer.post(TEMPLATES))["errors"][0]["extensions"]["code"] == "FORBIDDEN"

@@ -70,6 +70,7 @@ async def direct(scale_database_url: str) -> AsyncIterator[Services]:
         _env_file=None,
         database_url=scale_database_url,
         support_email="support@distributor.example",
+        incident_threshold=1000,  # as tests/conftest.py and the server processes' (processes.py)
     )
     services = Services(settings=settings, db=Database(scale_database_url))
     yield services

@@ -38,6 +38,8 @@ const ROW = `id number type status version requiresManualAction total { amount c
 const NOTE = `id kind recipientRole email subject status attempts lastError createdAt sentAt
   order { id number }`;
 
+const INCIDENT = `id number status openedAt orderCount pendingCount reason { reason message remedy }`;
+
 export const BOOT = `query PanelBoot {
   viewer { role reseller { id name email } customer { id name contactEmail reseller { id name } } }
   orderStatuses { code name requiresManualAction }
@@ -59,6 +61,7 @@ export const ORDER_DETAIL = `query PanelOrder($id: ID!) {
     availableActions
     history { cursor from to action reason actor comment occurredAt }
     notifications { ${NOTE} }
+    incident { ${INCIDENT} }
   }
 }`;
 
@@ -110,4 +113,18 @@ export const ORDER_CHANGES = `subscription PanelOrderChanges($after: String) {
 
 export const NOTIFICATION_CHANGES = `subscription PanelNotificationChanges($after: String) {
   notificationChanged(after: $after) { cursor notification { ${NOTE} } }
+}`;
+
+export const OPEN_INCIDENTS = `query PanelIncidents {
+  incidents(first: 20, filter: { status: OPEN }) { edges { node { ${INCIDENT} } } }
+}`;
+
+export const RESUBMIT_INCIDENT = `mutation PanelResubmitIncident($input: ResubmitIncidentOrdersInput!) {
+  resubmitIncidentOrders(input: $input) {
+    resubmitted skipped incident { ${INCIDENT} } userErrors { field message code }
+  }
+}`;
+
+export const INCIDENT_CHANGES = `subscription PanelIncidentChanges($after: String) {
+  incidentChanged(after: $after) { cursor change incident { ${INCIDENT} } }
 }`;

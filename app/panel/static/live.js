@@ -9,19 +9,21 @@
 // registered, and a snapshot loaded over HTTP from then on cannot miss a change (`onSnapshot`).
 // The page merges by `Order.version`, so a change seen twice is harmless.
 import { createClient } from "./vendor/graphql-ws.js";
-import { NOTIFICATION_CHANGES, ORDER_CHANGES } from "./api.js";
+import { INCIDENT_CHANGES, NOTIFICATION_CHANGES, ORDER_CHANGES } from "./api.js";
 
 const PING_EVERY_MS = 5000;
 const PONG_WITHIN_MS = 3000;
 const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4406, 4409, 4429]);
 
-export function connectLive({ token, onState, onOrderChange, onNotificationChange, onSnapshot, onRefused }) {
+export function connectLive({ token, onState, onOrderChange, onNotificationChange, onIncidentChange, onSnapshot, onRefused }) {
   const url = new URL("/graphql", window.location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   const streams = {
     orders: { query: ORDER_CHANGES, field: "orderStatusChanged", handle: onOrderChange },
     notifications: { query: NOTIFICATION_CHANGES, field: "notificationChanged", handle: onNotificationChange },
   };
+  // support only (SPEC 10): the open incidents above the orders
+  if (onIncidentChange) streams.incidents = { query: INCIDENT_CHANGES, field: "incidentChanged", handle: onIncidentChange };
   let disposed = false;
   let pongTimer = null;
   let wakeRetry = null;

@@ -4,6 +4,7 @@
 import * as api from "./api.js";
 import { connectLive } from "./live.js";
 import { el, formatCountdown, formatDate, formatMoney, humanize } from "./dom.js";
+import { applyIncidentChange, clearIncidents, loadIncidents, orderIncident } from "./incidents.js";
 
 const TOKEN_KEY = "orderpulse.token";
 const SNAPSHOT_FALLBACK_MS = 3000;
@@ -101,6 +102,7 @@ async function signIn(token) {
     onState: setConnection,
     onOrderChange: applyOrderChange,
     onNotificationChange: applyNotificationChange,
+    onIncidentChange: boot.viewer.role === "SUPPORT" ? applyIncidentChange : null,
     onSnapshot: () => {
       snapshotLoaded = true;
       return loadEverything();
@@ -131,6 +133,7 @@ function signOut(message) {
   });
   $("[data-orders] tbody").replaceChildren();
   $("[data-notification-list] tbody").replaceChildren();
+  clearIncidents();
   $("[data-order-detail]").hidden = true;
   showSignIn(message);
 }
@@ -197,6 +200,7 @@ async function loadEverything() {
   const role = state.viewer?.role;
   const tasks = [loadOrders({ keepSelection: true }), loadCounts(), loadNotifications()];
   if (role !== "CUSTOMER") tasks.push(loadCustomers(), loadSettings(state.settingsResellerId));
+  if (role === "SUPPORT") tasks.push(guarded(loadIncidents(state.token)));
   if (state.selectedId) tasks.push(loadDetail(state.selectedId));
   await Promise.all(tasks);
 }
@@ -494,6 +498,7 @@ function renderDetail() {
       el("dd", {}, el("ul", { class: "items" }, ...order.items.map((i) => el("li", {}, `${i.quantity} × ${i.description} @ ${i.unitPrice}`)))),
     ),
     failure,
+    orderIncident(order),
     el(
       "div",
       { class: "actions", "data-actions": "" },
