@@ -32,6 +32,7 @@ from app.graphql.context import Context
 from app.graphql.loaders import Loaders
 from app.graphql.persisted import PersistedQueries, PersistedQueryError
 from app.graphql.schema import OrderPulseSchema
+from app.outages import DependencyUnavailable, is_unavailable_error
 from app.panel import graphiql_page
 from app.services import Services
 
@@ -191,6 +192,8 @@ class GraphQLHTTP:
             raise RequestError(400, exc.as_http_error_reason()) from None
         except MissingQueryError:
             raise RequestError(400, "No GraphQL query found in the request") from None
+        if any(is_unavailable_error(error) for error in result.errors or ()):
+            raise DependencyUnavailable("a field needed a dependency that is down")  # 503
         return self.respond_result(result, media_type)
 
     def respond_result(self, result: ExecutionResult, media_type: str) -> Response:

@@ -1,7 +1,8 @@
 """graphql-transport-ws, answered as strawberry's own handler answers it, for /graphql.
 
 A `connection_init` (its payload carries `Authorization: Bearer <token>`, key in any case) within
-`ws_init_timeout_seconds` or 4408; a bad, missing, revoked or expired token 4403; more than
+`ws_init_timeout_seconds` or 4408; a bad, missing, revoked or expired token 4403; a token that
+cannot be checked because the database is down 1013 (try again later; app/outages.py); more than
 `max_sockets_per_token` open sockets of one token 4429; `subscribe` before the ack 4401; a second
 init 4429; an id already running 4409; a message that is not JSON text of the protocol, or a
 document that does not parse, 4400; a message over `max_body_bytes` 1009 (uvicorn's `ws_max_size`
@@ -51,6 +52,7 @@ from app.graphql.ws.groups import Groups, Member, Selection
 from app.graphql.ws.sending import Send, SendQueue
 from app.graphql.ws.server_protocol import SEND_TEXTS_EXTENSION
 from app.observability import metrics
+from app.outages import TRY_AGAIN_LATER, describe, is_outage, unavailable_error
 from app.ratelimit import RateLimiter, client_key, rate_limited_error
 from app.services import Services
 
@@ -297,7 +299,15 @@ class SocketSession:
             pass
         elif kind == "subscribe":
             async with self.endpoint.admission:
-                await self.on_subscribe(data)
+                try:
+                    await self.on_subscribe(data)
+                except Exception as error:
+                    if not is_outage(error) or not isinstance(data.get("id"), str):
+                        raise
+                    self.operations.pop(data["id"], None)  # (reserved while it started)
+                    log.warning("operation refused, a dependency is down: %s", describe(error))
+                    message = {"id": data["id"], "type": "error", "payload": [unavailable_error()]}
+                    self.outgoing.put(json.dumps(message), None)
         elif kind == "complete":
             if isinstance(data.get("id"), str):
                 self.forget(data["id"])
@@ -318,7 +328,14 @@ class SocketSession:
         self.init_received = True
         if self.init_timer is not None:
             self.init_timer.cancel()
-        viewer = await self.endpoint.authenticate(payload)
+        try:
+            viewer = await self.endpoint.authenticate(payload)
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            log.warning("websocket refused, a dependency is down: %s", describe(error))
+            await self.close(TRY_AGAIN_LATER, "Try again later")
+            return
         if self.closed:
             return
         if viewer is None:
@@ -380,7 +397,9 @@ class SocketSession:
             return
         try:
             await self.start(id, query, payload.get("variables"), payload.get("operationName"))
-        except Exception:
+        except Exception as error:
+            if is_outage(error):
+                raise  # answered SERVICE_UNAVAILABLE by `handle`
             log.exception("could not start an operation")
             self.operations.pop(id, None)
             self.send_error(id, [GraphQLError("Unexpected error.")])
