@@ -114,8 +114,12 @@ async def test_a_database_restart_is_503_then_ready_within_a_second(
     async with running(url) as (app, server):
         token = await Factory(app.state.services).token("SUPPORT")
         fresh = await Factory(app.state.services).token("SUPPORT")  # never used before the outage
-        async with httpx.AsyncClient(base_url=server.origin, timeout=20) as http:
+        async with (
+            httpx.AsyncClient(base_url=server.origin, timeout=20) as http,
+            ws_client(server.ws_url) as open_before,
+        ):
             await until(lambda: ready_and_serving(http, token), timeout=15)
+            assert await open_before.init(token) == {"type": "connection_ack"}
             await asyncio.to_thread(own_postgres.stop)
 
             # HTTP: the token's look-up cannot be made
@@ -128,6 +132,24 @@ async def test_a_database_restart_is_503_then_ready_within_a_second(
             async with ws_client(server.ws_url) as ws:
                 await ws.send({"type": "connection_init", "payload": bearer(fresh)})
                 assert await ws.closed_with() == (1013, "Try again later")
+            # a socket opened before: a subscription that cannot start is refused, the socket stays
+            after = "ZXZlbnQ6MQ"  # the cursor of event 1
+            await open_before.subscribe(
+                "1", "subscription($a: String) { orderStatusChanged(after: $a) { cursor } }",
+                {"a": after},
+            )  # fmt: skip
+            assert await open_before.receive() == {
+                "id": "1",
+                "type": "error",
+                "payload": [
+                    {
+                        **UNAVAILABLE["errors"][0],
+                        "locations": [{"line": 1, "column": 28}],
+                        "path": ["orderStatusChanged"],
+                    }
+                ],
+            }
+            assert await open_before.until_pong() == []
 
             await asyncio.to_thread(own_postgres.start_again)
             taken, _ = await until(lambda: ready_and_serving(http, token), timeout=10)

@@ -31,6 +31,7 @@ from strawberry.schema.schema import validate_document
 
 from app.graphql.context import Context
 from app.graphql.schema import OrderPulseSchema
+from app.outages import coded_outages
 
 PREPARED_CACHE_SIZE = 512
 
@@ -110,8 +111,9 @@ class Documents:
         )
 
     def formatted(self, errors: Sequence[GraphQLError]) -> list[dict[str, Any]]:
-        """Errors as sent: masked exactly as strawberry's pipeline masks them."""
-        return [dict(error.formatted) for error in self.guards.masked(errors)]
+        """Errors as sent: coded and masked exactly as strawberry's pipeline does (an outage's
+        as SERVICE_UNAVAILABLE: `OrderPulseSchema.process_errors`)."""
+        return [dict(error.formatted) for error in self.guards.masked(coded_outages(errors))]
 
     def payload_json(self, result: ExecutionResult) -> str:
         payload: dict[str, Any] = {"data": result.data}

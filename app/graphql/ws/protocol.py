@@ -192,8 +192,12 @@ class GraphQLWebSocket:
                 await asyncio.sleep(interval)
                 try:
                     await self.close_dead_tokens()
-                except Exception:  # the database may be away for a while; try again later
-                    log.exception("could not check the tokens of open websockets")
+                except Exception as error:  # the database may be away for a while; try later
+                    if not is_outage(error):
+                        log.exception("could not check the tokens of open websockets")
+                    else:
+                        log.warning("could not check the tokens of open websockets: %s",
+                                    describe(error))  # fmt: skip
         finally:
             self.token_watch = None
 
@@ -581,11 +585,20 @@ class SocketSession:
             self.forget(member.id)
             self.send_error(member.id, [too_slow(member.last_id)])
 
-    def end_interrupted(self, member: Member) -> None:
-        """Its events could not be rendered or replayed: end it, naming where to resume."""
+    def end_interrupted(self, member: Member, *, outage: bool = False) -> None:
+        """Its events could not be rendered or replayed: end it, naming where to resume (with
+        `outage`, because the database is away: coded SERVICE_UNAVAILABLE, as SPEC 8 says)."""
         if self.operations.get(member.id) is member:
             self.forget(member.id)
-            self.send_error(member.id, [interrupted(member.last_id)])
+            error = interrupted(member.last_id)
+            if outage:
+                found = unavailable_error()
+                error = GraphQLError(
+                    f"{found['message']}. Subscribe again with `after` set to the cursor in"
+                    " `extensions.after`.",
+                    extensions={**(error.extensions or {}), **found["extensions"]},
+                )
+            self.send_error(member.id, [error])
 
     # --- ending ---------------------------------------------------------------------------------
 
