@@ -7,8 +7,10 @@ resolves persisted documents, and answers in the media type the client accepts:
 parse or validate, a guard's refusal or a variable that does not coerce, is a 400 with no `data`)
 or `application/json` (200 for every GraphQL response; `*/*` and no Accept mean this one). A body
 that is not JSON is a 400, a POST that is not `application/json` a 415, a mutation over GET a 405,
-and an Accept that allows neither JSON type a 406. The body size is limited before this endpoint
-reads it (Starlette's `max_body_size`, see `app.asgi`). A browser asking for HTML gets GraphiQL.
+and an Accept that allows neither JSON type a 406; an operation that needed a dependency that is
+down (a field coded SERVICE_UNAVAILABLE) is a 503 with Retry-After (app/outages.py). The body
+size is limited before this endpoint reads it (Starlette's `max_body_size`, see `app.asgi`). A
+browser asking for HTML gets GraphiQL.
 """
 
 from __future__ import annotations
