@@ -13,8 +13,9 @@ a reordering, a missing mail, a bare 500 or a 1006 into a recording and see each
   only where a worker was killed);
 - websockets: a close the client did not ask for carries 1012 or 1013 inside a fault window (1006
   only where a worker was killed: nothing is left to send a close frame), none outside;
-- memory: each worker's RSS after the warm-up grows by at most `flat_bytes_per_hour` (a
-  least-squares slope over its samples), judged only over at least `min_judged_seconds`.
+- memory: each worker's RSS after its warm-up (counted from its own first sample: a worker
+  restarted after a kill warms up again) grows by at most `flat_bytes_per_hour` (a least-squares
+  slope over its samples), judged only over at least `min_judged_seconds`.
 """
 
 from __future__ import annotations
@@ -207,7 +208,10 @@ def memory_trends(
     trends: dict[str, dict[str, Any]] = {}
     problems = []
     for worker, samples in sorted(recording.rss.items()):
-        after = [(t, b) for t, b in samples if t >= recording.warmup_seconds]
+        # the warm-up of each worker from its own first sample: one restarted after a kill
+        # warms up again (its caches, its pool)
+        born = samples[0][0] if samples else 0.0
+        after = [(t, b) for t, b in samples if t >= born + recording.warmup_seconds]
         slope = slope_bytes_per_hour(after)
         span = after[-1][0] - after[0][0] if len(after) > 1 else 0.0
         judged = slope is not None and span >= min_judged_seconds

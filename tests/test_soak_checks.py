@@ -185,6 +185,16 @@ def test_memory_is_reported_but_not_judged_over_a_short_run() -> None:
     assert trends["worker-1"]["slope_bytes_per_hour"] == 60 * MB
 
 
+def test_a_restarted_worker_is_judged_after_its_own_warm_up() -> None:
+    recording = clean()
+    warming = [(1000.0 + 60 * m, 90 * MB + min(m, 2) * 5 * MB) for m in range(0, 20)]
+    recording.rss["worker-2"] = warming  # grew 10 MB in its first 2 minutes, then flat
+    trends, problems = memory_trends(recording)
+    assert problems == []
+    assert trends["worker-2"]["slope_bytes_per_hour"] == 0
+    assert trends["worker-2"]["judged"] is True
+
+
 def test_slope_and_latency_figures() -> None:
     assert slope_bytes_per_hour([(0.0, 0), (1800.0, MB), (3600.0, 2 * MB)]) == 2 * MB
     assert slope_bytes_per_hour([(0.0, 0), (1.0, 1)]) is None
