@@ -30,6 +30,7 @@ from app.graphql.ws.server_protocol import ConnectionLimits, UpgradingHttpProtoc
 from app.observability import metrics
 from app.observability.logs import request_id_middleware
 from app.observability.logs import write_at_once as write_logs_at_once
+from app.outages import OutageMiddleware
 from app.panel import panel_routes
 from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.runtime import tune_garbage_collector
@@ -212,6 +213,8 @@ def create_app(
                 allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
                 max_age=600,
             ),
+            # a dependency down: 503 with Retry-After, never a bare 500 (request id, CORS kept)
+            Middleware(OutageMiddleware),
             # each GraphQL operation spends its token's budget (429 over it; CORS headers kept)
             Middleware(RateLimitMiddleware, path="/graphql", limiter=limiter),
         ],

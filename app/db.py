@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Column, DateTime, Float, Insert, Numeric, Select, Update, event, inspect
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Dialect, ExceptionContext, make_url
 from sqlalchemy.exc import DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -27,6 +28,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState, StaticPool
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.outages import is_outage
 from app.settings import Settings
 
 R = TypeVar("R")
@@ -111,6 +113,24 @@ def _sqlite_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) ->
 
 
 PING_SECONDS = 3.0
+DEFAULT_TIMEOUT_SECONDS = 10.0
+"""`ORDERPULSE_DATABASE_TIMEOUT_SECONDS`'s default: see `Database.timeout_seconds`."""
+
+
+def _invalidate_on_outage(context: ExceptionContext) -> None:
+    """A statement run through SQLAlchemy failed because the server is out of reach (a time
+    limit, a reset): the connection is discarded, never handed out again. (asyncpg's time limit
+    raises a plain TimeoutError, which SQLAlchemy would otherwise leave in the pool with the
+    statement still running on it.)"""
+    if not context.is_disconnect and is_outage(context.original_exception):
+        context.is_disconnect = True
+
+
+async def _invalidate_if_outage(conn: AsyncConnection, error: BaseException) -> None:
+    """The same for a `CompiledStatement` run on the driver's connection."""
+    if is_outage(error):
+        with contextlib.suppress(Exception):
+            await conn.invalidate(error if isinstance(error, Exception) else None)
 
 
 @dataclass
@@ -254,7 +274,11 @@ class CompiledStatement:
                     if compiled.writes and conn.sync_connection is not None:
                         options = conn.sync_connection.get_execution_options()
                         _before_write(options, by_compiled_statement=compiled.results is None)
-                    records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
+                    try:
+                        records: Any = await driver.fetch(compiled.sql, *compiled.arguments(given))
+                    except Exception as error:
+                        await _invalidate_if_outage(conn, error)
+                        raise
                     return [compiled.row(record) for record in records]
             elif conn.dialect.driver == "aiosqlite" and compiled.results is not None:
                 records = await _sqlite_select(driver, compiled, compiled.arguments(given))
@@ -401,6 +425,9 @@ class Database:
     """
 
     url: str
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    """PostgreSQL: the longest a connection attempt, a statement, or a wait for a pooled
+    connection may take before it fails (and the request gets 503)."""
     engine: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
     _write_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
@@ -433,8 +460,18 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "reset", _sqlite_reset)
         else:
-            self.engine = create_async_engine(url, pool_size=30, max_overflow=0)
+            # Every wait on the server is bounded (`timeout_seconds`): a partition drops packets
+            # without a reset, and only a time limit tells a request, a worker or /readyz so.
+            limit = self.timeout_seconds
+            self.engine = create_async_engine(
+                url,
+                pool_size=30,
+                max_overflow=0,
+                pool_timeout=limit,  # waiting for a pooled connection
+                connect_args={"timeout": limit, "command_timeout": limit},
+            )
             event.listen(self.engine.sync_engine, "checkout", _replace_if_closed)
+            event.listen(self.engine.sync_engine, "handle_error", _invalidate_on_outage)
             event.listen(self.engine.sync_engine, "before_cursor_execute", _guard_statement)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         # Reads that need no transaction (PostgreSQL's READ COMMITTED gives each statement its
@@ -572,4 +609,4 @@ async def saved(session: AsyncSession, row: R) -> R:
 
 
 def database_from_settings(settings: Settings) -> Database:
-    return Database(settings.database_url)
+    return Database(settings.database_url, timeout_seconds=settings.database_timeout_seconds)

@@ -15,8 +15,12 @@ nothing.
 - SQLite: none (the embedded mode is one process).
 
 When the connection drops (the database or Redis restarted, the backend was terminated), the
-transport reconnects by itself with exponential backoff, wakes local listeners once connected
-(events committed meanwhile are in the log), and sends any announcement still pending.
+transport reconnects by itself with exponential backoff capped at half a second (the process is
+not ready while it is down, and must be ready within a second of the server's return: a refused
+connection costs next to nothing, so retrying twice a second is cheap), wakes local listeners once
+connected (events committed meanwhile are in the log), and sends any announcement still pending.
+The first failure of an outage is logged at WARNING, the retries that follow at DEBUG, and the
+reconnection says how long the outage lasted.
 """
 
 from __future__ import annotations
@@ -73,11 +77,14 @@ class EventTransport(ABC):
         self,
         *,
         bus: EventBus,
-        backoff_first_seconds: float = 0.1,
-        backoff_max_seconds: float = 5.0,
+        backoff_first_seconds: float = 0.05,
+        backoff_max_seconds: float = 0.5,
         health_check_seconds: float = 10.0,
+        timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self.bus = bus
+        self.timeout_seconds = timeout_seconds
+        """The longest a connection attempt or a command may take (a partition answers nothing)."""
         self.backoff_first_seconds = backoff_first_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.health_check_seconds = health_check_seconds
@@ -123,6 +130,7 @@ class EventTransport(ABC):
 
     async def _run(self) -> None:
         failures = 0
+        lost_at: float | None = None
         while True:
             connected_at: float | None = None
             try:
@@ -130,8 +138,13 @@ class EventTransport(ABC):
                 connected_at = time.monotonic()
                 self.connects += 1
                 self.connected.set()
-                if self.connects > 1:
-                    log.info("%s reconnected", type(self).__name__)
+                if self.connects > 1 and lost_at is not None:
+                    log.warning(
+                        "%s reconnected after %.1f s",
+                        type(self).__name__,
+                        connected_at - lost_at,
+                    )
+                lost_at = None
                 # Events may have committed while we were away: let the fan-out read the log.
                 self.bus.wake_local()
                 await self._serve()
@@ -141,7 +154,11 @@ class EventTransport(ABC):
                 if connected_at is not None and time.monotonic() - connected_at > STABLE_SECONDS:
                     failures = 0  # it was up for a while: start the backoff over
                 failures += 1
-                log.warning(
+                first = lost_at is None
+                if first:
+                    lost_at = time.monotonic()
+                log.log(
+                    logging.WARNING if first else logging.DEBUG,
                     "%s connection lost or refused (%s: %s); retrying",
                     type(self).__name__,
                     type(exc).__name__,
@@ -216,7 +233,7 @@ class PostgresTransport(EventTransport):
         self._lost.clear()
         conn = await asyncpg.connect(
             self.dsn,
-            timeout=CONNECT_TIMEOUT_SECONDS,
+            timeout=self.timeout_seconds,
             server_settings={"application_name": CLIENT_NAME},
         )
         self._conn = conn
@@ -236,11 +253,11 @@ class PostgresTransport(EventTransport):
         await self._conn.execute(
             "SELECT pg_notify($1, (SELECT coalesce(max(id), 0) FROM event)::text)",
             self.channel,
-            timeout=CONNECT_TIMEOUT_SECONDS,
+            timeout=self.timeout_seconds,
         )
 
     async def _check_health(self) -> None:
-        await self._conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT_SECONDS)
+        await self._conn.fetchval("SELECT 1", timeout=self.timeout_seconds)
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -284,7 +301,7 @@ class RedisTransport(EventTransport):
         client = Redis.from_url(
             self.redis_url,
             retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_connect_timeout=self.timeout_seconds,
             socket_timeout=None,
             client_name=self.client_name,
         )
@@ -309,11 +326,11 @@ class RedisTransport(EventTransport):
     async def _publish(self) -> None:
         newest = await self._latest_event_id()
         await asyncio.wait_for(
-            self._client.publish(self.channel, f"{newest} {self.origin}"), CONNECT_TIMEOUT_SECONDS
+            self._client.publish(self.channel, f"{newest} {self.origin}"), self.timeout_seconds
         )
 
     async def _check_health(self) -> None:
-        await asyncio.wait_for(self._client.ping(), CONNECT_TIMEOUT_SECONDS)
+        await asyncio.wait_for(self._client.ping(), self.timeout_seconds)
 
     async def _close(self) -> None:
         pubsub, client = self._pubsub, self._client
@@ -352,5 +369,10 @@ def transport_for(*, settings: Settings, db: Database, bus: EventBus) -> EventTr
             latest_event_id=newest_event_id(db),
             channel=f"{CHANNEL}:{name}",
             client_name=f"{CLIENT_NAME}-{name}",
+            timeout_seconds=settings.redis_timeout_seconds,
         )
-    return PostgresTransport(database_url=settings.database_url, bus=bus)
+    return PostgresTransport(
+        database_url=settings.database_url,
+        bus=bus,
+        timeout_seconds=settings.database_timeout_seconds,
+    )

@@ -8,8 +8,10 @@ parse or validate, a guard's refusal or a variable that does not coerce, is a 40
 or `application/json` (200 for every GraphQL response; `*/*` and no Accept mean this one). A body
 that is not JSON (or is nested over 1024 deep) is a 400, a POST that is not
 `application/json` a 415, a mutation over GET a 405, HEAD a 405 (it runs nothing), and an Accept
-that allows neither JSON type a 406. The body size is limited before this endpoint
-reads it (Starlette's `max_body_size`, see `app.asgi`). A browser asking for HTML gets GraphiQL.
+that allows neither JSON type a 406; an operation that needed a dependency that is down (a field
+coded SERVICE_UNAVAILABLE) is a 503 with Retry-After (app/outages.py). The body size is limited
+before this endpoint reads it (Starlette's `max_body_size`, see `app.asgi`). A browser asking for
+HTML gets GraphiQL.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from app.graphql.context import Context
 from app.graphql.loaders import Loaders
 from app.graphql.persisted import PersistedQueries, PersistedQueryError
 from app.graphql.schema import OrderPulseSchema
+from app.outages import DependencyUnavailable, is_unavailable_error
 from app.panel import graphiql_page
 from app.services import Services
 
@@ -204,6 +207,8 @@ class GraphQLHTTP:
             raise RequestError(400, exc.as_http_error_reason()) from None
         except MissingQueryError:
             raise RequestError(400, "No GraphQL query found in the request") from None
+        if any(is_unavailable_error(error) for error in result.errors or ()):
+            raise DependencyUnavailable("a field needed a dependency that is down")  # 503
         return self.respond_result(result, media_type)
 
     def respond_result(self, result: ExecutionResult, media_type: str) -> Response:

@@ -32,6 +32,7 @@ from app.graphql.queries import Query
 from app.graphql.subscriptions import Subscription, require_live_streams
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
 from app.observability.graphql import OperationMetrics
+from app.outages import is_outage, unavailable_graphql_error
 from app.settings import Settings, get_settings
 
 
@@ -214,7 +215,10 @@ class OrderPulseSchema(strawberry.Schema):
         a refused token) once at WARNING, without one.
         """
         for index, error in enumerate(errors):
-            if is_unexpected(error):
+            if is_outage(error.original_error):  # not a bug: the client may try again later
+                log.warning("operation failed, a dependency is down: %s", error.message)
+                errors[index] = unavailable_graphql_error(error)
+            elif is_unexpected(error):
                 log.error("unexpected error: %s", error.message, exc_info=error.original_error)
                 errors[index] = self.guards.mask.anonymise_error(error)
             else:

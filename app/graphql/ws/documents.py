@@ -125,9 +125,10 @@ class Documents:
         )
 
     def formatted(self, errors: Sequence[GraphQLError]) -> list[dict[str, Any]]:
-        """Errors as sent: logged and masked exactly as strawberry's pipeline does it (the
-        schema's `process_errors`: a bug at ERROR with its traceback, an error the client caused
-        once at WARNING without one), once per error however many subscribers share it."""
+        """Errors as sent: coded, logged and masked exactly as strawberry's pipeline does it (the
+        schema's `process_errors`: an outage's as SERVICE_UNAVAILABLE, a bug at ERROR with its
+        traceback, an error the client caused once at WARNING without one), once per error
+        however many subscribers share it."""
         sent = list(errors)
         self.schema.process_errors(sent)
         return [dict(error.formatted) for error in sent]

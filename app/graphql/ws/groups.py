@@ -40,6 +40,7 @@ from app.graphql.loaders import Loaders
 from app.graphql.subscriptions import LOADERS_KEY, LiveStream
 from app.graphql.ws.documents import Documents
 from app.observability import metrics
+from app.outages import describe, is_outage
 from app.services import Services
 
 if TYPE_CHECKING:
@@ -111,10 +112,14 @@ class Group:
     async def deliver(self, events: Sequence[Event], batch: Batch) -> None:
         try:
             payloads = await self.selection.render(events, batch)
-        except Exception:
-            log.exception("could not render events for a subscription group")
+        except Exception as error:
+            outage = is_outage(error)
+            if outage:
+                log.warning("could not render events, a dependency is down: %s", describe(error))
+            else:
+                log.exception("could not render events for a subscription group")
             for member in list(self.members):
-                member.session.end_interrupted(member)
+                member.session.end_interrupted(member, outage=outage)
             return
         fallen_behind: list[Member] = []
         for event, payload in zip(events, payloads, strict=True):
@@ -147,10 +152,14 @@ class Group:
                         member.go_live()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("a replay failed")
+        except Exception as error:
+            outage = is_outage(error)
+            if outage:  # the database is away: the members resume with `after` once it is back
+                log.warning("a replay failed, a dependency is down: %s", describe(error))
+            else:
+                log.exception("a replay failed")
             for member in list(self.catching_up):
-                member.session.end_interrupted(member)
+                member.session.end_interrupted(member, outage=outage)
             self.catching_up.clear()
         finally:
             self.replayer = None

@@ -1,7 +1,8 @@
 """graphql-transport-ws, answered as strawberry's own handler answers it, for /graphql.
 
 A `connection_init` (its payload carries `Authorization: Bearer <token>`, key in any case) within
-`ws_init_timeout_seconds` or 4408; a bad, missing, revoked or expired token 4403; more than
+`ws_init_timeout_seconds` or 4408; a bad, missing, revoked or expired token 4403; a token that
+cannot be checked because the database is down 1013 (try again later; app/outages.py); more than
 `max_sockets_per_token` open sockets of one token 4429; `subscribe` before the ack 4401; a second
 init 4429; an id already running 4409; a message that is not JSON text of the protocol, or a
 document that does not parse, 4400; a client that sends and does not read its answers (pongs,
@@ -58,6 +59,7 @@ from app.graphql.ws.groups import Groups, Member, Selection
 from app.graphql.ws.sending import Send, SendQueue
 from app.graphql.ws.server_protocol import SEND_TEXTS_EXTENSION
 from app.observability import metrics
+from app.outages import TRY_AGAIN_LATER, describe, is_outage, unavailable_error
 from app.ratelimit import (
     RateLimiter,
     address_key,
@@ -209,8 +211,12 @@ class GraphQLWebSocket:
                 await asyncio.sleep(interval)
                 try:
                     await self.close_dead_tokens()
-                except Exception:  # the database may be away for a while; try again later
-                    log.exception("could not check the tokens of open websockets")
+                except Exception as error:  # the database may be away for a while; try later
+                    if not is_outage(error):
+                        log.exception("could not check the tokens of open websockets")
+                    else:
+                        log.warning("could not check the tokens of open websockets: %s",
+                                    describe(error))  # fmt: skip
         finally:
             self.token_watch = None
 
@@ -369,7 +375,15 @@ class SocketSession:
             pass
         elif kind == "subscribe":
             async with self.endpoint.admission:
-                await self.on_subscribe(data)
+                try:
+                    await self.on_subscribe(data)
+                except Exception as error:
+                    if not is_outage(error) or not isinstance(data.get("id"), str):
+                        raise
+                    self.operations.pop(data["id"], None)  # (reserved while it started)
+                    log.warning("operation refused, a dependency is down: %s", describe(error))
+                    message = {"id": data["id"], "type": "error", "payload": [unavailable_error()]}
+                    self.outgoing.put(json.dumps(message), None)
         elif kind == "complete":
             if isinstance(data.get("id"), str):
                 self.forget(data["id"])
@@ -399,7 +413,14 @@ class SocketSession:
             if not decision.allowed:
                 await self.close(4429, rate_limited_error(decision.retry_after)["message"])
                 return
-        viewer = await self.endpoint.authenticate(payload)
+        try:
+            viewer = await self.endpoint.authenticate(payload)
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            log.warning("websocket refused, a dependency is down: %s", describe(error))
+            await self.close(TRY_AGAIN_LATER, "Try again later")
+            return
         if self.closed:
             return
         if viewer is None:
@@ -465,7 +486,9 @@ class SocketSession:
             return
         try:
             await self.start(id, query, payload.get("variables"), payload.get("operationName"))
-        except Exception:
+        except Exception as error:
+            if is_outage(error):
+                raise  # answered SERVICE_UNAVAILABLE by `handle`
             log.exception("could not start an operation")
             self.operations.pop(id, None)
             self.send_error(id, [GraphQLError("Unexpected error.")])
@@ -647,11 +670,20 @@ class SocketSession:
             self.forget(member.id)
             self.send_error(member.id, [too_slow(member.last_id)])
 
-    def end_interrupted(self, member: Member) -> None:
-        """Its events could not be rendered or replayed: end it, naming where to resume."""
+    def end_interrupted(self, member: Member, *, outage: bool = False) -> None:
+        """Its events could not be rendered or replayed: end it, naming where to resume (with
+        `outage`, because the database is away: coded SERVICE_UNAVAILABLE, as SPEC 8 says)."""
         if self.operations.get(member.id) is member:
             self.forget(member.id)
-            self.send_error(member.id, [interrupted(member.last_id)])
+            error = interrupted(member.last_id)
+            if outage:
+                found = unavailable_error()
+                error = GraphQLError(
+                    f"{found['message']}. Subscribe again with `after` set to the cursor in"
+                    " `extensions.after`.",
+                    extensions={**(error.extensions or {}), **found["extensions"]},
+                )
+            self.send_error(member.id, [error])
 
     # --- ending ---------------------------------------------------------------------------------
 
