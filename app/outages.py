@@ -16,7 +16,6 @@ import errno
 import json
 import logging
 import socket
-from collections.abc import Sequence
 from typing import Any
 
 from graphql import GraphQLError
@@ -111,13 +110,6 @@ def unavailable_graphql_error(error: GraphQLError) -> GraphQLError:
         path=error.path,
         extensions=found["extensions"],
     )
-
-
-def coded_outages(errors: Sequence[GraphQLError]) -> list[GraphQLError]:
-    """`errors`, each one a dependency's outage caused as `unavailable_graphql_error` (every
-    transport's errors pass here before masking: the schema's `process_errors`, the websocket's
-    own formatting)."""
-    return [unavailable_graphql_error(e) if is_outage(e.original_error) else e for e in errors]
 
 
 def is_unavailable_error(error: Any) -> bool:
