@@ -35,14 +35,14 @@ Logged = Callable[[], list[tuple[str, str, str, bool]]]
 @pytest.fixture
 def logged(caplog: pytest.LogCaptureFixture) -> Logged:
     """(logger, level, message, with a traceback) of each record of OrderPulse's own loggers at
-    WARNING and above since the test started."""
+    WARNING and above in the test's call phase (`caplog.get_records("call")`: the set-up's
+    records, such as a fixture's server starting, are kept apart by pytest)."""
     caplog.set_level(logging.WARNING)
-    start = len(caplog.records)
 
     def records() -> list[tuple[str, str, str, bool]]:
         return [
             (r.name, r.levelname, r.getMessage(), bool(r.exc_info and r.exc_info[0]))
-            for r in caplog.records[start:]
+            for r in caplog.get_records("call")
             if r.name.startswith("orderpulse")
         ]
 
