@@ -36,7 +36,10 @@ from tests.support.api import Factory, GraphQLClient, gid
 from tests.support.browser import CHROMIUM, launch_chromium
 from tests.support.server import LiveServer
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+"""Where the README's pictures live: the screenshot test writes there only when
+ORDERPULSE_UPDATE_SCREENSHOTS=1 (the pictures carry a random token, so a run would otherwise
+change tracked files), else to the test's own temporary directory."""
 LIVE_TIMEOUT_MS = 1000
 """SPEC 9: a change shows in every open panel that may see it within a second."""
 WAIT_MS = 10_000

@@ -1,4 +1,5 @@
-"""Screenshots of the panels and GraphiQL on the demo data, for the README (docs/screenshots/).
+"""Screenshots of the panels and GraphiQL on the demo data, for the README (docs/screenshots/,
+rewritten with `ORDERPULSE_UPDATE_SCREENSHOTS=1 ./scripts/test tests/browser/test_screenshots.py`).
 
 The browser's clock is pinned (and the server's is the FakeClock), so the pictures change only
 when the pages do. GraphiQL is checked to work: its page, scripts and styles come from OrderPulse
@@ -7,13 +8,15 @@ and a query runs through it (the `panels` fixture fails the test on any request 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 from playwright.async_api import Page, expect
 
 from app.demo import seed_demo
 from app.services import Services
-from tests.browser.conftest import SCREENSHOTS, Panels
+from tests.browser.conftest import DOCS_SCREENSHOTS, Panels
 from tests.support.clock import FakeClock
 
 
@@ -27,11 +30,13 @@ async def sign_in(page: Page, token: str) -> None:
 
 
 async def test_screenshots_of_both_panels_and_graphiql(
-    panels: Panels, services: Services, clock: FakeClock
+    panels: Panels, services: Services, clock: FakeClock, tmp_path: Path
 ) -> None:
+    update = os.environ.get("ORDERPULSE_UPDATE_SCREENSHOTS") == "1"
+    folder = DOCS_SCREENSHOTS if update else tmp_path
     tokens = await seed_demo(services)
     browser_time = clock.now() + timedelta(minutes=12, seconds=34)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
 
     reseller, _ = await panels.page()
     await reseller.clock.set_fixed_time(browser_time)
@@ -44,12 +49,12 @@ async def test_screenshots_of_both_panels_and_graphiql(
     ).to_have_value(
         await reseller.locator("select[name=template] option").first.get_attribute("value") or ""
     )
-    await reseller.screenshot(path=SCREENSHOTS / "reseller-panel.png", full_page=True)
+    await reseller.screenshot(path=folder / "reseller-panel.png", full_page=True)
 
     phone, _ = await panels.page(viewport={"width": 390, "height": 844}, is_mobile=True)
     await phone.clock.set_fixed_time(browser_time)
     await sign_in(phone, tokens["RESELLER"])
-    await phone.screenshot(path=SCREENSHOTS / "reseller-panel-phone.png")
+    await phone.screenshot(path=folder / "reseller-panel-phone.png")
 
     customer, _ = await panels.page()
     await customer.clock.set_fixed_time(browser_time)
@@ -57,7 +62,7 @@ async def test_screenshots_of_both_panels_and_graphiql(
     await expect(customer.locator("[data-notification-settings]")).to_be_hidden()
     await customer.locator('tr[data-status="PF"]').first.click()
     await expect(customer.locator("[data-order-detail] [data-failure-remedy]")).to_be_visible()
-    await customer.screenshot(path=SCREENSHOTS / "customer-panel.png", full_page=True)
+    await customer.screenshot(path=folder / "customer-panel.png", full_page=True)
 
     # GraphiQL, in the tab signed in to the panel: the token is in its headers already.
     await reseller.goto("/graphql")
@@ -66,4 +71,6 @@ async def test_screenshots_of_both_panels_and_graphiql(
     await expect(response).to_contain_text("Northwind Cloud Partners")
     await expect(response).to_contain_text("totalCount")
     await reseller.evaluate("document.activeElement?.blur()")  # no blinking caret in the picture
-    await reseller.screenshot(path=SCREENSHOTS / "graphiql.png")
+    await reseller.screenshot(path=folder / "graphiql.png")
+    for name in ("reseller-panel", "reseller-panel-phone", "customer-panel", "graphiql"):
+        assert (folder / f"{name}.png").read_bytes().startswith(b"\x89PNG"), name
