@@ -68,7 +68,7 @@ def is_outage(error: BaseException | None) -> bool:
         _TYPES = _outage_types()
     seen = 0
     while error is not None and seen < 10:
-        if isinstance(error, _TYPES) or _unreachable(error):
+        if isinstance(error, _TYPES) or _unreachable(error) or _broken_protocol(error):
             return True
         if getattr(error, "connection_invalidated", False):  # SQLAlchemy: a disconnect
             return True
@@ -88,6 +88,22 @@ def _unreachable(error: BaseException) -> bool:
     if not isinstance(error, OSError):
         return False
     return error.errno in _UNREACHABLE or str(error).startswith("Multiple exceptions")
+
+
+def _broken_protocol(error: BaseException) -> bool:
+    """asyncpg's protocol found its connection broken mid-operation: the server's "terminating
+    connection" arrived and the connection closed before the protocol was ready again (SQLAlchemy
+    calls the same error a disconnect, finding the connection closed). Other internal errors of
+    asyncpg are not outages."""
+    import asyncpg
+
+    if not isinstance(error, asyncpg.InternalClientError):
+        return False
+    text = str(error)
+    return text == "not connected" or (
+        text.startswith("cannot switch to state")
+        and ("another operation (2)" in text or '"failed" state' in text)
+    )
 
 
 def unavailable_error() -> dict[str, Any]:

@@ -163,6 +163,16 @@ class SmtpSink(ControlledSmtpServer):
         self.workers: list[int] = []
         self.senders: dict[str, list[tuple[int | None, float]]] = {}
         """Message-ID → (the worker that sent it, time.monotonic() at its DATA), per copy."""
+        self.peers: dict[int, int | None] = {}
+        """A sending connection's port → its worker, found at MAIL FROM: a worker killed with
+        its DATA on the wire is gone by the time the sink reads it."""
+
+    def worker_of(self, port: int) -> int | None:
+        sender = pid_of_local_port(port, self.workers)
+        if sender is None:  # a worker started since: look again
+            self.workers = children(self.server_pid)
+            sender = pid_of_local_port(port, self.workers)
+        return sender
 
     def handler(self) -> object:
         return _SinkHandler(self)
@@ -172,14 +182,24 @@ class _SinkHandler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        sender = self.sink.worker_of(session.peer[1])
+        with self.sink.lock:
+            self.sink.peers[session.peer[1]] = sender
+        envelope.mail_from = address  # what aiosmtpd's hook must do (its documented contract)
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.original_content or envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
         message_id = str(email.parser.BytesHeaderParser().parsebytes(raw)["Message-ID"])
-        sender = pid_of_local_port(session.peer[1], self.sink.workers)
-        if sender is None:  # a worker started since: look again
-            self.sink.workers = children(self.sink.server_pid)
-            sender = pid_of_local_port(session.peer[1], self.sink.workers)
+        with self.sink.lock:
+            sender = self.sink.peers.pop(session.peer[1], None)
+        if sender is None:
+            sender = self.sink.worker_of(session.peer[1])
         with self.sink.lock:  # received: whatever happens to the sender from here on
             self.sink.counts[message_id] += 1
             self.sink.senders.setdefault(message_id, []).append((sender, time.monotonic()))
@@ -734,15 +754,22 @@ async def settle_and_collect(soak: Soak, url: str, sink: SmtpSink) -> dict[str, 
         with sink.lock:
             soak.recording.mails = dict(sink.counts)
             # also died mid-send: a mail whose first copy's sender was killed (by any fault)
-            # before it could have marked it SENT, within the hold (if any) and a second of the
-            # sink's receiving it; another worker resent it after the lease
+            # before it could have marked it SENT: the sink got the copy at most the hold and a
+            # second before the kill, or after it (DATA already on the wire when the worker
+            # died); another worker resent it after the lease
             soak.recording.died_mid_send |= {
                 message_id
                 for message_id, copies in sink.senders.items()
                 if len(copies) > 1
                 and copies[0][0] in soak.killed
-                and 0 <= soak.killed[copies[0][0]] - copies[0][1] <= MAIL_HOLD_SECONDS + 1.0
+                and copies[0][1] >= soak.killed[copies[0][0]] - MAIL_HOLD_SECONDS - 1.0
             }
+            notes["copies_of_duplicates"] = {  # the sender and the time (s into the run)
+                message_id: [(pid, round(at - soak.started, 2)) for pid, at in copies]
+                for message_id, copies in sink.senders.items()
+                if len(copies) > 1
+            }
+        notes["kills"] = {pid: round(at - soak.started, 2) for pid, at in soak.killed.items()}
         notes["failures"] = failures
         notes["events_in_log"] = events
         return notes

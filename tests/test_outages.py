@@ -39,6 +39,12 @@ OUTAGES = {
     "terminated by a restart": asyncpg.AdminShutdownError("terminating connection"),
     "connection lost": asyncpg.ConnectionDoesNotExistError("connection was closed"),
     "closed connection": asyncpg.InterfaceError("connection is closed"),
+    "terminated mid-operation": asyncpg.InternalClientError(
+        "cannot switch to state 12; another operation (2) is in progress"
+    ),
+    "protocol failed": asyncpg.InternalClientError(
+        'cannot switch to state 12; protocol is in the "failed" state'
+    ),
     "pool wait": sqlalchemy.exc.TimeoutError("QueuePool limit reached"),
     "SQLAlchemy disconnect": sqlalchemy.exc.OperationalError(
         "SELECT 1", {}, Exception("gone"), connection_invalidated=True
@@ -58,6 +64,7 @@ BUGS = {
     "a constraint": asyncpg.UniqueViolationError("duplicate key"),
     "bad SQL": sqlalchemy.exc.ProgrammingError("SELEC 1", {}, Exception("syntax")),
     "a key": KeyError("x"),
+    "another internal error of asyncpg": asyncpg.InternalClientError("unexpected codec"),
     "nothing": None,
 }
 
