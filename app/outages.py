@@ -68,7 +68,7 @@ def is_outage(error: BaseException | None) -> bool:
         _TYPES = _outage_types()
     seen = 0
     while error is not None and seen < 10:
-        if isinstance(error, _TYPES) or _unreachable(error):
+        if isinstance(error, _TYPES) or _unreachable(error) or _broken_protocol(error):
             return True
         if getattr(error, "connection_invalidated", False):  # SQLAlchemy: a disconnect
             return True
@@ -88,6 +88,22 @@ def _unreachable(error: BaseException) -> bool:
     if not isinstance(error, OSError):
         return False
     return error.errno in _UNREACHABLE or str(error).startswith("Multiple exceptions")
+
+
+def _broken_protocol(error: BaseException) -> bool:
+    """asyncpg's protocol found its connection broken mid-operation: the server's "terminating
+    connection" arrived and the connection closed before the protocol was ready again (SQLAlchemy
+    calls the same error a disconnect, finding the connection closed). Other internal errors of
+    asyncpg are not outages."""
+    import asyncpg
+
+    if not isinstance(error, asyncpg.InternalClientError):
+        return False
+    text = str(error)
+    return text == "not connected" or (
+        text.startswith("cannot switch to state")
+        and ("another operation (2)" in text or '"failed" state' in text)
+    )
 
 
 def unavailable_error() -> dict[str, Any]:
@@ -120,6 +136,44 @@ def is_unavailable_error(error: Any) -> bool:
 
 def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:300]
+
+
+def dependency(error: BaseException) -> str:
+    """Which dependency an outage (`is_outage`) came from, as far as its errors tell: "Redis" or
+    "the database" (asyncpg or SQLAlchemy), by the errors' types or the driver code they were
+    raised in (a refused connection is a plain OSError); else "a dependency"."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            break
+        modules = [type(seen).__module__]
+        tb = seen.__traceback__
+        while tb is not None:
+            modules.append(str(tb.tb_frame.f_globals.get("__name__", "")))
+            tb = tb.tb_next
+        for module in reversed(modules):  # the innermost frame first, the type last
+            if module.startswith("redis"):
+                return "Redis"
+            if module.startswith(("asyncpg", "sqlalchemy")):
+                return "the database"
+        orig = getattr(seen, "orig", None)
+        seen = orig if isinstance(orig, BaseException) else (seen.__cause__ or seen.__context__)
+    return "a dependency"
+
+
+def log_failure(logger: logging.Logger, message: str, error: BaseException, *args: object) -> bool:
+    """Log a failure that a background worker will retry, and return whether it was an outage.
+
+    An outage (`is_outage`) is one WARNING line naming the dependency and what failed, without a
+    traceback: a database away for a minute is dozens of them, and none is a bug. Anything else
+    is ERROR with its traceback. `message` and `args` as for `logger.warning`."""
+    if is_outage(error):
+        logger.warning(
+            f"{message}: %s is down or out of reach (%s)", *args, dependency(error), describe(error)
+        )
+        return True
+    logger.error(message, *args, exc_info=error)
+    return False
 
 
 class OutageMiddleware:

@@ -152,8 +152,8 @@ class RateLimiter:
                 redis_storage_uri(settings.redis_url),
                 implementation="redispy",
                 key_prefix=prefix,
-                socket_connect_timeout=2,
-                socket_timeout=2,
+                socket_connect_timeout=settings.redis_timeout_seconds,
+                socket_timeout=settings.redis_timeout_seconds,
             )
         return cls(limit=settings.rate_limit, storage=storage)
 

@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     # PostgreSQL: the longest a connection attempt, a statement or a wait for a pooled connection
     # may take; past it the request gets 503 (a partition drops packets: only a limit notices)
     database_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Redis (the event transport): the longest a connection attempt or a command may take
+    # Redis (the event transport, shared rate limits): the longest a connection attempt or a
+    # command may take
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("blocked_email_domains", "allowed_origins", mode="before")

@@ -16,11 +16,14 @@ server of its own, an SMTP sink (aiosmtpd), a TCP proxy between the server and P
 - `--subscribers` websockets (support and resellers), each subscribed to `orderStatusChanged`
   and `notificationChanged`, reconnecting every 15-45 s with `after`.
 Faults, spread over the run after a warm-up: a PostgreSQL restart, a Redis restart, a SIGKILL of a
-worker, a SIGKILL of a worker while it is sending a mail (the sink holds each mail's DATA until
-the kill), a reconnect burst (every subscriber at once), and a network partition of
-`--partition-seconds` (the proxy stops forwarding in both directions without closing anything).
-The server takes one ORDERPULSE_DATABASE_URL for all its workers, so the proxy stands between
-PostgreSQL and every worker: the partition cuts both workers, not one.
+worker, a SIGKILL of a worker while it is sending a mail (the sink has received the mail and holds
+its 250: another worker resends it after the lease, a real duplicate with the same Message-ID), a
+reconnect burst (every subscriber at once), and a network partition of `--partition-seconds`
+between ONE worker and PostgreSQL. Every worker reaches PostgreSQL through the proxy (one
+ORDERPULSE_DATABASE_URL), which knows the worker behind each connection by its port: it stops
+forwarding, in both directions and without closing anything, the connections of the worker chosen
+when the partition starts (and any it opens meanwhile), while its sibling keeps serving; the
+report names the worker cut and counts the 2xx answers served while it lasted.
 
 Then the checks (scripts/soak_checks.py, self-tested by tests/test_soak_checks.py): every
 subscriber's stream per topic is exactly the slice of the log it may see from its first cursor;
@@ -29,7 +32,9 @@ worker died sending it, with the same Message-ID); no HTTP 5xx outside fault win
 with Retry-After inside them; websocket closes inside them carry 1012/1013 (1006 only from a
 killed worker), none outside; per-minute p50/p99 of reads and writes; each worker's RSS every
 minute, flat after the warm-up (under `--flat-mb-per-hour`, judged over 10 minutes or more).
-It writes a JSON report and prints a short table; the exit status is 1 if any check failed.
+It writes a JSON report and prints a short table; the exit status is 1 if any check failed. Its
+work folder is removed at the end; the server's log is kept beside the report
+(`soak.json` → `soak.server.log`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import email.parser
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -87,6 +93,9 @@ ACT = """mutation($input: PerformOrderActionInput!) {
 READ_ORDER = "query($id: ID!) { order(id: $id) { id status version } }"
 PANEL = "{ orders(first: 20) { totalCount edges { node { number status } } } }"
 VIEWER = "{ viewer { role } }"
+MAIL_HOLD_SECONDS = 5.0
+"""How long the SMTP sink holds its 250 during "worker killed while sending mail" (under the
+mailer's 10 s timeout: the sender waits, it does not give up and resend)."""
 
 
 # --- the world: tokens, resellers, customers ------------------------------------------------------
@@ -138,19 +147,32 @@ async def seed(url: str, *, resellers: int, customers: int) -> World:
 
 
 class SmtpSink(ControlledSmtpServer):
-    """Counts each Message-ID it accepts. With `hold_seconds` set, each DATA waits that long
-    before its 250 (and its Message-ID and the sender's port are `in_flight` meanwhile)."""
+    """Counts each Message-ID it receives, when its DATA has arrived. With `hold_seconds` set,
+    the 250 that tells the sender it was accepted waits that long (the Message-ID and the
+    sending worker are `in_flight` meanwhile): a worker killed then has sent the mail but never
+    learns it, so another resends it after the lease (a real duplicate, same Message-ID)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
-        self.in_flight: dict[str, int] = {}
+        self.in_flight: dict[str, int | None] = {}
+        """Message-ID → the worker waiting for its 250 (None: not found)."""
         self.hold_seconds = 0.0
         self.server_pid = 0  # uvicorn's supervisor, whose workers send the mail
         self.workers: list[int] = []
-        self.senders: dict[str, list[int | None]] = {}
-        """Message-ID → the worker that sent each copy (None: not found)."""
+        self.senders: dict[str, list[tuple[int | None, float]]] = {}
+        """Message-ID → (the worker that sent it, time.monotonic() at its DATA), per copy."""
+        self.peers: dict[int, int | None] = {}
+        """A sending connection's port → its worker, found at MAIL FROM: a worker killed with
+        its DATA on the wire is gone by the time the sink reads it."""
+
+    def worker_of(self, port: int) -> int | None:
+        sender = pid_of_local_port(port, self.workers)
+        if sender is None:  # a worker started since: look again
+            self.workers = children(self.server_pid)
+            sender = pid_of_local_port(port, self.workers)
+        return sender
 
     def handler(self) -> object:
         return _SinkHandler(self)
@@ -160,28 +182,86 @@ class _SinkHandler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        sender = self.sink.worker_of(session.peer[1])
+        with self.sink.lock:
+            self.sink.peers[session.peer[1]] = sender
+        envelope.mail_from = address  # what aiosmtpd's hook must do (its documented contract)
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.original_content or envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
         message_id = str(email.parser.BytesHeaderParser().parsebytes(raw)["Message-ID"])
-        hold = self.sink.hold_seconds
-        if hold:
-            with self.sink.lock:
-                self.sink.in_flight[message_id] = session.peer[1]
-            await asyncio.sleep(hold)
-            with self.sink.lock:
-                self.sink.in_flight.pop(message_id, None)
-        sender = pid_of_local_port(session.peer[1], self.sink.workers)
-        if sender is None:  # a worker started since: look again
-            self.sink.workers = children(self.sink.server_pid)
-            sender = pid_of_local_port(session.peer[1], self.sink.workers)
         with self.sink.lock:
+            sender = self.sink.peers.pop(session.peer[1], None)
+        if sender is None:
+            sender = self.sink.worker_of(session.peer[1])
+        with self.sink.lock:  # received: whatever happens to the sender from here on
             self.sink.counts[message_id] += 1
-            self.sink.senders.setdefault(message_id, []).append(sender)
+            self.sink.senders.setdefault(message_id, []).append((sender, time.monotonic()))
+            hold = self.sink.hold_seconds
+            if hold:
+                self.sink.in_flight[message_id] = sender
+        if hold:
+            try:
+                await asyncio.sleep(hold)
+            finally:
+                with self.sink.lock:
+                    self.sink.in_flight.pop(message_id, None)
         return "250 OK"
 
 
 # --- the proxy, in a thread of its own (the load's event loop must not slow PostgreSQL down) ------
+
+
+class WorkerPartitionProxy(PartitionProxy):
+    """A `PartitionProxy` that cuts the connections of one server worker only (`cut`): those
+    open when the partition starts and those it opens during it (accepted, never forwarded);
+    the other worker's keep flowing. `owner(port)` names the worker whose socket has that local
+    port."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.owner: Any = lambda port: None
+        self.victim: int | None = None
+        self.gates: dict[asyncio.Event, int] = {}
+        """Each open client connection's gate → the client's port."""
+
+    def gate(self, client: asyncio.StreamWriter) -> asyncio.Event:
+        port = int(client.get_extra_info("peername")[1])
+        gate = asyncio.Event()
+        if self.victim is None or self.owner(port) != self.victim:
+            gate.set()
+        self.gates[gate] = port
+        return gate
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await super()._serve(reader, writer)
+        finally:
+            port = writer.get_extra_info("peername")[1]
+            for gate in [g for g, p in self.gates.items() if p == port]:
+                del self.gates[gate]
+
+    def cut(self, victim: int) -> int:
+        """Stop forwarding `victim`'s connections; returns how many were open."""
+        self.victim = victim
+        cut = 0
+        for gate, port in self.gates.items():
+            if self.owner(port) == victim:
+                gate.clear()
+                cut += 1
+        return cut
+
+    def heal(self) -> None:
+        super().heal()
+        self.victim = None
+        for gate in self.gates:
+            gate.set()
 
 
 class ProxyThread:
@@ -189,15 +269,27 @@ class ProxyThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        future = asyncio.run_coroutine_threadsafe(PartitionProxy.start(target_port), self.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            WorkerPartitionProxy.start(target_port), self.loop
+        )
         self.proxy = future.result(10)
 
     @property
     def port(self) -> int:
         return self.proxy.port
 
-    def partition(self) -> None:
-        self.loop.call_soon_threadsafe(self.proxy.partition)
+    def cut(self, victim: int, workers: list[int]) -> int:
+        """Partition `victim` (one of `workers`) from PostgreSQL; how many of its connections
+        were open then."""
+
+        def owner(port: int) -> int | None:
+            return pid_of_local_port(port, workers)
+
+        async def cutting() -> int:
+            self.proxy.owner = owner
+            return self.proxy.cut(victim)
+
+        return asyncio.run_coroutine_threadsafe(cutting(), self.loop).result(10)
 
     def heal(self) -> None:
         self.loop.call_soon_threadsafe(self.proxy.heal)
@@ -269,7 +361,8 @@ class Soak:
     closing_by_us: set[str] = field(default_factory=set)
     skipped: Counter[str] = field(default_factory=Counter)
     subscription_errors: Counter[str] = field(default_factory=Counter)
-    killed: set[int] = field(default_factory=set)
+    killed: dict[int, float] = field(default_factory=dict)
+    """A killed worker → time.monotonic() at its SIGKILL."""
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -500,54 +593,60 @@ class Environment:
     server_pid: int
 
 
-async def play(fault: Fault, soak: Soak, env: Environment) -> str:
-    """Break something, and return when it is whole again; a note for the report."""
+async def play(fault: Fault, soak: Soak, env: Environment) -> tuple[str, dict[str, Any]]:
+    """Break something, and return when it is whole again: a note for the report, and what
+    else it should say about this fault."""
     if fault.name == "postgres restart":
         await asyncio.to_thread(env.postgres.stop)
         await asyncio.sleep(soak.options.outage_seconds)
         await asyncio.to_thread(env.postgres.start_again)
-        return f"PostgreSQL stopped (fast) for {soak.options.outage_seconds} s and started"
+        return f"PostgreSQL stopped (fast) for {soak.options.outage_seconds} s and started", {}
     if fault.name == "redis restart":
         await asyncio.to_thread(env.redis.stop)
         await asyncio.sleep(soak.options.outage_seconds)
         await asyncio.to_thread(env.redis.start_again)
-        return f"Redis killed, started again {soak.options.outage_seconds} s later"
+        return f"Redis killed, started again {soak.options.outage_seconds} s later", {}
     if fault.name == "worker killed":
         workers = children(env.server_pid)
         victim = random.choice(workers)
         os.kill(victim, signal.SIGKILL)
-        soak.killed.add(victim)
-        return f"SIGKILL to worker {victim} of {workers}"
+        soak.killed[victim] = time.monotonic()
+        return f"SIGKILL to worker {victim} of {workers}", {"killed": victim}
     if fault.name == "worker killed while sending mail":
-        env.sink.hold_seconds = 5.0
+        env.sink.hold_seconds = MAIL_HOLD_SECONDS
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                with env.sink.lock:
+                with env.sink.lock:  # received, the 250 held: the sender is waiting for it
                     sending = dict(env.sink.in_flight)
-                workers = children(env.server_pid)
-                for port in sending.values():
-                    victim = pid_of_local_port(port, workers)
-                    if victim is not None:
-                        mid_send = {m for m, p in sending.items()
-                                    if pid_of_local_port(p, [victim]) == victim}  # fmt: skip
-                        os.kill(victim, signal.SIGKILL)
-                        soak.killed.add(victim)
+                    sender = next((pid for pid in sending.values() if pid is not None), None)
+                    if sender is not None:
+                        os.kill(sender, signal.SIGKILL)
+                        soak.killed[sender] = time.monotonic()
+                        mid_send = {m for m, pid in sending.items() if pid == sender}
                         soak.recording.died_mid_send |= mid_send
-                        return f"SIGKILL to worker {victim} while it sent {sorted(mid_send)}"
+                        note = f"SIGKILL to worker {sender} while it sent {sorted(mid_send)}"
+                        return note, {"killed": sender, "died_mid_send": sorted(mid_send)}
                 await asyncio.sleep(0.05)
-            return "no mail was being sent within 60 s: nobody killed"
+            return "no mail was being sent within 60 s: nobody killed", {}
         finally:
             env.sink.hold_seconds = 0.0
     if fault.name == "reconnect burst":
         count = len(soak.sockets)
         await soak.burst()
-        return f"{count} subscribers reconnected at once"
+        return f"{count} subscribers reconnected at once", {}
     if fault.name == "network partition":
-        env.proxy.partition()
+        workers = children(env.server_pid)
+        victim = random.choice(workers)
+        cut = await asyncio.to_thread(env.proxy.cut, victim, workers)
         await asyncio.sleep(soak.options.partition_seconds)
         env.proxy.heal()
-        return f"the proxy to PostgreSQL forwarded nothing for {soak.options.partition_seconds} s"
+        note = (
+            f"the proxy to PostgreSQL forwarded nothing of worker {victim} ({cut} connections"
+            f" open, and any it opened) for {soak.options.partition_seconds} s; its sibling"
+            f" {[w for w in workers if w != victim]} was not cut"
+        )
+        return note, {"partitioned_worker": victim, "workers": workers}
     raise ValueError(fault.name)
 
 
@@ -654,13 +753,23 @@ async def settle_and_collect(soak: Soak, url: str, sink: SmtpSink) -> dict[str, 
         )  # support, reseller, customer
         with sink.lock:
             soak.recording.mails = dict(sink.counts)
-            # a copy sent by a worker that was then killed: it died before it could mark the
-            # notification SENT (after the 250, or while it waited for it), so another resent it
+            # also died mid-send: a mail whose first copy's sender was killed (by any fault)
+            # before it could have marked it SENT: the sink got the copy at most the hold and a
+            # second before the kill, or after it (DATA already on the wire when the worker
+            # died); another worker resent it after the lease
             soak.recording.died_mid_send |= {
                 message_id
-                for message_id, senders in sink.senders.items()
-                if len(senders) > 1 and senders[0] in soak.killed
+                for message_id, copies in sink.senders.items()
+                if len(copies) > 1
+                and copies[0][0] in soak.killed
+                and copies[0][1] >= soak.killed[copies[0][0]] - MAIL_HOLD_SECONDS - 1.0
             }
+            notes["copies_of_duplicates"] = {  # the sender and the time (s into the run)
+                message_id: [(pid, round(at - soak.started, 2)) for pid, at in copies]
+                for message_id, copies in sink.senders.items()
+                if len(copies) > 1
+            }
+        notes["kills"] = {pid: round(at - soak.started, 2) for pid, at in soak.killed.items()}
         notes["failures"] = failures
         notes["events_in_log"] = events
         return notes
@@ -682,14 +791,16 @@ def text_table(report: dict[str, Any]) -> str:
         f" {report['summary']['notifications']}, mails received"
         f" {report['summary']['mails_received']}",
         "",
-        f"  {'fault':<34} {'at s':>6} {'lasted s':>9} {'ready s':>8} {'served s':>9}",
+        f"  {'fault':<34} {'at s':>6} {'lasted s':>9} {'2xx in':>8} {'ready s':>8} {'served s':>9}",
     ]
     for fault in report["faults"]:
         lines.append(
             f"  {fault['name']:<34} {fault['start']:>6.0f} {fault['lasted']:>9.1f}"
+            f" {fault.get('served_2xx_during', 0):>8}"
             f" {fmt(fault['recovery']['readyz_seconds']):>8} "
             f"{fmt(fault['recovery']['first_success_seconds']):>9}"
         )
+    lines += [f"  {fault['name']}: {fault['note']}" for fault in report["faults"]]
     lines += [
         "",
         f"  {'minute':>6} {'reads':>6} {'p50 ms':>7} {'p99 ms':>7}"
@@ -808,7 +919,7 @@ async def soak_run(options: argparse.Namespace) -> int:
             await asyncio.sleep(max(0.0, at - soak.now()))
             start = soak.now()
             print(f"[{start:6.0f} s] {fault.name}", flush=True)
-            note = await play(fault, soak, environment)
+            note, details = await play(fault, soak, environment)
             end = soak.now()
             found = await recovery(probe, world.support)
             soak.recording.windows.append(
@@ -817,7 +928,7 @@ async def soak_run(options: argparse.Namespace) -> int:
             lasted = round(end - start, 1)
             played.append(
                 {"name": fault.name, "start": round(start, 1), "lasted": lasted, "note": note,
-                 "recovery": found}
+                 "recovery": found, **details}
             )  # fmt: skip
             print(f"          {note}; recovery {found}", flush=True)
         await asyncio.sleep(max(0.0, duration - soak.now()))
@@ -833,7 +944,20 @@ async def soak_run(options: argparse.Namespace) -> int:
         await http.aclose()
         await probe.aclose()
 
-        found = verdict(soak.recording, flat_bytes_per_hour=options.flat_mb_per_hour * 2**20)
+        checks = verdict(soak.recording, flat_bytes_per_hour=options.flat_mb_per_hour * 2**20)
+        for entry in played:  # what was served while it lasted (a partition cuts one worker)
+            start, end = entry["start"], entry["start"] + entry["lasted"]
+            entry["served_2xx_during"] = sum(
+                1
+                for r in soak.recording.http
+                if 200 <= r.status < 300 and start <= r.start and r.end <= end
+            )
+        checks["partition"] = [
+            f"nothing served during the partition of worker {f.get('partitioned_worker')}"
+            " (its sibling should have served)"
+            for f in played
+            if f["name"] == "network partition" and not f["served_2xx_during"]
+        ]
         trends, _ = memory_trends(
             soak.recording, flat_bytes_per_hour=options.flat_mb_per_hour * 2**20
         )
@@ -841,8 +965,8 @@ async def soak_run(options: argparse.Namespace) -> int:
         report = {
             "minutes": options.minutes,
             "options": {k: v for k, v in vars(options).items() if k != "report"},
-            "passed": not any(found.values()),
-            "checks": found,
+            "passed": not any(checks.values()),
+            "checks": checks,
             "faults": played,
             "summary": as_json(soak.recording),
             "notes": {
@@ -862,7 +986,7 @@ async def soak_run(options: argparse.Namespace) -> int:
         table = text_table(report)
         print(table)
         write_report(Path(options.report), report, table)
-        print(f"report: {options.report}; server log: {log}")
+        print(f"report: {options.report}")
         return 0 if report["passed"] else 1
     finally:
         if server is not None:
@@ -871,6 +995,19 @@ async def soak_run(options: argparse.Namespace) -> int:
         proxy.close()
         redis.close()
         postgres.close()
+        kept = keep_server_log(workdir / "server.log", Path(options.report))
+        shutil.rmtree(workdir, ignore_errors=True)
+        if kept is not None:
+            print(f"server log: {kept}")
+
+
+def keep_server_log(log: Path, report: Path) -> Path | None:
+    """The server's log, copied beside the report (`soak.json` → `soak.server.log`)."""
+    if not log.exists():
+        return None
+    kept = report.with_name(report.stem + ".server.log")
+    shutil.copyfile(log, kept)
+    return kept
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

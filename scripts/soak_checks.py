@@ -7,8 +7,9 @@ a reordering, a missing mail, a bare 500 or a 1006 into a recording and see each
   see, from the first event it received to the end of the run: in order, no gap, no duplicate,
   nothing it may not see;
 - mail: every notification is SENT and reached the SMTP sink; a Message-ID received twice only
-  where a worker was killed while sending it; every failure (an order entering PF) has the
-  notifications the settings call for;
+  where a worker was killed while sending it (`died_mid_send`); a copy under a Message-ID of no
+  notification fails (a resend must reuse its notification's); every failure (an order
+  entering PF) has the notifications the settings call for;
 - HTTP: no 5xx outside fault windows; inside them only 503 with Retry-After (a connection reset
   only where a worker was killed);
 - websockets: a close the client did not ask for carries 1012 or 1013 inside a fault window (1006
@@ -129,7 +130,10 @@ def check_mail(recording: Recording) -> list[str]:
         problems.append(f"{len(doubled)} mails delivered twice without a crash: {doubled[:5]}")
     unknown = sorted(set(recording.mails) - set(recording.notifications))
     if unknown:
-        problems.append(f"{len(unknown)} mails of no notification: {unknown[:5]}")
+        problems.append(
+            f"{len(unknown)} mails of no notification (a resend under another Message-ID?):"
+            f" {unknown[:5]}"
+        )
     return problems
 
 

@@ -9,11 +9,13 @@ from typing import Any
 import httpx
 import pytest
 from limits import parse
+from limits.aio.storage import RedisStorage
 from sqlmodel import select
 
 from app.orders.models import Reseller
-from app.ratelimit import LocalWindows
+from app.ratelimit import LocalWindows, RateLimiter
 from app.services import Services
+from app.settings import Settings
 from tests.observability.helpers import scrape, value
 from tests.support.api import Factory
 from tests.support.server import LiveServer
@@ -132,3 +134,17 @@ def test_the_in_process_window_allows_n_in_any_period_and_forgets_idle_keys() ->
     now[0] = 1000.0 + 12 + 10  # a whole period later: both keys idle, dropped on the next hit
     assert windows.hit("token:c") is None
     assert set(windows.hits) == {"token:c"}
+
+
+def test_the_shared_store_waits_on_redis_no_longer_than_the_setting() -> None:
+    """ORDERPULSE_REDIS_TIMEOUT_SECONDS bounds the rate limit store's connect and commands too
+    (limits hands `options` to redis-py's client)."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url="postgresql+asyncpg://u@127.0.0.1/orderpulse",
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_timeout_seconds=0.7,
+    )
+    limiter = RateLimiter.from_settings(settings)
+    assert isinstance(limiter.storage, RedisStorage)
+    assert limiter.storage.options == {"socket_connect_timeout": 0.7, "socket_timeout": 0.7}

@@ -84,6 +84,18 @@ def send_a_mail_twice_without_a_crash(r: Recording) -> None:
     r.mails["<a@x>"] = 2
 
 
+def send_a_mail_twice_that_no_worker_died_sending(r: Recording) -> None:
+    """A worker did die mid-send (`<b@x>`), but this duplicate is of another message."""
+    r.mails["<c@x>"] = 2
+
+
+def resend_under_another_message_id(r: Recording) -> None:
+    """The died-mid-send mail resent under a Message-ID of its own: the same mail twice, but
+    the recipient cannot tell it is a duplicate."""
+    r.mails["<b@x>"] = 1
+    r.mails["<b-again@x>"] = 1
+
+
 def leave_a_notification_pending(r: Recording) -> None:
     r.notifications["<c@x>"] = "PENDING"
 
@@ -131,6 +143,16 @@ PLANTED: dict[str, tuple[Callable[[Recording], None], str, str]] = {
         "mail",
         "1 mails delivered twice without a crash: ['<a@x>']",
     ),
+    "mail twice beside a crash": (
+        send_a_mail_twice_that_no_worker_died_sending,
+        "mail",
+        "1 mails delivered twice without a crash: ['<c@x>']",
+    ),
+    "resent under another Message-ID": (
+        resend_under_another_message_id,
+        "mail",
+        "1 mails of no notification (a resend under another Message-ID?): ['<b-again@x>']",
+    ),
     "pending": (leave_a_notification_pending, "mail", "1 notifications not SENT: ['<c@x>']"),
     "not created": (never_create_a_notification, "mail", "4 notifications called for, 3 exist"),
     "bare 500": (
@@ -174,6 +196,16 @@ def test_each_check_fails_on_its_planted_fault(fault: str) -> None:
     found = verdict(recording)
     assert found[check] == [problem]
     assert all(problems == [] for name, problems in found.items() if name != check), found
+
+
+def test_a_died_mid_send_duplicate_with_the_same_message_id_passes() -> None:
+    """The clean run's `<b@x>` reached the sink twice, under its own Message-ID, and was being
+    sent when a worker died; without that record, the same two copies fail."""
+    recording = clean()
+    assert recording.mails["<b@x>"] == 2 and recording.died_mid_send == {"<b@x>"}
+    assert verdict(recording)["mail"] == []
+    recording.died_mid_send = set()
+    assert verdict(recording)["mail"] == ["1 mails delivered twice without a crash: ['<b@x>']"]
 
 
 def test_memory_is_reported_but_not_judged_over_a_short_run() -> None:

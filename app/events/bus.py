@@ -8,7 +8,12 @@ the bus wakes local listeners; `app/events/transport.py` carries the wake-up acr
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+
+from app.outages import log_failure
+
+log = logging.getLogger(__name__)
 
 Announcer = Callable[[], Awaitable[None]]
 
@@ -43,7 +48,5 @@ class EventBus:
         if self._remote is not None:
             try:
                 await self._remote()
-            except Exception:  # the log is durable; other processes catch up on their poll
-                import logging
-
-                logging.getLogger(__name__).warning("could not announce events", exc_info=True)
+            except Exception as error:  # the log is durable; other processes catch up on their poll
+                log_failure(log, "could not announce events", error)

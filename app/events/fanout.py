@@ -45,6 +45,7 @@ from app.db import Database
 from app.events.bus import EventBus
 from app.events.log import readable_horizon
 from app.events.models import Event, EventTenancy
+from app.outages import log_failure
 
 log = logging.getLogger("orderpulse.fanout")
 
@@ -366,8 +367,8 @@ class Fanout:
                     await self.catch_up()
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # the database may be away for a while; retry on the poll
-                    log.exception("the fan-out could not read the event log")
+                except Exception as error:  # the database may be away a while; retry on the poll
+                    log_failure(log, "the fan-out could not read the event log", error)
         finally:
             self.bus.unlisten(wake)
 

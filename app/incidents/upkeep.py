@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db import Clock, Database
 from app.incidents import rules
 from app.incidents.rules import IncidentConfig
+from app.outages import log_failure
 
 log = logging.getLogger("orderpulse.incidents")
 
@@ -65,6 +66,6 @@ async def run_incident_upkeep(
     while True:
         try:
             await tend_incidents(db=db, transaction=transaction, clock=clock, config=config)
-        except Exception:
-            log.exception("incident upkeep failed; trying again in %ss", poll_seconds)
+        except Exception as error:
+            log_failure(log, "incident upkeep failed; trying again in %ss", error, poll_seconds)
         await asyncio.sleep(poll_seconds)

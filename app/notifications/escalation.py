@@ -25,6 +25,7 @@ from app.notifications import recipients
 from app.observability import metrics
 from app.orders import flow
 from app.orders.models import SalesOrder
+from app.outages import log_failure
 
 log = logging.getLogger("orderpulse.escalation")
 
@@ -117,6 +118,6 @@ async def run_escalations(
             due_in = await seconds_until_next_deadline(db=db, clock=clock)
             if due_in is not None:
                 wait = max(min(poll, due_in), MIN_WAIT_SECONDS)
-        except Exception:
-            log.exception("escalation pass failed; trying again in %ss", poll)
+        except Exception as error:
+            log_failure(log, "escalation pass failed; trying again in %ss", error, poll)
         await asyncio.sleep(wait)

@@ -68,6 +68,7 @@ from app.events.log import (
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
 from app.notifications.models import DeliveryStatus, Notification
 from app.observability import metrics
+from app.outages import log_failure
 from app.settings import Settings
 
 log = logging.getLogger("orderpulse.outbox")
@@ -293,8 +294,8 @@ async def _keep_leased(outbox: Outbox, claim: Claim) -> None:
             if not await renew_lease(outbox, claim):
                 log.warning("notification %s: another worker took the lease over", claim.id)
                 return
-        except Exception:  # the database may be away a moment; try again at the next renewal
-            log.warning("notification %s: could not renew the lease", claim.id, exc_info=True)
+        except Exception as error:  # the database may be away a moment; again at the next renewal
+            log_failure(log, "notification %s: could not renew the lease", error, claim.id)
 
 
 async def deliver_claim(outbox: Outbox, mailer: Mailer, claim: Claim) -> Outcome:
@@ -305,8 +306,8 @@ async def deliver_claim(outbox: Outbox, mailer: Mailer, claim: Claim) -> Outcome
         await mailer.send(claim.mail)
     except DeliveryError as exc:
         error = exc
-    except Exception as exc:  # a bug or an unforeseen library error: retry, but say so
-        log.exception("unexpected error sending notification %s", claim.id)
+    except Exception as exc:  # an outage, a bug or an unforeseen library error: retry, say so
+        log_failure(log, "could not send notification %s", exc, claim.id)
         error = DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False)
     finally:
         renewing.cancel()
@@ -571,8 +572,8 @@ async def run_outbox(
                     due_in = await seconds_until_next_due(outbox)
                     if due_in is not None:
                         wait = max(min(poll, due_in), MIN_WAIT_SECONDS)
-            except Exception:
-                log.exception("outbox pass failed; trying again in %ss", poll)
+            except Exception as error:
+                log_failure(log, "outbox pass failed; trying again in %ss", error, poll)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await wake.wait()

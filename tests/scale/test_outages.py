@@ -11,6 +11,7 @@ Redis server of its own (tests/support/outages.py) and stops, restarts or cuts t
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -70,9 +71,8 @@ async def running(
     config = Settings(  # type: ignore[call-arg]
         _env_file=None,
         database_url=database_url,
-        escalation_poll_seconds=3600,
         support_email="support@distributor.example",
-        **settings,
+        **{"escalation_poll_seconds": 3600, **settings},
     )
     app = create_app(config)
     async with app.router.lifespan_context(app), serve(app) as server:
@@ -254,3 +254,61 @@ async def test_redis_restart_ready_again_within_a_second(
             taken, _ = await until(lambda: ready_and_serving(http, token), timeout=15)
             print(f"ready {taken:.3f} s after Redis answered again")
             assert taken < RECOVERY_SECONDS
+
+
+WORKER_LOGGERS = {
+    "orderpulse.outbox",
+    "orderpulse.escalation",
+    "orderpulse.incidents",
+    "orderpulse.fanout",
+}
+"""The background loops that poll the database (app/workers.py)."""
+
+
+async def test_background_workers_log_a_database_outage_as_warnings_and_recover(
+    own_postgres: OwnPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the database stopped, each polling worker says so in one WARNING line per failed
+    pass, naming the dependency, without a traceback (an outage is not a bug: no ERROR); once it
+    is back the workers work again (the fan-out delivers a change made after the return)."""
+    caplog.set_level(logging.INFO, logger="orderpulse")
+    url = own_postgres.create_database()
+    fast = {"escalation_poll_seconds": 0.1, "outbox_poll_seconds": 0.1, "fanout_poll_seconds": 0.1}
+    async with running(url, **fast) as (app, server):
+        rows = Factory(app.state.services)
+        token = await rows.token("SUPPORT")
+        async with (
+            httpx.AsyncClient(base_url=server.origin, timeout=20) as http,
+            ws_client(server.ws_url) as ws,
+        ):
+            await until(lambda: ready_and_serving(http, token), timeout=15)
+            assert await ws.init(token) == {"type": "connection_ack"}
+            # a live audience, so that the fan-out reads the log on every poll
+            await ws.subscribe("1", "subscription { orderStatusChanged { to order { number } } }")
+            await ws.until_pong()
+            caplog.clear()
+            await asyncio.to_thread(own_postgres.stop)
+
+            def warned() -> set[str]:
+                return {
+                    r.name
+                    for r in caplog.records
+                    if r.levelno == logging.WARNING
+                    and "the database is down or out of reach" in r.getMessage()
+                }
+
+            async def every_worker_warned() -> bool:
+                return WORKER_LOGGERS <= warned()
+
+            await until(every_worker_warned, timeout=15)
+            await asyncio.to_thread(own_postgres.start_again)
+            await until(lambda: ready_and_serving(http, token), timeout=15)
+            order = await rows.order(status="PF")
+            changes = [
+                (await ws.next("1", timeout=15))["orderStatusChanged"] for _ in "PR PF".split()
+            ]
+            assert changes == [{"to": to, "order": {"number": order.number}} for to in ("PR", "PF")]
+
+        from_workers = [r for r in caplog.records if r.name in WORKER_LOGGERS]
+        assert [r for r in from_workers if r.levelno >= logging.ERROR] == []
+        assert [r for r in from_workers if r.exc_info] == []

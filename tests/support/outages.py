@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from tests.support.smtp import free_port
 
@@ -211,7 +212,7 @@ class PartitionProxy:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def start(cls, target_port: int, *, port: int = 0) -> PartitionProxy:
+    async def start(cls, target_port: int, *, port: int = 0) -> Self:
         proxy = cls(target_port)
         proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", port)
         proxy.port = proxy._server.sockets[0].getsockname()[1]
@@ -228,19 +229,26 @@ class PartitionProxy:
     def heal(self) -> None:
         self.flowing.set()
 
+    def gate(self, client: asyncio.StreamWriter) -> asyncio.Event:
+        """What one client connection's forwarding waits on besides `flowing`: set while it may
+        flow. Here every connection shares `flowing`; a subclass can cut some connections only
+        (scripts/soak.py cuts one server worker's)."""
+        return self.flowing
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         upstream_writer: asyncio.StreamWriter | None = None
+        gate = self.gate(writer)
         try:
-            await self.flowing.wait()
+            await self._open(gate)
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 "127.0.0.1", self.target_port
             )
             await asyncio.gather(
-                self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+                self._pipe(reader, upstream_writer, gate), self._pipe(upstream_reader, writer, gate)
             )
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -251,14 +259,21 @@ class PartitionProxy:
                     with contextlib.suppress(Exception):
                         each.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _open(self, gate: asyncio.Event) -> None:
+        while not (self.flowing.is_set() and gate.is_set()):
+            await self.flowing.wait()
+            await gate.wait()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event
+    ) -> None:
         try:
             while True:
-                await self.flowing.wait()
+                await self._open(gate)
                 data = await reader.read(65536)
                 if not data:
                     break
-                await self.flowing.wait()  # read just before the partition: held, not sent
+                await self._open(gate)  # read just before the partition: held, not sent
                 writer.write(data)
                 await writer.drain()
         finally:

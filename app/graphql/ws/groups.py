@@ -40,7 +40,7 @@ from app.graphql.loaders import Loaders
 from app.graphql.subscriptions import LOADERS_KEY, LiveStream
 from app.graphql.ws.documents import Documents
 from app.observability import metrics
-from app.outages import describe, is_outage
+from app.outages import log_failure
 from app.services import Services
 
 if TYPE_CHECKING:
@@ -113,11 +113,7 @@ class Group:
         try:
             payloads = await self.selection.render(events, batch)
         except Exception as error:
-            outage = is_outage(error)
-            if outage:
-                log.warning("could not render events, a dependency is down: %s", describe(error))
-            else:
-                log.exception("could not render events for a subscription group")
+            outage = log_failure(log, "could not render events for a subscription group", error)
             for member in list(self.members):
                 member.session.end_interrupted(member, outage=outage)
             return
@@ -153,11 +149,8 @@ class Group:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            outage = is_outage(error)
-            if outage:  # the database is away: the members resume with `after` once it is back
-                log.warning("a replay failed, a dependency is down: %s", describe(error))
-            else:
-                log.exception("a replay failed")
+            # an outage: the members resume with `after` once the database is back
+            outage = log_failure(log, "a replay failed", error)
             for member in list(self.catching_up):
                 member.session.end_interrupted(member, outage=outage)
             self.catching_up.clear()
