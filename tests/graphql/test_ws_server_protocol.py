@@ -1,4 +1,4 @@
-"""The websocket protocol `python -m app serve` runs (app/graphql/ws/server_protocol.py), through a
+"""The websocket protocol `python -m app serve` runs (app/kernel/uvicorn.py), through a
 real uvicorn and a real client: several texts in one send, the scope's addresses, its log lines,
 and a handshake taken as uvicorn parsed it (`UpgradingHttpProtocol`) only where websockets would
 accept it, with the same answer and the same scope for the app as uvicorn's own way (the request
@@ -23,7 +23,7 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
 from app.asgi import server_options
-from app.graphql.ws.server_protocol import (
+from app.kernel.uvicorn import (
     SEND_TEXTS,
     SEND_TEXTS_EXTENSION,
     BatchingWebSocketProtocol,
