@@ -194,7 +194,8 @@ class CompiledStatement:
     for ids and plain values). Parameters are `bindparam`s given by name at each run; the others
     (literals, expanded IN lists) keep the values bound in the statement.
     `tests/test_compiled_read.py` (reads) and `tests/test_compiled_statement.py` (writes) compare
-    both ways on SQLite and PostgreSQL."""
+    both ways on SQLite and PostgreSQL. What it needs of SQLAlchemy's and the drivers' internals
+    is read through `app.kernel.sqlalchemy` and `app.kernel.aiosqlite`."""
 
     def __init__(self, statement: Select[*tuple[Any, ...]] | Insert | Update) -> None:
         self.statement = statement
