@@ -253,8 +253,9 @@ def read_documents(paths: list[str]) -> list[tuple[str, str]]:
     from graphql import GraphQLError, parse, validate
 
     from app.graphql.schema import build_schema
+    from app.kernel.strawberry import graphql_schema
 
-    schema = build_schema()._schema
+    schema = graphql_schema(build_schema())
     documents = []
     for path in paths:
         try:

@@ -26,14 +26,15 @@ from app.graphql.http import GraphQLHTTP
 from app.graphql.persisted import PersistedQueries
 from app.graphql.schema import build_schema
 from app.graphql.ws import GraphQLWebSocket, WebSocketShortcut
-from app.graphql.ws.server_protocol import ConnectionLimits, UpgradingHttpProtocol
+from app.kernel.collector import tune_garbage_collector
+from app.kernel.strawberry import graphql_schema
+from app.kernel.uvicorn import ConnectionLimits, UpgradingHttpProtocol
 from app.observability import metrics
 from app.observability.logs import request_id_middleware
 from app.observability.logs import write_at_once as write_logs_at_once
 from app.outages import OutageMiddleware
 from app.panel import panel_routes
 from app.ratelimit import RateLimiter, RateLimitMiddleware
-from app.runtime import tune_garbage_collector
 from app.services import Services
 from app.settings import Settings, get_settings
 
@@ -70,7 +71,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # once per subscriber; live messages are small, so sockets stay uncompressed.
         "ws_per_message_deflate": False,
         # uvicorn's websockets-sansio protocol, plus several messages in one write (a replay)
-        "ws": "app.graphql.ws.server_protocol:BatchingWebSocketProtocol",
+        "ws": "app.kernel.uvicorn:BatchingWebSocketProtocol",
         # uvicorn's httptools protocol, handing that protocol an upgrade's request as parsed, and
         # closing connections too slow to send a request or over their address's cap
         "http": functools.partial(
@@ -87,7 +88,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": bool(settings.forwarded_allow_ips),
         "forwarded_allow_ips": sorted(settings.forwarded_allow_ips) or None,
         # uvloop, with servers that accept every waiting connection at each loop turn
-        "loop": "app.runtime:new_event_loop",
+        "loop": "app.kernel.event_loop:new_event_loop",
     }
 
 
@@ -116,7 +117,7 @@ async def readiness_problems(services: Services, state: Any, limiter: RateLimite
 
 def serve_app() -> Starlette:
     """The app as `python -m app serve` runs it (in each worker): the garbage collector is tuned
-    for many long-lived sockets once the lifespan has started (app/runtime.py)."""
+    for many long-lived sockets once the lifespan has started (app/kernel/collector.py)."""
     return create_app(tune_runtime=True)
 
 
@@ -134,7 +135,7 @@ def create_app(
         trusted_only=settings.trusted_documents_only,
         clock=services.clock,
         guards=schema.guards,
-        schema=schema._schema,
+        schema=graphql_schema(schema),
     )
 
     limiter = RateLimiter.from_settings(settings)

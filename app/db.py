@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -28,6 +27,14 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState, StaticPool
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.kernel.aiosqlite import sqlite3_connection
+from app.kernel.sqlalchemy import (
+    asyncpg_in_transaction_or_autocommit,
+    asyncpg_send_pending_begin,
+    bind_processors,
+    locks_rows,
+    result_processor,
+)
 from app.outages import is_outage
 from app.settings import Settings
 
@@ -108,7 +115,7 @@ def _sqlite_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) ->
     nothing (`sqlite3` begins a transaction only before a write; every read request returns a
     connection with none)."""
     if state.asyncio_safe and not state.transaction_was_reset:
-        if _sqlite_connection(dbapi_connection.driver_connection).in_transaction:
+        if sqlite3_connection(dbapi_connection.driver_connection).in_transaction:
             dbapi_connection.rollback()
 
 
@@ -145,44 +152,6 @@ class _Borrowed:
 _REQUEST_READS: ContextVar[_Borrowed | None] = ContextVar("orderpulse_request_reads", default=None)
 
 
-def _in_transaction_or_autocommit(adapter: Any) -> bool:
-    """Whether SQLAlchemy's asyncpg adapter has sent BEGIN for its transaction, or runs without
-    one (autocommit), so that a statement run on its driver connection lands where SQLAlchemy's
-    own would. (2.1 keeps the transaction in `_transaction`; 2.0 also sets `_started`. Unknown:
-    False, and the statement goes through SQLAlchemy.)"""
-    if getattr(adapter, "isolation_level", None) == "autocommit":
-        return True
-    return _begun(adapter)
-
-
-def _begun(adapter: Any) -> bool:
-    started = getattr(adapter, "_started", None)
-    if isinstance(started, bool):
-        return started
-    return getattr(adapter, "_transaction", None) is not None
-
-
-async def _send_pending_begin(conn: AsyncConnection, adapter: Any) -> None:
-    """If SQLAlchemy began a transaction on `conn` but has not sent its BEGIN yet (its asyncpg
-    adapter sends it before the connection's first statement), send it now, as that first
-    statement would, so a `CompiledStatement` that opens the transaction (a mutation's read of
-    its order) runs on the driver too."""
-    if (
-        conn.in_transaction()
-        and getattr(adapter, "isolation_level", None) != "autocommit"
-        and not _begun(adapter)
-    ):
-        start = getattr(adapter, "_start_transaction", None)
-        if start is not None:
-            await start()
-
-
-def _sqlite_connection(driver: Any) -> sqlite3.Connection:
-    """The `sqlite3` connection inside an aiosqlite one (opened with `check_same_thread=False`)."""
-    connection: sqlite3.Connection = driver._conn
-    return connection
-
-
 SQLITE_ON_LOOP_SECONDS = 0.005
 SQLITE_SLOW_RUNS = 3
 """A compiled SQLite SELECT that ran longer than `SQLITE_ON_LOOP_SECONDS` on the event loop's
@@ -202,7 +171,7 @@ async def _sqlite_select(driver: Any, compiled: _Compiled, args: list[Any]) -> l
         rows: list[Any] = await driver.execute_fetchall(compiled.sql, args)
         return rows
     started = perf_counter()
-    rows = _sqlite_connection(driver).execute(compiled.sql, args).fetchall()
+    rows = sqlite3_connection(driver).execute(compiled.sql, args).fetchall()
     slow = perf_counter() - started > SQLITE_ON_LOOP_SECONDS
     compiled.slow_runs = compiled.slow_runs + 1 if slow else 0
     return rows
@@ -225,7 +194,8 @@ class CompiledStatement:
     for ids and plain values). Parameters are `bindparam`s given by name at each run; the others
     (literals, expanded IN lists) keep the values bound in the statement.
     `tests/test_compiled_read.py` (reads) and `tests/test_compiled_statement.py` (writes) compare
-    both ways on SQLite and PostgreSQL."""
+    both ways on SQLite and PostgreSQL. What it needs of SQLAlchemy's and the drivers' internals
+    is read through `app.kernel.sqlalchemy` and `app.kernel.aiosqlite`."""
 
     def __init__(self, statement: Select[*tuple[Any, ...]] | Insert | Update) -> None:
         self.statement = statement
@@ -241,7 +211,7 @@ class CompiledStatement:
             dialect=dialect, compile_kwargs={"render_postcompile": True}
         )
         bound = compiled.construct_params(_check=False)  # the values bound in the statement
-        processors = compiled._bind_processors  # what SQLAlchemy applies to each parameter
+        processors = bind_processors(compiled)  # what SQLAlchemy applies to each parameter
         names = compiled.positiontup or ()
         binds = [(name, bound.get(name), processors.get(name)) for name in names]
         found: _Compiled | None
@@ -269,8 +239,8 @@ class CompiledStatement:
             driver = raw.driver_connection
             assert driver is not None
             if conn.dialect.driver == "asyncpg":
-                await _send_pending_begin(conn, raw.dbapi_connection)
-                if _in_transaction_or_autocommit(raw.dbapi_connection):
+                await asyncpg_send_pending_begin(conn, raw.dbapi_connection)
+                if asyncpg_in_transaction_or_autocommit(raw.dbapi_connection):
                     if compiled.writes and conn.sync_connection is not None:
                         options = conn.sync_connection.get_execution_options()
                         _before_write(options, by_compiled_statement=compiled.results is None)
@@ -302,7 +272,7 @@ def _result_processor(column: Any, dialect: Dialect) -> Any:
     schema), so it is given that type here instead (asyncpg returns it as a Decimal already)."""
     column_type: TypeEngine[Any] = column.type
     try:
-        return column_type._cached_result_processor(dialect, None)
+        return result_processor(column_type, dialect)
     except (TypeError, InvalidRequestError):
         table_numeric = (
             isinstance(column, Column)
@@ -311,7 +281,7 @@ def _result_processor(column: Any, dialect: Dialect) -> Any:
             and not isinstance(column_type, Float)
         )
         if dialect.driver == "asyncpg" and table_numeric:
-            return column_type._cached_result_processor(dialect, _PG_NUMERIC_OID)
+            return result_processor(column_type, dialect, _PG_NUMERIC_OID)
         raise
 
 
@@ -387,7 +357,7 @@ def writes_one_statement(connection: AsyncConnection) -> bool:
 
 def _plain_read(statement: Any) -> bool:
     """A SELECT that takes no row locks (FOR UPDATE's would end with the statement)."""
-    return isinstance(statement, Select) and statement._for_update_arg is None
+    return isinstance(statement, Select) and not locks_rows(statement)
 
 
 @dataclass

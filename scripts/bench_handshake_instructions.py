@@ -47,7 +47,7 @@ def serve(port: int) -> None:
     import uvicorn
 
     from app.asgi import server_options
-    from app.runtime import tune_garbage_collector
+    from app.kernel.collector import tune_garbage_collector
     from app.settings import Settings
 
     options = server_options(Settings())

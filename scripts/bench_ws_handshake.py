@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_ws_handshake.py [--sockets 3000] [--rounds 2]
         [--ws websockets-sansio,websockets,wsproto,ours]
 
-For each `--ws` (uvicorn's `ws` setting; `ours` is app.graphql.ws.server_protocol, what `python
+For each `--ws` (uvicorn's `ws` setting; `ours` is app.kernel.uvicorn, what `python
 -m app serve` runs), a uvicorn process serves a do-nothing graphql-transport-ws app (it accepts,
 answers `connection_init` with `connection_ack`, and ignores the rest) with the server's own
 settings (`app.asgi.server_options`, INFO logs to a file, as `serve`), and the reconnect
@@ -29,7 +29,7 @@ from typing import Any
 import benchlib as b
 
 IMPLEMENTATIONS = {
-    "ours": "app.graphql.ws.server_protocol:BatchingWebSocketProtocol",
+    "ours": "app.kernel.uvicorn:BatchingWebSocketProtocol",
     "websockets-sansio": "websockets-sansio",
     "websockets": "websockets",
     "wsproto": "wsproto",

@@ -51,19 +51,19 @@ async def test_writes_through_the_driver_equal_those_through_sqlalchemy(
     services: Services, factory: Factory, tenants: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     compiled_runs: list[bool] = []
-    in_transaction = app.db._in_transaction_or_autocommit
+    in_transaction = app.db.asyncpg_in_transaction_or_autocommit
 
     def spy(adapter: Any) -> bool:
         compiled_runs.append(in_transaction(adapter))
         return compiled_runs[-1]
 
-    monkeypatch.setattr(app.db, "_in_transaction_or_autocommit", spy)
+    monkeypatch.setattr(app.db, "asyncpg_in_transaction_or_autocommit", spy)
     fast = await factory.order(tenants.customer_a1, status="PR")
     await fail_and_resubmit(services, fast)
     if not services.db.is_sqlite:
         assert compiled_runs and all(compiled_runs)  # the driver path really ran
 
-    monkeypatch.setattr(app.db, "_in_transaction_or_autocommit", lambda adapter: False)
+    monkeypatch.setattr(app.db, "asyncpg_in_transaction_or_autocommit", lambda adapter: False)
     reference = await factory.order(tenants.customer_a1, status="PR")
     await fail_and_resubmit(services, reference)
 

@@ -64,6 +64,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as max_de
 from strawberry.schema.schema import validate_document
 
 from app.graphql.pagination import DEFAULT_PAGE
+from app.kernel.strawberry import graphql_schema
 from app.settings import Settings
 
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
@@ -537,7 +538,7 @@ class GuardsExtension(SchemaExtension):
         context = self.execution_context
         document = context.graphql_document
         if document is not None:
-            schema = context.schema._schema
+            schema = graphql_schema(context.schema)
             errors = self.guards.request_errors(
                 schema, document, context.operation_name, context.variables
             )

@@ -143,7 +143,7 @@ class GraphQLHTTP:
                 raise RequestError(415, f"POST a JSON body with Content-Type: {JSON}")
             try:
                 body = await request.body()
-            except ClientDisconnect:  # gone, or too slow (app.graphql.ws.server_protocol)
+            except ClientDisconnect:  # gone, or too slow (app.kernel.uvicorn)
                 raise RequestError(400, "The body was not received") from None
             try:  # orjson refuses JSON nested over 1024 deep (json.loads: RecursionError)
                 params = orjson.loads(body)

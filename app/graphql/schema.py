@@ -31,6 +31,7 @@ from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
 from app.graphql.subscriptions import Subscription, require_live_streams
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
+from app.kernel.strawberry import graphql_schema
 from app.observability.graphql import OperationMetrics
 from app.outages import is_outage, unavailable_graphql_error
 from app.settings import Settings, get_settings
@@ -67,7 +68,7 @@ class DocumentCache:
         """The validation errors of the operation's document with its rules, from the cache
         when the same document met the same rules before. Each caller gets its own copies of
         the errors (later hooks, such as HideSuggestionsFromStrangers, edit them in place)."""
-        schema, document = context.schema._schema, context.graphql_document
+        schema, document = graphql_schema(context.schema), context.graphql_document
         assert document is not None
         rules = tuple(context.validation_rules)
         if context.query is None:

@@ -7,19 +7,13 @@ the id of the HTTP request it belongs to.
 sent a sane one, else a new one; every HTTP response carries it back (`request_id_middleware`).
 Uvicorn's own loggers go through the same handler, in every worker.
 
-The handler (`LoopBatchedStreamHandler`) writes the INFO lines logged on the event loop's thread
-together, at most `LOG_WRITE_DELAY_SECONDS` after the first of them: a reconnect storm logs a
-line per websocket, and one write per line (a system call each, where a busy machine takes the
-processor away) cost about a tenth of the server's time in it. Lines keep their order; a WARNING
-or worse, anything logged outside the event loop's thread, and `LOG_WRITE_BYTES` of waiting lines
-are written at once (after whatever is waiting). From the app's shutdown on (`write_at_once`),
-every line is: uvicorn logs its last lines and then re-raises SIGTERM, which ends the process
-with no further turn of the loop and no exit handlers.
+The handler (`app.kernel.log_batching.LoopBatchedStreamHandler`) writes the INFO lines logged on
+the event loop's thread together; from the app's shutdown on (`write_at_once`), every line is
+written when logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from datetime import UTC, datetime
@@ -28,6 +22,8 @@ from typing import Any
 from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from pythonjsonlogger.json import JsonFormatter
 from starlette.middleware import Middleware
+
+from app.kernel.log_batching import LoopBatchedStreamHandler
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -87,80 +83,12 @@ class TextLogFormatter(logging.Formatter):
         return super().format(record)
 
 
-LOG_WRITE_DELAY_SECONDS = 0.05
-"""How long an INFO line logged on the event loop may wait to be written with the next ones."""
-LOG_WRITE_BYTES = 64 * 1024
-"""Waiting lines are written at once when they reach this size."""
-
-
-class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A StreamHandler whose INFO and DEBUG lines logged on an event loop's thread are written
-    together, `delay` seconds after the first (0: at the end of the loop's turn); others at once."""
-
-    def __init__(self, stream: Any = None, delay: float = LOG_WRITE_DELAY_SECONDS) -> None:
-        super().__init__(stream)
-        self.delay = delay
-        self.batching = True
-        """False from `write_at_once` on: every line is written when logged."""
-        self._waiting: list[str] = []
-        self._waiting_size = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        """The loop that will write `_waiting`."""
-
-    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or not self.batching or record.levelno >= logging.WARNING:
-            self._write_waiting()
-            super().emit(record)
-            return
-        try:
-            line = self.format(record) + self.terminator
-        except Exception:
-            self.handleError(record)
-            return
-        self._waiting.append(line)
-        self._waiting_size += len(line)
-        if self._waiting_size >= LOG_WRITE_BYTES:
-            self._write_waiting()
-        elif self._loop is not loop:  # the first line waiting (or the first on a new loop)
-            self._loop = loop
-            if self.delay > 0:
-                loop.call_later(self.delay, self._write_turn)
-            else:
-                loop.call_soon(self._write_turn)
-
-    def _write_turn(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            self._loop = None
-            self._write_waiting()
-
-    def _write_waiting(self) -> None:
-        if not self._waiting:
-            return
-        text, self._waiting, self._waiting_size = "".join(self._waiting), [], 0
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except Exception:
-            self.handleError(logging.makeLogRecord({"msg": text}))
-
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            self._write_waiting()
-        super().flush()
-
-
 def write_at_once() -> None:
     """From now on, the process's batching handlers write every line when it is logged (after
     what is waiting): the process is shutting down."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, LoopBatchedStreamHandler):
-            with handler.lock:  # type: ignore[union-attr]
-                handler.batching = False
-                handler._write_waiting()
+            handler.write_at_once()
 
 
 def logging_config(log_format: str, *, level: str = "INFO") -> dict[str, Any]:
@@ -174,7 +102,7 @@ def logging_config(log_format: str, *, level: str = "INFO") -> dict[str, Any]:
         "formatters": {"default": {"()": formatter}},
         "handlers": {
             "default": {
-                "class": "app.observability.logs.LoopBatchedStreamHandler",
+                "class": "app.kernel.log_batching.LoopBatchedStreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "default",
                 "filters": ["request_id"],

@@ -153,10 +153,10 @@ async def test_a_panel_page_is_the_token_and_one_statement_that_builds_its_json(
 async def test_a_planned_sqlite_page_makes_no_trip_to_a_connection_thread(
     api: GraphQLClient, factory: Factory, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On SQLite the token and the page run on the event loop's thread (`app.db`'s
-    `_sqlite_connection`), and the connection goes back to the pool without a rollback of
-    nothing: the request hands aiosqlite's threads no work at all. (Under load, those trips and
-    the GIL passed between the threads cost several times SQLite's own work.)"""
+    """On SQLite the token and the page run on the event loop's thread (`app.db`, through
+    `app.kernel.aiosqlite.sqlite3_connection`), and the connection goes back to the pool without a
+    rollback of nothing: the request hands aiosqlite's threads no work at all. (Under load, those
+    trips and the GIL passed between the threads cost several times SQLite's own work.)"""
     if not services.db.is_sqlite:
         pytest.skip("aiosqlite's threads")
     import aiosqlite

@@ -27,7 +27,7 @@ from app.graphql.schema import build_schema
 from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
 from app.graphql.ws import groups
 from app.graphql.ws.protocol import SocketSession
-from app.graphql.ws.server_protocol import SEND_TEXTS, BatchingWebSocketProtocol
+from app.kernel.uvicorn import SEND_TEXTS, BatchingWebSocketProtocol
 from app.notifications.models import Notification
 from app.services import Services
 from tests.support.api import SUPPORT, Factory, GraphQLClient, gid

@@ -30,7 +30,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from app.graphql.ws import GraphQLWebSocket
-from app.graphql.ws.server_protocol import BatchingWebSocketProtocol
+from app.kernel.uvicorn import BatchingWebSocketProtocol
 from app.observability.metrics import REGISTRY
 from app.services import Services
 from tests.observability.helpers import scrape, value

@@ -1,8 +1,7 @@
-"""The websocket protocol `python -m app serve` runs (app/graphql/ws/server_protocol.py), through a
+"""The websocket protocol `python -m app serve` runs (app/kernel/uvicorn.py), through a
 real uvicorn and a real client: several texts in one send, the scope's addresses, its log lines,
-and a handshake taken as uvicorn parsed it (`UpgradingHttpProtocol`) only where websockets would
-accept it, with the same answer and the same scope for the app as uvicorn's own way (the request
-written out as bytes for websockets to parse again)."""
+and every kind of handshake getting the same answer and the same scope for the app through our
+HTTP protocol (`UpgradingHttpProtocol`) as through uvicorn's own."""
 
 from __future__ import annotations
 
@@ -16,20 +15,15 @@ from typing import Any
 
 import pytest
 import uvicorn
-from websockets import http11
 from websockets.asyncio.client import connect
-from websockets.http11 import Request
-from websockets.server import ServerProtocol
-from websockets.streams import StreamReader
 
 from app.asgi import server_options
-from app.graphql.ws.server_protocol import (
+from app.kernel.uvicorn import (
     SEND_TEXTS,
     SEND_TEXTS_EXTENSION,
     BatchingWebSocketProtocol,
     ConnectionLimits,
     UpgradingHttpProtocol,
-    accept_value,
 )
 from app.settings import Settings
 
@@ -139,153 +133,60 @@ def request(lines: str, first: str = "GET / HTTP/1.1") -> str:
     return f"{first}\r\n{lines}\r\n"
 
 
-FAST = "taken as parsed"
-BYTES = "websockets reads the bytes"
-HTTP = "not a websocket upgrade to uvicorn"  # answered as an HTTP request either way
-HANDSHAKES: dict[str, tuple[str, str]] = {
-    "a browser's": (
-        FAST,
-        request(
-            "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
-            f"{KEY}Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1\r\n"
-            "Sec-WebSocket-Protocol: graphql-transport-ws, other\r\n"
-            "Sec-WebSocket-Protocol: third\r\nUser-Agent: Mozilla/5.0 (X11)\t \r\n",
-            "GET /graphql?x=1&y=%20 HTTP/1.1",
-        ),
+HANDSHAKES: dict[str, str] = {
+    "a browser's": request(
+        "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+        f"{KEY}Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1\r\n"
+        "Sec-WebSocket-Protocol: graphql-transport-ws, other\r\n"
+        "Sec-WebSocket-Protocol: third\r\nUser-Agent: Mozilla/5.0 (X11)\t \r\n",
+        "GET /graphql?x=1&y=%20 HTTP/1.1",
     ),
-    "another browser's, offering an extension": (
-        FAST,
-        request(
-            f"Host: h\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n{KEY}"
-            "Sec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
-            "GET /a%2Fb%20c HTTP/1.1",
-        ),
+    "another browser's, offering an extension": request(
+        f"Host: h\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n{KEY}"
+        "Sec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        "GET /a%2Fb%20c HTTP/1.1",
     ),
-    "with an empty value and a tab inside one": (
-        FAST,
-        request(f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nX-Empty:\r\nX-Tab: a\tb\r\n"),
+    "with an empty value and a tab inside one": request(
+        f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nX-Empty:\r\nX-Tab: a\tb\r\n"
     ),
-    "with a value outside ASCII": (
-        BYTES,
-        request(f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nX-Name: Zo\xeb\r\n"),
+    "with a value outside ASCII": request(
+        f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nX-Name: Zo\xeb\r\n"
     ),
-    "without an upgrade in Connection": (
-        HTTP,
-        request(f"Host: h\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n{KEY}"),
+    "without an upgrade in Connection": request(
+        f"Host: h\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n{KEY}"
     ),
-    "upgrading to another protocol as well": (
-        HTTP,
-        request(f"Host: h\r\nUpgrade: websocket, h2c\r\nConnection: Upgrade\r\n{KEY}"),
+    "upgrading to another protocol as well": request(
+        f"Host: h\r\nUpgrade: websocket, h2c\r\nConnection: Upgrade\r\n{KEY}"
     ),
-    "with a Connection websockets cannot read": (  # though httptools reads an upgrade
-        BYTES,
-        request(f"Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade, @\r\n{KEY}"),
+    # though httptools reads an upgrade
+    "with a Connection websockets cannot read": request(
+        f"Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade, @\r\n{KEY}"
     ),
-    "with empty elements in Connection": (
-        FAST,
-        request(
-            f"Host: h\r\nUpgrade: websocket\r\nConnection: ,Upgrade,,x\r\n{KEY}"
-            "Sec-WebSocket-Version: 13\r\n"
-        ),
+    "with empty elements in Connection": request(
+        f"Host: h\r\nUpgrade: websocket\r\nConnection: ,Upgrade,,x\r\n{KEY}"
+        "Sec-WebSocket-Version: 13\r\n"
     ),
-    "without a key": (BYTES, request(f"{PLAIN}Sec-WebSocket-Version: 13\r\n")),
-    "with a key of 3 bytes": (
-        BYTES,
-        request(f"{PLAIN}Sec-WebSocket-Key: AAAA\r\nSec-WebSocket-Version: 13\r\n"),
+    "without a key": request(f"{PLAIN}Sec-WebSocket-Version: 13\r\n"),
+    "with a key of 3 bytes": request(
+        f"{PLAIN}Sec-WebSocket-Key: AAAA\r\nSec-WebSocket-Version: 13\r\n"
     ),
-    "with a key not in base64": (
-        BYTES,
-        request(
-            f"{PLAIN}Sec-WebSocket-Key: !!!!dGhlIHNhbXBsZSBub25j\r\nSec-WebSocket-Version: 13\r\n"
-        ),
+    "with a key not in base64": request(
+        f"{PLAIN}Sec-WebSocket-Key: !!!!dGhlIHNhbXBsZSBub25j\r\nSec-WebSocket-Version: 13\r\n"
     ),
-    "with two keys": (BYTES, request(f"{PLAIN}{KEY}{KEY}Sec-WebSocket-Version: 13\r\n")),
-    "of another version": (BYTES, request(f"{PLAIN}{KEY}Sec-WebSocket-Version: 8\r\n")),
-    "without a version": (BYTES, request(f"{PLAIN}{KEY}")),
-    "from two origins": (
-        BYTES,
-        request(
-            f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nOrigin: http://a\r\nOrigin: http://b\r\n"
-        ),
+    "with two keys": request(f"{PLAIN}{KEY}{KEY}Sec-WebSocket-Version: 13\r\n"),
+    "of another version": request(f"{PLAIN}{KEY}Sec-WebSocket-Version: 8\r\n"),
+    "without a version": request(f"{PLAIN}{KEY}"),
+    "from two origins": request(
+        f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nOrigin: http://a\r\nOrigin: http://b\r\n"
     ),
-    "offering a subprotocol websockets cannot read": (
-        BYTES,
-        request(f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a b\r\n"),
+    "offering a subprotocol websockets cannot read": request(
+        f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a b\r\n"
     ),
-    "with another method": (
-        BYTES,
-        request(
-            f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n", "POST / HTTP/1.1"
-        ),
+    "with another method": request(
+        f"{PLAIN}{KEY}Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n", "POST / HTTP/1.1"
     ),
 }
-
-
-def parsed_by_websockets(raw: bytes) -> Request:
-    reader = StreamReader()
-    reader.feed_data(raw)
-    reader.feed_eof()
-    parser = Request.parse(reader.read_line)
-    with pytest.raises(StopIteration) as done:
-        next(parser)
-    request: Request = done.value.value
-    return request
-
-
-def parts(raw: bytes) -> tuple[str, bytes, list[tuple[bytes, bytes]]]:
-    """What uvicorn's HTTP protocol hands over after parsing `raw`: lower-case names, as it keeps
-    them, and values without the whitespace around them, as `UpgradingHttpProtocol` strips it."""
-    head, _, _ = raw.partition(b"\r\n\r\n")
-    request_line, *lines = head.split(b"\r\n")
-    method, target, _ = request_line.split(b" ")
-    headers = [
-        (n.strip().lower(), v.strip(b" \t")) for n, _, v in (h.partition(b":") for h in lines)
-    ]
-    return method.decode(), target, headers
-
-
-@pytest.mark.parametrize("name", HANDSHAKES)
-def test_a_handshake_is_taken_as_parsed_only_where_websockets_would_accept_it(name: str) -> None:
-    way, text = HANDSHAKES[name]
-    method, target, headers = parts(text.encode("latin-1"))
-    accept = accept_value(method, target, headers)
-    assert (accept is not None) == (way == FAST)
-    if accept is None:
-        return
-    written = (  # as uvicorn writes it out for websockets' parser
-        f"{method} ".encode()
-        + target
-        + b" HTTP/1.1\r\n"
-        + b"".join(n + b": " + v + b"\r\n" for n, v in headers)
-        + b"\r\n"
-    )
-    response = ServerProtocol().accept(parsed_by_websockets(written))
-    assert response.status_code == 101
-    assert response.headers["Sec-WebSocket-Accept"] == accept == ACCEPT
-
-
-@pytest.mark.parametrize(
-    ("method", "headers"),
-    [
-        ("GET", [(b"content-length", b"0")]),
-        ("GET", [(b"transfer-encoding", b"chunked")]),
-        ("GET", [(b"x-long", b"a" * 9000)]),
-        ("GET", [(b"x-n", b"1")] * 129),
-        ("GET", [(b"x-ctl", b"a\x01b")]),
-    ],
-)
-def test_what_websockets_might_read_otherwise_is_not_taken_as_parsed(
-    method: str, headers: list[tuple[bytes, bytes]]
-) -> None:
-    valid = [
-        (b"upgrade", b"websocket"),
-        (b"connection", b"Upgrade"),
-        (b"sec-websocket-key", KEY.split(": ")[1].strip().encode()),
-        (b"sec-websocket-version", b"13"),
-    ]
-    assert accept_value(method, b"/", valid) == ACCEPT
-    assert accept_value(method, b"/", valid + headers) is None
 
 
 async def handshake(raw: bytes, http: Any) -> tuple[list[bytes], bytes, dict[str, Any] | None]:
@@ -310,32 +211,14 @@ async def handshake(raw: bytes, http: Any) -> tuple[list[bytes], bytes, dict[str
 
 
 @pytest.mark.parametrize("name", HANDSHAKES)
-async def test_a_handshake_gets_the_same_answer_and_scope_whichever_way_it_went(
-    name: str, monkeypatch: pytest.MonkeyPatch
+async def test_a_handshake_gets_the_same_answer_and_scope_as_through_uvicorn_s_own_protocol(
+    name: str,
 ) -> None:
-    way, text = HANDSHAKES[name]
-    raw = text.encode("latin-1")
-    parses: list[object] = []  # websockets' own parsing of a request's header lines
-    parse_headers = http11.parse_headers
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        parses.append(args)
-        return parse_headers(*args, **kwargs)
-
-    monkeypatch.setattr(http11, "parse_headers", counted)
+    raw = HANDSHAKES[name].encode("latin-1")
     ours = await handshake(raw, UpgradingHttpProtocol)
-    ours_parses = len(parses)
-    uvicorns = await handshake(raw, "httptools")  # uvicorn's own: bytes, parsed again
-    uvicorns_parses = len(parses) - ours_parses
-    if way == FAST:
-        assert (ours_parses, uvicorns_parses) == (0, 1)
-    else:  # uvicorn's own way, whatever it does with it in this version
-        assert ours_parses == uvicorns_parses
+    uvicorns = await handshake(raw, "httptools")
     assert ours[:2] == uvicorns[:2]
     ours_scope, uvicorns_scope = ours[2], uvicorns[2]
-    if way == FAST:
-        assert ours[0][0].startswith(b"HTTP/1.1 101 ")
-        assert f"Sec-WebSocket-Accept: {ACCEPT}".encode() in ours[0]
     if ours_scope is None or uvicorns_scope is None:
         assert ours_scope is uvicorns_scope is None
         return
@@ -343,6 +226,15 @@ async def test_a_handshake_gets_the_same_answer_and_scope_whichever_way_it_went(
         if key not in ("client", "server"):  # two connections: other ports
             assert ours_scope[key] == uvicorns_scope[key], key
     assert SEND_TEXTS_EXTENSION in ours_scope["extensions"]
+
+
+async def test_a_browser_s_handshake_is_accepted() -> None:
+    raw = HANDSHAKES["a browser's"].encode()
+    lines, _, scope = await handshake(raw, UpgradingHttpProtocol)
+    assert lines[0].startswith(b"HTTP/1.1 101 ")
+    assert f"Sec-WebSocket-Accept: {ACCEPT}".encode() in lines
+    assert scope is not None
+    assert scope["subprotocols"] == ["graphql-transport-ws", "other", "third"]
 
 
 def test_serve_runs_the_upgrading_http_protocol() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.observability.logs import LOG_WRITE_BYTES, LoopBatchedStreamHandler, write_at_once
+from app.kernel.log_batching import LOG_WRITE_BYTES, LoopBatchedStreamHandler
+from app.observability.logs import write_at_once
 from tests.support.api import GraphQLClient
 from tests.support.processes import ServerProcess, server_env
 

@@ -22,6 +22,7 @@ from strawberry.extensions import SchemaExtension
 from app.documents.store import sha256_of
 from app.graphql.planner.compile import NotCovered, Plan, compile_plan
 from app.graphql.planner.run import run_plan
+from app.kernel.strawberry import graphql_schema
 from app.observability import metrics
 
 log = logging.getLogger("orderpulse.planner")
@@ -48,7 +49,7 @@ class PlanCache:
             pass
         try:
             plan: Plan | None = compile_plan(
-                context.schema._schema, context.graphql_document, context.operation_name
+                graphql_schema(context.schema), context.graphql_document, context.operation_name
             )
         except NotCovered:
             plan = None
@@ -91,7 +92,7 @@ class ReadPlanner(SchemaExtension):
         try:
             return await run_plan(
                 plan,
-                schema=context.schema._schema,
+                schema=graphql_schema(context.schema),
                 db=services.db,
                 viewer=viewer,
                 variables=context.variables,

@@ -42,6 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.db import SQLITE_FUNCTIONS, UTCDateTime
 from app.graphql.ids import to_global_id
 from app.graphql.types import amount
+from app.kernel.sqlalchemy import result_processor
 from app.orders import flow
 from app.orders.flow import Role
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -176,12 +177,12 @@ JSON_SQL: Mapping[str, JsonSql] = {"postgresql": JsonSql(), "sqlite": SqliteJson
 # SQLite's serializers: what the row path computes from the same stored values (SQLAlchemy's own
 # result processors of the columns' types), then the GraphQL serialization.
 _SQLITE_DIALECT = sqlite.dialect()
-_DATETIME = UTCDateTime()._cached_result_processor(_SQLITE_DIALECT, None)
+_DATETIME = result_processor(UTCDateTime(), _SQLITE_DIALECT)
 
 
 @functools.cache
 def _numeric(scale: int) -> Callable[[Any], Decimal | None]:
-    processor = Numeric(18, scale)._cached_result_processor(_SQLITE_DIALECT, None)
+    processor = result_processor(Numeric(18, scale), _SQLITE_DIALECT)
     assert processor is not None
     return processor
 

@@ -34,6 +34,7 @@ from app.documents.cache import LRU
 from app.documents.store import sha256_of
 from app.graphql.context import Context
 from app.graphql.schema import OrderPulseSchema
+from app.kernel.strawberry import graphql_schema
 
 PREPARED_CACHE_SIZE = 512
 
@@ -90,7 +91,7 @@ class Documents:
         operation = get_operation_ast(document, operation_name)
         if operation is None:
             return Prepared(close_reason="Can't get GraphQL operation type")
-        errors = validate_document(self.schema._schema, document, self.rules)
+        errors = validate_document(graphql_schema(self.schema), document, self.rules)
         if errors:
             return Prepared(document, operation, errors=tuple(errors))
         return Prepared(
@@ -103,7 +104,7 @@ class Documents:
         """The guards that depend on this subscriber's variables: list sizes, then the cost."""
         assert prepared.document is not None
         return self.guards.request_errors(
-            self.schema._schema, prepared.document, operation_name, variables
+            graphql_schema(self.schema), prepared.document, operation_name, variables
         )
 
     def build_executor(
@@ -115,7 +116,7 @@ class Documents:
     ) -> Any:
         """graphql-core's executor for `document` (or the list of variable errors)."""
         return self.schema.execution_context_class.build(
-            self.schema._schema,
+            graphql_schema(self.schema),
             document,
             None,
             context,

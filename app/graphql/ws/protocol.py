@@ -56,8 +56,9 @@ from app.graphql.schema import OrderPulseSchema
 from app.graphql.subscriptions import LiveStream, interrupted, resume_point, too_slow
 from app.graphql.ws.documents import Documents, Prepared
 from app.graphql.ws.groups import Groups, Member, Selection
-from app.graphql.ws.sending import Send, SendQueue
-from app.graphql.ws.server_protocol import SEND_TEXTS_EXTENSION
+from app.graphql.ws.sending import SendQueue
+from app.kernel.coroutines import Send
+from app.kernel.uvicorn import SEND_TEXTS_EXTENSION
 from app.observability import metrics
 from app.outages import TRY_AGAIN_LATER, describe, is_outage, unavailable_error
 from app.ratelimit import (

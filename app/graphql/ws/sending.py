@@ -1,11 +1,12 @@
 """Each socket's send queue: messages go out in order, mostly with no task at all.
 
 A server's `send` on a socket whose buffer has room completes without waiting, so stepping its
-coroutine by hand sends the message with no task per subscriber and per event: at ten thousand
-subscribers, those tasks were most of the fan-out's time and most of what made the garbage
-collector run full passes. Only a send that must wait starts the queue's writer task, and what
-is queued meanwhile waits behind it. Each message may name an owner (`Pending`) that counts its
-messages not yet handed to the socket, which is how a subscription's queue is bounded.
+coroutine by hand (`app.kernel.coroutines.send_now`) sends the message with no task per
+subscriber and per event: at ten thousand subscribers, those tasks were most of the fan-out's
+time and most of what made the garbage collector run full passes. Only a send that must wait
+starts the queue's writer task, and what is queued meanwhile waits behind it. Each message may
+name an owner (`Pending`) that counts its messages not yet handed to the socket, which is how a
+subscription's queue is bounded.
 
 What waits is bounded for every kind of message: at most `max_answers` messages of the
 socket's own (pongs, acks, results, errors: no owner) and at most `max_bytes` in all, events
@@ -16,7 +17,7 @@ events) or one of the socket's own answers (a client that sends and never reads,
 flood).
 
 Where the server takes several messages in one send (`SEND_TEXTS`,
-app/graphql/ws/server_protocol.py), a burst (a replay's events for one socket, or what piled up
+app/kernel/uvicorn.py), a burst (a replay's events for one socket, or what piled up
 behind a send that had to wait) is handed over in one send, so one write and one system call;
 elsewhere its messages go one by one.
 """
@@ -24,48 +25,20 @@ elsewhere its messages go one by one.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from app.graphql.ws.server_protocol import SEND_TEXTS
+from app.kernel.coroutines import Send, send_now
+from app.kernel.uvicorn import SEND_TEXTS
 
 log = logging.getLogger("orderpulse.websocket")
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Pending(Protocol):
     """Whoever owns queued messages and counts them."""
 
     pending: int
-
-
-def send_now(send: Send, message: dict[str, Any]) -> Callable[[], Awaitable[None]] | None:
-    """Start an ASGI send; None if it finished at once, else what finishes it, to call and
-    await (made only then: a writer cancelled before it starts leaves nothing never awaited)."""
-    coroutine = send(message)
-    try:
-        waiting_on = coroutine.send(None)  # type: ignore[attr-defined]
-    except StopIteration:
-        return None
-    return functools.partial(_finish_send, coroutine, waiting_on)
-
-
-async def _finish_send(coroutine: Any, waiting_on: Any) -> None:
-    """Drive a hand-stepped coroutine to its end, as a task would."""
-    try:
-        while True:
-            if isinstance(waiting_on, asyncio.Future):
-                await asyncio.wait((waiting_on,))  # its outcome is read by the coroutine itself
-            else:
-                await asyncio.sleep(0)
-            waiting_on = coroutine.send(None)
-    except StopIteration:
-        return
-    finally:
-        coroutine.close()
 
 
 Overflowed = Callable[[bool], None]

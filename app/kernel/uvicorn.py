@@ -1,4 +1,5 @@
-"""uvicorn's websockets protocol, able to send several text messages in one write.
+"""uvicorn's protocols as `python -m app serve` runs them: its websockets protocol able to send
+several text messages in one write, and its HTTP protocol holding clients to limits.
 
 A reconnect storm replays about ten events to each of thousands of sockets, and ASGI sends one
 message per `send`: with uvicorn that is one frame, one `transport.write` and so one system call
@@ -8,18 +9,6 @@ the websocket scope and then accepts one more message type, `SEND_TEXTS`, whose 
 one by one and writes together. Everything else is uvicorn's `websockets-sansio` protocol as is;
 under another server the extension is absent and `app.graphql.ws.sending` sends one message at a
 time.
-
-Its handshake starts from the request uvicorn's HTTP protocol has already parsed (httptools, in C):
-`UpgradingHttpProtocol`, the HTTP protocol `serve` runs, checks it as websockets' `ServerProtocol`
-would (`accept_value`) and hands it over with its `Sec-WebSocket-Accept` value, and the app's scope
-is made from it as uvicorn makes it (`BatchingWebSocketProtocol.start_accepted`). uvicorn would
-write the request back out as bytes for websockets' own parser (Python) to read again, into a
-`Request` and `Headers`, and websockets would check it through those and write a `Date` header that
-uvicorn then deletes. What an open socket keeps is 3 KB smaller this way (21 KB instead of 24 in a
-10,000-socket storm); the instructions per handshake are the same within 1%
-(scripts/bench_handshake_instructions.py). Only a request websockets would accept as it is goes
-this way; any other (a method not GET, a bad key or version, a header websockets would read
-otherwise or refuse) still goes to it as bytes and gets its answer.
 
 A client that does not read cannot hold the server's memory: the app's `websocket.close` is
 written behind what the transport holds without waiting for it to drain (uvicorn's `send` waits
@@ -38,8 +27,18 @@ whose request head is not complete within the read timeout of its first byte (or
 connection's opening: an idle new connection), answering 408, and one whose body is not complete
 within the read timeout of its head; and, with a cap, refuses (503, closed) a connection from a
 peer address that already holds that many, counting a websocket it upgraded to until it closes.
-It reads uvicorn's per-connection state (`cycle`, `client`, `transport`), tested with uvicorn
-0.55.0 and httptools 0.9.0 (tests/test_hostile_http.py).
+
+A websocket handshake goes to websockets as uvicorn hands it over (the request written out and
+parsed again by websockets). Handing websockets the request httptools had parsed instead kept 3 KB
+less per open socket but cost as many instructions per handshake (0.997 of them) and no less CPU
+in a 10,000-socket storm, so it was dropped (docs/KERNEL.md).
+
+Both protocols are subclasses of uvicorn's and read the state uvicorn keeps on them: the HTTP
+protocol's `client`, `cycle`, `parser`, `transport` and `_should_upgrade()`; the websocket
+protocol's `conn` (websockets' sans-I/O `ServerProtocol`, through its public methods),
+`writable`, `disconnected`, `handshake_complete`, `initial_response`, `close_sent`,
+`close_timer`, `close_timeout`, `queue` and `scope`. The versions they are tested with are in
+docs/KERNEL.md (tests/graphql/test_ws_server_protocol.py, tests/test_hostile_http.py).
 
 It also keeps one of the two INFO lines each websocket cost: uvicorn logs the accepted handshake
 (`"WebSocket /graphql" [accepted]`, with the client's address), and websockets' protocol logged
@@ -50,27 +49,16 @@ longer written; websockets' other lines (`connection closed`, its errors) are.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import email.utils
 import functools
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.datastructures import Headers
-from websockets.exceptions import InvalidHeaderFormat, InvalidState
-from websockets.headers import parse_connection, parse_subprotocol, parse_upgrade
-from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Response
-from websockets.protocol import Protocol
-from websockets.typing import Origin
-from websockets.utils import accept_key
+from websockets.exceptions import InvalidState
 
 from app.observability import metrics
 
@@ -78,73 +66,6 @@ SEND_TEXTS_EXTENSION = "orderpulse.websocket.send_texts"
 """In `scope["extensions"]` when the server takes `SEND_TEXTS` messages."""
 SEND_TEXTS = "orderpulse.websocket.send_texts"
 """`{"type": SEND_TEXTS, "texts": [str, ...]}`: each text one websocket message, in order."""
-
-
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-"""A header name websockets' parser accepts (its `_token_re`)."""
-_ASCII_VALUE = re.compile(rb"[\x09\x20-\x7e]*")
-"""A header value websockets' parser accepts and decodes alike in every version (ASCII only)."""
-
-
-def accept_value(method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The `Sec-WebSocket-Accept` value of a handshake request (its header values stripped of
-    the whitespace around them, as websockets' parser strips it) that websockets' `ServerProtocol`
-    (no extensions, subprotocols or origins of its own: uvicorn's, with per-message deflate off)
-    would accept as it is after reading it from these parts as uvicorn writes them out; None for
-    any other request, which goes to websockets as bytes for its own answer.
-
-    It checks what `ServerProtocol.process_request` checks, with websockets' own header parsers,
-    and, for the request to be read at all, what its request parser would refuse or read otherwise
-    (an over-long line, too many headers, a byte outside ASCII, a body)."""
-    if method != "GET":
-        return None
-    if len(target) + len(" GET HTTP/1.1\r\n") > MAX_LINE_LENGTH or not target.isascii():
-        return None
-    if len(headers) > MAX_NUM_HEADERS:
-        return None
-    key: bytes | None = None
-    version: bytes | None = None
-    connection: list[str] = []
-    upgrade: list[str] = []
-    origins = 0
-    try:
-        for name, value in headers:
-            if len(name) + len(value) + 4 > MAX_LINE_LENGTH:
-                return None
-            if not _TOKEN.fullmatch(name) or not _ASCII_VALUE.fullmatch(value):
-                return None
-            if name == b"connection":
-                connection += parse_connection(value.decode())
-            elif name == b"upgrade":
-                upgrade += parse_upgrade(value.decode())
-            elif name == b"sec-websocket-key":
-                if key is not None:
-                    return None
-                key = value
-            elif name == b"sec-websocket-version":
-                if version is not None:
-                    return None
-                version = value
-            elif name == b"sec-websocket-protocol":
-                parse_subprotocol(value.decode())
-            elif name == b"origin":
-                origins += 1
-            elif name in (b"transfer-encoding", b"content-length"):
-                return None
-    except InvalidHeaderFormat:
-        return None
-    if not any(option.lower() == "upgrade" for option in connection):
-        return None
-    if len(upgrade) != 1 or upgrade[0].lower() != "websocket":
-        return None
-    if key is None or version != b"13" or origins > 1:
-        return None
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            return None
-    except binascii.Error:
-        return None
-    return accept_key(key.decode())
 
 
 MAX_UNREAD_BYTES = 1024 * 1024
@@ -218,64 +139,8 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
             self.release_connection = None
         super().connection_lost(exc)
 
-    def start_accepted(
-        self, target: bytes, headers: list[tuple[bytes, bytes]], accept: str
-    ) -> None:
-        """A handshake request that `accept_value` found valid, as uvicorn's HTTP protocol parsed
-        it (its target, and its headers with lower-case names), and that value: the app gets the
-        scope uvicorn's `handle_connect` gives it from websockets' `Request`, and the handshake
-        response websockets' `accept` makes is sent when the app accepts; frames are read from
-        here on."""
-        conn = self.conn
-        conn.parser = Protocol.parse(conn)  # what websockets' parser goes on to after a request
-        next(conn.parser)
-        conn.accept_called = True  # as `ServerProtocol.accept` leaves it; it names a refusal
-        conn.origin = next((Origin(v.decode()) for n, v in headers if n == b"origin"), None)
-        self.response = Response(
-            101,
-            "Switching Protocols",
-            Headers(
-                Date=self.http_date(),
-                Upgrade="websocket",
-                Connection="Upgrade",
-                **{"Sec-WebSocket-Accept": accept},
-            ),
-        )
-        self.handshake_initiated = True
-        raw_path, _, query_string = target.partition(b"?")
-        subprotocols: list[str] = []
-        for name, value in headers:
-            if name == b"sec-websocket-protocol":
-                subprotocols.extend(token.strip() for token in value.decode().split(","))
-        self.scope = {
-            "type": "websocket",
-            "asgi": {"version": self.asgi_version, "spec_version": "2.4"},
-            "http_version": "1.1",
-            "scheme": self.scheme,
-            "server": self.server,
-            "client": self.client,
-            "root_path": self.root_path,
-            "path": self.root_path + unquote(raw_path.decode("ascii")),
-            "raw_path": self.root_path.encode("ascii") + raw_path,
-            "query_string": query_string,
-            "headers": headers,
-            "subprotocols": subprotocols,
-            "state": self.app_state.copy(),
-            "extensions": {"websocket.http.response": {}, SEND_TEXTS_EXTENSION: {}},
-        }
-        self.queue.put_nowait({"type": "websocket.connect"})
-        task = self.loop.create_task(self.run_asgi())
-        task.add_done_callback(self.on_task_complete)
-        self.tasks.add(task)
-
-    def http_date(self) -> str:
-        """The HTTP `Date` of now: uvicorn's, renewed every second (as websockets' own)."""
-        for name, value in self.default_headers:
-            if name == b"date":
-                return value.decode("latin-1")
-        return email.utils.formatdate(usegmt=True)
-
     def handle_connect(self, event: Any) -> None:
+        """uvicorn's, plus `SEND_TEXTS_EXTENSION` in the app's scope."""
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # set only for a handshake the app is to answer
         if scope is not None:
@@ -339,8 +204,8 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 class UpgradingHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, handing a websocket upgrade to `BatchingWebSocketProtocol`
-    as the request it parsed, and holding clients to `limits` (see the module's docstring).
+    """uvicorn's httptools protocol, holding clients to `limits` (see the module's docstring),
+    a websocket it upgrades to included.
     `python -m app serve` gives each server its own limits (`app.asgi.server_options`)."""
 
     def __init__(self, *args: Any, limits: ConnectionLimits | None = None, **kwargs: Any) -> None:
@@ -413,7 +278,7 @@ class UpgradingHttpProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._stop_reading_deadline()
         address, self.address = self.address, None  # the websocket's protocol gives it back
-        self._upgrade()
+        super().handle_websocket_upgrade()
         protocol = self.transport.get_protocol()
         if address is None:
             return
@@ -421,26 +286,3 @@ class UpgradingHttpProtocol(HttpToolsProtocol):
             protocol.release_connection = functools.partial(self.limits.give_back, address)
         else:
             self.limits.give_back(address)
-
-    def _upgrade(self) -> None:
-        ws_protocol = self.ws_protocol_class
-        if (
-            ws_protocol is None
-            or not issubclass(ws_protocol, BatchingWebSocketProtocol)
-            or self.config.ws_per_message_deflate  # extensions to negotiate: websockets does
-        ):
-            super().handle_websocket_upgrade()
-            return
-        # as websockets reads them: without the whitespace around a value (httptools keeps it)
-        headers = [(name, value.strip(b" \t")) for name, value in self.scope["headers"]]
-        accept = accept_value(self.scope["method"], self.url, headers)
-        if accept is None:
-            super().handle_websocket_upgrade()
-            return
-        self.connections.discard(self)
-        protocol = ws_protocol(
-            config=self.config, server_state=self.server_state, app_state=self.app_state
-        )
-        protocol.connection_made(self.transport)
-        protocol.start_accepted(self.url, headers, accept)
-        self.transport.set_protocol(protocol)

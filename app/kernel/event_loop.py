@@ -1,67 +1,21 @@
-"""How the server process runs Python itself: the garbage collector, tuned for many sockets, and
-the event loop, whose servers accept every waiting connection at each turn (`Loop`).
-
-Every open websocket keeps a few hundred small objects alive (uvicorn's protocol, the socket's
-session, its subscription), all long-lived. With the collector's default thresholds a reconnect
-storm of 10,000 sockets ran a dozen full collections, each walking every object of every socket
-already open (0.1-0.5 s each, about a quarter of the storm's CPU time, and more the larger the
-storm). So the served process, once started:
-- freezes what start-up made (modules, the schema, settings: about 110,000 objects that live as
-  long as the process), so no collection walks them again;
-- collects the youngest generation every 10,000 allocations instead of 700, so the older
-  generations, and the full collections whose cost grows with the open sockets, come about 14
-  times less often. A pause of the youngest generation stays around a millisecond.
-Cyclic garbage is still collected; it waits a little longer. On CPython 3.14 and later, whose
-collector is incremental, only the young threshold applies (`INCREMENTAL_COLLECTOR`).
-"""
+"""The event loop `python -m app serve` runs: uvloop's, whose TCP servers accept every waiting
+connection at each loop turn (`Loop`, `Listener`). uvicorn's `loop` setting names
+`new_event_loop` (`app.asgi.server_options`). It subclasses uvloop's public `Loop` and hands each
+accepted socket to uvloop's public `connect_accepted_socket`: no private attribute of uvloop is
+read (tested with uvloop 0.23, docs/KERNEL.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import logging
 import socket
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import uvloop
 
 log = logging.getLogger(__name__)
-
-YOUNG_THRESHOLD = 10_000
-"""Allocations (net of deallocations) between collections of the youngest generation."""
-OLDER_THRESHOLDS = (10, 100)
-"""Collections of one generation between collections of the next: Python's 10 for the middle
-generation; 100 middle ones (10 million allocations) between full collections, not 10. A full
-collection walks every object of every open socket (a 10,000-socket storm: over a million objects,
-0.5 s with the process stopped), and with 10 one came in the middle of each such storm, a tenth of
-its CPU; Python's own rule still waits for the old generation to grow by a quarter as well."""
-
-
-INCREMENTAL_COLLECTOR = sys.version_info >= (3, 14)
-"""CPython 3.14's collector has two generations and collects the old one in increments with each
-young collection, so there is no full collection to space out: its second threshold sizes those
-increments and its third is ignored. There only the young threshold is tuned (the pause the older
-thresholds avoid does not happen), and the interpreter's own older thresholds are kept."""
-
-
-def tuned_thresholds(defaults: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The collector thresholds the served process runs with, from the interpreter's defaults."""
-    if INCREMENTAL_COLLECTOR:
-        return (YOUNG_THRESHOLD, defaults[1], defaults[2])
-    return (YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
-
-
-def tune_garbage_collector() -> None:
-    """After start-up: freeze what exists now, and collect the young generation less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*tuned_thresholds(gc.get_threshold()))
-
-
-# --- the event loop -------------------------------------------------------------------------------
 
 ACCEPT_BATCH = 512
 """Connections accepted at most each time a listening socket is readable (what is left waits for

@@ -1,6 +1,7 @@
-"""The served process tunes its garbage collector once started (app/runtime.py); tests and other
-embedders of `create_app` keep Python's defaults. Run in a child process: the settings are
-process-wide. Its event loop (`Loop`) accepts every waiting connection at each turn."""
+"""The served process tunes its garbage collector once started (app/kernel/collector.py);
+tests and other embedders of `create_app` keep Python's defaults. Run in a child process: the
+settings are process-wide. Its event loop (`app/kernel/event_loop.py`) accepts every waiting
+connection at each turn."""
 
 from __future__ import annotations
 
@@ -19,18 +20,18 @@ from typing import Any, ClassVar
 
 import pytest
 
-from app import runtime
-from app.runtime import (
-    INCREMENTAL_COLLECTOR,
+from app.kernel import event_loop
+from app.kernel.collector import (
+    COLLECTOR,
     OLDER_THRESHOLDS,
     YOUNG_THRESHOLD,
-    Listener,
-    Loop,
-    new_event_loop,
+    Collector,
+    collector_of,
     tuned_thresholds,
 )
+from app.kernel.event_loop import Listener, Loop, new_event_loop
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STARTED = """
 import asyncio, gc, json
 from app.asgi import {factory}
@@ -55,15 +56,37 @@ INTERPRETER_DEFAULTS: tuple[int, int, int] = json.loads(
         check=True,
     ).stdout
 )
-"""This interpreter's own thresholds, read in a fresh process (3.11-3.13: 700, 10, 10)."""
+"""This interpreter's own thresholds, read in a fresh process (3.11-3.12: 700, 10, 10)."""
 
 
-def test_the_thresholds_follow_the_collector_of_each_python() -> None:
-    generational = tuned_thresholds((700, 10, 10))
-    if INCREMENTAL_COLLECTOR:  # 3.14+: only the young threshold is ours
-        assert generational == (YOUNG_THRESHOLD, 10, 10)
-    else:
-        assert generational == (YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+@pytest.mark.parametrize(
+    ("version", "free_threaded", "collector"),
+    [
+        ((3, 11, 7), False, Collector.GENERATIONAL),
+        ((3, 13, 9), False, Collector.GENERATIONAL),
+        ((3, 14, 0), False, Collector.YOUNG_ONLY),  # 3.14.0-3.14.4: the incremental collector
+        ((3, 14, 4), False, Collector.YOUNG_ONLY),
+        ((3, 14, 5), False, Collector.GENERATIONAL),  # 3.13's collector again
+        ((3, 15, 0), False, Collector.GENERATIONAL),
+        ((3, 13, 9), True, Collector.YOUNG_ONLY),  # free-threaded: one generation
+        ((3, 16, 0), False, Collector.UNKNOWN),
+    ],
+)
+def test_the_thresholds_follow_the_collector_of_each_python(
+    version: tuple[int, int, int], free_threaded: bool, collector: Collector
+) -> None:
+    assert collector_of(version, free_threaded=free_threaded) is collector
+    defaults = (2000, 10, 0)
+    expected = {
+        Collector.GENERATIONAL: (YOUNG_THRESHOLD, *OLDER_THRESHOLDS),
+        Collector.YOUNG_ONLY: (YOUNG_THRESHOLD, 10, 0),
+        Collector.UNKNOWN: defaults,  # knowingly left alone
+    }
+    assert tuned_thresholds(defaults, collector) == expected[collector]
+
+
+def test_another_implementation_keeps_its_own_thresholds() -> None:
+    assert collector_of((3, 11, 0), implementation="pypy") is Collector.UNKNOWN
 
 
 def started(database_url: str, factory: str) -> list[list[object]]:
@@ -91,7 +114,8 @@ def test_the_served_app_freezes_start_up_and_collects_the_young_less_often(
     (defaults, frozen_before), (tuned, frozen_after) = started(database_url, "serve_app")
     assert defaults == list(INTERPRETER_DEFAULTS)  # nothing set them before the app started
     assert tuned == list(tuned_thresholds(INTERPRETER_DEFAULTS))
-    assert tuned[0] == YOUNG_THRESHOLD
+    if COLLECTOR is not Collector.UNKNOWN:
+        assert tuned[0] == YOUNG_THRESHOLD
     assert frozen_before == 0
     assert isinstance(frozen_after, int) and frozen_after > 50_000
 
@@ -102,7 +126,7 @@ def test_an_app_made_with_create_app_leaves_the_collector_alone(database_url: st
     assert frozen_after == frozen_before == 0
 
 
-# --- the event loop (`app.runtime.Loop`) -----------------------------------------------------------
+# --- the event loop (`app.kernel.event_loop.Loop`) -------------------------------------------------
 
 
 class Echo(asyncio.Protocol):
@@ -203,7 +227,7 @@ def test_out_of_descriptors_pauses_accepting_then_tries_again(
 ) -> None:
     """No busy loop on EMFILE: accepting pauses for `ACCEPT_RETRY_SECONDS`, with an error logged,
     then resumes."""
-    monkeypatch.setattr(runtime, "ACCEPT_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(event_loop, "ACCEPT_RETRY_SECONDS", 0.2)
     OutOfDescriptors.accepts = 0
 
     async def main() -> None:
@@ -220,7 +244,7 @@ def test_out_of_descriptors_pauses_accepting_then_tries_again(
         client.close()
         server.close()
 
-    with caplog.at_level(logging.ERROR, logger="app.runtime"):
+    with caplog.at_level(logging.ERROR, logger="app.kernel.event_loop"):
         run_on_our_loop(main)
     assert "accepting connections paused" in caplog.text
 
