@@ -13,7 +13,7 @@ from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Column, DateTime, Float, Insert, Numeric, Select, Update, event, inspect
-from sqlalchemy.engine import Dialect, ExceptionContext, make_url
+from sqlalchemy.engine import Dialect, ExceptionContext, Result, make_url
 from sqlalchemy.exc import DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState, StaticPool
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -576,6 +577,14 @@ async def saved(session: AsyncSession, row: R) -> R:
     session.add(row)
     await session.flush()
     return row
+
+
+async def execute(session: AsyncSession, statement: Executable) -> Result[*tuple[Any, ...]]:
+    """SQLAlchemy's `Session.execute` of a Core statement (a `select` of columns, an `update`):
+    the session's transaction, its autoflush, a `Result` of rows. sqlmodel's `exec` is the same
+    call (its `execute` warns that it is deprecated), but its overloads type only sqlmodel's own
+    `select`."""
+    return await session.exec(statement)  # type: ignore[call-overload,no-any-return]
 
 
 def database_from_settings(settings: Settings) -> Database:

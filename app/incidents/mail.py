@@ -18,6 +18,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.db import execute
 from app.events.log import mark_notifications_written, notification_event, record_events
 from app.incidents.models import Incident
 from app.incidents.templates import INCIDENT_TEMPLATES
@@ -89,7 +90,7 @@ async def listed_orders(
     )
     if limit is not None:
         query = query.limit(limit)
-    rows = (await session.execute(query)).all()
+    rows = (await execute(session, query)).all()
     return [
         ListedOrder(
             id=r[0],

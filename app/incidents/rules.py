@@ -34,7 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
-from app.db import UTCDateTime
+from app.db import UTCDateTime, execute
 from app.errors import InvalidTransition, NotFound
 from app.events.log import EventRow, incident_event, order_event, record_events
 from app.incidents.mail import (
@@ -159,13 +159,13 @@ async def join_failure(
             ),
         )
     )
-    row = (await session.execute(query)).one()
+    row = (await execute(session, query)).one()
     if row[0] is not None:
         values = dict(zip(_INCIDENT_KEYS, row[: len(_INCIDENT_KEYS)], strict=True))
         return Joining(incident=Incident(**values), opened=False)
     if row[-1] + 1 < config.threshold:
         return None
-    found = (await session.execute(sa_select(col(SalesOrder.id)).where(*recent))).scalars()
+    found = (await execute(session, sa_select(col(SalesOrder.id)).where(*recent))).scalars()
     others = tuple(sorted(found))
     if len(others) + 1 < config.threshold:
         return None
@@ -189,8 +189,8 @@ async def joined(
     """An order joins an open incident: its last failure moves to now; the JOINED event (named
     for the order that joined), for the caller to write with the order's own."""
     assert incident.id is not None and order.id is not None
-    await session.execute(
-        update(Incident).where(col(Incident.id) == incident.id).values(last_failure_at=now)
+    await execute(
+        session, update(Incident).where(col(Incident.id) == incident.id).values(last_failure_at=now)
     )
     return incident_event(
         incident_id=incident.id,
@@ -219,10 +219,11 @@ async def record_opening(
     incident = joining.incident
     assert incident.id is not None and joining.opened
     if joining.others:
-        await session.execute(
+        await execute(
+            session,
             update(SalesOrder)
             .where(col(SalesOrder.id).in_(joining.others))
-            .values(incident_id=incident.id)
+            .values(incident_id=incident.id),
         )
     orders = await listed_orders(
         session,
@@ -294,7 +295,7 @@ async def incident_counts(
         func.count(),
         func.coalesce(func.sum(case((col(SalesOrder.status) == PF, 1), else_=0)), 0),
     ).where(col(SalesOrder.incident_id) == incident_id, policy.order_scope(viewer))
-    total, pending = (await session.execute(query)).one()
+    total, pending = (await execute(session, query)).one()
     return IncidentCounts(orders=int(total), pending=int(pending))
 
 
@@ -346,7 +347,8 @@ async def resubmit_incident_orders(
     number = incident_number(incident_id)
     note = f"Resubmitted with incident {number}" + (f": {comment}" if comment else "")
     changed = (
-        await session.execute(
+        await execute(
+            session,
             update(SalesOrder)
             .where(col(SalesOrder.incident_id) == incident_id, col(SalesOrder.status) == PF)
             .values(status=target, version=col(SalesOrder.version) + 1, updated_at=now)
@@ -355,7 +357,7 @@ async def resubmit_incident_orders(
                 col(SalesOrder.reseller_id),
                 col(SalesOrder.customer_id),
             )
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
     ).all()
     rows = sorted(changed)
@@ -423,7 +425,8 @@ async def _resolve(
             col(SalesOrder.incident_id) == incident.id, col(SalesOrder.status) == PF
         )
         conditions += [col(Incident.last_failure_at) <= quiet_since, ~pending.exists()]
-    result = await session.execute(
+    result = await execute(
+        session,
         update(Incident)
         .where(*conditions)
         .values(
@@ -432,7 +435,7 @@ async def _resolve(
             resolved_by=actor,
             resolution_comment=comment,
         )
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -452,7 +455,7 @@ async def _resolve(
 
 async def open_incident_ids(session: AsyncSession) -> list[int]:
     query = sa_select(col(Incident.id)).where(col(Incident.status) == IncidentStatus.OPEN.value)
-    return [int(i) for i in (await session.execute(query.order_by(col(Incident.id)))).scalars()]
+    return [int(i) for i in (await execute(session, query.order_by(col(Incident.id)))).scalars()]
 
 
 async def send_digest(
@@ -470,7 +473,8 @@ async def send_digest(
     counts = await incident_counts(session, viewer=everyone, incident_id=incident_id)
     if counts.orders <= incident.mailed_order_count:
         return False
-    claimed = await session.execute(
+    claimed = await execute(
+        session,
         update(Incident)
         .where(
             col(Incident.id) == incident_id,
@@ -478,7 +482,7 @@ async def send_digest(
             col(Incident.last_mailed_at) == incident.last_mailed_at,
         )
         .values(last_mailed_at=now, mailed_order_count=counts.orders)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -544,7 +548,7 @@ async def overdue_incident_groups(
         .distinct()
         .limit(limit)
     )
-    return [(int(i), int(r)) for i, r in (await session.execute(query)).all()]
+    return [(int(i), int(r)) for i, r in (await execute(session, query)).all()]
 
 
 async def escalate_incident_group(
@@ -554,7 +558,8 @@ async def escalate_incident_group(
     still in PF past their deadline; how many orders it escalated. The conditional UPDATE of
     `escalated_at` is the claim: an order is escalated once, whatever the number of processes."""
     claimed = (
-        await session.execute(
+        await execute(
+            session,
             update(SalesOrder)
             .where(
                 col(SalesOrder.incident_id) == incident_id,
@@ -565,7 +570,7 @@ async def escalate_incident_group(
             )
             .values(escalated_at=now)
             .returning(col(SalesOrder.id))
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
     ).scalars()
     ids = sorted(claimed)
