@@ -33,7 +33,7 @@ from app.observability.logs import write_at_once as write_logs_at_once
 from app.outages import OutageMiddleware
 from app.panel import panel_routes
 from app.ratelimit import RateLimiter, RateLimitMiddleware
-from app.runtime import tune_garbage_collector
+from app.runtime import INCREMENTAL_COLLECTOR, OldGarbage, tune_garbage_collector
 from app.services import Services
 from app.settings import Settings, get_settings
 
@@ -162,11 +162,18 @@ def create_app(
 
         workers = await start_workers(services)
         app.state.workers = workers
+        old_garbage = None
         if tune_runtime:
             tune_garbage_collector()
+            if not INCREMENTAL_COLLECTOR:
+                old_garbage = asyncio.get_running_loop().create_task(
+                    OldGarbage().run(), name="orderpulse-old-garbage"
+                )
         try:
             yield
         finally:
+            if old_garbage is not None:
+                old_garbage.cancel()
             write_logs_at_once()  # uvicorn ends the process right after its last lines
             await workers.stop()
             try:  # bounded like the workers' stop: a dropped connection must not hold shutdown
