@@ -26,7 +26,7 @@ from app.graphql.http import GraphQLHTTP
 from app.graphql.persisted import PersistedQueries
 from app.graphql.schema import build_schema
 from app.graphql.ws import GraphQLWebSocket, WebSocketShortcut
-from app.kernel.collector import tune_garbage_collector
+from app.kernel.collector import COLLECTOR, Collector, OldGarbage, tune_garbage_collector
 from app.kernel.strawberry import graphql_schema
 from app.kernel.uvicorn import ConnectionLimits, UpgradingHttpProtocol
 from app.observability import metrics
@@ -163,11 +163,18 @@ def create_app(
 
         workers = await start_workers(services)
         app.state.workers = workers
+        old_garbage = None
         if tune_runtime:
             tune_garbage_collector()
+            if COLLECTOR is Collector.GENERATIONAL:
+                old_garbage = asyncio.get_running_loop().create_task(
+                    OldGarbage().run(), name="orderpulse-old-garbage"
+                )
         try:
             yield
         finally:
+            if old_garbage is not None:
+                old_garbage.cancel()
             write_logs_at_once()  # uvicorn ends the process right after its last lines
             await workers.stop()
             try:  # bounded like the workers' stop: a dropped connection must not hold shutdown

@@ -337,6 +337,27 @@ def pid_of_local_port(port: int, candidates: list[int]) -> int | None:
     return None
 
 
+def socket_counts(pid: int, ports: dict[str, tuple[str, int]]) -> dict[str, int]:
+    """How many established TCP sockets `pid` holds per name in `ports`: ("local", port) counts
+    sockets whose local port is `port` (clients connected to the server), ("remote", port) those
+    connected to `port` (the worker's PostgreSQL or Redis connections)."""
+    established: dict[str, tuple[int, int]] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[3] == "01":  # ESTABLISHED
+            local, remote = (int(a.split(":")[1], 16) for a in parts[1:3])
+            established[f"socket:[{parts[9]}]"] = (local, remote)
+    counts = dict.fromkeys(ports, 0)
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                pair = established.get(os.readlink(fd))
+                for name, (side, port) in ports.items():
+                    if pair is not None and pair[0 if side == "local" else 1] == port:
+                        counts[name] += 1
+    return counts
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -867,6 +888,7 @@ async def soak_run(options: argparse.Namespace) -> int:
                 "ORDERPULSE_BUSINESS_DAYS": "mon-sun",
                 "ORDERPULSE_INCIDENT_THRESHOLD": "1000000",  # one mail per failure, always
                 "ORDERPULSE_MAX_SOCKETS_PER_TOKEN": "100000",
+                **dict(item.split("=", 1) for item in options.server_env),
             },
         )
         log = workdir / "server.log"
@@ -882,6 +904,9 @@ async def soak_run(options: argparse.Namespace) -> int:
         http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits)
         probe = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5)
         rss: dict[str, list[tuple[float, int]]] = soak.recording.rss
+        sockets: dict[str, list[tuple[float, dict[str, int]]]] = {}
+        ports = {"clients": ("local", port), "postgres": ("remote", proxy.port),
+                 "redis": ("remote", redis.port)}  # fmt: skip
 
         async def sample_memory() -> None:
             while not soak.stopping:
@@ -890,6 +915,10 @@ async def soak_run(options: argparse.Namespace) -> int:
                     with contextlib.suppress(OSError):
                         rss.setdefault(f"worker {pid}", []).append(
                             (soak.now(), proc_status_kb(pid, "VmRSS") * 1024)
+                        )
+                    if options.sample_sockets:
+                        sockets.setdefault(f"worker {pid}", []).append(
+                            (round(soak.now(), 1), socket_counts(pid, ports))
                         )
                 await asyncio.sleep(10)
 
@@ -982,6 +1011,7 @@ async def soak_run(options: argparse.Namespace) -> int:
                 worker: [(t, b) for t, b in samples if int(t) % 60 < 10]
                 for worker, samples in soak.recording.rss.items()
             },
+            **({"sockets_per_worker": sockets} if options.sample_sockets else {}),
         }
         table = text_table(report)
         print(table)
@@ -1035,6 +1065,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a fault's window lasts this long after it ends")  # fmt: skip
     parser.add_argument("--flat-mb-per-hour", type=float, default=FLAT_BYTES_PER_HOUR / 2**20)
     parser.add_argument("--report", default="soak-report.json")
+    parser.add_argument(
+        "--sample-sockets",
+        action="store_true",
+        help="record each worker's client, PostgreSQL and Redis connections"
+        " every 10 s in the report (what its memory tracks)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra variable for the server (e.g. PYTHONTRACEMALLOC=1)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (a replayable run)")
     options = parser.parse_args(argv)
     unknown = set(options.faults) - {f.name for f in FAULTS}

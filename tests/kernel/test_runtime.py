@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import json
 import logging
 import os
@@ -14,7 +15,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+import weakref
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +28,7 @@ from app.kernel.collector import (
     OLDER_THRESHOLDS,
     YOUNG_THRESHOLD,
     Collector,
+    OldGarbage,
     collector_of,
     tuned_thresholds,
 )
@@ -124,6 +127,59 @@ def test_an_app_made_with_create_app_leaves_the_collector_alone(database_url: st
     (defaults, frozen_before), (after, frozen_after) = started(database_url, "create_app")
     assert after == defaults == list(INTERPRETER_DEFAULTS)
     assert frozen_after == frozen_before == 0
+
+
+class Node:
+    """An object in a reference cycle: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def no_automatic_collections() -> Iterator[None]:
+    """Only the collections a test asks for (none of the interpreter's own in between)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def old_garbage() -> weakref.ref[Node]:
+    """A cycle that lived through a middle collection (so is in the old generation, as a closed
+    websocket's objects are), then became garbage: middle collections leave it."""
+    node = Node()
+    gc.collect(1)  # it survives: into the old generation
+    found = weakref.ref(node)
+    del node
+    gc.collect(1)
+    assert found() is not None
+    return found
+
+
+def test_old_garbage_waits_for_a_full_collection_at_most_one_period(
+    no_automatic_collections: None,
+) -> None:
+    """A period with no full collection ends with one: the old generation's garbage is freed."""
+    guard = OldGarbage()
+    garbage = old_garbage()
+    assert guard.check() is True
+    assert garbage() is None
+
+
+def test_a_period_with_a_full_collection_of_its_own_gets_no_other(
+    no_automatic_collections: None,
+) -> None:
+    guard = OldGarbage()
+    gc.collect()  # the collector's own, within the period
+    garbage = old_garbage()
+    assert guard.check() is False
+    assert garbage() is not None  # freed at the end of the next period without one
+    assert guard.check() is True
+    assert garbage() is None
 
 
 # --- the event loop (`app.kernel.event_loop.Loop`) -------------------------------------------------
