@@ -19,7 +19,3 @@ Anything the planner does not cover (other fields, directives, mutations, an err
 variable that is not a plain value) goes to the normal executor, which stays the reference:
 tests/graphql/test_read_planner.py requires byte-identical responses from both.
 """
-
-from app.graphql.planner.extension import ReadPlanner
-
-__all__ = ["ReadPlanner"]
