@@ -107,7 +107,7 @@ def read(
         declared = Read(source, reads, sql, by_viewer)
     value = declared.value
     resolve: Callable[..., Any]
-    if by_viewer:
+    if declared.by_viewer:
 
         def resolve(root: Any, info: Info) -> Any:
             return value(root.row, viewer_of(info))
@@ -166,16 +166,13 @@ def _converted(
     return value
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def relation(
     join: str, *, description: str, value: Callable[[Any], Any] | None = None, sql: Child = Child()
-) -> Callable[[F], Any]:
+) -> Any:
     """Decorates the field's async resolver: the planner reads the rows its page statement
     `join`s instead, and makes the field's value of them with `value` (None: the row is the
     related object)."""
-    return strawberry.field(  # type: ignore[no-any-return]
+    return strawberry.field(
         description=description, metadata={DECLARED: Relation(join, value, sql)}
     )
 

@@ -10,8 +10,8 @@ Order's own fields, its items, failure, customer and reseller) and `orderStatusC
   request needs and a tree of precompiled assemblers that build the response from the rows.
 - `run.py` runs a plan: the same SQL conditions as the resolvers (`queries.order_conditions`,
   which asks `access.policy` for the viewer's scope), one joined page statement, the count and the
-  items when selected, on one connection; values go through the same row functions as the
-  resolvers (`types.order_failure`, ...) and the schema's own serializers.
+  items when selected, on one connection; values come from the fields' declarations
+  (`app.graphql.reads`), which the resolvers are made from, and the schema's own serializers.
 - `extension.py` hooks it into strawberry as a schema extension whose `on_execute` sets the
   result, so parsing, validation and every guard extension still run first, on every transport.
 

@@ -2,10 +2,12 @@
 
 A plan is a tree of closures, one per selected field, made once per document: at run time a
 field costs a function call, not a graphql-core `execute_field` with its coroutine, info object
-and strawberry's resolver wrapper. The closures read the same values the resolvers would (the
-row functions of `app.graphql.types`) and pass leaves through the schema's own serializers, so a
-planned response equals the executor's. What is not covered raises `NotCovered` (at compile
-time: the document is never planned; at run time: this request goes to the executor).
+and strawberry's resolver wrapper. The closures, the columns a page selects and the JSON the
+database builds all come from the fields' declarations (`app.graphql.reads`), the same the
+resolvers are made from; leaves pass through the schema's own serializers, so a planned response
+equals the executor's. What is not covered (a field without a declaration, among others) raises
+`NotCovered` (at compile time: the document is never planned; at run time: this request goes to
+the executor).
 """
 
 from __future__ import annotations

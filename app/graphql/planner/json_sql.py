@@ -5,7 +5,9 @@ edges already in their response shape and Python only parses them: no row object
 assemblers. Each covered field is written as the SQL expression of what the schema's serializer
 would return for the resolver's value (global ids, enum names, money as people write it, ISO
 datetimes), so the response equals the executor's; `tests/graphql/test_read_planner.py` requires
-that for random documents and for every covered field alone, on the suite's database.
+that for random documents and for every covered field alone, on the suite's database. A field's
+form is part of its declaration (`app.graphql.reads`); this module has the serializers in SQL
+and walks a selection through the forms.
 
 Each database has its `JsonSql`: PostgreSQL (`json_build_object` per edge, `json_agg` over the
 page) writes every serializer in SQL; SQLite (`json_object`, one edge per row) has no base64 and
