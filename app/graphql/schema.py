@@ -29,6 +29,7 @@ from app.graphql.incidents import Incident
 from app.graphql.mutations import Mutation
 from app.graphql.planner.extension import PlanCache, ReadPlanner
 from app.graphql.queries import Query
+from app.graphql.reads import require_declarations
 from app.graphql.subscriptions import Subscription, require_live_streams
 from app.graphql.types import Customer, Notification, NotificationTemplate, Order, Reseller
 from app.kernel.strawberry import graphql_schema
@@ -228,6 +229,7 @@ class OrderPulseSchema(strawberry.Schema):
 
 def build_schema(settings: Settings | None = None) -> OrderPulseSchema:
     require_live_streams(Subscription)
+    require_declarations()
     settings = settings or get_settings()
     return OrderPulseSchema(Guards.from_settings(settings), read_planner=settings.read_planner)
 

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, TypeVar
 
 import strawberry
+from sqlalchemy import case, literal
 from sqlmodel import col
 
 from app.access import policy
@@ -20,6 +21,22 @@ from app.graphql.context import Info, viewer_of
 from app.graphql.ids import to_global_id
 from app.graphql.loaders import Loaders
 from app.graphql.pagination import After, Connection, First, Listing
+from app.graphql.planner.json_sql import (
+    CUSTOMER,
+    ITEM,
+    ORDER,
+    RESELLER,
+    Child,
+    JsonSql,
+    Leaf,
+    Sql,
+    amount,
+    datetime_of,
+    enum_of,
+    money_of,
+    plain,
+)
+from app.graphql.reads import EXECUTOR_ONLY, NODE_ID, planned, read, relation, stored
 from app.notifications import models as nm
 from app.orders import flow
 from app.orders import models as om
@@ -199,25 +216,32 @@ DeliveryStatus: TypeAlias = nm.DeliveryStatus
 
 
 # --- nodes ------------------------------------------------------------------------------------
+# The planned types (`@planned`: Order, Customer, Reseller and the objects they hold) declare each
+# field once (`app.graphql.reads`): its resolver, the columns the read planner selects for it and
+# its SQL form all come from that declaration.
 
 
 @strawberry.interface(description="An object with a global ID, fetchable with `node(id:)`.")
 class Node:
-    id: strawberry.ID = strawberry.field(description="The opaque global ID.")
+    id: strawberry.ID = strawberry.field(description="The opaque global ID.", metadata=NODE_ID)
 
 
-def amount(value: Decimal) -> Decimal:
-    """Money as people write it: cents always shown, finer digits only when there are any."""
-    cents = value.quantize(flow.CENTS)
-    return cents if cents == value else value.normalize()
-
-
+@planned()
 @strawberry.type(description="An amount of money.")
 class Money:
-    amount: Decimal = strawberry.field(description="The amount, as a decimal string.")
-    currency: str = strawberry.field(description="ISO 4217 currency code.")
+    # (planned only as an order's total)
+    amount: Decimal = stored(
+        money_of(ORDER.c.total), description="The amount, as a decimal string."
+    )
+    currency: str = stored(plain(ORDER.c.currency), description="ISO 4217 currency code.")
 
 
+def reseller_email(row: Any, viewer: DomainViewer) -> str:
+    """A reseller's e-mail as this viewer may see it (empty: not theirs to see)."""
+    return row.email if policy.may_see_reseller_contact(viewer, row.id) else ""
+
+
+@planned(RESELLER)
 @strawberry.type(description="A value-added reseller (VAR).")
 class Reseller(Node):
     row: strawberry.Private[om.Reseller]
@@ -228,18 +252,20 @@ class Reseller(Node):
         assert row.id is not None
         return cls(id=to_global_id("Reseller", row.id), row=row, loaders=loaders)
 
-    @strawberry.field(description="The reseller's name.")
-    def name(self) -> str:
-        return self.row.name
+    name = read(str, RESELLER.c.name, description="The reseller's name.")
+    email = read(
+        str,
+        reseller_email,
+        reads=(RESELLER.c.email,),
+        by_viewer=True,
+        sql=None,  # the policy decides it per viewer: the row plan answers
+        description="Where the reseller's notifications go. Empty for viewers other than "
+        "support and the reseller itself.",
+    )
 
     @strawberry.field(
-        description="Where the reseller's notifications go. Empty for viewers other than "
-        "support and the reseller itself."
+        description="The reseller's customers that the viewer may see.", metadata=EXECUTOR_ONLY
     )
-    def email(self, info: Info) -> str:
-        return reseller_email(viewer_of(info), self.row)
-
-    @strawberry.field(description="The reseller's customers that the viewer may see.")
     async def customers(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[Customer]:
@@ -254,11 +280,10 @@ class Reseller(Node):
             after=after,
         )
 
-    @strawberry.field(description="When the reseller was created.")
-    def created_at(self) -> datetime:
-        return self.row.created_at
+    created_at = read(datetime, RESELLER.c.created_at, description="When the reseller was created.")
 
 
+@planned(CUSTOMER)
 @strawberry.type(description="A customer of a reseller.")
 class Customer(Node):
     row: strawberry.Private[om.Customer]
@@ -269,39 +294,34 @@ class Customer(Node):
         assert row.id is not None
         return cls(id=to_global_id("Customer", row.id), row=row, loaders=loaders)
 
-    @strawberry.field(description="The customer's name.")
-    def name(self) -> str:
-        return self.row.name
-
-    @strawberry.field(
+    name = read(str, CUSTOMER.c.name, description="The customer's name.")
+    contact_email = read(
+        str,
+        CUSTOMER.c.contact_email,
         description="The contact e-mail; customer notifications go here (changes apply to later "
-        "notifications)."
+        "notifications).",
     )
-    def contact_email(self) -> str:
-        return self.row.contact_email
+    payment_method = read(
+        PaymentMethod, CUSTOMER.c.payment_method, description="How the customer pays."
+    )
+    on_hold = read(bool, CUSTOMER.c.on_hold, description="Whether the customer account is on hold.")
+    requires_verification = read(
+        bool,
+        CUSTOMER.c.requires_verification,
+        description="Whether the account still needs manual verification.",
+    )
+    credit_limit = read(
+        Decimal,
+        CUSTOMER.c.credit_limit,
+        description="Cash/check orders up to this total are provisioned on credit.",
+    )
 
-    @strawberry.field(description="How the customer pays.")
-    def payment_method(self) -> PaymentMethod:
-        return flow.PaymentMethod(self.row.payment_method)
-
-    @strawberry.field(description="Whether the customer account is on hold.")
-    def on_hold(self) -> bool:
-        return self.row.on_hold
-
-    @strawberry.field(description="Whether the account still needs manual verification.")
-    def requires_verification(self) -> bool:
-        return self.row.requires_verification
-
-    @strawberry.field(description="Cash/check orders up to this total are provisioned on credit.")
-    def credit_limit(self) -> Decimal:
-        return amount(self.row.credit_limit)
-
-    @strawberry.field(description="The customer's reseller.")
+    @strawberry.field(description="The customer's reseller.", metadata=EXECUTOR_ONLY)
     async def reseller(self) -> Reseller:
         row = await self.loaders.reseller.load(self.row.reseller_id)
         return Reseller.wrap(row, self.loaders)
 
-    @strawberry.field(description="The customer's orders, newest first.")
+    @strawberry.field(description="The customer's orders, newest first.", metadata=EXECUTOR_ONLY)
     async def orders(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[Order]:
@@ -316,30 +336,46 @@ class Customer(Node):
             after=after,
         )
 
-    @strawberry.field(description="When the customer was created.")
-    def created_at(self) -> datetime:
-        return self.row.created_at
+    created_at = read(datetime, CUSTOMER.c.created_at, description="When the customer was created.")
 
 
+@planned()
 @strawberry.type(description="One line of an order.")
 class OrderItem:
-    description: str = strawberry.field(description="What is sold.")
-    quantity: int = strawberry.field(description="How many.")
-    unit_price: Decimal = strawberry.field(description="Price of one, in the order's currency.")
+    description: str = stored(plain(ITEM.c.description), description="What is sold.")
+    quantity: int = stored(plain(ITEM.c.quantity), description="How many.")
+    unit_price: Decimal = stored(
+        money_of(ITEM.c.unit_price), description="Price of one, in the order's currency."
+    )
 
 
+def remedy_sql(_role: Role, _sql: JsonSql) -> Sql:
+    """`OrderFailure.remedy` in SQL: the catalogue's remedy of the stored reason."""
+    whens = {reason.value: literal(info.remedy) for reason, info in flow.FAILURE_REASONS.items()}
+    return case(whens, value=ORDER.c.failure_reason)
+
+
+@planned()
 @strawberry.type(description="Why and when an order failed, and what to do about it.")
 class OrderFailure:
-    reason: FailureReason = strawberry.field(description="The failure reason code.")
-    message: str = strawberry.field(description="What went wrong, for people.")
-    remedy: str = strawberry.field(description="What to do about it.")
-    details: str | None = strawberry.field(description="Details from the platform or operator.")
-    failed_at: datetime = strawberry.field(description="When the order entered PF.")
-    sla_deadline: datetime = strawberry.field(
-        description="When support's business-hours service level runs out."
+    reason: FailureReason = stored(
+        enum_of(flow.FailureReason, ORDER.c.failure_reason), description="The failure reason code."
     )
-    escalated_at: datetime | None = strawberry.field(
-        description="When the unresolved failure was escalated to the reseller."
+    message: str = stored(None, description="What went wrong, for people.")  # rendered by Python
+    remedy: str = stored(remedy_sql, description="What to do about it.")
+    details: str | None = stored(
+        plain(ORDER.c.failure_details), description="Details from the platform or operator."
+    )
+    failed_at: datetime = stored(
+        datetime_of(ORDER.c.failed_at), description="When the order entered PF."
+    )
+    sla_deadline: datetime = stored(
+        datetime_of(ORDER.c.sla_deadline),
+        description="When support's business-hours service level runs out.",
+    )
+    escalated_at: datetime | None = stored(
+        datetime_of(ORDER.c.escalated_at),
+        description="When the unresolved failure was escalated to the reseller.",
     )
 
 
@@ -385,8 +421,8 @@ class OrderStatusChange(EventChange):
         return self.event.occurred_at
 
 
-# What an order's fields are made of, from its row (an ORM object or a plain row); the resolvers
-# below and the read planner (app/graphql/planner) both call these.
+# What an order's computed fields are made of, from its row (an ORM object or a plain row), in
+# Python and in SQL: the resolvers and the read planner both use these.
 
 
 def order_total(row: Any) -> Money:
@@ -395,6 +431,10 @@ def order_total(row: Any) -> Money:
 
 def requires_manual_action(row: Any) -> bool:
     return flow.Status(row.status) in flow.MANUAL_ACTION_STATUSES
+
+
+def requires_manual_action_sql(_role: Role, sql: JsonSql) -> Sql:
+    return sql.boolean(ORDER.c.status.in_([s.value for s in flow.MANUAL_ACTION_STATUSES]))
 
 
 def order_items(rows: Sequence[Any]) -> list[OrderItem]:
@@ -419,11 +459,29 @@ def order_failure(row: Any) -> OrderFailure | None:
     )
 
 
-def reseller_email(viewer: DomainViewer, row: Any) -> str:
-    """A reseller's e-mail as this viewer may see it (empty: not theirs to see)."""
-    return row.email if policy.may_see_reseller_contact(viewer, row.id) else ""
+def no_failure_sql() -> Sql:
+    """When `order_failure` is None, in SQL."""
+    absent: Sql = (
+        ORDER.c.failure_reason.is_(None)
+        | ORDER.c.failed_at.is_(None)
+        | ORDER.c.sla_deadline.is_(None)
+    )
+    return absent
 
 
+def available_actions(row: Any, viewer: DomainViewer) -> list[flow.Action]:
+    return flow.available_actions(flow.Status(row.status), viewer.role)
+
+
+def available_actions_sql(role: Role, sql: JsonSql) -> Sql:
+    whens = {
+        status.value: sql.array([a.name for a in flow.available_actions(status, role)])
+        for status in flow.Status
+    }
+    return sql.json(case(whens, value=ORDER.c.status, else_=sql.empty_array()))
+
+
+@planned(ORDER)
 @strawberry.type(description="A sales order and its provisioning state.")
 class Order(Node):
     row: strawberry.Private[om.SalesOrder]
@@ -434,70 +492,77 @@ class Order(Node):
         assert row.id is not None
         return cls(id=to_global_id("Order", row.id), row=row, loaders=loaders)
 
-    @strawberry.field(description="The human order number, e.g. SO-000042.")
-    def number(self) -> str:
-        return self.row.number
-
-    @strawberry.field(description="The order type.")
-    def type(self) -> OrderType:
-        return flow.OrderType(self.row.type)
-
-    @strawberry.field(description="The current status.")
-    def status(self) -> OrderStatus:
-        return flow.Status(self.row.status)
-
-    @strawberry.field(
-        description="Bumped on every change; pass as `expectedVersion` for optimistic concurrency."
+    number = read(str, ORDER.c.number, description="The human order number, e.g. SO-000042.")
+    type = read(OrderType, ORDER.c.type, description="The order type.")
+    status = read(OrderStatus, ORDER.c.status, description="The current status.")
+    version = read(
+        int,
+        ORDER.c.version,
+        description="Bumped on every change; pass as `expectedVersion` for optimistic concurrency.",
     )
-    def version(self) -> int:
-        return self.row.version
+    total = read(
+        Money,
+        order_total,
+        reads=(ORDER.c.total, ORDER.c.currency),
+        sql=Child(),
+        description="The order total.",
+    )
+    requires_manual_action = read(
+        bool,
+        requires_manual_action,
+        reads=(ORDER.c.status,),
+        sql=Leaf(requires_manual_action_sql),
+        description="Whether the current status needs someone to act.",
+    )
 
-    @strawberry.field(description="The order total.")
-    def total(self) -> Money:
-        return order_total(self.row)
-
-    @strawberry.field(description="Whether the current status needs someone to act.")
-    def requires_manual_action(self) -> bool:
-        return requires_manual_action(self.row)
-
-    @strawberry.field(description="The line items.")
+    @relation("items", value=order_items, sql=Child(items=True), description="The line items.")
     async def items(self) -> list[OrderItem]:
         return order_items(await self.loaders.items.load(self.row.id or 0))
 
-    @strawberry.field(description="The customer the order is for.")
+    @relation("customer", description="The customer the order is for.")
     async def customer(self) -> Customer:
         row = await self.loaders.customer.load(self.row.customer_id)
         return Customer.wrap(row, self.loaders)
 
-    @strawberry.field(description="The customer's reseller.")
+    @relation("reseller", description="The customer's reseller.")
     async def reseller(self) -> Reseller:
         row = await self.loaders.reseller.load(self.row.reseller_id)
         return Reseller.wrap(row, self.loaders)
 
-    @strawberry.field(description="When the order was placed.")
-    def created_at(self) -> datetime:
-        return self.row.created_at
+    created_at = read(datetime, ORDER.c.created_at, description="When the order was placed.")
+    updated_at = read(datetime, ORDER.c.updated_at, description="When the order last changed.")
+    failure = read(
+        OrderFailure | None,
+        order_failure,
+        reads=(
+            ORDER.c.failure_reason,
+            ORDER.c.failure_details,
+            ORDER.c.failed_at,
+            ORDER.c.sla_deadline,
+            ORDER.c.escalated_at,
+        ),
+        sql=Child(absent=no_failure_sql),
+        description="The latest provisioning failure, while or after it failed.",
+    )
 
-    @strawberry.field(description="When the order last changed.")
-    def updated_at(self) -> datetime:
-        return self.row.updated_at
-
-    @strawberry.field(description="The latest provisioning failure, while or after it failed.")
-    def failure(self) -> OrderFailure | None:
-        return order_failure(self.row)
-
-    @strawberry.field(description="Every status change, oldest first.")
+    @strawberry.field(description="Every status change, oldest first.", metadata=EXECUTOR_ONLY)
     async def history(self) -> list[OrderStatusChange]:
         events = await self.loaders.history.load(self.row.id or 0)
         return [OrderStatusChange(event=e, loaders=self.loaders) for e in events]
 
-    @strawberry.field(description="What this viewer may do to the order now.")
-    def available_actions(self, info: Info) -> list[OrderAction]:
-        return flow.available_actions(flow.Status(self.row.status), viewer_of(info).role)
+    available_actions = read(
+        list[OrderAction],
+        available_actions,
+        reads=(ORDER.c.status,),
+        by_viewer=True,
+        sql=Leaf(available_actions_sql),
+        description="What this viewer may do to the order now.",
+    )
 
     @strawberry.field(
         description="The incident its latest failure joined (SPEC 10), if any; its counts and "
-        "orders cover what the viewer may see."
+        "orders cover what the viewer may see.",
+        metadata=EXECUTOR_ONLY,
     )
     async def incident(
         self,
@@ -506,7 +571,9 @@ class Order(Node):
 
         return await order_incident(self)
 
-    @strawberry.field(description="The order's notifications that the viewer may see.")
+    @strawberry.field(
+        description="The order's notifications that the viewer may see.", metadata=EXECUTOR_ONLY
+    )
     async def notifications(self, info: Info) -> list[Notification]:
         viewer = viewer_of(info)
         rows = await self.loaders.notifications.load(self.row.id or 0)

@@ -18,7 +18,6 @@ from sqlalchemy import Boolean, DateTime, Integer, Numeric, String, cast, func, 
 from app.db import Database, UTCDateTime
 from app.graphql.ids import to_cursor, to_global_id
 from app.graphql.planner import json_sql
-from app.graphql.types import amount
 from app.orders import flow
 from tests.support.postgres import PostgresServer
 
@@ -68,7 +67,7 @@ async def test_money(postgres: Database) -> None:
     for text in AMOUNTS:
         stored = Decimal(text).quantize(Decimal("0.0001"))  # Numeric(18, 4), as asyncpg gives it
         column = cast(literal(text, String), Numeric(18, 4))
-        assert await one(postgres, json_sql.money(column)) == str(amount(stored)), text
+        assert await one(postgres, json_sql.money(column)) == str(json_sql.amount(stored)), text
 
 
 async def test_datetimes(postgres: Database) -> None:
@@ -115,13 +114,13 @@ async def test_sqlite_ids_and_cursors(sqlite: Database) -> None:
 
 async def test_sqlite_money_is_what_the_row_path_reads(sqlite: Database) -> None:
     """SQLite keeps NUMERIC as REAL: the row path reads it through SQLAlchemy's Numeric processor
-    and `types.amount`; the JSON function must give the same text."""
+    and `json_sql.amount`; the JSON function must give the same text."""
     for scale in (2, 4):
         for text in AMOUNTS:
             column = cast(literal(Decimal(text), Numeric(18, scale)), Numeric(18, scale))
             stored = await one(sqlite, column)
             assert isinstance(stored, Decimal)
-            assert await one(sqlite, SQLITE.money(column)) == str(amount(stored)), text
+            assert await one(sqlite, SQLITE.money(column)) == str(json_sql.amount(stored)), text
     assert await one(sqlite, SQLITE.money(cast(literal(None), Numeric(18, 4)))) is None
 
 

@@ -10,8 +10,8 @@ Order's own fields, its items, failure, customer and reseller) and `orderStatusC
   request needs and a tree of precompiled assemblers that build the response from the rows.
 - `run.py` runs a plan: the same SQL conditions as the resolvers (`queries.order_conditions`,
   which asks `access.policy` for the viewer's scope), one joined page statement, the count and the
-  items when selected, on one connection; values go through the same row functions as the
-  resolvers (`types.order_failure`, ...) and the schema's own serializers.
+  items when selected, on one connection; values come from the fields' declarations
+  (`app.graphql.reads`), which the resolvers are made from, and the schema's own serializers.
 - `extension.py` hooks it into strawberry as a schema extension whose `on_execute` sets the
   result, so parsing, validation and every guard extension still run first, on every transport.
 
@@ -19,7 +19,3 @@ Anything the planner does not cover (other fields, directives, mutations, an err
 variable that is not a plain value) goes to the normal executor, which stays the reference:
 tests/graphql/test_read_planner.py requires byte-identical responses from both.
 """
-
-from app.graphql.planner.extension import ReadPlanner
-
-__all__ = ["ReadPlanner"]

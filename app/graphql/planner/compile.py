@@ -2,10 +2,12 @@
 
 A plan is a tree of closures, one per selected field, made once per document: at run time a
 field costs a function call, not a graphql-core `execute_field` with its coroutine, info object
-and strawberry's resolver wrapper. The closures read the same values the resolvers would (the
-row functions of `app.graphql.types`) and pass leaves through the schema's own serializers, so a
-planned response equals the executor's. What is not covered raises `NotCovered` (at compile
-time: the document is never planned; at run time: this request goes to the executor).
+and strawberry's resolver wrapper. The closures, the columns a page selects and the JSON the
+database builds all come from the fields' declarations (`app.graphql.reads`), the same the
+resolvers are made from; leaves pass through the schema's own serializers, so a planned response
+equals the executor's. What is not covered (a field without a declaration, among others) raises
+`NotCovered` (at compile time: the document is never planned; at run time: this request goes to
+the executor).
 """
 
 from __future__ import annotations
@@ -35,10 +37,27 @@ from graphql import (
 )
 from graphql.language import DocumentNode
 
-from app.graphql import types as t
 from app.graphql.ids import to_cursor, to_global_id
-from app.graphql.planner.json_sql import Build, NotInSql, edge_builder
-from app.orders import flow
+from app.graphql.planner.json_sql import (
+    CUSTOMER,
+    ORDER,
+    RESELLER,
+    Build,
+    Child,
+    Leaf,
+    NotInSql,
+    edge_builder,
+    global_id_of,
+)
+from app.graphql.reads import (
+    NodeId,
+    Planned,
+    Read,
+    Relation,
+    Stored,
+    declaration,
+    planned_type,
+)
 
 Getter = Callable[[Any], Any]
 PLANNED_ROOTS = frozenset({"orders", "orderStatusCounts"})
@@ -65,6 +84,16 @@ class OrderSource:
         self.reseller = reseller
         self.viewer = viewer
         self.items: list[Any] = []
+
+
+class RowSource:
+    """A customer's or reseller's row of a page, with the viewer."""
+
+    __slots__ = ("row", "viewer")
+
+    def __init__(self, row: Any, viewer: Any) -> None:
+        self.row = row
+        self.viewer = viewer
 
 
 @dataclass
@@ -202,12 +231,13 @@ class _Compiler:
         while isinstance(edge_type, GraphQLNonNull | GraphQLList):
             edge_type = edge_type.of_type
         assert isinstance(edge_type, GraphQLObjectType)
-        return edge_builder(edge_type, edges[0], self.collect)
+        return edge_builder(edge_type, edges[0], self.collect, sql_forms)
 
     def obj(self, object_type: GraphQLObjectType, nodes: list[FieldNode]) -> Getter:
         """The assembler of an object: `{key: value}` in the order of the selection."""
         table = TABLES.get(object_type.name)
-        if table is None:
+        planned = planned_type(object_type)
+        if table is None and planned is None:
             raise NotCovered(object_type.name)
         parts: list[tuple[str, Getter]] = []
         grouped = self.collect(object_type, [n.selection_set for n in nodes if n.selection_set])
@@ -224,11 +254,13 @@ class _Compiler:
                 getter: Getter = attrgetter(
                     definition.extensions["strawberry-definition"].python_name
                 )
-            elif name in table:
+            elif table is not None and name in table:
                 getter = table[name]
+                self.needs.update(NEEDS.get((object_type.name, name), ()))
+            elif planned is not None:
+                getter = self.declared(object_type, planned, name)
             else:
                 raise NotCovered(f"{object_type.name}.{name}")
-            self.needs.update(NEEDS.get((object_type.name, name), ()))
             parts.append((key, self.value(definition.type, field_nodes, getter)))
         fields = tuple(parts)
 
@@ -236,6 +268,36 @@ class _Compiler:
             return {key: get(source) for key, get in fields}
 
         return assemble
+
+    def declared(self, object_type: GraphQLObjectType, planned: Planned, name: str) -> Getter:
+        """A declared field's getter (`app.graphql.reads`), and what SQL it needs. A node type's
+        source is its row and the viewer (`OrderSource`, `RowSource`); a plain object's is the
+        object its parent field made."""
+        field = object_type.fields[name]
+        declared = declaration(field)
+        node = planned.table is not None
+        if isinstance(declared, Stored):
+            return attrgetter(field.extensions["strawberry-definition"].python_name)
+        if isinstance(declared, NodeId) and node:
+            prefix = object_type.name
+            return lambda s: to_global_id(prefix, s.row.id)
+        if isinstance(declared, Read) and node:
+            self.needs.update(f"{_TABLE_KEYS[c.table.name]}.{c.key}" for c in declared.columns)
+            if declared.attribute is not None:
+                return attrgetter(f"row.{declared.attribute}")
+            value = declared.value
+            if declared.by_viewer:
+                return lambda s: value(s.row, s.viewer)
+            return lambda s: value(s.row)
+        if isinstance(declared, Relation) and planned.table is ORDER:
+            join = declared.join  # the page statement's: "customer", "reseller" or "items"
+            self.needs.add(join)
+            if declared.value is not None:
+                convert = declared.value
+                return lambda s: convert(getattr(s, join))
+            joined = attrgetter(join)
+            return lambda s: None if (row := joined(s)) is None else RowSource(row, s.viewer)
+        raise NotCovered(f"{object_type.name}.{name}")  # for the executor only
 
     def value(self, type_: GraphQLOutputType, nodes: list[FieldNode], get: Getter) -> Getter:
         """A field's value from its source: `get`, completed as graphql-core completes it."""
@@ -316,7 +378,7 @@ def _null(non_null: bool) -> None:
     return None
 
 
-# --- the fields each planned type covers, from what source ----------------------------------------
+# --- the planner's own shapes around the declared types ------------------------------------------
 
 ATTRIBUTES: Mapping[str, Getter] = {}  # plain strawberry types: every field is an attribute
 
@@ -325,91 +387,43 @@ CONNECTION: Mapping[str, Getter] = {
     "pageInfo": attrgetter("page_info"),
     "totalCount": attrgetter("total"),
 }
+NEEDS: Mapping[tuple[str, str], tuple[str, ...]] = {("OrderConnection", "totalCount"): ("count",)}
+"""What SQL these fields need beyond the page; a declared field's needs come from its
+declaration (its columns, its relation's join)."""
 EDGE: Mapping[str, Getter] = {
     "cursor": lambda s: to_cursor("order", s.row.id),
     "node": _identity,
 }
-ORDER: Mapping[str, Getter] = {
-    "id": lambda s: to_global_id("Order", s.row.id),
-    "number": lambda s: s.row.number,
-    "type": lambda s: flow.OrderType(s.row.type),
-    "status": lambda s: flow.Status(s.row.status),
-    "version": lambda s: s.row.version,
-    "total": lambda s: t.order_total(s.row),
-    "requiresManualAction": lambda s: t.requires_manual_action(s.row),
-    "items": lambda s: t.order_items(s.items),
-    "customer": attrgetter("customer"),
-    "reseller": lambda s: (s.reseller, s.viewer),
-    "createdAt": lambda s: s.row.created_at,
-    "updatedAt": lambda s: s.row.updated_at,
-    "failure": lambda s: t.order_failure(s.row),
-    "availableActions": lambda s: flow.available_actions(flow.Status(s.row.status), s.viewer.role),
-}
-CUSTOMER: Mapping[str, Getter] = {
-    "id": lambda r: to_global_id("Customer", r.id),
-    "name": attrgetter("name"),
-    "contactEmail": attrgetter("contact_email"),
-    "paymentMethod": lambda r: flow.PaymentMethod(r.payment_method),
-    "onHold": attrgetter("on_hold"),
-    "requiresVerification": attrgetter("requires_verification"),
-    "creditLimit": lambda r: t.amount(r.credit_limit),
-    "createdAt": attrgetter("created_at"),
-}
-RESELLER: Mapping[str, Getter] = {  # source: (row, viewer)
-    "id": lambda s: to_global_id("Reseller", s[0].id),
-    "name": lambda s: s[0].name,
-    "email": lambda s: t.reseller_email(s[1], s[0]),
-    "createdAt": lambda s: s[0].created_at,
+EDGE_SQL: Mapping[str, Leaf | Child] = {
+    "cursor": Leaf(global_id_of("order", ORDER.c.id)),
+    "node": Child(),
 }
 TABLES: Mapping[str, Mapping[str, Getter]] = {
     "OrderConnection": CONNECTION,
     "OrderEdge": EDGE,
-    "Order": ORDER,
-    "Customer": CUSTOMER,
-    "Reseller": RESELLER,
     "PageInfo": ATTRIBUTES,
-    "Money": ATTRIBUTES,
-    "OrderItem": ATTRIBUTES,
-    "OrderFailure": ATTRIBUTES,
     "OrderStatusCount": ATTRIBUTES,
 }
-# The columns each field's getter reads ("table.column"; a row has only the columns its document
-# needs, plus its id). A getter reading a column not listed fails on the row (AttributeError), and
-# the executor answers that request instead: a missing entry costs speed, never a wrong answer.
-_ORDER_COLUMNS: Mapping[str, tuple[str, ...]] = {
-    "number": ("number",),
-    "type": ("type",),
-    "status": ("status",),
-    "version": ("version",),
-    "total": ("total", "currency"),
-    "requiresManualAction": ("status",),
-    "createdAt": ("created_at",),
-    "updatedAt": ("updated_at",),
-    "failure": ("failure_reason", "failure_details", "failed_at", "sla_deadline", "escalated_at"),
-    "availableActions": ("status",),
-}
-_CUSTOMER_COLUMNS: Mapping[str, tuple[str, ...]] = {
-    "name": ("name",),
-    "contactEmail": ("contact_email",),
-    "paymentMethod": ("payment_method",),
-    "onHold": ("on_hold",),
-    "requiresVerification": ("requires_verification",),
-    "creditLimit": ("credit_limit",),
-    "createdAt": ("created_at",),
-}
-_RESELLER_COLUMNS: Mapping[str, tuple[str, ...]] = {
-    "name": ("name",),
-    "email": ("email",),
-    "createdAt": ("created_at",),
-}
-# Which SQL a field needs: beyond the page ("count", "items", the "customer" and "reseller"
-# joins) and the page's columns.
-NEEDS: Mapping[tuple[str, str], tuple[str, ...]] = {
-    ("OrderConnection", "totalCount"): ("count",),
-    ("Order", "items"): ("items",),
-    ("Order", "customer"): ("customer",),
-    ("Order", "reseller"): ("reseller",),
-    **{("Order", f): tuple(f"order.{c}" for c in cs) for f, cs in _ORDER_COLUMNS.items()},
-    **{("Customer", f): tuple(f"customer.{c}" for c in cs) for f, cs in _CUSTOMER_COLUMNS.items()},
-    **{("Reseller", f): tuple(f"reseller.{c}" for c in cs) for f, cs in _RESELLER_COLUMNS.items()},
-}
+# A column's table, as the page statement names it (`planner.run.layout`): needs are
+# "order.number", "customer.name", ...; a row has only the columns its document needs, plus its id.
+_TABLE_KEYS = {ORDER.name: "order", CUSTOMER.name: "customer", RESELLER.name: "reseller"}
+
+
+def sql_forms(object_type: GraphQLObjectType) -> Mapping[str, Leaf | Child | None] | None:
+    """The SQL form of each field of a type, from the declarations (`json_sql.edge_builder`)."""
+    if object_type.name == "OrderEdge":
+        return EDGE_SQL
+    planned = planned_type(object_type)
+    if planned is None:
+        return None
+    forms: dict[str, Leaf | Child | None] = {}
+    for name, definition in object_type.fields.items():
+        declared = declaration(definition)
+        if isinstance(declared, NodeId):
+            table = planned.table
+            forms[name] = (
+                None if table is None else Leaf(global_id_of(object_type.name, table.c.id))
+            )
+        elif declared is not None:
+            forms[name] = declared.sql
+    return forms

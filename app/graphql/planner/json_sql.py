@@ -5,7 +5,9 @@ edges already in their response shape and Python only parses them: no row object
 assemblers. Each covered field is written as the SQL expression of what the schema's serializer
 would return for the resolver's value (global ids, enum names, money as people write it, ISO
 datetimes), so the response equals the executor's; `tests/graphql/test_read_planner.py` requires
-that for random documents and for every covered field alone, on the suite's database.
+that for random documents and for every covered field alone, on the suite's database. A field's
+form is part of its declaration (`app.graphql.reads`); this module has the serializers in SQL
+and walks a selection through the forms.
 
 Each database has its `JsonSql`: PostgreSQL (`json_build_object` per edge, `json_agg` over the
 page) writes every serializer in SQL; SQLite (`json_object`, one edge per row) has no base64 and
@@ -41,7 +43,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.db import SQLITE_FUNCTIONS, UTCDateTime
 from app.graphql.ids import to_global_id
-from app.graphql.types import amount
 from app.kernel.sqlalchemy import result_processor
 from app.orders import flow
 from app.orders.flow import Role
@@ -73,8 +74,15 @@ def global_id(prefix: str, pk: Sql) -> Sql:
     return func.rtrim(func.translate(raw, "+/", "-_"), "=")
 
 
+def amount(value: Decimal) -> Decimal:
+    """Money as people write it: cents always shown, finer digits only when there are any. (The
+    API's form of money; `money` below is the same rule in SQL.)"""
+    cents = value.quantize(flow.CENTS)
+    return cents if cents == value else value.normalize()
+
+
 def money(value: Sql) -> Sql:
-    """`types.amount` then str(): cents always shown, finer digits only when there are any."""
+    """`amount` then str(): cents always shown, finer digits only when there are any."""
     cents = func.round(value, 2)
     return case((value == cents, cast(cents, Text)), else_=func.rtrim(cast(value, Text), "0"))
 
@@ -210,7 +218,7 @@ SQLITE_FUNCTIONS.update(
 )
 
 
-# --- what each covered field is, per type ---------------------------------------------------------
+# --- the SQL forms a field declaration gives (`app.graphql.reads`) ------------------------------
 
 
 @dataclass(frozen=True)
@@ -226,107 +234,34 @@ class Child:
     absent: Callable[[], Sql] | None = None  # when true, the object is null
 
 
-def _available_actions(role: Role, sql: JsonSql) -> Sql:
-    whens = {
-        status.value: sql.array([a.name for a in flow.available_actions(status, role)])
-        for status in flow.Status
-    }
-    return sql.json(case(whens, value=ORDER.c.status, else_=sql.empty_array()))
-
-
-def _manual(_role: Role, sql: JsonSql) -> Sql:
-    return sql.boolean(ORDER.c.status.in_([s.value for s in flow.MANUAL_ACTION_STATUSES]))
-
-
-def _remedy(_role: Role, _sql: JsonSql) -> Sql:
-    whens = {reason.value: literal(info.remedy) for reason, info in flow.FAILURE_REASONS.items()}
-    return case(whens, value=ORDER.c.failure_reason)
-
-
-def _failure_absent() -> Sql:
-    o = ORDER.c
-    absent: Sql = o.failure_reason.is_(None) | o.failed_at.is_(None) | o.sla_deadline.is_(None)
-    return absent
-
-
-def _c(column: Sql) -> Build:
+def plain(column: Sql) -> Build:
+    """A string or integer column, as it is."""
     return lambda _role, _sql: column
 
 
-def _id(prefix: str, pk: Sql) -> Build:
+def global_id_of(prefix: str, pk: Sql) -> Build:
     return lambda _role, sql: sql.global_id(prefix, pk)
 
 
-def _money(column: Sql) -> Build:
+def money_of(column: Sql) -> Build:
     return lambda _role, sql: sql.money(column)
 
 
-def _datetime(column: Sql) -> Build:
+def datetime_of(column: Sql) -> Build:
     return lambda _role, sql: sql.datetime(column)
 
 
-def _enum(enum: type[Enum], column: Sql) -> Build:
+def enum_of(enum: type[Enum], column: Sql) -> Build:
     return lambda _role, _sql: enum_name(enum, column)
 
 
-def _boolean(column: Sql) -> Build:
+def boolean_of(column: Sql) -> Build:
     return lambda _role, sql: sql.boolean(column)
 
 
-FIELDS: Mapping[str, Mapping[str, Leaf | Child]] = {
-    "OrderEdge": {
-        "cursor": Leaf(_id("order", ORDER.c.id)),
-        "node": Child(),
-    },
-    "Order": {
-        "id": Leaf(_id("Order", ORDER.c.id)),
-        "number": Leaf(_c(ORDER.c.number)),
-        "type": Leaf(_enum(flow.OrderType, ORDER.c.type)),
-        "status": Leaf(_enum(flow.Status, ORDER.c.status)),
-        "version": Leaf(_c(ORDER.c.version)),
-        "total": Child(),
-        "requiresManualAction": Leaf(_manual),
-        "items": Child(items=True),
-        "customer": Child(),
-        "reseller": Child(),
-        "createdAt": Leaf(_datetime(ORDER.c.created_at)),
-        "updatedAt": Leaf(_datetime(ORDER.c.updated_at)),
-        "failure": Child(absent=_failure_absent),
-        "availableActions": Leaf(_available_actions),
-    },
-    "Money": {  # (the covered types have one Money field: an order's total)
-        "amount": Leaf(_money(ORDER.c.total)),
-        "currency": Leaf(_c(ORDER.c.currency)),
-    },
-    "OrderFailure": {
-        "reason": Leaf(_enum(flow.FailureReason, ORDER.c.failure_reason)),
-        "remedy": Leaf(_remedy),
-        "details": Leaf(_c(ORDER.c.failure_details)),
-        "failedAt": Leaf(_datetime(ORDER.c.failed_at)),
-        "slaDeadline": Leaf(_datetime(ORDER.c.sla_deadline)),
-        "escalatedAt": Leaf(_datetime(ORDER.c.escalated_at)),
-    },
-    "Customer": {
-        "id": Leaf(_id("Customer", CUSTOMER.c.id)),
-        "name": Leaf(_c(CUSTOMER.c.name)),
-        "contactEmail": Leaf(_c(CUSTOMER.c.contact_email)),
-        "paymentMethod": Leaf(_enum(flow.PaymentMethod, CUSTOMER.c.payment_method)),
-        "onHold": Leaf(_boolean(CUSTOMER.c.on_hold)),
-        "requiresVerification": Leaf(_boolean(CUSTOMER.c.requires_verification)),
-        "creditLimit": Leaf(_money(CUSTOMER.c.credit_limit)),
-        "createdAt": Leaf(_datetime(CUSTOMER.c.created_at)),
-    },
-    "Reseller": {  # not `email`: the policy decides it per viewer (the row plan answers)
-        "id": Leaf(_id("Reseller", RESELLER.c.id)),
-        "name": Leaf(_c(RESELLER.c.name)),
-        "createdAt": Leaf(_datetime(RESELLER.c.created_at)),
-    },
-    "OrderItem": {
-        "description": Leaf(_c(ITEM.c.description)),
-        "quantity": Leaf(_c(ITEM.c.quantity)),
-        "unitPrice": Leaf(_money(ITEM.c.unit_price)),
-    },
-}
+Forms = Callable[[GraphQLObjectType], Mapping[str, "Leaf | Child | None"] | None]
+"""The SQL form of each field of a type (None: the type is not built in SQL); the planner reads
+them from the fields' declarations (`app.graphql.reads`)."""
 _KEY = re.compile(r"^[_A-Za-z][_0-9A-Za-z]*$")  # a GraphQL name, safe to write as a SQL literal
 _MAX_PAIRS = 50  # json_build_object takes at most 100 arguments
 
@@ -335,18 +270,20 @@ def edge_builder(
     object_type: GraphQLObjectType,
     nodes: list[FieldNode],
     collect: Callable[[GraphQLObjectType, list[Any]], Grouped],
+    forms: Forms,
 ) -> Build:
     """The JSON of one `OrderEdge` for the page's row (ORDER, and CUSTOMER and RESELLER when joined,
     in scope), or `NotInSql`."""
-    return _object(object_type, nodes, collect)
+    return _object(object_type, nodes, collect, forms)
 
 
 def _object(
     object_type: GraphQLObjectType,
     nodes: list[FieldNode],
     collect: Callable[[GraphQLObjectType, list[Any]], Grouped],
+    forms: Forms,
 ) -> Build:
-    table = FIELDS.get(object_type.name)
+    table = forms(object_type)
     if table is None:
         raise NotInSql(object_type.name)
     grouped = collect(object_type, [n.selection_set for n in nodes if n.selection_set])
@@ -362,14 +299,14 @@ def _object(
             parts.append((key, lambda _role, _sql, n=type_name: literal(n)))  # type: ignore[misc]
             continue
         spec = table.get(name)
-        if spec is None:
+        if spec is None:  # a field with no SQL form (the policy decides it, Python renders it)
             raise NotInSql(f"{object_type.name}.{name}")
         field_type = object_type.fields[name].type
         if isinstance(spec, Leaf):
             _check_leaf(field_type)
             parts.append((key, spec.build))
         else:
-            parts.append((key, _child(spec, field_type, field_nodes, collect)))
+            parts.append((key, _child(spec, field_type, field_nodes, collect, forms)))
 
     def build(role: Role, sql: JsonSql) -> Sql:
         return sql.object([(key, part(role, sql)) for key, part in parts])
@@ -382,20 +319,21 @@ def _child(
     field_type: GraphQLOutputType,
     nodes: list[FieldNode],
     collect: Callable[[GraphQLObjectType, list[Any]], Grouped],
+    forms: Forms,
 ) -> Build:
     inner = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
     if spec.items:  # [OrderItem!]!: the order's items, in their order
         assert isinstance(inner, GraphQLList)
         item_type = inner.of_type.of_type if isinstance(inner.of_type, GraphQLNonNull) else None
         assert isinstance(item_type, GraphQLObjectType)
-        item = _object(item_type, nodes, collect)
+        item = _object(item_type, nodes, collect, forms)
 
         def items(role: Role, sql: JsonSql) -> Sql:
             return sql.items(item(role, sql))
 
         return items
     assert isinstance(inner, GraphQLObjectType)
-    built = _object(inner, nodes, collect)
+    built = _object(inner, nodes, collect, forms)
     absent = spec.absent
     if absent is None:
         return built
