@@ -10,8 +10,14 @@ import pytest
 
 import app.db
 from app.access.viewer import Viewer
-from app.notifications.recipients import _COMPILED_FAILURE_MAIL, _FAILURE_MAIL, failure_mail
-from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME
+from app.notifications.models import NotificationKind
+from app.notifications.recipients import (
+    _COMPILED_FAILURE_MAIL,
+    _FAILURE_MAIL,
+    failure_mail,
+    failure_mail_params,
+)
+from app.notifications.rules import BUILTIN_TEMPLATE_NAMES
 from app.orders import service
 from app.orders.flow import Role
 from app.services import Services
@@ -36,12 +42,8 @@ async def test_the_failure_mail_read_answers_as_sqlalchemy_does(
     async with services.db.read() as session:
         connection = await session.connection()
         for customer in customers:
-            for reseller_template in (True, False):
-                params = {
-                    "customer_id": customer.id,
-                    "builtin_name": "Order Provisioning Failed",
-                    "reseller_template": reseller_template,
-                }
+            for kind in BUILTIN_TEMPLATE_NAMES:
+                params = {"customer_id": customer.id, **failure_mail_params(kind)}
                 compiled = await _COMPILED_FAILURE_MAIL.all(connection, params)
                 reference = [tuple(r) for r in (await connection.execute(_FAILURE_MAIL, params))]
                 assert compiled == reference and len(compiled) == 1
@@ -99,8 +101,7 @@ async def test_the_order_read_with_its_failure_mail_answers_as_the_two_reads_do(
             reference = await failure_mail(
                 session,
                 customer_id=order.customer_id,
-                template_name=ORDER_FAILED_TEMPLATE_NAME,
-                reseller_template=True,
+                kind=NotificationKind.ORDER_PROVISIONING_FAILED,
             )
         assert merged.model_dump() == alone.model_dump()
         assert mail == reference
