@@ -1,7 +1,8 @@
-"""Who is told, and when: the recipients of failed-order notifications and of the SLA escalation.
-
-Both write notification rows (the outbox) and their events in the caller's transaction; the
-outbox worker sends them after commit.
+"""The notifications of a failed order and of its SLA escalation, stored: what the rule of who
+is told (`app/notifications/rules.py`) needs is read here (`FailureMail`), and what it returns is
+written here, as notification rows (the outbox) and their events in the caller's transaction
+(on PostgreSQL a failure's can be one statement with the order's change:
+`failed_order_statement`); the outbox worker sends them after commit.
 """
 
 from __future__ import annotations
