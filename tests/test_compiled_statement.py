@@ -17,7 +17,8 @@ from app.notifications.recipients import (
     failure_mail,
     failure_mail_params,
 )
-from app.notifications.rules import BUILTIN_TEMPLATE_NAMES
+from app.notifications.rules import BUILTIN_TEMPLATE_NAMES, MailTemplate
+from app.notifications.service import create_template, update_settings
 from app.orders import service
 from app.orders.flow import Role
 from app.services import Services
@@ -47,6 +48,48 @@ async def test_the_failure_mail_read_answers_as_sqlalchemy_does(
                 compiled = await _COMPILED_FAILURE_MAIL.all(connection, params)
                 reference = [tuple(r) for r in (await connection.execute(_FAILURE_MAIL, params))]
                 assert compiled == reference and len(compiled) == 1
+
+
+async def test_the_failure_mail_read_gives_the_chosen_template_and_the_kinds_builtin_one(
+    services: Services, tenants: World
+) -> None:
+    """With a template chosen by the reseller: the same row both ways, and the mail holds that
+    template and the built-in one of each kind (`rules` picks; tests/notifications/test_rules.py)."""
+    reseller_id = tenants.reseller_a.id
+    assert reseller_id is not None
+    async with services.transaction() as session:
+        now = services.clock.now()
+        mine = await create_template(
+            session,
+            viewer=SUPPORT,
+            name="Mine",
+            subject="Mine {{ order.number }}",
+            body="mine\n",
+            now=now,
+        )
+        await update_settings(
+            session,
+            viewer=SUPPORT,
+            reseller_id=reseller_id,
+            notify_reseller=None,
+            notify_customer=None,
+            template_id=mine.id,
+            template_given=True,
+            now=now,
+        )
+    customer_id = tenants.customer_a1.id
+    assert customer_id is not None
+    async with services.db.read() as session:
+        connection = await session.connection()
+        for kind, builtin_name in BUILTIN_TEMPLATE_NAMES.items():
+            params = {"customer_id": customer_id, **failure_mail_params(kind)}
+            compiled = await _COMPILED_FAILURE_MAIL.all(connection, params)
+            reference = [tuple(r) for r in (await connection.execute(_FAILURE_MAIL, params))]
+            assert compiled == reference and len(compiled) == 1
+            mail = await failure_mail(session, customer_id=customer_id, kind=kind)
+            assert mail.chosen_template == MailTemplate("Mine", "Mine {{ order.number }}", "mine\n")
+            assert mail.builtin_template.name == builtin_name
+            assert (mail.notify_reseller, mail.notify_customer) == (True, True)
 
 
 async def test_writes_through_the_driver_equal_those_through_sqlalchemy(
