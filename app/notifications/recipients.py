@@ -252,17 +252,20 @@ def _notification_rows(
     says why, and support's mail carries a note saying so."""
     assert order.id is not None
 
-    @functools.cache
+    renders: dict[tuple[MailTemplate, NotificationKind], MailWithFallback] = {}
+
     def render(template: MailTemplate, kind: NotificationKind) -> MailWithFallback:
-        rendered = render_with_fallback(
-            template_name=template.name,
-            subject=template.subject,
-            body=template.body,
-            fallback=FALLBACK_TEMPLATES[kind],
-            context=_context(order, mail),
-        )
-        if rendered.problem is not None:
-            log.warning("order %s: %s", order.number, rendered.problem)
+        """Once per template and kind (every notification of a failure shares them)."""
+        if (rendered := renders.get((template, kind))) is None:
+            rendered = renders[template, kind] = render_with_fallback(
+                template_name=template.name,
+                subject=template.subject,
+                body=template.body,
+                fallback=FALLBACK_TEMPLATES[kind],
+                context=_context(order, mail),
+            )
+            if rendered.problem is not None:
+                log.warning("order %s: %s", order.number, rendered.problem)
         return rendered
 
     rows = []
@@ -446,9 +449,8 @@ def failed_order_params(
     (the mail is rendered from it), `event` is the order's. The notifications differ only in
     `_PER_RECIPIENT`'s columns: an order that joins no incident (`mail.order_failed()`)."""
     rows = _notification_rows(order=order, mail=mail, notifications=notifications, now=now)
-    same = [name for name in _NOTIFICATION_COLUMNS if name not in _PER_RECIPIENT]
-    assert all(row[name] == rows[0][name] for row in rows for name in same)
-    assert all("incident_id" not in row for row in rows)
+    # the statement has one status for all, and no incident
+    assert all(n.status is DeliveryStatus.PENDING and n.incident_id is None for n in notifications)
     note_event = notification_event(
         notification_id=0,  # and the recipient role: each notification's own, from `notes`
         order_id=event["order_id"],
