@@ -10,8 +10,15 @@ import pytest
 
 import app.db
 from app.access.viewer import Viewer
-from app.notifications.recipients import _COMPILED_FAILURE_MAIL, _FAILURE_MAIL, failure_mail
-from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME
+from app.notifications.models import NotificationKind
+from app.notifications.recipients import (
+    _COMPILED_FAILURE_MAIL,
+    _FAILURE_MAIL,
+    failure_mail,
+    failure_mail_params,
+)
+from app.notifications.rules import BUILTIN_TEMPLATE_NAMES, MailTemplate
+from app.notifications.service import create_template, update_settings
 from app.orders import service
 from app.orders.flow import Role
 from app.services import Services
@@ -36,15 +43,53 @@ async def test_the_failure_mail_read_answers_as_sqlalchemy_does(
     async with services.db.read() as session:
         connection = await session.connection()
         for customer in customers:
-            for reseller_template in (True, False):
-                params = {
-                    "customer_id": customer.id,
-                    "builtin_name": "Order Provisioning Failed",
-                    "reseller_template": reseller_template,
-                }
+            for kind in BUILTIN_TEMPLATE_NAMES:
+                params = {"customer_id": customer.id, **failure_mail_params(kind)}
                 compiled = await _COMPILED_FAILURE_MAIL.all(connection, params)
                 reference = [tuple(r) for r in (await connection.execute(_FAILURE_MAIL, params))]
                 assert compiled == reference and len(compiled) == 1
+
+
+async def test_the_failure_mail_read_gives_the_chosen_template_and_the_kinds_builtin_one(
+    services: Services, tenants: World
+) -> None:
+    """With a template chosen by the reseller: the same row both ways, and the mail holds that
+    template and the built-in one of each kind (`rules` picks; tests/notifications/test_rules.py)."""
+    reseller_id = tenants.reseller_a.id
+    assert reseller_id is not None
+    async with services.transaction() as session:
+        now = services.clock.now()
+        mine = await create_template(
+            session,
+            viewer=SUPPORT,
+            name="Mine",
+            subject="Mine {{ order.number }}",
+            body="mine\n",
+            now=now,
+        )
+        await update_settings(
+            session,
+            viewer=SUPPORT,
+            reseller_id=reseller_id,
+            notify_reseller=None,
+            notify_customer=None,
+            template_id=mine.id,
+            template_given=True,
+            now=now,
+        )
+    customer_id = tenants.customer_a1.id
+    assert customer_id is not None
+    async with services.db.read() as session:
+        connection = await session.connection()
+        for kind, builtin_name in BUILTIN_TEMPLATE_NAMES.items():
+            params = {"customer_id": customer_id, **failure_mail_params(kind)}
+            compiled = await _COMPILED_FAILURE_MAIL.all(connection, params)
+            reference = [tuple(r) for r in (await connection.execute(_FAILURE_MAIL, params))]
+            assert compiled == reference and len(compiled) == 1
+            mail = await failure_mail(session, customer_id=customer_id, kind=kind)
+            assert mail.chosen_template == MailTemplate("Mine", "Mine {{ order.number }}", "mine\n")
+            assert mail.builtin_template.name == builtin_name
+            assert (mail.notify_reseller, mail.notify_customer) == (True, True)
 
 
 async def test_writes_through_the_driver_equal_those_through_sqlalchemy(
@@ -99,8 +144,7 @@ async def test_the_order_read_with_its_failure_mail_answers_as_the_two_reads_do(
             reference = await failure_mail(
                 session,
                 customer_id=order.customer_id,
-                template_name=ORDER_FAILED_TEMPLATE_NAME,
-                reseller_template=True,
+                kind=NotificationKind.ORDER_PROVISIONING_FAILED,
             )
         assert merged.model_dump() == alone.model_dump()
         assert mail == reference

@@ -1,7 +1,8 @@
-"""Who is told, and when: the recipients of failed-order notifications and of the SLA escalation.
-
-Both write notification rows (the outbox) and their events in the caller's transaction; the
-outbox worker sends them after commit.
+"""The notifications of a failed order and of its SLA escalation, stored: what the rule of who
+is told (`app/notifications/rules.py`) needs is read here (`FailureMail`), and what it returns is
+written here, as notification rows (the outbox) and their events in the caller's transaction
+(on PostgreSQL a failure's can be one statement with the order's change:
+`failed_order_statement`); the outbox worker sends them after commit.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    Boolean,
     ColumnElement,
     Insert,
     Select,
     Text,
     Update,
-    and_,
     bindparam,
     func,
     insert,
@@ -45,6 +44,7 @@ from app.events.log import (
     record_events,
 )
 from app.events.models import Event
+from app.notifications import rules
 from app.notifications.mailer import new_message_id
 from app.notifications.models import (
     DeliveryStatus,
@@ -54,12 +54,17 @@ from app.notifications.models import (
     NotificationTemplate,
     RecipientRole,
 )
+from app.notifications.rules import (
+    BUILTIN_TEMPLATE_NAMES,
+    Addresses,
+    MailTemplate,
+    NewNotification,
+)
 from app.notifications.templates import (
     ORDER_FAILED_TEMPLATE,
-    ORDER_FAILED_TEMPLATE_NAME,
     UNRESOLVED_TEMPLATE,
-    UNRESOLVED_TEMPLATE_NAME,
     BuiltinTemplate,
+    MailWithFallback,
     render_with_fallback,
     template_context,
 )
@@ -91,7 +96,8 @@ async def template_by_name(session: AsyncSession, name: str) -> NotificationTemp
 @dataclass(frozen=True)
 class FailureMail:
     """What a failed order's notifications need besides the order: its customer and reseller,
-    the reseller's notification settings (the defaults when it has none), and the template."""
+    the reseller's notification settings (the defaults when it has none), the template it chose
+    (if any) and the built-in one of the notification's kind."""
 
     customer_name: str
     customer_email: str
@@ -99,36 +105,53 @@ class FailureMail:
     reseller_email: str
     notify_reseller: bool
     notify_customer: bool
-    subject: str
-    body: str
-    template_name: str
+    chosen_template: MailTemplate | None
+    builtin_template: MailTemplate
+
+    def order_failed(
+        self, *, support_email: str, incident_id: int | None = None
+    ) -> list[NewNotification]:
+        """Who is told of the failure (`rules.order_failed`)."""
+        return rules.order_failed(
+            addresses=Addresses(
+                support=support_email, reseller=self.reseller_email, customer=self.customer_email
+            ),
+            notify_reseller=self.notify_reseller,
+            notify_customer=self.notify_customer,
+            chosen=self.chosen_template,
+            builtin=self.builtin_template,
+            incident_id=incident_id,
+        )
 
 
 _chosen = aliased(NotificationTemplate, name="chosen_template")
 _builtin = aliased(NotificationTemplate, name="builtin_template")
 _DEFAULTS = NotificationSettings(reseller_id=0)
+_MAIL_COLUMNS: dict[str, Any] = {  # name: a column or an expression
+    "customer_name": col(Customer.name),
+    "customer_email": col(Customer.contact_email),
+    "reseller_name": col(Reseller.name),
+    "reseller_email": col(Reseller.email),
+    "notify_reseller": func.coalesce(
+        col(NotificationSettings.notify_reseller), _DEFAULTS.notify_reseller
+    ),
+    "notify_customer": func.coalesce(
+        col(NotificationSettings.notify_customer), _DEFAULTS.notify_customer
+    ),
+    "chosen_name": col(_chosen.name),
+    "chosen_subject": col(_chosen.subject),
+    "chosen_body": col(_chosen.body),
+    "builtin_name": col(_builtin.name),
+    "builtin_subject": col(_builtin.subject),
+    "builtin_body": col(_builtin.body),
+}
+"""The columns of a failure mail's read, by name; `failure_mail_of` makes the mail of them."""
 _FAILURE_MAIL_FROM = (
-    sa_select(
-        col(Customer.name),
-        col(Customer.contact_email),
-        col(Reseller.name),
-        col(Reseller.email),
-        func.coalesce(col(NotificationSettings.notify_reseller), _DEFAULTS.notify_reseller),
-        func.coalesce(col(NotificationSettings.notify_customer), _DEFAULTS.notify_customer),
-        func.coalesce(col(_chosen.subject), col(_builtin.subject)),
-        func.coalesce(col(_chosen.body), col(_builtin.body)),
-        func.coalesce(col(_chosen.name), col(_builtin.name)),
-    )
+    sa_select(*(column.label(name) for name, column in _MAIL_COLUMNS.items()))
     .select_from(Customer)
     .join(Reseller, col(Reseller.id) == col(Customer.reseller_id))
     .outerjoin(NotificationSettings, col(NotificationSettings.reseller_id) == col(Reseller.id))
-    .outerjoin(
-        _chosen,
-        and_(
-            bindparam("reseller_template", type_=Boolean),
-            col(_chosen.id) == col(NotificationSettings.template_id),
-        ),
-    )
+    .outerjoin(_chosen, col(_chosen.id) == col(NotificationSettings.template_id))
     .outerjoin(_builtin, col(_builtin.name) == bindparam("builtin_name"))
 )
 _FAILURE_MAIL = _FAILURE_MAIL_FROM.where(col(Customer.id) == bindparam("customer_id"))
@@ -143,37 +166,46 @@ def with_failure_mail(order_read: Select[Any], customer_id: ColumnElement[int]) 
     return order_read.add_columns(*mail.c).outerjoin(mail, true())
 
 
-FAILURE_MAIL_COLUMNS = len(_FAILURE_MAIL_FROM.selected_columns)
+def failure_mail_params(kind: NotificationKind) -> dict[str, object]:
+    """The parameters of the mail's read for a notification of `kind`: its built-in template."""
+    return {"builtin_name": BUILTIN_TEMPLATE_NAMES[kind]}
 
 
-def failure_mail_params(*, template_name: str, reseller_template: bool) -> dict[str, object]:
-    return {"builtin_name": template_name, "reseller_template": reseller_template}
-
-
-def failure_mail_of(row: Sequence[Any], *, template_name: str) -> FailureMail:
+def failure_mail_of(row: Sequence[Any], *, kind: NotificationKind) -> FailureMail:
     """The mail from the last columns of a row of `_FAILURE_MAIL` or `with_failure_mail`."""
-    mail = row[len(row) - FAILURE_MAIL_COLUMNS :]
-    if mail[6] is None:
-        raise LookupError(f"the built-in template {template_name!r} is missing; run migrations")
-    return FailureMail(*mail)
+    mail = dict(zip(_MAIL_COLUMNS, row[len(row) - len(_MAIL_COLUMNS) :], strict=True))
+    if mail["builtin_name"] is None:
+        name = BUILTIN_TEMPLATE_NAMES[kind]
+        raise LookupError(f"the built-in template {name!r} is missing; run migrations")
+    chosen = None
+    if mail["chosen_name"] is not None:
+        chosen = MailTemplate(mail["chosen_name"], mail["chosen_subject"], mail["chosen_body"])
+    return FailureMail(
+        customer_name=mail["customer_name"],
+        customer_email=mail["customer_email"],
+        reseller_name=mail["reseller_name"],
+        reseller_email=mail["reseller_email"],
+        notify_reseller=mail["notify_reseller"],
+        notify_customer=mail["notify_customer"],
+        chosen_template=chosen,
+        builtin_template=MailTemplate(
+            mail["builtin_name"], mail["builtin_subject"], mail["builtin_body"]
+        ),
+    )
 
 
 _COMPILED_FAILURE_MAIL = CompiledStatement(_FAILURE_MAIL)
 
 
 async def failure_mail(
-    session: AsyncSession, *, customer_id: int, template_name: str, reseller_template: bool
+    session: AsyncSession, *, customer_id: int, kind: NotificationKind
 ) -> FailureMail:
-    """One statement for what `settings_for`, `template_by_name` and two look-ups by key would
-    read. The template is the reseller's chosen one if `reseller_template` and it chose one,
-    otherwise the built-in `template_name`."""
+    """One statement for what `settings_for`, the templates by id and by name and two look-ups
+    by key would read, for a notification of `kind`."""
     connection = await session.connection()
-    params = {
-        "customer_id": customer_id,
-        **failure_mail_params(template_name=template_name, reseller_template=reseller_template),
-    }
+    params = {"customer_id": customer_id, **failure_mail_params(kind)}
     (row,) = await _COMPILED_FAILURE_MAIL.all(connection, params)
-    return failure_mail_of(row, template_name=template_name)
+    return failure_mail_of(row, kind=kind)
 
 
 def _context(order: SalesOrder, mail: FailureMail) -> dict[str, object]:
@@ -210,58 +242,60 @@ def support_note(problem: str) -> str:
 
 
 def _notification_rows(
-    *,
-    order: SalesOrder,
-    mail: FailureMail,
-    kind: NotificationKind,
-    recipients: list[tuple[RecipientRole, str]],
-    now: datetime,
-    incident_id: int | None = None,
+    *, order: SalesOrder, mail: FailureMail, notifications: Sequence[NewNotification], now: datetime
 ) -> list[dict[str, Any]]:
-    """One PENDING notification's columns (an outbox row) per (role, e-mail) recipient; with
-    `incident_id` (the order joined an incident), support's is recorded SUPPRESSED, never sent:
-    support hears of the incident instead (app/incidents).
+    """The columns of each notification (an outbox row): a PENDING one is due at once, a
+    SUPPRESSED one is recorded and never sent.
 
     A template that fails to render never stops the failure from being recorded and told:
     the mail goes with the built-in template (`render_with_fallback`), each row's `last_error`
     says why, and support's mail carries a note saying so."""
     assert order.id is not None
-    rendered = render_with_fallback(
-        template_name=mail.template_name,
-        subject=mail.subject,
-        body=mail.body,
-        fallback=FALLBACK_TEMPLATES[kind],
-        context=_context(order, mail),
-    )
-    if rendered.problem is not None:
-        log.warning("order %s: %s", order.number, rendered.problem)
-    note = support_note(rendered.problem) if rendered.problem is not None else ""
-    rows = [
-        {
+
+    renders: dict[tuple[MailTemplate, NotificationKind], MailWithFallback] = {}
+
+    def render(template: MailTemplate, kind: NotificationKind) -> MailWithFallback:
+        """Once per template and kind (every notification of a failure shares them)."""
+        if (rendered := renders.get((template, kind))) is None:
+            rendered = renders[template, kind] = render_with_fallback(
+                template_name=template.name,
+                subject=template.subject,
+                body=template.body,
+                fallback=FALLBACK_TEMPLATES[kind],
+                context=_context(order, mail),
+            )
+            if rendered.problem is not None:
+                log.warning("order %s: %s", order.number, rendered.problem)
+        return rendered
+
+    rows = []
+    for notification in notifications:
+        kind = notification.kind
+        text = render(notification.template, kind)
+        note = ""
+        if text.problem is not None and notification.role is RecipientRole.SUPPORT:
+            note = support_note(text.problem)
+        row = {
             "order_id": order.id,
             "reseller_id": order.reseller_id,
             "customer_id": order.customer_id,
             "kind": kind.value,
-            "recipient_role": role.value,
-            "email": email,
-            "subject": rendered.mail.subject,
-            "body": rendered.mail.body + (note if role is RecipientRole.SUPPORT else ""),
+            "recipient_role": notification.role.value,
+            "email": notification.email,
+            "subject": text.mail.subject,
+            "body": text.mail.body + note,
             "message_id": new_message_id(),
-            "status": DeliveryStatus.PENDING.value,
+            "status": notification.status.value,
             "attempts": 0,
-            "last_error": rendered.problem,
-            "next_attempt_at": now,
+            "last_error": text.problem,
+            "next_attempt_at": now if notification.status is DeliveryStatus.PENDING else None,
             "lease_until": None,
             "created_at": now,
             "sent_at": None,
         }
-        for role, email in recipients
-    ]
-    if incident_id is not None:
-        for row in rows:
-            row["incident_id"] = incident_id
-            if row["recipient_role"] == RecipientRole.SUPPORT.value:
-                row.update(status=DeliveryStatus.SUPPRESSED.value, next_attempt_at=None)
+        if notification.incident_id is not None:
+            row["incident_id"] = notification.incident_id
+        rows.append(row)
     return rows
 
 
@@ -275,20 +309,15 @@ async def _write_notifications(
     *,
     order: SalesOrder,
     mail: FailureMail,
-    kind: NotificationKind,
-    recipients: list[tuple[RecipientRole, str]],
+    notifications: Sequence[NewNotification],
     now: datetime,
     events_before: Sequence[EventRow] = (),
-    incident_id: int | None = None,
     events_after: Sequence[EventRow] = (),
 ) -> list[int]:
-    """One PENDING notification (an outbox row) per (role, e-mail) recipient, in one INSERT, then
-    `events_before` and the notifications' events in one more (in that order in the log); the
-    notifications' ids."""
+    """The notifications (outbox rows) in one INSERT, then `events_before`, the notifications'
+    events and `events_after` in one more (in that order in the log); the notifications' ids."""
     assert order.id is not None
-    rows = _notification_rows(
-        order=order, mail=mail, kind=kind, recipients=recipients, now=now, incident_id=incident_id
-    )
+    rows = _notification_rows(order=order, mail=mail, notifications=notifications, now=now)
     connection = await session.connection()
     inserted = (await connection.execute(_INSERT_NOTIFICATIONS, rows)).scalars()
     ids = cast(list[int], list(inserted))
@@ -309,36 +338,8 @@ async def _write_notifications(
     return ids
 
 
-async def failure_recipients(
-    session: AsyncSession, *, customer_id: int, support_email: str
-) -> tuple[FailureMail, list[tuple[RecipientRole, str]]]:
-    """Who is told of a failed order of this customer, and what the mail needs: support always,
-    the reseller and the customer per the reseller's settings."""
-    mail = await failure_mail(
-        session,
-        customer_id=customer_id,
-        template_name=ORDER_FAILED_TEMPLATE_NAME,
-        reseller_template=True,
-    )
-    return mail, failure_recipients_of(mail, support_email=support_email)
-
-
-ORDER_FAILED_MAIL_PARAMS = failure_mail_params(
-    template_name=ORDER_FAILED_TEMPLATE_NAME, reseller_template=True
-)
-"""The `failure_mail_params` of a failed order's notifications (`failure_recipients`)."""
-
-
-def failure_recipients_of(
-    mail: FailureMail, *, support_email: str
-) -> list[tuple[RecipientRole, str]]:
-    """Who is told of a failed order, from its mail's facts (`failure_recipients`)."""
-    recipients = [(RecipientRole.SUPPORT, support_email)]
-    if mail.notify_reseller:
-        recipients.append((RecipientRole.RESELLER, mail.reseller_email))
-    if mail.notify_customer:
-        recipients.append((RecipientRole.CUSTOMER, mail.customer_email))
-    return recipients
+ORDER_FAILED_MAIL_PARAMS = failure_mail_params(NotificationKind.ORDER_PROVISIONING_FAILED)
+"""The `failure_mail_params` of a failed order's notifications."""
 
 
 _PER_RECIPIENT = ("recipient_role", "email", "body", "message_id")
@@ -440,19 +441,16 @@ def failed_order_params(
     *,
     order: SalesOrder,
     mail: FailureMail,
-    recipients: list[tuple[RecipientRole, str]],
+    notifications: Sequence[NewNotification],
     event: EventRow,
     now: datetime,
 ) -> dict[str, Any]:
     """`failed_order_statement`'s own parameters: `order` already holds what the change writes
-    (the mail is rendered from it), `event` is the order's."""
-    rows = _notification_rows(
-        order=order,
-        mail=mail,
-        kind=NotificationKind.ORDER_PROVISIONING_FAILED,
-        recipients=recipients,
-        now=now,
-    )
+    (the mail is rendered from it), `event` is the order's. The notifications differ only in
+    `_PER_RECIPIENT`'s columns: an order that joins no incident (`mail.order_failed()`)."""
+    rows = _notification_rows(order=order, mail=mail, notifications=notifications, now=now)
+    # the statement has one status for all, and no incident
+    assert all(n.status is DeliveryStatus.PENDING and n.incident_id is None for n in notifications)
     note_event = notification_event(
         notification_id=0,  # and the recipient role: each notification's own, from `notes`
         order_id=event["order_id"],
@@ -481,26 +479,22 @@ async def notify_order_failed(
     events_after: Sequence[EventRow] = (),
     mail: FailureMail | None = None,
 ) -> list[int]:
-    """The order just entered PF: tell support always, and the reseller/customer per settings.
+    """The order just entered PF: write who is told (`FailureMail.order_failed`).
 
     `events_before` (the status change's own event) and `events_after` are written in the same
     INSERT as the notifications' events, around them; `mail`, if it was read already. With
     `incident_id` (the incident the order joined), support's is SUPPRESSED."""
     if mail is None:
-        mail, recipients = await failure_recipients(
-            session, customer_id=order.customer_id, support_email=support_email
+        mail = await failure_mail(
+            session, customer_id=order.customer_id, kind=NotificationKind.ORDER_PROVISIONING_FAILED
         )
-    else:
-        recipients = failure_recipients_of(mail, support_email=support_email)
     return await _write_notifications(
         session,
         order=order,
         mail=mail,
-        kind=NotificationKind.ORDER_PROVISIONING_FAILED,
-        recipients=recipients,
+        notifications=mail.order_failed(support_email=support_email, incident_id=incident_id),
         now=now,
         events_before=events_before,
-        incident_id=incident_id,
         events_after=events_after,
     )
 
@@ -544,17 +538,12 @@ async def escalate_failure(session: AsyncSession, *, order_id: int, now: datetim
     order = await session.get(SalesOrder, order_id, populate_existing=True)
     assert order is not None
     mail = await failure_mail(
-        session,
-        customer_id=order.customer_id,
-        template_name=UNRESOLVED_TEMPLATE_NAME,
-        reseller_template=False,
+        session, customer_id=order.customer_id, kind=NotificationKind.FAILED_ORDER_UNRESOLVED
+    )
+    notifications = rules.failure_unresolved(
+        reseller_email=mail.reseller_email, builtin=mail.builtin_template
     )
     await _write_notifications(
-        session,
-        order=order,
-        mail=mail,
-        kind=NotificationKind.FAILED_ORDER_UNRESOLVED,
-        recipients=[(RecipientRole.RESELLER, mail.reseller_email)],
-        now=now,
+        session, order=order, mail=mail, notifications=notifications, now=now
     )
     return True

@@ -46,18 +46,17 @@ from app.events.log import (
 )
 from app.incidents import rules as incidents
 from app.notifications.addresses import AddressError, plain_address
+from app.notifications.models import NotificationKind
 from app.notifications.recipients import (
     ORDER_FAILED_MAIL_PARAMS,
     FailureMail,
     failed_order_params,
     failed_order_statement,
+    failure_mail,
     failure_mail_of,
-    failure_recipients,
-    failure_recipients_of,
     notify_order_failed,
     with_failure_mail,
 )
-from app.notifications.templates import ORDER_FAILED_TEMPLATE_NAME
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
@@ -191,7 +190,7 @@ async def _visible_order(
     order = detached_instance(SalesOrder, _ORDER_KEYS, row[: len(_ORDER_KEYS)])
     if not with_mail:
         return order, None
-    return order, failure_mail_of(row, template_name=ORDER_FAILED_TEMPLATE_NAME)
+    return order, failure_mail_of(row, kind=NotificationKind.ORDER_PROVISIONING_FAILED)
 
 
 # --- resellers and customers --------------------------------------------------------------------
@@ -458,11 +457,9 @@ async def _save_failure(
     `mail` was read with the order). False if it wrote nothing: the order changed meanwhile, or
     (given `unless_incident`, `incidents.unless_involved_params`) an incident is involved."""
     if mail is None:
-        mail, recipients = await failure_recipients(
-            session, customer_id=order.customer_id, support_email=config.support_email
+        mail = await failure_mail(
+            session, customer_id=order.customer_id, kind=NotificationKind.ORDER_PROVISIONING_FAILED
         )
-    else:
-        recipients = failure_recipients_of(mail, support_email=config.support_email)
     values = {**values, "version": order.version + 1, "updated_at": now}
     announced_before = session.info.get(WROTE_EVENTS)
     keys, announced = tuple(values), bool(announcing(session))
@@ -471,7 +468,11 @@ async def _save_failure(
     for key, value in values.items():  # what the mail is rendered from
         set_committed_value(order, key, value)
     params |= failed_order_params(
-        order=order, mail=mail, recipients=recipients, event=event, now=now
+        order=order,
+        mail=mail,
+        notifications=mail.order_failed(support_email=config.support_email),
+        event=event,
+        now=now,
     )
     if unless_incident is not None:
         params |= unless_incident

@@ -213,8 +213,8 @@ async def test_an_unresolved_failure_is_escalated_once_at_its_deadline(
 async def test_the_escalation_uses_its_builtin_template_whatever_the_reseller_chose(
     desk: Desk, services: Services, clock: FakeClock
 ) -> None:
-    """The reseller's chosen template is for the failure mail only (both read in one statement,
-    `recipients.failure_mail`, which takes the chosen one only when asked to)."""
+    """The reseller's chosen template is for the failure mail only (`recipients.failure_mail`
+    reads both; `rules.failure_unresolved` never takes the chosen one)."""
     created = await desk.support.data(
         """mutation { createNotificationTemplate(input: {name: "Mine",
         subject: "Mine {{ order.number }}", body: "mine\\n"}) {
