@@ -67,7 +67,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ws_max_size": settings.max_body_bytes,
         # on SIGTERM: stop accepting, close websockets (1012), finish requests within the grace
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
-        # permessage-deflate keeps ~45 KB of zlib state per socket and compresses every message
+        # permessage-deflate keeps a zlib compressor's state per socket and compresses every message
         # once per subscriber; live messages are small, so sockets stay uncompressed.
         "ws_per_message_deflate": False,
         # uvicorn's websockets-sansio protocol, plus several messages in one write (a replay)

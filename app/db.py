@@ -162,12 +162,12 @@ that a garbage collection or a busy machine made slow does not move a token's lo
 
 async def _sqlite_select(driver: Any, compiled: _Compiled, args: list[Any]) -> list[Any]:
     """A compiled SELECT on SQLite, on the event loop's thread: the connection is checked out, so
-    its own thread is idle. A compiled read is a token or a planner page (0.7 ms of SQLite for the
-    issue's panel page over 100,000 orders); under load, the trips to aiosqlite's thread (a
-    queue, the thread woken, the loop woken from it) and the GIL passed between the pool's 20
-    connection threads and the loop cost several times the query (`bench_read.py --sqlite-only`,
-    docs/PERFORMANCE.md). One that proves slow (a count over a million orders:
-    `SQLITE_SLOW_RUNS`) goes back to the thread, where it holds no other request up."""
+    its own thread is idle. A compiled read is a token or a planner page, a short query; under load,
+    the trips to aiosqlite's thread (a queue, the thread woken, the loop woken from it) and the GIL
+    passed between the pool's connection threads and the loop would cost more than the query
+    (`bench_read.py --sqlite-only`, docs/PERFORMANCE.md). One that proves slow (a count over a
+    million orders: `SQLITE_SLOW_RUNS`) goes back to the thread, where it holds no other request
+    up."""
     if not compiled.on_loop:
         rows: list[Any] = await driver.execute_fetchall(compiled.sql, args)
         return rows
@@ -411,8 +411,7 @@ class Database:
         # keeps all 30 it opened: with 20 kept and 10 of overflow, the closed loop of 16 requests
         # plus the outbox's 8 deliveries went above 20 and back below 10 all the time, and each
         # swing closed a connection that the next opened again (a new asyncpg connection, its
-        # codecs set up, every statement prepared again): 126 sessions opened in a 1-worker
-        # bench_write run, 37 with this pool.
+        # codecs set up, every statement prepared again).
         if url.startswith("sqlite"):
             # check_same_thread: compiled reads run on the loop's thread (`_sqlite_select`), not
             # the aiosqlite thread that opened the connection (SQLAlchemy already allows that for

@@ -98,8 +98,8 @@ class LocalWindows:
     last period, oldest first.
 
     `limits`' MemoryStorage keeps the same, but after each burst of hits its expiry pass hands
-    every key to a thread, one `to_thread` call per key: in a reconnect storm (one hit per
-    `subscribe`) that was about 8% of the process's time. Here a key's expired hits are dropped
+    every key to a thread, one `to_thread` call per key, which a reconnect storm (one hit per
+    `subscribe`) pays for every key it touched. Here a key's expired hits are dropped
     when it is hit, and keys idle for a whole period are dropped once per period.
     """
 

@@ -1,7 +1,7 @@
 """Viewers of recently used tokens, per process, for the websocket endpoint.
 
 After a deploy every open panel reconnects at once; looking each socket's token up in the database
-made the token the largest cost of a connection (a storm of 10,000 sockets over a few hundred
+would make the token the largest cost of a connection (a storm of 10,000 sockets over a few hundred
 tokens is 10,000 queries). Here a token is read once and its viewer trusted for `max_age_seconds`
 (never past the token's expiry), counted on the injected clock.
 

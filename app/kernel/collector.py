@@ -2,24 +2,24 @@
 
 Every open websocket keeps a few hundred small objects alive (uvicorn's protocol, the socket's
 session, its subscription), all long-lived. With the collector's default thresholds a reconnect
-storm of 10,000 sockets ran a dozen full collections, each walking every object of every socket
-already open (a quarter of the storm's CPU time, and more the larger the storm; the figures are in
-docs/PERFORMANCE.md). So the served process, once started (`tune_garbage_collector`):
-- freezes what start-up made (modules, the schema, settings: about 110,000 objects that live as
-  long as the process), so no collection walks them again (`gc.freeze`, every Python);
+storm runs many full collections, each walking every object of every socket already open, so
+their cost grows with the storm (docs/KERNEL.md has their share of a storm's CPU). So the served
+process, once started (`tune_garbage_collector`):
+- freezes what start-up made (modules, the schema, settings: objects that live as long as the
+  process), so no collection walks them again (`gc.freeze`, every Python);
 - collects the youngest generation every `YOUNG_THRESHOLD` allocations instead of the
   interpreter's default (700 before 3.13, 2,000 since), and spaces out the older generations
   (`OLDER_THRESHOLDS`), so the full collections, whose cost grows with the open sockets, come far
-  less often. A pause of the youngest generation stays around a millisecond.
+  less often. A collection of the youngest generation stays short: it walks only what was
+  allocated since the last one.
 Cyclic garbage is still collected, but by these thresholds alone the old generation's waits long:
 a closed websocket's objects are cycles (uvicorn's protocol and websockets' parser, the session
 and its subscriptions), and those that lived through a middle collection are old when they die.
-Under a steady load (the soak: 100 sockets reconnecting every 15-45 s, 8 requests a second) a
-middle collection came about every 75 s, so a full one every 100 of them, about 2 hours: until
-then each worker kept every such closed socket, a steady climb the soak saw as a leak. So with
-the generational collector `OldGarbage` also runs a full collection when none has run for
-`FULL_COLLECTION_SECONDS`: the garbage is bounded by what a few minutes make, and a storm still
-sees at most one.
+A full collection comes only every 100 middle ones, hours apart under a steady load (the soak's:
+docs/KERNEL.md), and until it comes each worker keeps every such closed socket, a steady climb
+that looks like a leak. So with the generational collector `OldGarbage` also runs a full
+collection when none has run for `FULL_COLLECTION_SECONDS`: the garbage is bounded by what a
+few minutes make, and a storm still sees at most one.
 
 Which thresholds apply depends on the interpreter's collector (`collector_of`), on every Python
 that `requires-python` allows:
@@ -47,9 +47,9 @@ YOUNG_THRESHOLD = 10_000
 OLDER_THRESHOLDS = (10, 100)
 """Collections of one generation between collections of the next: Python's 10 for the middle
 generation; 100 middle ones (10 million allocations) between full collections, not 10. A full
-collection walks every object of every open socket (a 10,000-socket storm: over a million objects,
-0.5 s with the process stopped), and with 10 one came in the middle of each such storm, a tenth of
-its CPU; Python's own rule still waits for the old generation to grow by a quarter as well."""
+collection walks every object of every open socket, with the process stopped for all of it, and
+with 10 one would come in the middle of each reconnect storm; Python's own rule still waits for
+the old generation to grow by a quarter as well."""
 
 
 class Collector(enum.Enum):

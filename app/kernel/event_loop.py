@@ -28,18 +28,18 @@ class Loop(uvloop.Loop):
     """uvloop's event loop, whose TCP servers on a host and port accept every waiting connection
     at each loop turn.
 
-    libuv accepts one connection per loop turn (libuv PR #3696, 1.45): during a reconnect storm
-    the listen queue holds as many connections as the clients are opening at once (about 500 in
-    `scripts/bench_reconnect.py`), and a new connection, a panel page loading, waited behind all
-    of them: over a second (strace: one `accept4` per `epoll_pwait`). Accepted at once, each
-    connection's requests are read at the next turn, in order of arrival with everyone else's.
+    libuv accepts one connection per loop turn (libuv PR #3696, 1.45: one `accept4` per
+    `epoll_pwait`): during a reconnect storm the listen queue holds as many connections as the
+    clients are opening at once, and a new connection, a panel page loading, would wait behind
+    all of them. Accepted at once, each connection's requests are read at the next turn, in order
+    of arrival with everyone else's.
 
     A socket handed in, which uvicorn's `--workers` share: each worker also listens on a socket
     of its own in one `SO_REUSEPORT` group with it (`_own_socket_beside`), and accepts from both;
     the kernel spreads new connections over the group's sockets evenly, so at most the shared
     socket's share goes to whichever worker wakes first. (Accepting from the shared socket alone,
-    greedily, the first worker to wake took all 16 of a benchmark's keep-alive connections;
-    uvloop's one accept per turn split bursts of 16 as 13/3, 11/5, 8/8.) Without a socket of
+    greedily, the first worker to wake would take a whole burst of connections, and with one
+    accept per turn a burst splits unevenly too.) Without a socket of
     its own (the kernel refused), and for TLS and anything but plain TCP, uvloop serves as it
     does. Everything else is uvloop's: transports and protocols alike."""
 

@@ -1,7 +1,7 @@
 """Log lines written in batches (`LoopBatchedStreamHandler`): the INFO lines logged on the event
 loop's thread are written together, at most `LOG_WRITE_DELAY_SECONDS` after the first of them: a
-reconnect storm logs a line per websocket, and one write per line (a system call each, where a
-busy machine takes the processor away) cost about a tenth of the server's time in it. Lines keep
+reconnect storm logs a line per websocket, and one write per line is a system call each, where a
+busy machine takes the processor away (docs/KERNEL.md has its share of a storm). Lines keep
 their order; a WARNING or worse, anything logged outside the event loop's thread, and
 `LOG_WRITE_BYTES` of waiting lines are written at once (after whatever is waiting). From the
 app's shutdown on (`write_at_once`), every line is: uvicorn logs its last lines and then re-raises

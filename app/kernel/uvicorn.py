@@ -3,7 +3,7 @@ several text messages in one write, and its HTTP protocol holding clients to lim
 
 A reconnect storm replays about ten events to each of thousands of sockets, and ASGI sends one
 message per `send`: with uvicorn that is one frame, one `transport.write` and so one system call
-per message, about a quarter of the server's time in a storm. This protocol (what `python -m app
+per message, where one per socket would do. This protocol (what `python -m app
 serve` runs, `app.asgi.server_options`) advertises the ASGI extension `SEND_TEXTS_EXTENSION` in
 the websocket scope and then accepts one more message type, `SEND_TEXTS`, whose `texts` it frames
 one by one and writes together. Everything else is uvicorn's `websockets-sansio` protocol as is;
@@ -29,9 +29,8 @@ within the read timeout of its head; and, with a cap, refuses (503, closed) a co
 peer address that already holds that many, counting a websocket it upgraded to until it closes.
 
 A websocket handshake goes to websockets as uvicorn hands it over (the request written out and
-parsed again by websockets). Handing websockets the request httptools had parsed instead kept 3 KB
-less per open socket but cost as many instructions per handshake (0.997 of them) and no less CPU
-in a 10,000-socket storm, so it was dropped (docs/KERNEL.md).
+parsed again by websockets); handing it the request httptools had parsed saves memory but no CPU
+(docs/KERNEL.md has the measurement).
 
 Both protocols are subclasses of uvicorn's and read the state uvicorn keeps on them: the HTTP
 protocol's `client`, `cycle`, `parser`, `transport` and `_should_upgrade()`; the websocket
@@ -40,10 +39,10 @@ protocol's `conn` (websockets' sans-I/O `ServerProtocol`, through its public met
 `close_timer`, `close_timeout`, `queue` and `scope`. The versions they are tested with are in
 docs/KERNEL.md (tests/graphql/test_ws_server_protocol.py, tests/test_hostile_http.py).
 
-It also keeps one of the two INFO lines each websocket cost: uvicorn logs the accepted handshake
-(`"WebSocket /graphql" [accepted]`, with the client's address), and websockets' protocol logged
-`connection open` right after it on the same logger, saying nothing more. The second line is no
-longer written; websockets' other lines (`connection closed`, its errors) are.
+It also writes one INFO line per websocket, not two: uvicorn logs the accepted handshake
+(`"WebSocket /graphql" [accepted]`, with the client's address), and websockets' protocol logs
+`connection open` right after it on the same logger, saying nothing more. That second line is
+left out; websockets' other lines (`connection closed`, its errors) are written.
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ class _Budget:
     emitted: int = MAX_EMITTED
     deadline: float = field(default_factory=lambda: time.thread_time() + RENDER_TIME_LIMIT_SECONDS)
     """In the rendering thread's CPU time: what blocks the server, whatever else runs."""
-    clock_check_at: int = MAX_RENDER_STEPS  # the clock costs ~0.5 us: looked at every 16 steps
+    clock_check_at: int = MAX_RENDER_STEPS  # the clock is read every 16 steps, not every step
 
     def charge(self, steps: int = 1) -> None:
         self.steps -= steps

@@ -1,10 +1,11 @@
 """The read planner: a known query document is planned once and then run from its plan.
 
 Walking graphql-core's generic executor costs a coroutine and strawberry's resolver wrapping per
-field, and an ORM object per row: about 27 ms of Python for a 50-order panel page. The fastest
-GraphQL servers (PostGraphile, graphql-jit) instead compile a document once. This package does the
-same for the panel shapes: `orders(filter, first, after)` (totalCount, pageInfo, edges, cursor,
-Order's own fields, its items, failure, customer and reseller) and `orderStatusCounts(filter)`.
+field, and an ORM object per row: most of a panel page's CPU (docs/PERFORMANCE.md has the
+server CPU per page with the planner on and off). The fastest GraphQL servers (PostGraphile,
+graphql-jit) instead compile a document once. This package does the same for the panel shapes:
+`orders(filter, first, after)` (totalCount, pageInfo, edges, cursor, Order's own fields, its
+items, failure, customer and reseller) and `orderStatusCounts(filter)`.
 
 - `compile.py` turns a validated document into a `Plan` (cached per document text): which SQL a
   request needs and a tree of precompiled assemblers that build the response from the rows.

@@ -52,8 +52,8 @@ REPLAY_DRAIN_SECONDS = 5.0
 """How long a shared replay waits for a rider's socket to take what is queued before going on."""
 REPLAY_SLICE_SECONDS = 0.005
 """How long a shared replay queues messages before it lets the event loop run other work: a pass
-for thousands of riders would otherwise hold the loop (and every HTTP request) for 100 ms or
-more."""
+for thousands of riders would otherwise hold the loop (and every HTTP request) for all of its
+length."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,12 +1,11 @@
 """Each socket's send queue: messages go out in order, mostly with no task at all.
 
 A server's `send` on a socket whose buffer has room completes without waiting, so stepping its
-coroutine by hand (`app.kernel.coroutines.send_now`) sends the message with no task per
-subscriber and per event: at ten thousand subscribers, those tasks were most of the fan-out's
-time and most of what made the garbage collector run full passes. Only a send that must wait
-starts the queue's writer task, and what is queued meanwhile waits behind it. Each message may
-name an owner (`Pending`) that counts its messages not yet handed to the socket, which is how a
-subscription's queue is bounded.
+coroutine by hand (`app.kernel.coroutines.send_now`) sends the message with no task per subscriber
+and per event (a task each would be created, scheduled and then collected by the garbage collector,
+for every subscriber of every event). Only a send that must wait starts the queue's writer task, and
+what is queued meanwhile waits behind it. Each message may name an owner (`Pending`) that counts its
+messages not yet handed to the socket, which is how a subscription's queue is bounded.
 
 What waits is bounded for every kind of message: at most `max_answers` messages of the
 socket's own (pongs, acks, results, errors: no owner) and at most `max_bytes` in all, events

@@ -218,7 +218,7 @@ def upgrade() -> None:
     with op.batch_alter_table("order_item", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_order_item_order_id"), ["order_id"], unique=False)
 
-    # The built-in templates, as they were when this migration was written.
+    # The built-in templates (`BUILTIN_TEMPLATES`, as the code defines them when it runs).
     now = datetime.now(UTC)
     templates = sa.table(
         "notification_template",

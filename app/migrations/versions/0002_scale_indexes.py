@@ -6,11 +6,11 @@ Create Date: 2026-11-22 07:30:00
 
 At a million orders with 50,000 failures already escalated, the escalation worker's two queries
 (overdue failures; the next deadline), run on every poll of every process, read every escalated
-failure through (status, sla_deadline): ~25 ms each. With `escalated_at` in the index between
-the two, `status = 'PF' AND escalated_at IS NULL` is a range of the index, so they read only the
-failures still waiting. (Not a partial index: its predicate would not match the bound `status`
-parameter once PostgreSQL switches a prepared statement to its generic plan.) A customer's
-orders filtered by status get the index a reseller's already have.
+failure through (status, sla_deadline), more with every escalation. With `escalated_at` in the index
+between the two, `status = 'PF' AND escalated_at IS NULL` is a range of the index, so they read only
+the failures still waiting. (Not a partial index: its predicate would not match the bound `status`
+parameter once PostgreSQL switches a prepared statement to its generic plan.) A customer's orders
+filtered by status get the index a reseller's already have.
 """
 
 from collections.abc import Sequence
