@@ -890,7 +890,9 @@ async def _until_each_done(
     ws: WSClient, ids: list[str], last_number: str, sent: list[dict[str, Any]]
 ) -> dict[str, list[dict[str, Any]]]:
     """Every message for each of `ids` (those already `sent` first) until it has its `error` or
-    the change of order `last_number`, by id, with the id left out."""
+    the change of order `last_number`, by id, with the id left out. What an id receives after
+    that is left out too: a later change may reach it while other ids still wait (the fan-out
+    sends a socket's batch subscriber by subscriber), and when it does depends on timing."""
     found: dict[str, list[dict[str, Any]]] = {id: [] for id in ids}
     waiting = set(ids)
     pending = list(sent)
@@ -898,6 +900,8 @@ async def _until_each_done(
         while waiting:
             message = pending.pop(0) if pending else await ws.receive()
             id = message.pop("id")
+            if id not in waiting:
+                continue
             found[id].append(message)
             payload = message.get("payload")
             if message["type"] == "error" or (
