@@ -478,6 +478,8 @@ def server_env(
             "ORDERPULSE_DATABASE_URL": url,
             "ORDERPULSE_MAIL_DIR": str(directory / "mail"),
             "ORDERPULSE_RATE_LIMIT": BENCH_RATE_LIMIT,
+            # a benchmark opens thousands of sockets with a few tokens (SPEC 8 caps them at 50)
+            "ORDERPULSE_MAX_SOCKETS_PER_TOKEN": "1000000",
             **(extra_env or {}),
         }
     )
