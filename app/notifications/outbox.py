@@ -68,7 +68,7 @@ from app.events.log import (
 from app.notifications.mailer import DeliveryError, FileMailer, Mailer, OutgoingMail, SmtpMailer
 from app.notifications.models import DeliveryStatus, Notification
 from app.observability import metrics
-from app.outages import log_failure
+from app.outages import is_outage, log_failure
 from app.settings import Settings
 
 log = logging.getLogger("orderpulse.outbox")
@@ -313,7 +313,30 @@ async def deliver_claim(outbox: Outbox, mailer: Mailer, claim: Claim) -> Outcome
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-    return await _record(outbox, claim, error=error)
+    return await _record_through_outage(outbox, claim, error=error)
+
+
+RECORD_RETRY_SECONDS = 0.25
+"""How often a worker tries again to record an outcome while the database is away."""
+
+
+async def _record_through_outage(
+    outbox: Outbox, claim: Claim, *, error: DeliveryError | None
+) -> Outcome:
+    """`_record`, tried again while the database is away, for up to a lease time: a mail the
+    server accepted just before an outage is recorded SENT once the database is back, instead of
+    waiting for its lease to end and being sent again by another worker. The UPDATE only touches
+    the row while this claim still holds it, so a late try changes nothing once another worker
+    has taken it over; an error that is not an outage is raised at once."""
+    deadline = asyncio.get_running_loop().time() + outbox.policy.lease_seconds
+    while True:
+        try:
+            return await _record(outbox, claim, error=error)
+        except Exception as exc:
+            if not is_outage(exc) or asyncio.get_running_loop().time() >= deadline:
+                raise
+            log_failure(log, "notification %s: could not record its outcome yet", exc, claim.id)
+            await asyncio.sleep(RECORD_RETRY_SECONDS)
 
 
 async def _record(outbox: Outbox, claim: Claim, *, error: DeliveryError | None) -> Outcome:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,14 +21,18 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
+from sqlmodel import select
 from starlette.applications import Starlette
 
 from app.asgi import create_app
+from app.notifications.models import DeliveryStatus, Notification
 from app.settings import Settings
 from tests.scale.conftest import unavailable
 from tests.support.api import Factory
 from tests.support.outages import OwnPostgres, OwnRedis, PartitionProxy, own_servers_unavailable
 from tests.support.server import LiveServer, serve
+from tests.support.smtp import SmtpServer
+from tests.support.smtp import _Handler as _SmtpHandler
 from tests.support.ws import ws_client
 
 VIEWER = "{ viewer { role } }"
@@ -312,3 +317,60 @@ async def test_background_workers_log_a_database_outage_as_warnings_and_recover(
         from_workers = [r for r in caplog.records if r.name in WORKER_LOGGERS]
         assert [r for r in from_workers if r.levelno >= logging.ERROR] == []
         assert [r for r in from_workers if r.exc_info] == []
+
+
+class StopsTheDatabaseOnFirstMail(_SmtpHandler):
+    """Accepts every mail; on the first, stops the database before answering 250, so the worker
+    that sent it finds the database away when it records the mail SENT."""
+
+    def __init__(self, server: SmtpServer, postgres: OwnPostgres) -> None:
+        super().__init__(server)
+        self.postgres = postgres
+        self.stopped = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if not self.stopped.is_set():
+            self.stopped.set()
+            self.postgres.stop()
+        return reply
+
+
+async def test_a_mail_sent_just_before_a_database_outage_is_recorded_once_it_is_back(
+    own_postgres: OwnPostgres,
+) -> None:
+    """The mail server accepted a notification, then the database went away before the worker
+    recorded it SENT: the worker records it once the database is back (within its lease), and
+    no other pass sends it again (at least once, but not twice without a crash)."""
+    url = own_postgres.create_database()
+    smtp = SmtpServer()
+    handler = StopsTheDatabaseOnFirstMail(smtp, own_postgres)
+    smtp.handler = lambda: handler  # type: ignore[method-assign]
+    with smtp:
+        settings = {
+            "smtp_url": smtp.url,
+            "outbox_poll_seconds": 0.1,
+            "delivery_lease_seconds": 4,
+            "delivery_retry_seconds": 1,
+            "incident_threshold": 1_000_000,
+        }
+        async with running(url, **settings) as (app, _server):
+            rows = Factory(app.state.services)
+            order = await rows.order(status="PF")
+            await until(lambda: asyncio.to_thread(handler.stopped.is_set), timeout=15)
+            await asyncio.sleep(1.0)  # the outage: the worker's first tries to record fail
+            await asyncio.to_thread(own_postgres.start_again)
+
+            async def all_sent() -> bool:
+                async with app.state.services.db.read() as session:
+                    statuses = (
+                        await session.exec(
+                            select(Notification.status).where(Notification.order_id == order.id)
+                        )
+                    ).all()
+                return bool(statuses) and all(s == DeliveryStatus.SENT.value for s in statuses)
+
+            await until(all_sent, timeout=20)
+            await asyncio.sleep(6)  # past the lease: a pass that had lost the record would resend
+        ids = [m["Message-ID"] for m in smtp.messages]
+        assert ids and len(ids) == len(set(ids)), ids
