@@ -395,7 +395,7 @@ async def test_a_trusted_document_runs_by_hash_for_every_token(
 ) -> None:
     trusted = tmp_path / "viewer.graphql"
     trusted.write_text(VIEWER)
-    added = documents_add(settings.database_url, tmp_path, trusted)
+    added = await documents_add(settings.database_url, tmp_path, trusted)
     assert added.returncode == 0, added.stderr
     for role in ("SUPPORT", "RESELLER"):
         reseller = await factory.reseller() if role == "RESELLER" else None

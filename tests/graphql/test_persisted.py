@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -193,9 +194,14 @@ async def test_documents_are_shared_by_processes(
 # --- trusted documents --------------------------------------------------------------------------
 
 
-def documents_add(database_url: str, cwd: Path, *files: Path) -> subprocess.CompletedProcess[str]:
+async def documents_add(
+    database_url: str, cwd: Path, *files: Path
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app documents add FILES`, in a thread: the test's server runs on this event
+    loop, and a worker of it may hold SQLite's write lock that the command waits for."""
     env = {**os.environ, "ORDERPULSE_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
+    return await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "app", "documents", "add", *map(str, files)],
         cwd=cwd,
         env=env,
@@ -211,7 +217,7 @@ async def test_only_trusted_documents_run_in_trusted_mode(
 ) -> None:
     trusted = tmp_path / "viewer.graphql"
     trusted.write_text(VIEWER)
-    added = documents_add(settings.database_url, tmp_path, trusted)
+    added = await documents_add(settings.database_url, tmp_path, trusted)
     assert added.returncode == 0, added.stderr
     assert added.stdout == f"{sha(VIEWER)}  {trusted}\n"
 
@@ -235,12 +241,12 @@ async def test_only_trusted_documents_run_in_trusted_mode(
     assert [e["extensions"]["code"] for e in message["payload"]] == ["PERSISTED_QUERY_NOT_FOUND"]
 
 
-def test_documents_add_refuses_a_document_that_is_not_valid(
+async def test_documents_add_refuses_a_document_that_is_not_valid(
     tmp_path: Path, settings: Settings
 ) -> None:
     bad = tmp_path / "bad.graphql"
     bad.write_text("{ nosuchfield }")
-    result = documents_add(settings.database_url, tmp_path, bad)
+    result = await documents_add(settings.database_url, tmp_path, bad)
     assert result.returncode == 1
     assert (
         result.stderr.strip() == f"error: {bad}: Cannot query field 'nosuchfield' on type 'Query'."
