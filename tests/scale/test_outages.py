@@ -31,8 +31,7 @@ from tests.scale.conftest import unavailable
 from tests.support.api import Factory
 from tests.support.outages import OwnPostgres, OwnRedis, PartitionProxy, own_servers_unavailable
 from tests.support.server import LiveServer, serve
-from tests.support.smtp import SmtpServer
-from tests.support.smtp import _Handler as _SmtpHandler
+from tests.support.smtp import SmtpHandler, SmtpServer
 from tests.support.ws import ws_client
 
 VIEWER = "{ viewer { role } }"
@@ -319,7 +318,7 @@ async def test_background_workers_log_a_database_outage_as_warnings_and_recover(
         assert [r for r in from_workers if r.exc_info] == []
 
 
-class StopsTheDatabaseOnFirstMail(_SmtpHandler):
+class StopsTheDatabaseOnFirstMail(SmtpHandler):
     """Accepts every mail; on the first, stops the database before answering 250, so the worker
     that sent it finds the database away when it records the mail SENT."""
 

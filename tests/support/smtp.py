@@ -48,7 +48,9 @@ def free_port() -> int:
         return port
 
 
-class _Handler:
+class SmtpHandler:
+    """Accepts mail into its `SmtpServer`, answering its scripted failures first."""
+
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
 
@@ -143,7 +145,7 @@ class SmtpServer(ControlledSmtpServer):
         self._failures: dict[Stage, deque[str]] = {"RCPT": deque(), "DATA": deque()}
 
     def handler(self) -> object:
-        return _Handler(self)
+        return SmtpHandler(self)
 
     def fail_next(self, count: int, reply: str, *, stage: Stage = "DATA") -> None:
         """Answer the next `count` RCPT or DATA commands with `reply` (e.g. "451 4.3.0 later")."""
