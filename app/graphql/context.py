@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 from graphql import GraphQLError
@@ -11,6 +11,9 @@ from graphql import GraphQLError
 from app.access.viewer import Viewer
 from app.graphql.loaders import Loaders
 from app.services import Services
+
+if TYPE_CHECKING:
+    from app.graphql.subscriptions import StreamHandoff
 
 
 @dataclass
@@ -22,6 +25,8 @@ class Context:
     response: Any = None
     connection_params: Any = None
     token: str | None = None
+    stream_handoff: StreamHandoff | None = None
+    """Set by the websocket endpoint: a subscription's stream is handed to it (its groups)."""
 
 
 Info = strawberry.Info[Context, None]

@@ -3,8 +3,8 @@
 No name, e-mail address, comment or template of OrderPulse can hold a NUL, and PostgreSQL cannot
 store one (it failed deep inside a mutation as "Unexpected error.", while SQLite stored it). So a
 NUL in a string literal of the document or anywhere in the variables is BAD_USER_INPUT for the
-whole operation, on every database, before any resolver runs: HTTP and queries or mutations over
-a websocket alike (both go through `schema.execute`). Ids and cursors out of range are the other
+whole operation, on every database, before any resolver runs, on every transport (all go through
+the schema's extensions). Ids and cursors out of range are the other
 impossible input; `app.graphql.ids` refuses those where they are decoded.
 """
 

@@ -9,9 +9,11 @@ through adding a topic.
 
 A resolver checks the viewer and the cursor and returns a `LiveStream`: which events it gets (an
 `EventFilter` made with `access.policy`), where it resumes (`after_id`), and the payload each event
-becomes. The websocket endpoint (`app/graphql/ws/`) reads the stream to put subscribers
-that see the same events the same way into one group, which executes each event once; any other
-transport iterates the stream, one subscriber at a time. Either way each event is read from the
+becomes. The websocket endpoint (`app/graphql/ws/`) runs every operation through strawberry's
+pipeline (`Schema.stream`: the same extensions as HTTP) with a `StreamHandoff` in the context: the
+stream is handed to it there, and it puts subscribers that see the same events the same way into
+one group, which executes each event once. Any other transport iterates the stream, one
+subscriber at a time. Either way each event is read from the
 durable log after its commit, and its payload's loaders are those of the batch the event was read
 in, never the connection's.
 """
@@ -23,7 +25,7 @@ from contextlib import aclosing
 from typing import Annotated, Any, TypeVar, get_origin, get_type_hints
 
 import strawberry
-from graphql import GraphQLError
+from graphql import DocumentNode, GraphQLError
 
 from app.access import policy
 from app.access.viewer import Viewer
@@ -35,6 +37,7 @@ from app.graphql.ids import parse_cursor, parse_pk
 from app.graphql.incidents import IncidentChange
 from app.graphql.loaders import Loaders
 from app.graphql.types import Notification, OrderStatus, OrderStatusChange
+from app.kernel.strawberry import executed_document
 from app.services import Services
 
 CURSOR_KIND = EVENT_CURSOR_KIND
@@ -119,6 +122,10 @@ class LiveStream(AsyncIterator[Payload]):
         db = self.services.db
         return self.make_payload(event, batch.shared(LOADERS_KEY, lambda: Loaders(db)))
 
+    def hand_over(self) -> None:
+        """Iterated from now on, it ends at once: its subscriber is served by whoever took it."""
+        self._payloads = _nothing()
+
     async def __anext__(self) -> Payload:
         if self._payloads is None:
             self._payloads = self._subscribe()
@@ -137,6 +144,26 @@ class LiveStream(AsyncIterator[Payload]):
                     yield self.payload(delivery.event, delivery.batch)
         except SubscriberTooSlow as exc:
             raise too_slow(exc.resume_after_id) from None
+
+
+async def _nothing() -> AsyncGenerator[Any, None]:
+    return
+    yield
+
+
+class StreamHandoff:
+    """Given in the context by a transport that serves subscribers itself (the websocket's
+    groups): the stream a subscription's resolver opens is handed over here, with the document
+    the pipeline executed, instead of being iterated, so the pipeline ends at once."""
+
+    def __init__(self) -> None:
+        self.stream: LiveStream[Any] | None = None
+        self.document: DocumentNode | None = None
+
+    def take(self, stream: LiveStream[Any], info: Info) -> None:
+        stream.hand_over()
+        self.stream = stream
+        self.document = executed_document(info)
 
 
 LiveResolver = Callable[..., Awaitable[LiveStream[Payload]]]
@@ -195,18 +222,22 @@ async def open_stream(
     after: str | None,
     make_payload: Callable[[Event, Loaders], Payload],
 ) -> LiveStream[Payload]:
-    """Check the cursor, then describe the stream (nothing is registered until it is read)."""
+    """Check the cursor, then describe the stream (nothing is registered until it is read), or
+    hand it to the transport's `StreamHandoff`."""
     services = info.context.services
     after_id = await resume_point(services, event_filter, after)
-    return LiveStream(services, event_filter, after_id, make_payload)
+    stream = LiveStream(services, event_filter, after_id, make_payload)
+    handoff = info.context.stream_handoff
+    if handoff is not None:
+        handoff.take(stream, info)
+    return stream
 
 
 async def resume_point(
     services: Services, event_filter: EventFilter, after: str | None
 ) -> int | None:
     """The event id `after` names, if it is a cursor of an event this stream's viewer may see and
-    of its topic; otherwise `invalid_cursor()` is raised. The websocket endpoint also calls this
-    for a subscriber joining a group whose stream it already has (`SocketSession.join_group`)."""
+    of its topic; otherwise `invalid_cursor()` is raised."""
     if after is None:
         return None
     after_id = parse_cursor(after, CURSOR_KIND)

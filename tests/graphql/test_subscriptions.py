@@ -11,7 +11,6 @@ import asyncio
 import json
 from contextlib import AsyncExitStack
 from typing import Any
-from unittest.mock import AsyncMock
 
 import pytest
 from sqlmodel import col, select
@@ -26,7 +25,6 @@ from app.graphql.loaders import Loaders
 from app.graphql.schema import build_schema
 from app.graphql.subscriptions import INVALID_CURSOR_MESSAGE, SLOW_CONSUMER_CODE
 from app.graphql.ws import groups
-from app.graphql.ws.protocol import SocketSession
 from app.kernel.uvicorn import SEND_TEXTS, BatchingWebSocketProtocol
 from app.notifications.models import Notification
 from app.services import Services
@@ -913,29 +911,31 @@ async def _until_each_done(
 
 
 @pytest.mark.parametrize("shared", [{}, {"filter": {"status": ["PF"]}}])
-async def test_a_subscriber_joining_its_group_gets_what_the_resolver_would_give(
+async def test_subscribers_resuming_into_one_group_each_get_the_events_after_their_cursor(
     live_server: LiveServer,
     factory: Factory,
     services: Services,
     tenants: World,
-    app: Starlette,
-    monkeypatch: pytest.MonkeyPatch,
     shared: dict[str, Any],
 ) -> None:
-    """Differential: a subscriber whose group exists resumes without graphql-core's subscribe
-    (`SocketSession.join_group`); each cursor, usable or not, answers exactly as through the
-    resolver."""
+    """Subscribers of one document resuming from different cursors share one group (one
+    audience of the fan-out) while each gets exactly the events after its own cursor, then the
+    live one; a cursor that is not theirs (malformed, unknown, another tenant's, stream's or
+    kind's) gets the one invalid-cursor error and joins nothing."""
     own = [await factory.order(tenants.customer_a1, status=status) for status in ("PR", "PF", "PF")]
     foreign = await factory.order(tenants.customer_b1, status="PF")
     async with services.db.read() as session:
         rows = (await session.exec(select(Event).order_by(col(Event.id)))).all()
-    own_ids = [
-        e.id or 0
+    statuses = set(shared.get("filter", {}).get("status", ())) or None
+    own_events = [
+        e
         for e in rows
-        if e.order_id in {o.id for o in own} and e.topic == TOPIC_ORDER_STATUS
+        if e.order_id in {o.id for o in own}
+        and e.topic == TOPIC_ORDER_STATUS
+        and (statuses is None or e.to_status in statuses)
     ]
     cursors = {
-        **{f"own {i}": to_cursor("event", event_id) for i, event_id in enumerate(own_ids)},
+        **{f"own {i}": to_cursor("event", e.id or 0) for i, e in enumerate(own_events)},
         "malformed": "not a cursor",
         "unknown": to_cursor("event", 10_000_000),
         "another tenant's": to_cursor(
@@ -944,33 +944,59 @@ async def test_a_subscriber_joining_its_group_gets_what_the_resolver_would_give(
         "another stream's": to_cursor(
             "event", next(e.id or 0 for e in rows if e.topic == TOPIC_NOTIFICATION)
         ),
-        "another kind's": to_cursor("order", own_ids[0]),
+        "another kind's": to_cursor("order", own_events[0].id or 0),
     }
-    groups_of_process = app.websocket_endpoint.groups  # type: ignore[attr-defined]
     token = tenants.tokens["reseller a"]
-    resolver_only = AsyncMock(return_value=None)
     async with (
         connected(live_server.ws_url, token) as anchor,
-        connected(live_server.ws_url, token) as through_resolver,
         connected(live_server.ws_url, token) as joining,
     ):
         await subscribe(anchor, "anchor", ORDER_CHANGES, shared or None)  # the group exists
         variables = {name: {**shared, "after": cursor} for name, cursor in cursors.items()}
-        with monkeypatch.context() as patched:
-            patched.setattr(SocketSession, "join_group", resolver_only)
-            sent_through_resolver = await _subscribe_all(through_resolver, ORDER_CHANGES, variables)
-        joined_before = groups_of_process.joined_existing
-        sent_joining = await _subscribe_all(joining, ORDER_CHANGES, variables)
-        joined = groups_of_process.joined_existing - joined_before
+        sent = await _subscribe_all(joining, ORDER_CHANGES, variables)
         assert services.fanout.audience_count == 1  # every usable cursor joined the one group
         live = await factory.order(tenants.customer_a2, status="PF")
-        expected = await _until_each_done(
-            through_resolver, list(cursors), live.number, sent_through_resolver
-        )
-        got = await _until_each_done(joining, list(cursors), live.number, sent_joining)
-    assert got == expected
-    assert resolver_only.await_count == len(cursors)  # the other socket went the resolver's way
-    assert joined == len(own_ids)  # only the usable cursors skipped the resolver
-    refused = [name for name, messages in got.items() if messages[0]["type"] == "error"]
-    assert sorted(refused) == sorted(n for n in cursors if not n.startswith("own"))
-    assert all(len(got[f"own {i}"]) > 1 for i in range(len(own_ids) - 1))  # replays, then live
+        got = await _until_each_done(joining, list(cursors), live.number, sent)
+    for name, messages in got.items():
+        if not name.startswith("own"):
+            refused = invalid_cursor(name)
+            del refused["id"]  # (_until_each_done leaves the id out)
+            assert messages == [refused], name
+            continue
+        i = int(name.split()[1])
+        assert all(m["type"] == "next" for m in messages), name
+        changes = [m["payload"]["data"]["orderStatusChanged"] for m in messages]
+        assert [c["cursor"] for c in changes[:-1]] == [
+            to_cursor("event", e.id or 0) for e in own_events[i + 1 :]
+        ], name
+        assert changes[-1]["order"]["number"] == live.number
+
+
+ORDER_CHANGES_IN_FRAGMENTS = """
+subscription Changes($filter: OrderStatusChangeFilter, $after: String) {
+  orderStatusChanged(filter: $filter, after: $after) { ...Change }
+}
+fragment Change on OrderStatusChange {
+  cursor from to action reason
+  order { ... on Order { id number status version } ...Buyer }
+}
+fragment Buyer on Order { customer { name contactEmail } }
+"""
+
+
+async def test_a_subscription_in_fragments_renders_each_event_as_the_same_fields_inline(
+    live_server: LiveServer, factory: Factory, tenants: World
+) -> None:
+    """The group executes again, for each event, the document the pipeline ran, fragments and
+    all (named and inline); the answer equals that of the same fields written inline."""
+    token = tenants.tokens["reseller a"]
+    async with (
+        connected(live_server.ws_url, token) as inline,
+        connected(live_server.ws_url, token) as fragments,
+    ):
+        await subscribe(inline, "1", ORDER_CHANGES)
+        await subscribe(fragments, "1", ORDER_CHANGES_IN_FRAGMENTS)
+        await factory.order(tenants.customer_a1, status="PF")
+        first = await inline.next("1")
+        assert first["orderStatusChanged"]["order"]["customer"]["name"]
+        assert await fragments.next("1") == first

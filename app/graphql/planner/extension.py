@@ -2,8 +2,8 @@
 
 Strawberry runs the executor only when no extension has set `execution_context.result` by then
 (`Schema._execute_operation`), so parsing, validation and every guard extension (depth, aliases,
-tokens, error masking) run before the plan, for every transport that calls `schema.execute` or
-`schema.subscribe`. Plans are cached per document hash (and operation name), as is "not
+tokens, error masking) run before the plan, for every transport (HTTP calls `schema.execute`, the
+websocket `schema.stream`). Plans are cached per document hash (and operation name), as is "not
 covered". The planner can only ever decline: a document it does not cover, and any exception
 while compiling or running a plan (logged, and counted in `orderpulse_planner_fallbacks_total`),
 leave the answer to the executor.

@@ -243,8 +243,6 @@ class Groups:
     def __init__(self, fanout: Fanout) -> None:
         self.fanout = fanout
         self.by_key: dict[object, Group] = {}
-        self.joined_existing = 0
-        """Subscriptions that joined their group without running the resolver (`join_existing`)."""
 
     async def join(
         self, session: SocketSession, id: str, key: object, selection: Selection
@@ -257,17 +255,6 @@ class Groups:
             group = self.by_key[key] = Group(key, selection)
             self.fanout.add(group)
         return self._add(session, id, group, selection.stream.after_id)
-
-    async def join_existing(
-        self, session: SocketSession, id: str, key: object, after_id: int | None
-    ) -> Member | None:
-        """Join the group of `key` from `after_id`; None if there is no such group (any more)."""
-        await self.fanout.prepare_to_add()
-        group = self.by_key.get(key)
-        if group is None:
-            return None
-        self.joined_existing += 1
-        return self._add(session, id, group, after_id)
 
     def _add(self, session: SocketSession, id: str, group: Group, after_id: int | None) -> Member:
         member = Member(session, id, group, after_id)

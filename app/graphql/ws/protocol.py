@@ -33,19 +33,21 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
-from graphql import ExecutionResult, GraphQLError, OperationType
-from graphql.execution import create_source_event_stream
+from graphql import GraphQLError, GraphQLSyntaxError
 from starlette import types
 from starlette.applications import Starlette
-from strawberry.execution import optimized_is_awaitable
 from strawberry.http.websocket_origin import (
     is_same_origin,
     normalize_allowed_origins,
     normalize_origin,
 )
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 
 from app.access.tokens import bearer_token, live_token_ids
 from app.access.viewer import Viewer
@@ -53,8 +55,8 @@ from app.graphql.context import Context
 from app.graphql.loaders import Loaders
 from app.graphql.persisted import PersistedQueries, PersistedQueryError
 from app.graphql.schema import OrderPulseSchema
-from app.graphql.subscriptions import LiveStream, interrupted, resume_point, too_slow
-from app.graphql.ws.documents import Documents, Prepared
+from app.graphql.subscriptions import StreamHandoff, interrupted, too_slow
+from app.graphql.ws.documents import Documents
 from app.graphql.ws.groups import Groups, Member, Selection
 from app.graphql.ws.sending import SendQueue
 from app.kernel.coroutines import Send
@@ -73,6 +75,7 @@ from app.services import Services
 log = logging.getLogger("orderpulse.websocket")
 
 PROTOCOL = "graphql-transport-ws"
+NO_INCREMENTAL_DELIVERY = "Incremental delivery is not supported over graphql-transport-ws"
 
 Authenticate = Callable[[Mapping[str, Any]], Awaitable[Viewer | None]]
 """The viewer of a connection_init payload, or None."""
@@ -503,30 +506,53 @@ class SocketSession:
     async def start(
         self, id: str, query: str, variables: dict[str, Any] | None, operation_name: str | None
     ) -> None:
+        """Run the operation through strawberry's pipeline (`Schema.stream`: the schema's
+        extensions, as over HTTP). A query or mutation is answered with `next`, then
+        `complete`; a subscription's stream is handed over (`StreamHandoff`) and joins its
+        group; an error before execution is an `error` message, or closes the socket with 4400
+        where the protocol says so (a document that does not parse, no operation to run)."""
+        handoff = StreamHandoff()
+        context = self.new_context()
+        context.stream_handoff = handoff
+        results = await self.endpoint.schema.stream(
+            query, variable_values=variables, context_value=context, operation_name=operation_name
+        )
+        try:
+            async with aclosing(results):
+                async for result in results:
+                    if self.closed or id not in self.operations:
+                        return  # the socket closed, or the client completed the operation
+                    if not isinstance(result, PreExecutionError | ExecutionResult):
+                        raise GraphQLError(NO_INCREMENTAL_DELIVERY)  # incremental delivery
+                    if isinstance(result, PreExecutionError):
+                        await self.refuse(id, result.errors or [], answered=True)
+                        return
+                    payload: dict[str, Any] = {"data": result.data}
+                    if result.errors:
+                        payload["errors"] = [dict(e.formatted) for e in result.errors]
+                    message = {"id": id, "type": "next", "payload": payload}
+                    self.outgoing.put(json.dumps(message), None)
+        except Exception as raised:
+            # An extension's exception: strawberry's `execute` answers it as an error before
+            # execution (logged and masked by `process_errors`); its `stream` lets it through.
+            error = raised if isinstance(raised, GraphQLError) else None
+            await self.refuse(id, [error or GraphQLError(str(raised), original_error=raised)])
+            return
+        if self.closed or id not in self.operations:
+            return
+        stream, document = handoff.stream, handoff.document
+        if stream is None or document is None:  # a query or a mutation, answered
+            del self.operations[id]
+            self.outgoing.put(json.dumps({"id": id, "type": "complete"}), None)
+            return
+        assert self.viewer is not None
         documents = self.endpoint.documents
-        prepared = documents.prepare(query, operation_name)
-        if prepared.close_reason is not None:
-            await self.close(4400, prepared.close_reason)
-            return
-        if prepared.errors:
-            self.operations.pop(id, None)
-            self.send_error(id, prepared.errors)
-            return
-        assert prepared.document is not None and prepared.operation is not None
-        cost_errors = documents.cost_errors(prepared, operation_name, variables)
-        if cost_errors:
-            self.operations.pop(id, None)
-            self.send_error(id, cost_errors)
-            return
-        if prepared.operation.operation is not OperationType.SUBSCRIPTION:
-            await self.run_single(id, query, variables, operation_name)
-            return
-        key = self.group_key(prepared, query, operation_name, variables)
-        member = await self.join_group(key, id, prepared, variables)
-        if member is None:
-            member = await self.join_through_resolver(key, id, prepared, variables, operation_name)
-            if member is None:
-                return  # answered with an error, or the socket closed meanwhile
+        after = documents.after_variables(query, operation_name, document)
+        key = self.group_key(after, query, operation_name, variables)
+        selection = Selection(
+            documents, self.services, document, operation_name, variables, self.viewer, stream
+        )
+        member = await self.endpoint.groups.join(self, id, key, selection)
         if self.closed or id not in self.operations:  # the socket closed meanwhile
             self.endpoint.groups.leave(member)
             return
@@ -536,7 +562,7 @@ class SocketSession:
 
     def group_key(
         self,
-        prepared: Prepared,
+        after_variables: frozenset[str],
         query: str,
         operation_name: str | None,
         variables: dict[str, Any] | None,
@@ -545,9 +571,7 @@ class SocketSession:
         document and variables (`after` aside), for viewers who may see the same things."""
         viewer = self.viewer
         assert viewer is not None
-        shared_variables = {
-            k: v for k, v in (variables or {}).items() if k not in prepared.after_variables
-        }
+        shared_variables = {k: v for k, v in (variables or {}).items() if k not in after_variables}
         return (
             query,
             operation_name,
@@ -557,77 +581,6 @@ class SocketSession:
             viewer.customer_id,
         )
 
-    async def join_group(
-        self,
-        key: tuple[object, ...],
-        id: str,
-        prepared: Prepared,
-        variables: dict[str, Any] | None,
-    ) -> Member | None:
-        """Join the group of `key` if the process has it, without running the resolver; None
-        when the resolver has to run (no such group, or anything but a usable cursor).
-
-        A group's members differ only in their resume point: everything else the resolver
-        would decide (the event filter, the payload) is in the key, so the group's stream
-        already has it, and graphql-core's subscribe would build one more stream only for its
-        `after_id`. That id is checked here by the resolver's own `resume_point`, against the
-        group's filter, whose viewer may see exactly what this one may (the same role and
-        tenant). A cursor that is refused goes the resolver's way, which answers it with the
-        error it always gives.
-        """
-        groups = self.endpoint.groups
-        group = groups.by_key.get(key)
-        name = prepared.after_variable
-        if group is None or name is None or variables is None:
-            return None
-        after = variables.get(name)
-        if not isinstance(after, str):  # absent, null or not a String: graphql-core decides
-            return None
-        try:
-            after_id = await resume_point(self.services, group.event_filter, after)
-        except GraphQLError:
-            return None
-        return await groups.join_existing(self, id, key, after_id)
-
-    async def join_through_resolver(
-        self,
-        key: tuple[object, ...],
-        id: str,
-        prepared: Prepared,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
-    ) -> Member | None:
-        """Subscribe through graphql-core and the field's resolver, then join the stream's group
-        (made for it if new); None when that answered with an error, or the socket closed."""
-        assert prepared.document is not None and self.viewer is not None
-        documents = self.endpoint.documents
-        context = self.new_context()
-        executor = documents.build_executor(prepared.document, context, variables, operation_name)
-        if isinstance(executor, list):
-            self.operations.pop(id, None)
-            self.send_error(id, executor)
-            return None
-        stream: Any = create_source_event_stream(executor)
-        if optimized_is_awaitable(stream):
-            stream = await stream
-        if self.closed or id not in self.operations:
-            return None  # the socket closed meanwhile
-        if isinstance(stream, ExecutionResult):
-            self.operations.pop(id, None)
-            self.send_error(id, stream.errors or [])
-            return None
-        assert isinstance(stream, LiveStream)
-        selection = Selection(
-            documents,
-            self.services,
-            prepared.document,
-            operation_name,
-            variables,
-            self.viewer,
-            stream,
-        )
-        return await self.endpoint.groups.join(self, id, key, selection)
-
     def new_context(self) -> Context:
         """A GraphQL context for one operation of this socket's viewer, with loaders of its own."""
         assert self.viewer is not None
@@ -635,34 +588,34 @@ class SocketSession:
             services=self.services, viewer=self.viewer, loaders=Loaders(self.services.db)
         )
 
-    async def run_single(
-        self,
-        id: str,
-        query: str,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
+    async def refuse(
+        self, id: str, errors: Sequence[GraphQLError], *, answered: bool = False
     ) -> None:
-        """A query or mutation sent over the socket: strawberry's pipeline, guards included;
-        one `next`, then `complete`."""
-        result = await self.endpoint.schema.execute(
-            query,
-            variable_values=variables,
-            context_value=self.new_context(),
-            operation_name=operation_name,
-        )
+        """An operation that could not start: close with 4400 where the protocol says so (its
+        document does not parse, it has no operation to run), else an `error` message (errors
+        `answered` by the pipeline are logged and masked already)."""
         if self.closed or id not in self.operations:
-            return  # the socket closed meanwhile
-        del self.operations[id]
-        payload: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            payload["errors"] = [dict(e.formatted) for e in result.errors]
-        self.outgoing.put(json.dumps({"id": id, "type": "next", "payload": payload}), None)
-        self.outgoing.put(json.dumps({"id": id, "type": "complete"}), None)
+            return
+        reason = _close_reason(errors)
+        if reason is not None:
+            await self.close(4400, reason)
+            return
+        self.operations.pop(id, None)
+        if answered:
+            self.send_answered_errors(id, errors)
+        else:
+            self.send_error(id, errors)
 
     # --- errors that end one operation --------------------------------------------------------
 
     def send_error(self, id: str, errors: Any) -> None:
+        """An `error` message for errors of the socket's own (logged and masked here)."""
         payload = self.endpoint.documents.formatted(list(errors))
+        self.outgoing.put(json.dumps({"id": id, "type": "error", "payload": payload}), None)
+
+    def send_answered_errors(self, id: str, errors: Sequence[GraphQLError]) -> None:
+        """An `error` message for errors the pipeline answered (already logged and masked)."""
+        payload = [dict(e.formatted) for e in errors]
         self.outgoing.put(json.dumps({"id": id, "type": "error", "payload": payload}), None)
 
     def end_too_slow(self, member: Member) -> None:
@@ -712,3 +665,16 @@ class SocketSession:
         self.release()
         with contextlib.suppress(Exception):  # the socket may be gone already
             await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _close_reason(errors: Sequence[GraphQLError]) -> str | None:
+    """Why the protocol closes the socket (4400) for an operation that could not start: its
+    document does not parse (a guard's refusal while parsing is coded, and answered instead),
+    or it has no operation to run."""
+    first = errors[0] if errors else None
+    if isinstance(first, GraphQLSyntaxError) and not first.extensions:
+        return first.message
+    if first is not None and isinstance(first.original_error, CannotGetOperationTypeError):
+        reason: str = first.original_error.as_http_error_reason()
+        return reason
+    return None
