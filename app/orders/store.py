@@ -95,26 +95,26 @@ class OrderUnit:
         self,
         session: AsyncSession,
         *,
-        transactions: Transactions | None = None,
-        reads: AsyncExitStack | None = None,
+        one_statement: tuple[Transactions, AsyncExitStack] | None = None,
     ) -> None:
         self.session = session
-        self._transactions = transactions  # given: `session` is a one-statement session
-        self._reads = reads  # what ends `session`
+        # given: `session` is a one-statement session, ended by the stack; where transactions open
+        self._one_statement = one_statement
 
     async def save(self, change: OrderChange) -> None:
-        """Write `change`: in this unit's transaction, or on a one-statement session, as one
-        statement when only the order changes, else (or when the failure's statement reports an
-        incident) in a transaction of its own, after this session has ended (one connection at
-        a time: a full pool cannot deadlock requests against each other)."""
-        if self._transactions is None:
+        """Write `change`: in this unit's transaction; or, on a one-statement session, as one
+        statement when only the order changes, else (or when the failure's statement wrote
+        nothing) in a transaction of its own."""
+        if self._one_statement is None:
             await _save_in_transaction(self.session, change)
             return
         if change.is_order_alone and await _save_as_one_statement(self.session, change):
             return
-        if self._reads is not None:
-            await self._reads.aclose()
-        async with self._transactions.transaction() as session:
+        transactions, reads = self._one_statement
+        # this session ends before the transaction checks out its connection: a request holds
+        # one connection at a time, so a full pool cannot deadlock requests against each other
+        await reads.aclose()
+        async with transactions.transaction() as session:
             await _save_in_transaction(session, change)
 
 
@@ -139,7 +139,7 @@ class OrderStore:
             session = await reads.enter_async_context(
                 self.transactions.transaction(one_statement=True)
             )
-            yield OrderUnit(session, transactions=self.transactions, reads=reads)
+            yield OrderUnit(session, one_statement=(self.transactions, reads))
 
 
 # --- the statements -------------------------------------------------------------------------------
