@@ -297,10 +297,10 @@ def detached_instance(model: type[R], keys: Sequence[str], row: Sequence[Any]) -
     return instance
 
 
-class NeedsTransaction(Exception):
-    """Raised in `Database.one_statement_write` before the work wrote anything, when it is about
-    to write in a way that one self-committing statement cannot (a second statement, the ORM's
-    flush, a statement run through SQLAlchemy): run the work again in `Database.write()`."""
+class NotOneStatement(RuntimeError):
+    """A write in `Database.one_statement_write` that one self-committing statement cannot be
+    (the ORM's flush, a statement run through SQLAlchemy, a SELECT that locks rows), stopped
+    before it ran: a bug in the choice of that session (`OrderStore`), never retried."""
 
 
 class SecondWriteOutsideTransaction(RuntimeError):
@@ -329,7 +329,7 @@ def _before_write(options: Mapping[str, Any], *, by_compiled_statement: bool) ->
     session = guard.session
     pending = session is not None and bool(session.new or session.dirty or session.deleted)
     if not by_compiled_statement or pending:
-        raise NeedsTransaction
+        raise NotOneStatement("a write that is not one compiled statement, outside a transaction")
     guard.written = True
 
 
@@ -339,21 +339,11 @@ def _guard_statement(
     """A statement run through SQLAlchemy (not a `CompiledStatement` on the driver) on a guarded
     connection: a SELECT passes; anything else (the ORM's flush, a text statement such as the
     event-log writer's announcement, whose lock would end with the statement) is a write that
-    needs a transaction."""
+    one self-committing statement cannot be (`NotOneStatement`)."""
     if _ONE_WRITE in context.execution_options and not _plain_read(
         getattr(context, "invoked_statement", None)
     ):
         _before_write(context.execution_options, by_compiled_statement=False)
-
-
-def writes_one_statement(connection: AsyncConnection) -> bool:
-    """Whether `connection` is a `Database.one_statement_write` session's: work whose one
-    statement wrote nothing and that needs more raises `NeedsTransaction` to run again in a
-    transaction (nothing was written, so that is safe)."""
-    options = (
-        connection.sync_connection.get_execution_options() if connection.sync_connection else {}
-    )
-    return options.get(_ONE_WRITE) is not None
 
 
 def _plain_read(statement: Any) -> bool:
@@ -524,12 +514,13 @@ class Database:
         autocommit connection: its reads and its write run without BEGIN and COMMIT round trips,
         and the write commits on its own (so it must be the work's last step).
 
-        A guard keeps a second write from slipping in outside a transaction: the write must be a
-        `CompiledStatement` (INSERT, UPDATE) run with no unflushed ORM change in the session;
-        anything else (a statement through SQLAlchemy, the ORM's flush, a SELECT ... FOR UPDATE,
-        whose locks would end with it) raises `NeedsTransaction` before it runs (nothing was
-        written: run the work again in `write()`), and any write after the first raises
-        `SecondWriteOutsideTransaction`. Reads may be any number of plain SELECTs."""
+        The caller chooses it for work it knows to be one statement (`OrderStore`); a guard
+        stands behind that choice: the write must be a `CompiledStatement` (INSERT, UPDATE) run
+        with no unflushed ORM change in the session; anything else (a statement through
+        SQLAlchemy, the ORM's flush, a SELECT ... FOR UPDATE, whose locks would end with it)
+        raises `NotOneStatement` before it runs, and any write after the first raises
+        `SecondWriteOutsideTransaction`. Both are bugs, never retried. Reads may be any number
+        of plain SELECTs."""
         if self.is_sqlite:
             raise RuntimeError("SQLite writes go through Database.write()")
         guard = _OneWrite()

@@ -20,6 +20,7 @@ from app.orders.flow import (
     Role,
 )
 from app.orders.models import Customer, Reseller
+from app.orders.store import OrderUnit
 from app.services import Services
 
 DEMO_RESELLER = "Northwind Cloud Partners"
@@ -103,7 +104,7 @@ async def seed_demo(services: Services) -> dict[str, str]:
                         DEMO_FAILURE if then is ProvisioningOutcome.FAILED else (None, None)
                     )
                     await service.report_provisioning_result(
-                        s,
+                        OrderUnit(s),
                         viewer=PLATFORM,
                         order_id=order.id,
                         outcome=then,
@@ -114,7 +115,12 @@ async def seed_demo(services: Services) -> dict[str, str]:
                     )
                 elif then is not None:
                     await service.perform_order_action(
-                        s, viewer=SUPPORT, order_id=order.id, action=then, config=desk, now=now()
+                        OrderUnit(s),
+                        viewer=SUPPORT,
+                        order_id=order.id,
+                        action=then,
+                        config=desk,
+                        now=now(),
                     )
         assert reseller.id is not None
         customer = (

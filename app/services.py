@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.access.tokens import REVOKED_TOKENS
 from app.access.viewer_cache import ViewerCache
-from app.db import Clock, Database, NeedsTransaction, SystemClock
+from app.db import Clock, Database, SystemClock
 from app.events.bus import EventBus
 from app.events.fanout import Fanout
-from app.events.log import WROTE_EVENTS, WROTE_NOTIFICATIONS
 from app.incidents.rules import IncidentConfig
 from app.notifications.outbox import DeliveryPolicy, Outbox
 from app.notifications.sla import BusinessCalendar, add_business_hours
 from app.orders.service import OrderDeskConfig
+from app.orders.store import OrderStore
 from app.settings import Settings
+from app.transactions import Transactions
 
 T = TypeVar("T")
 
@@ -38,6 +38,8 @@ class Services:
     outbox: Outbox = field(init=False)
     fanout: Fanout = field(init=False)
     viewers: ViewerCache = field(init=False)
+    transactions: Transactions = field(init=False)
+    orders: OrderStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.calendar = BusinessCalendar.from_settings(self.settings)
@@ -64,6 +66,10 @@ class Services:
         self.viewers = ViewerCache(
             db=self.db, clock=self.clock, max_age_seconds=self.settings.token_check_seconds
         )
+        self.transactions = Transactions(
+            db=self.db, bus=self.bus, outbox_wake=self.outbox_wake, viewers=self.viewers
+        )
+        self.orders = OrderStore(db=self.db, transactions=self.transactions)
         self.fanout = Fanout(
             db=self.db,
             bus=self.bus,
@@ -71,48 +77,13 @@ class Services:
             poll_seconds=self.settings.fanout_poll_seconds,
         )
 
-    async def run_write(
-        self, work: Callable[[AsyncSession], Awaitable[T]], *, one_statement: bool = False
-    ) -> T:
-        """`work` in one `transaction`, and what it returns.
-
-        `one_statement`: work whose write is usually one statement (an order's status change
-        with its event, a failure with its notifications). On PostgreSQL it runs first on an
-        autocommit connection (`Database.one_statement_write`: no BEGIN and COMMIT round trips);
-        if it needs more than that statement, the guard stops it before it writes anything and
-        it runs again in a transaction.
-        """
-        if one_statement and not self.db.is_sqlite:
-            try:
-                async with self.transaction(one_statement=True) as session:
-                    return await work(session)
-            except NeedsTransaction:
-                pass
+    async def run_write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work` in one `transaction`, and what it returns."""
         async with self.transaction() as session:
             return await work(session)
 
-    @asynccontextmanager
-    async def transaction(self, *, one_statement: bool = False) -> AsyncIterator[AsyncSession]:
-        """One write transaction; after it commits, wake the fan-out and the outbox.
-        `one_statement`: PostgreSQL's `Database.one_statement_write` instead (see `run_write`).
-
-        A transaction that began writing events and rolled back wakes the fan-out too: while it
-        was open, the readers held back the events committed after its start (app/events/log.py).
-        """
-        wrote_events = False
-        unit = self.db.one_statement_write() if one_statement else self.db.write()
-        try:
-            async with unit as session:
-                try:
-                    yield session
-                finally:
-                    wrote_events = bool(session.info.get(WROTE_EVENTS))
-                wrote_notifications = bool(session.info.get(WROTE_NOTIFICATIONS))
-                revoked = set(session.info.get(REVOKED_TOKENS, ()))
-            if revoked:
-                self.viewers.forget_hashes(revoked)
-            if wrote_notifications:
-                self.outbox_wake.set()
-        finally:
-            if wrote_events:
-                await self.bus.announce()
+    def transaction(
+        self, *, one_statement: bool = False
+    ) -> AbstractAsyncContextManager[AsyncSession]:
+        """One write unit of work (`Transactions.transaction`)."""
+        return self.transactions.transaction(one_statement=one_statement)

@@ -1,7 +1,8 @@
-"""A mutation whose only write is one statement runs on PostgreSQL without BEGIN and COMMIT
-(`Database.one_statement_write`, `Services.run_write(..., one_statement=True)`): its guard lets
-exactly one `CompiledStatement` write through and stops anything else before it runs, and what the
-fast path writes is what the same work writes in a transaction."""
+"""A write the order store knows to be one statement runs on PostgreSQL without BEGIN and COMMIT
+(`Database.one_statement_write`, chosen by `OrderStore.unit`): its guard lets exactly one
+`CompiledStatement` write through and stops anything else before it runs (a bug, never retried),
+a change that is more than one statement is written in a transaction, chosen before anything is
+written, and what the fast path writes is what the same work writes in a transaction."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 from sqlalchemy import bindparam, func, select, text, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app import db
 from app.access.viewer import Viewer
-from app.db import CompiledStatement, NeedsTransaction, SecondWriteOutsideTransaction
+from app.db import CompiledStatement, NotOneStatement, SecondWriteOutsideTransaction
 from app.errors import Conflict
 from app.orders import service
 from app.orders.flow import Action, FailureReason, ProvisioningOutcome, Role
@@ -119,7 +121,7 @@ async def test_a_write_the_guard_cannot_allow_stops_before_anything_iswritten(
         statement_through_sqlalchemy,
         text_statement,
     ):
-        with pytest.raises(NeedsTransaction):
+        with pytest.raises(NotOneStatement):
             async with services.db.one_statement_write() as session:
                 await work(session)
                 await session.flush()
@@ -129,29 +131,50 @@ async def test_a_write_the_guard_cannot_allow_stops_before_anything_iswritten(
             assert customer is not None and customer.on_hold is False, work.__name__
 
 
+def _counting_order_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ids of the orders the order desk's use cases read from now on (once per run)."""
+    reads: list[int] = []
+    original = service._visible_order
+
+    async def counted(
+        session: AsyncSession, viewer: Viewer, order_id: int, *, failure_mail: bool
+    ) -> Any:
+        reads.append(order_id)
+        return await original(session, viewer, order_id, failure_mail=failure_mail)
+
+    monkeypatch.setattr(service, "_visible_order", counted)
+    return reads
+
+
 @pytest.mark.usefixtures("postgres_only")
-async def test_work_that_needs_more_runs_again_in_a_transaction(
-    services: Services, factory: Factory
+async def test_a_change_of_the_customer_too_is_written_in_a_transaction_by_one_run(
+    services: Services, factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ACTIVATE_ACCOUNT writes the customer and the order: the one-statement try stops before
-    writing, and the transaction's run writes both, once."""
+    """ACTIVATE_ACCOUNT writes the customer and the order: the store writes both in a
+    transaction, chosen before it writes anything (the guard of the one-statement session never
+    sees a write), and the use case runs once."""
     order = await factory.order(status="TM")
     assert order.id is not None and order.status == "TM"
-    tries: list[bool] = []
+    reads = _counting_order_reads(monkeypatch)
+    guarded: list[str] = []
+    original_guard = db._before_write
 
-    async def work(session: AsyncSession) -> SalesOrder:
-        tries.append(session.get_bind().get_execution_options().get("isolation_level") is None)
-        return await perform_order_action(
-            session,
+    def before_write(options: Any, *, by_compiled_statement: bool) -> None:
+        if options.get(db._ONE_WRITE) is not None:
+            guarded.append("write")
+        original_guard(options, by_compiled_statement=by_compiled_statement)
+
+    monkeypatch.setattr(db, "_before_write", before_write)
+    async with services.orders.unit() as unit:
+        moved = await perform_order_action(
+            unit,
             viewer=SUPPORT,
-            order_id=order.id,  # type: ignore[arg-type]
+            order_id=order.id,
             action=Action.ACTIVATE_ACCOUNT,
             config=services.desk,
             now=services.clock.now(),
         )
-
-    moved = await services.run_write(work, one_statement=True)
-    assert tries == [False, True]  # autocommit first, then a transaction
+    assert reads == [order.id] and guarded == []
     assert moved.version == order.version + 1 and moved.status != "TM"
     async with services.db.read() as session:
         stored = await session.get(SalesOrder, order.id)
@@ -163,6 +186,7 @@ async def test_work_that_needs_more_runs_again_in_a_transaction(
             )
         ).scalar_one()
     assert stored is not None and stored.version == moved.version
+    assert stored.status == moved.status and stored.settled_checks == moved.settled_checks
     assert customer is not None and customer.requires_verification is False
     assert events == 1
 
@@ -209,9 +233,9 @@ async def test_a_conflict_on_the_fast_path_writes_nothing(
 
     monkeypatch.setattr(service, "_visible_order", read_then_bump)
     with pytest.raises(Conflict):
-        async with services.transaction(one_statement=True) as session:
+        async with services.orders.unit() as unit:
             await report_provisioning_result(
-                session,
+                unit,
                 viewer=SUPPORT,
                 order_id=order.id,  # type: ignore[arg-type]
                 outcome=ProvisioningOutcome.FAILED,

@@ -1,7 +1,8 @@
 """Mutation root: parse input, call one domain function in one transaction, map its errors.
 
 Every resolver is one `run_mutation(info, work=..., wrap=...)`: `work` is the domain call, run in
-one transaction; `wrap` turns what it returns into the payload. A domain error rolls the
+one transaction (an order's action or outcome: `run_order_mutation`, in the unit of work the order
+store opens); `wrap` turns what it returns into the payload. A domain error rolls the
 transaction back and becomes the payload's `userErrors` (the object field stays null), in one
 place. Payload types are declared with `@payload_type`: only their object field, named for the
 object; `userErrors` is declared once, by the decorator.
@@ -42,12 +43,15 @@ from app.notifications import models as nm
 from app.notifications import service as notifications
 from app.orders import flow
 from app.orders import service as orders
+from app.orders.store import OrderUnit
 
 T = TypeVar("T")
 P = TypeVar("P", bound="Payload")
 
 Work = Callable[[AsyncSession, Viewer, datetime], Awaitable[T]]
 """A mutation's domain call: (session, viewer, now) -> what it made or changed."""
+OrderWork = Callable[[OrderUnit, Viewer, datetime], Awaitable[T]]
+"""An order's action or outcome: (its unit of work, viewer, now) -> the order."""
 
 USER_ERRORS_DESCRIPTION = "Why nothing was written."
 
@@ -93,23 +97,36 @@ def declared_payload(info: Info) -> Any:
     return declared
 
 
-async def run_mutation(
-    info: Info, work: Work[T], wrap: Callable[[T, Loaders], P], *, one_statement: bool = False
-) -> P:
-    """Run `work` in one transaction and `wrap` its result in the payload. `one_statement`:
-    its write is usually one statement, run without a transaction where it can
-    (`Services.run_write`).
-
-    A DomainError rolls the transaction back and becomes the `userErrors` of the payload type this
-    mutation field returns, with its object null; a forbidden operation is a top-level error.
-    """
+async def run_mutation(info: Info, work: Work[T], wrap: Callable[[T, Loaders], P]) -> P:
+    """Run `work` in one transaction and `wrap` its result in the payload (`answer`)."""
     viewer = viewer_of(info)
     services = info.context.services
+    # the time is read in the transaction
+    written = services.run_write(lambda session: work(session, viewer, services.clock.now()))
+    return await answer(info, written, wrap)
+
+
+async def run_order_mutation(info: Info, work: OrderWork[T], wrap: Callable[[T, Loaders], P]) -> P:
+    """`run_mutation` for an order's action or outcome: `work` runs in the unit of work the order
+    store opens (`OrderStore.unit`), which chooses how its change is written."""
+    viewer = viewer_of(info)
+    services = info.context.services
+
+    async def written() -> T:
+        async with services.orders.unit() as unit:
+            return await work(unit, viewer, services.clock.now())
+
+    return await answer(info, written(), wrap)
+
+
+async def answer(info: Info, written: Awaitable[T], wrap: Callable[[T, Loaders], P]) -> P:
+    """The payload: what `written` returns, wrapped by `wrap`.
+
+    A DomainError (the unit of work rolled back) becomes the `userErrors` of the payload type
+    this mutation field returns, with its object null; a forbidden operation is a top-level error.
+    """
     try:
-        value = await services.run_write(  # the time is read in the transaction, as before
-            lambda session: work(session, viewer, services.clock.now()),
-            one_statement=one_statement,
-        )
+        value = await written
     except OperationForbidden as exc:
         raise forbidden(str(exc)) from exc
     except DomainError as exc:
@@ -394,10 +411,10 @@ class Mutation:
     async def report_provisioning_result(
         self, info: Info, input: Input[ReportProvisioningResultInput]
     ) -> ReportProvisioningResultPayload:
-        return await run_mutation(
+        return await run_order_mutation(
             info,
-            work=lambda session, viewer, now: orders.report_provisioning_result(
-                session,
+            work=lambda unit, viewer, now: orders.report_provisioning_result(
+                unit,
                 viewer=viewer,
                 order_id=require_pk(input.order_id, "Order", "orderId"),
                 outcome=flow.ProvisioningOutcome(input.outcome),
@@ -409,17 +426,16 @@ class Mutation:
             wrap=lambda row, loaders: ReportProvisioningResultPayload(
                 order=Order.wrap(row, loaders)
             ),
-            one_statement=True,
         )
 
     @strawberry.mutation(description="Move an order on with an action (see orderStatuses).")
     async def perform_order_action(
         self, info: Info, input: Input[PerformOrderActionInput]
     ) -> PerformOrderActionPayload:
-        return await run_mutation(
+        return await run_order_mutation(
             info,
-            work=lambda session, viewer, now: orders.perform_order_action(
-                session,
+            work=lambda unit, viewer, now: orders.perform_order_action(
+                unit,
                 viewer=viewer,
                 order_id=require_pk(input.order_id, "Order", "orderId"),
                 action=flow.Action(input.action),
@@ -430,7 +446,6 @@ class Mutation:
                 now=now,
             ),
             wrap=lambda row, loaders: PerformOrderActionPayload(order=Order.wrap(row, loaders)),
-            one_statement=True,
         )
 
     @strawberry.mutation(description="Change who a reseller's failed-order notifications go to.")

@@ -86,7 +86,7 @@ class Joining:
 
 async def lock_reason(session: AsyncSession, reason: str) -> None:
     """PostgreSQL: wait for, then hold until commit, the right to decide about `reason`'s
-    incident. (A text statement: in `Database.one_statement_write` it asks for a transaction.)"""
+    incident. (A text statement: `Database.one_statement_write`'s guard refuses it.)"""
     if session.get_bind().dialect.name == "postgresql":
         connection = await session.connection()
         params = {"lock_class": INCIDENT_LOCK_CLASS, "reason_key": _REASON_KEYS[reason]}

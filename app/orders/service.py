@@ -1,65 +1,44 @@
 """The order desk's use cases: resellers, customers, placing orders, actions and outcomes.
 
-Each function runs inside the caller's transaction (a session from `Database.write()`), checks
-what the viewer may do, writes the rows plus their event-log and outbox rows, and raises a
-`DomainError` -- before writing anything -- when the request cannot be done.
+Each function checks what the viewer may do and raises a `DomainError` -- before writing
+anything -- when the request cannot be done. Most run inside the caller's transaction (a session
+from `Database.write()`) and write their rows plus their event-log and outbox rows. An order's
+action or outcome reads and decides here, then hands its one `OrderChange` to its `OrderUnit`
+(app/orders/store.py), which chooses how it is written.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
-from sqlalchemy import Update, bindparam, update
+from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access import policy
 from app.access.viewer import Viewer
-from app.db import (
-    CompiledStatement,
-    NeedsTransaction,
-    detached_instance,
-    saved,
-    writes_one_statement,
-)
+from app.db import CompiledStatement, detached_instance, saved
 from app.errors import BadInput, Conflict, Forbidden, InvalidTransition, NotFound
-from app.events.log import (
-    WROTE_EVENTS,
-    EventRow,
-    announcing,
-    event_params,
-    insert_events_from,
-    mark_notifications_written,
-    order_event,
-    record_event,
-    record_events,
-    self_committing_announcement,
-)
+from app.events.log import order_event, record_event
 from app.incidents import rules as incidents
 from app.notifications.addresses import AddressError, plain_address
 from app.notifications.models import NotificationKind
 from app.notifications.recipients import (
     ORDER_FAILED_MAIL_PARAMS,
     FailureMail,
-    failed_order_params,
-    failed_order_statement,
-    failure_mail,
     failure_mail_of,
-    notify_order_failed,
     with_failure_mail,
 )
 from app.orders import flow
 from app.orders.flow import Action, Check, FailureReason, PaymentMethod, ProvisioningOutcome, Status
 from app.orders.models import Customer, OrderItem, Reseller, SalesOrder
+from app.orders.store import Failure, OrderChange, OrderUnit
 
 R = TypeVar("R")
 
@@ -357,142 +336,9 @@ async def place_order(
     return order
 
 
-@functools.cache
-def order_change_statement(keys: tuple[str, ...], *, announced: bool) -> Update:
-    """The version-checked UPDATE of the order columns `keys` (parameters `order_id`,
-    `expected_version` and `new_<column>`, see `order_change_params`), RETURNING the id and,
-    if `announced`, the event-log writer's announcement. Built once per shape and reused:
-    building a statement costs more than running it."""
-    table = SalesOrder.__table__  # type: ignore[attr-defined]
-    return (
-        update(SalesOrder)
-        .where(
-            col(SalesOrder.id) == bindparam("order_id"),
-            col(SalesOrder.version) == bindparam("expected_version"),
-        )
-        .values({key: bindparam(f"new_{key}", type_=table.c[key].type) for key in keys})
-        .returning(col(SalesOrder.id), *((self_committing_announcement(),) if announced else ()))
-    )
-
-
-def order_change_params(order: SalesOrder, values: dict[str, object]) -> dict[str, object]:
-    """The parameters of `order_change_statement(tuple(values))` for `order` as it was read."""
-    params = {f"new_{key}": value for key, value in values.items()}
-    return {**params, "order_id": order.id, "expected_version": order.version}
-
-
-@functools.cache
-def _compiled_change(
-    keys: tuple[str, ...], *, announced: bool, with_event: bool
-) -> CompiledStatement:
-    """The order change (`order_change_statement`), with its event on PostgreSQL if
-    `with_event` (`insert_events_from`: one statement), compiled once."""
-    change = order_change_statement(keys, announced=announced)
-    if not with_event:
-        return CompiledStatement(change)
-    return CompiledStatement(insert_events_from(change.cte("changed"), from_source=()))
-
-
-@functools.cache
-def _compiled_failure(
-    keys: tuple[str, ...], *, announced: bool, unless_incident: bool
-) -> CompiledStatement:
-    """A move to PF with its notifications and events (`failed_order_statement`), compiled once;
-    `unless_incident`: it writes nothing if the failure opens or joins an incident
-    (`incidents.unless_involved`)."""
-    change = order_change_statement(keys, announced=announced)
-    if unless_incident:
-        change = change.where(incidents.unless_involved())
-    return CompiledStatement(failed_order_statement(change))
-
-
-def _conflict() -> Conflict:
-    return Conflict("the order was changed by someone else; reload it and try again")
-
-
-async def _save_change(
-    session: AsyncSession,
+def _change(
     order: SalesOrder,
-    values: dict[str, object],
-    now: datetime,
     *,
-    event: EventRow | None = None,
-) -> None:
-    """Write `values` only if nobody changed the order since it was read (else CONFLICT), and
-    `event` if given: on PostgreSQL in the same statement (`insert_events_from`)."""
-    assert order.id is not None
-    values = {**values, "version": order.version + 1, "updated_at": now}
-    # On the session's connection: the ORM's UPDATE would look for the order in the session to
-    # synchronise it, which the loop below does directly.
-    # The event-log writer's announcement rides on it (an order change always records an event).
-    connection = await session.connection()
-    keys, announced = tuple(values), bool(announcing(session))
-    params = order_change_params(order, values)
-    with_event = event is not None and connection.dialect.name == "postgresql"
-    if event is not None and with_event:
-        params |= event_params(event)
-        event = None
-    statement = _compiled_change(keys, announced=announced, with_event=with_event)
-    if len(await statement.all(connection, params)) != 1:
-        raise _conflict()
-    for key, value in values.items():
-        set_committed_value(order, key, value)
-    if event is not None:
-        await record_events(session, [event])
-
-
-async def _save_failure(
-    session: AsyncSession,
-    order: SalesOrder,
-    values: dict[str, object],
-    now: datetime,
-    *,
-    event: EventRow,
-    config: OrderDeskConfig,
-    mail: FailureMail | None,
-    unless_incident: dict[str, object] | None = None,
-) -> bool:
-    """PostgreSQL: the order's move to PF, its `event`, its failure notifications and their
-    events as one statement (`failed_order_statement`), after one read of who is told (unless
-    `mail` was read with the order). False if it wrote nothing: the order changed meanwhile, or
-    (given `unless_incident`, `incidents.unless_involved_params`) an incident is involved."""
-    if mail is None:
-        mail = await failure_mail(
-            session, customer_id=order.customer_id, kind=NotificationKind.ORDER_PROVISIONING_FAILED
-        )
-    values = {**values, "version": order.version + 1, "updated_at": now}
-    announced_before = session.info.get(WROTE_EVENTS)
-    keys, announced = tuple(values), bool(announcing(session))
-    params = order_change_params(order, values)
-    as_read = {key: getattr(order, key) for key in values}
-    for key, value in values.items():  # what the mail is rendered from
-        set_committed_value(order, key, value)
-    params |= failed_order_params(
-        order=order,
-        mail=mail,
-        notifications=mail.order_failed(support_email=config.support_email),
-        event=event,
-        now=now,
-    )
-    if unless_incident is not None:
-        params |= unless_incident
-    statement = _compiled_failure(
-        keys, announced=announced, unless_incident=unless_incident is not None
-    )
-    if await statement.all(await session.connection(), params):
-        mark_notifications_written(session)
-        return True
-    # Nothing was written (and no announcement taken): the order is again as it was read.
-    for key, value in as_read.items():
-        set_committed_value(order, key, value)
-    session.info[WROTE_EVENTS] = announced_before
-    return False
-
-
-async def _move(
-    session: AsyncSession,
-    *,
-    order: SalesOrder,
     to: Status,
     action: str,
     viewer: Viewer,
@@ -503,23 +349,25 @@ async def _move(
     comment: str | None = None,
     extra: dict[str, object] | None = None,
     mail: FailureMail | None = None,
-) -> None:
-    """Move the order to `to`, record the event, and raise the failure notifications on PF
-    (from `mail` if it was read with the order)."""
-    source = order.status
+    customer: dict[str, object] | None = None,
+) -> OrderChange:
+    """The order's move to `to` with its event; on PF its failure (told from `mail` if it was
+    read with the order); `customer`: what changes on the order's customer with it."""
     values: dict[str, object] = {"status": to.value, **(extra or {})}
+    failure = None
     if to is Status.PF:
-        failure = reason or FailureReason.SERVICE_CREATION_FAILED
         values.update(
-            failure_reason=failure.value,
+            failure_reason=(reason or FailureReason.SERVICE_CREATION_FAILED).value,
             failure_details=details,
             failed_at=now,
             sla_deadline=config.sla_deadline(now),
             escalated_at=None,
+            incident_id=None,  # the store sets it when the failure joins an incident
         )
+        failure = Failure(mail=mail, support_email=config.support_email, incidents=config.incidents)
     event = order_event(
         order,
-        from_status=source,
+        from_status=order.status,
         to_status=to.value,
         action=action,
         actor=viewer.actor,
@@ -527,101 +375,15 @@ async def _move(
         comment=comment,
         at=now,
     )
-    if to is Status.PF:
-        await _fail(
-            session,
-            order=order,
-            values=values,
-            event=event,
-            viewer=viewer,
-            config=config,
-            now=now,
-            mail=mail,
-        )
-    else:
-        await _save_change(session, order, values, now, event=event)
-
-
-_VERSION_NOW = CompiledStatement(
-    sa_select(_ORDER_TABLE.c.version).where(_ORDER_TABLE.c.id == bindparam("order_id"))
-)
-
-
-async def _version_now(session: AsyncSession, order_id: int) -> int | None:
-    row = await _VERSION_NOW.first(await session.connection(), {"order_id": order_id})
-    return None if row is None else int(row[0])
-
-
-async def _fail(
-    session: AsyncSession,
-    *,
-    order: SalesOrder,
-    values: dict[str, object],
-    event: EventRow,
-    viewer: Viewer,
-    config: OrderDeskConfig,
-    now: datetime,
-    mail: FailureMail | None,
-) -> None:
-    """The move to PF, its notifications and events, and the incident it may open or join
-    (SPEC 10, `app.incidents.rules`). On PostgreSQL an ordinary failure stays one statement,
-    which asks `incidents.unless_involved` under the reason's lock; when an incident is
-    involved it writes nothing, and the failure is made again here in a transaction."""
-    assert order.id is not None
-    reason = str(values["failure_reason"])
-    values["incident_id"] = None
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres and writes_one_statement(await session.connection()):
-        unless = incidents.unless_involved_params(reason=reason, now=now, config=config.incidents)
-        if await _save_failure(
-            session,
-            order,
-            values,
-            now,
-            event=event,
-            config=config,
-            mail=mail,
-            unless_incident=unless,
-        ):
-            return  # an ordinary failure: one statement
-        if await _version_now(session, order.id) != order.version:
-            raise _conflict()  # changed meanwhile, as on any path
-        raise NeedsTransaction  # an incident: nothing was written; again, in a transaction
-    joining = await incidents.join_failure(
-        session, order_id=order.id, reason=reason, now=now, config=config.incidents
-    )
-    if joining is None and postgres:
-        if not await _save_failure(
-            session, order, values, now, event=event, config=config, mail=mail
-        ):
-            raise _conflict()
-        return
-    incident = joining.incident if joining is not None else None
-    values["incident_id"] = incident.id if incident is not None else None
-    await _save_change(session, order, values, now)
-    after = []
-    if joining is not None and not joining.opened:
-        after.append(
-            await incidents.joined(
-                session, incident=joining.incident, order=order, actor=viewer.actor, now=now
-            )
-        )
-    # The order's event, its notifications' (support's suppressed when the order joined an
-    # incident), then the incident's, in one INSERT.
-    await notify_order_failed(
-        session,
+    return OrderChange(
         order=order,
-        support_email=config.support_email,
+        values=values,
+        event=event,
+        actor=viewer.actor,
         now=now,
-        events_before=[event],
-        incident_id=incident.id if incident is not None else None,
-        events_after=after,
-        mail=mail,
+        failure=failure,
+        customer=customer or {},
     )
-    if joining is not None and joining.opened:
-        await incidents.record_opening(
-            session, joining=joining, actor=viewer.actor, config=config.incidents, now=now
-        )
 
 
 def clean_comment(value: str | None, *, field: str) -> str | None:
@@ -634,7 +396,7 @@ def clean_comment(value: str | None, *, field: str) -> str | None:
 
 
 async def perform_order_action(
-    session: AsyncSession,
+    unit: OrderUnit,
     *,
     viewer: Viewer,
     order_id: int,
@@ -646,6 +408,7 @@ async def perform_order_action(
     now: datetime,
 ) -> SalesOrder:
     """Apply one row of the action table to the order."""
+    session = unit.session
     policy.require(viewer, policy.Operation.ORDER_ACTION)
     order, mail = await _visible_order(
         session, viewer, order_id, failure_mail=action is Action.MARK_FAILED
@@ -671,28 +434,27 @@ async def perform_order_action(
         raise BadInput("a reason is only given with MARK_FAILED", field=("reason",))
 
     extra: dict[str, object] = {}
+    customer_change: dict[str, object] = {}
     target = transition.target
     if target is None:  # "checks": settle one check, then continue from the next
         assert transition.settles is not None
         customer = await session.get(Customer, order.customer_id)
         assert customer is not None
+        facts = _check_facts(customer, order.total, config)
         if action is Action.ACTIVATE_ACCOUNT:
-            customer.requires_verification = False
-            session.add(customer)
+            customer_change["requires_verification"] = False
+            facts = replace(facts, customer_requires_verification=False)
         elif action is Action.ATTACH_PAYMENT_METHOD:
-            customer.payment_method = PaymentMethod.AUTOMATIC.value
-            session.add(customer)
+            customer_change["payment_method"] = PaymentMethod.AUTOMATIC.value
+            facts = replace(facts, payment_method=PaymentMethod.AUTOMATIC)
         settled = _settled(order) | {transition.settles}
         extra["settled_checks"] = ",".join(sorted(settled))
-        target, _ = flow.run_checks(
-            _check_facts(customer, order.total, config), settled=settled, after=transition.settles
-        )
+        target, _ = flow.run_checks(facts, settled=settled, after=transition.settles)
     failure_reason = None
     if target is Status.PF:
         failure_reason = reason or FailureReason.MARKED_FAILED_MANUALLY
-    await _move(
-        session,
-        order=order,
+    change = _change(
+        order,
         to=target,
         action=action.value,
         viewer=viewer,
@@ -703,12 +465,14 @@ async def perform_order_action(
         comment=comment,
         extra=extra,
         mail=mail,
+        customer=customer_change,
     )
+    await unit.save(change)
     return order
 
 
 async def report_provisioning_result(
-    session: AsyncSession,
+    unit: OrderUnit,
     *,
     viewer: Viewer,
     order_id: int,
@@ -719,6 +483,7 @@ async def report_provisioning_result(
     now: datetime,
 ) -> SalesOrder:
     """The provisioning platform reports what happened to an order in PR or LO."""
+    session = unit.session
     policy.require(viewer, policy.Operation.REPORT_PROVISIONING)
     order, mail = await _visible_order(
         session, viewer, order_id, failure_mail=outcome is ProvisioningOutcome.FAILED
@@ -745,9 +510,8 @@ async def report_provisioning_result(
             payment_method=PaymentMethod(customer.payment_method),
             payment_recorded=Check.PAYMENT in _settled(order),
         )
-    await _move(
-        session,
-        order=order,
+    change = _change(
+        order,
         to=target,
         action=f"REPORT_{outcome.value}",
         viewer=viewer,
@@ -758,4 +522,5 @@ async def report_provisioning_result(
         comment=details,
         mail=mail,
     )
+    await unit.save(change)
     return order

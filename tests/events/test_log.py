@@ -9,6 +9,7 @@ from app.events.models import TOPIC_NOTIFICATION, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import Notification
 from app.orders.flow import FailureReason, ProvisioningOutcome
 from app.orders.service import report_provisioning_result
+from app.orders.store import OrderUnit
 from app.services import Services
 from tests.support.api import PLATFORM, Factory
 
@@ -25,7 +26,7 @@ async def test_a_failure_logs_its_change_then_each_notification_in_order(
         before = (await session.exec(select(Event.id).order_by(col(Event.id).desc()))).first()
     async with services.transaction() as session:
         await report_provisioning_result(
-            session,
+            OrderUnit(session),
             viewer=PLATFORM,
             order_id=order.id,
             outcome=ProvisioningOutcome.FAILED,

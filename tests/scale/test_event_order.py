@@ -36,6 +36,7 @@ from app.notifications.outbox import (
 from app.orders.flow import Action, FailureReason, ProvisioningOutcome, Role
 from app.orders.models import SalesOrder
 from app.orders.service import perform_order_action, report_provisioning_result
+from app.orders.store import OrderUnit
 from app.services import Services
 from tests.scale.test_multiprocess import STATUS_CHANGES, fail_orders, last_cursor
 from tests.support.api import Factory, gid
@@ -144,7 +145,7 @@ async def test_an_order_change_announces_itself_with_its_update(
     audience.ids.clear()
     async with direct.db.sessions() as slow, slow.begin():
         await perform_order_action(
-            slow,
+            OrderUnit(slow),
             viewer=SUPPORT,
             order_id=failed.id,
             action=Action.RESUBMIT,
@@ -182,7 +183,7 @@ async def test_a_failure_announces_itself_in_its_one_statement(
     audience.ids.clear()
     async with direct.db.sessions() as slow, slow.begin():
         await report_provisioning_result(
-            slow,
+            OrderUnit(slow),
             viewer=SUPPORT,
             order_id=provisioning.id,
             outcome=ProvisioningOutcome.FAILED,

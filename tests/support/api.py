@@ -16,6 +16,7 @@ from app.notifications.service import update_settings
 from app.orders import flow, service
 from app.orders.flow import Action, FailureReason, OrderType, PaymentMethod, Role, Status
 from app.orders.models import Customer, Reseller, SalesOrder
+from app.orders.store import OrderUnit
 from app.services import Services
 
 SUPPORT = Viewer(role=Role.SUPPORT)
@@ -135,7 +136,7 @@ class Factory:
             }.get(target)
             if outcome is not None:
                 order = await service.report_provisioning_result(
-                    s,
+                    OrderUnit(s),
                     viewer=PLATFORM,
                     order_id=order.id,
                     outcome=outcome,
@@ -146,7 +147,7 @@ class Factory:
                 )
             elif target is Status.CL:
                 order = await service.perform_order_action(
-                    s,
+                    OrderUnit(s),
                     viewer=SUPPORT,
                     order_id=order.id,
                     action=Action.CANCEL,

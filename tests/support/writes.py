@@ -3,6 +3,7 @@ resubmitted, and what it left in the database."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlmodel import col, select
@@ -21,14 +22,15 @@ SUPPORT = Viewer(role=Role.SUPPORT)
 async def fail_and_resubmit(
     services: Services, order: SalesOrder, *, one_statement: bool = False
 ) -> None:
-    """Support reports `order`'s provisioning failed, then resubmits it, each in its own unit of
-    work (with `one_statement`, the one-statement path with no fallback: its guard must let it
-    through)."""
+    """Support reports `order`'s provisioning failed, then resubmits it, each in a unit of work
+    of the order store (with `one_statement`, as the API's: on PostgreSQL one self-committing
+    statement each; without, in a transaction each)."""
     assert order.id is not None
     order_id = order.id
-    async with services.transaction(one_statement=one_statement) as session:
+    store = replace(services.orders, one_statement_writes=one_statement)
+    async with store.unit() as unit:
         await report_provisioning_result(
-            session,
+            unit,
             viewer=SUPPORT,
             order_id=order_id,
             outcome=ProvisioningOutcome.FAILED,
@@ -37,9 +39,9 @@ async def fail_and_resubmit(
             config=services.desk,
             now=services.clock.now(),
         )
-    async with services.transaction(one_statement=one_statement) as session:
+    async with store.unit() as unit:
         await perform_order_action(
-            session,
+            unit,
             viewer=SUPPORT,
             order_id=order_id,
             action=Action.RESUBMIT,
