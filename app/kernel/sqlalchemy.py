@@ -7,9 +7,7 @@ for itself: the compiled statement's bind processors, whether a SELECT takes row
 asyncpg, whether SQLAlchemy's adapter has begun its transaction on the server (so a statement on
 the driver lands in that transaction). `tests/test_compiled_read.py` and
 `tests/test_compiled_statement.py` compare both paths on SQLite and PostgreSQL, on the lowest and
-the newest SQLAlchemy CI runs (docs/KERNEL.md). `with_literal_values`, which rewrites a statement
-before it is compiled, uses only SQLAlchemy's public API (`bindparam`'s `literal_execute`,
-`sqlalchemy.sql.visitors.replacement_traverse`).
+the newest SQLAlchemy CI runs (docs/KERNEL.md).
 """
 
 from __future__ import annotations
