@@ -87,19 +87,12 @@ def keyset_page(
     """`query` narrowed to the page after the cursor `after`: `size + 1` rows, the extra one
     telling whether more follow. Shared by `fetch_page` and the read planner."""
     if after is not None:
-        query = query.where(after_cursor(pk, after, kind=kind, newest_first=newest_first))
+        after_pk = parse_cursor(after, kind)
+        if after_pk is None:
+            raise bad_input("`after` is not a cursor of this list")
+        query = query.where(pk < after_pk if newest_first else pk > after_pk)
     page: Q = query.order_by(pk.desc() if newest_first else pk.asc()).limit(size + 1)
     return page
-
-
-def after_cursor(
-    pk: ColumnElement[int], after: str, *, kind: str, newest_first: bool
-) -> ColumnElement[bool]:
-    """The rows that follow the cursor `after` in the list's order."""
-    after_pk = parse_cursor(after, kind)
-    if after_pk is None:
-        raise bad_input("`after` is not a cursor of this list")
-    return pk < after_pk if newest_first else pk > after_pk
 
 
 @functools.cache

@@ -12,16 +12,13 @@ the newest SQLAlchemy CI runs (docs/KERNEL.md).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from sqlalchemy import Select, bindparam
+from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import Compiled
-from sqlalchemy.sql.elements import BindParameter, ClauseElement
-from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 from sqlalchemy.types import TypeEngine
 
 
@@ -50,52 +47,6 @@ def locks_rows(statement: Select[Any]) -> bool:
     """Whether a SELECT takes row locks (FOR UPDATE, FOR SHARE...) (private:
     `Select._for_update_arg`; `Select.with_for_update` sets it and nothing public reads it)."""
     return statement._for_update_arg is not None
-
-
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_:+/=.-]*")
-"""A string written as a SQL literal here: no quote, backslash or other character that could
-end or change the literal, whatever the server's escaping rules."""
-S = TypeVar("S", bound=ClauseElement)  # a statement or expression
-
-
-def _literal_value(value: Any) -> bool:
-    if type(value) is int:  # not negative: `- -1` written without its space would be a comment
-        return value >= 0
-    if type(value) is str:
-        return _PLAIN_WORD.fullmatch(value) is not None
-    if type(value) is list or type(value) is tuple:  # an expanded IN's values
-        return len(value) > 0 and all(_literal_value(v) for v in value)
-    return False
-
-
-def with_literal_values(statement: S) -> S:
-    """`statement` with its bound integers and plain words (`_PLAIN_WORD`) written as SQL
-    literals (SQLAlchemy's `literal_execute`, rendered when compiled with `render_postcompile`);
-    any other value stays a parameter.
-
-    On PostgreSQL a prepared statement with no parameters is planned once, for its values, and
-    that plan is reused by every later run on the connection; with parameters the server plans
-    each run anew (a LIMIT given as a parameter keeps it from ever settling on one plan), or
-    settles on a generic plan made for no value in particular (for `reseller_id = $1`, one
-    fitted to an average reseller, which a small one pays for)."""
-
-    def replace(element: Any, **_kw: Any) -> Any:
-        if (
-            isinstance(element, BindParameter)
-            and not element.literal_execute
-            and element.callable is None
-            and _literal_value(element.value)
-        ):
-            return bindparam(
-                None,
-                element.value,
-                type_=element.type,
-                expanding=element.expanding,
-                literal_execute=True,
-            )
-        return None
-
-    return cast(S, replacement_traverse(cast(ExternallyTraversible, statement), {}, replace))
 
 
 # --- SQLAlchemy's asyncpg adapter (`AsyncAdapt_asyncpg_connection`) -------------------------------

@@ -149,67 +149,6 @@ async def test_a_panel_page_is_the_token_and_one_statement_that_builds_its_json(
     assert expected in page and "count(" in page.lower(), page
 
 
-PAGES = """query($after: String) { orders(first: 2, after: $after) { totalCount
-    pageInfo { endCursor } edges { node { number customer { name } } } } }"""
-
-
-@pytest.mark.parametrize("settings_overrides", [{"read_planner": True}])
-async def test_a_postgresql_page_is_planned_once_per_connection(
-    api: GraphQLClient, factory: Factory, services: Services
-) -> None:
-    """On PostgreSQL a planned page's statement carries its tenant, filter and page size as SQL
-    literals (`app.kernel.sqlalchemy.with_literal_values`), so the server plans it once per
-    connection and runs that plan again; a next page has one parameter, its cursor. (A LIMIT given
-    as a parameter made the server plan the page anew on every run.)"""
-    if services.db.is_sqlite:
-        pytest.skip("PostgreSQL's prepared statements")
-    import asyncpg
-
-    from app.events.transport import asyncpg_dsn
-
-    reseller = await factory.reseller()
-    for _ in range(3):
-        await factory.order(await factory.customer(reseller))
-    await factory.order()  # another reseller's: never counted
-    client = api.as_(await factory.token("RESELLER", reseller=reseller))
-    pages: list[Any] = []
-
-    def logged(query: Any) -> None:
-        if _IN_REQUEST.get() and "json_agg" in query.query:
-            pages.append(query)
-
-    def checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
-        connection_record.driver_connection.add_query_logger(logged)
-
-    engine = services.db.engine.sync_engine
-    event.listen(engine, "checkout", checkout)
-    reset = _IN_REQUEST.set(True)
-    try:
-        first = (await client.data(PAGES))["orders"]
-        after = first["pageInfo"]["endCursor"]
-        second = (await client.data(PAGES, {"after": after}))["orders"]
-        for _ in range(3):
-            await asyncio.sleep(0)  # asyncpg calls its query loggers with `call_soon`
-    finally:
-        _IN_REQUEST.reset(reset)
-        event.remove(engine, "checkout", checkout)
-    assert first["totalCount"] == second["totalCount"] == 3
-    assert len(first["edges"]) == 2 and len(second["edges"]) == 1
-    assert [len(query.args) for query in pages] == [0, 1], [q.query for q in pages]
-    conn = await asyncpg.connect(asyncpg_dsn(services.db.url))
-    try:
-        page = await conn.prepare(pages[0].query)
-        for _ in range(8):  # past the five runs after which PostgreSQL may choose a generic plan
-            assert len(await page.fetch()) == 1
-        plans = await conn.fetchrow(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
-            pages[0].query,
-        )
-    finally:
-        await conn.close()
-    assert plans is not None and plans["custom_plans"] == 0 and plans["generic_plans"] >= 1
-
-
 @pytest.mark.parametrize("settings_overrides", [{"read_planner": True}])
 async def test_a_planned_sqlite_page_makes_no_trip_to_a_connection_thread(
     api: GraphQLClient, factory: Factory, services: Services, monkeypatch: pytest.MonkeyPatch

@@ -44,12 +44,11 @@ from app.access.viewer import Viewer
 from app.db import CompiledStatement, Database
 from app.graphql.ids import to_cursor
 from app.graphql.loaders import items_query
-from app.graphql.pagination import after_cursor, count_query, keyset_page, page_info, page_size
+from app.graphql.pagination import count_query, keyset_page, page_info, page_size
 from app.graphql.planner.compile import NotCovered, OrderSource, PageSource, Plan, Root
 from app.graphql.planner.json_sql import JSON_SQL, Build, NotInSql, page_statement
 from app.graphql.queries import OrderFilter, order_conditions, status_counts, status_counts_query
 from app.graphql.types import ORDERS
-from app.kernel.sqlalchemy import with_literal_values
 from app.orders.flow import Role
 from app.orders.models import Customer, Reseller, SalesOrder
 
@@ -182,26 +181,12 @@ def statement(
             select_page.where(*where),
             ORDER.c.id,
             size=size,
-            after=None,
+            after=after,
             kind=ORDERS.kind,
             newest_first=ORDERS.newest_first,
         )
-        cursor = None
-        if after is not None:
-            cursor = after_cursor(
-                ORDER.c.id, after, kind=ORDERS.kind, newest_first=ORDERS.newest_first
-            )
     except GraphQLError as error:  # a bad `first` or `after`: the executor reports it
         raise NotCovered(error.message) from error
-    if dialect == "postgresql":
-        # Planned once per connection for the viewer's tenant, the filter and the page size
-        # (`with_literal_values`); the cursor stays a parameter, so paging on does not make a
-        # new statement per page.
-        query = with_literal_values(query)
-        if count is not None:
-            count = with_literal_values(count)
-    if cursor is not None:
-        query = query.where(cursor)
     if as_json == "aggregate":
         query = page_statement(query.subquery("page"), count)
     found = PageStatement(CompiledStatement(query), size, after, where, counted, as_json, shape)
