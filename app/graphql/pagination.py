@@ -91,9 +91,9 @@ def keyset_page(
 
     `held` names columns that `query`'s conditions hold equal to one value each (a tenant), with
     that value: the page is ordered by them and then `pk`, and the cursor compares the row
-    `(held..., pk)`, which gives the same rows in the same order and leaves the index on
-    `(held..., pk)` as the one way to read the page from the cursor on. `limit` is the LIMIT's
-    expression (default: `size + 1` as a parameter)."""
+    `(held..., pk)`, which gives the same rows in the same order and lets an index on
+    `(held..., pk)` bound the read on both sides (a cursor on `pk` alone also fits the primary
+    key). `limit` is the LIMIT's expression (default: `size + 1` as a parameter)."""
     columns = [column for column, _ in held]
     if after is not None:
         after_pk = parse_cursor(after, kind)

@@ -211,7 +211,8 @@ def held_tenant(where: Sequence[ColumnElement[bool]]) -> list[tuple[ColumnElemen
     page is read from the index `(column, id)`.
 
     The page's statement keeps the tenant a parameter and its LIMIT a literal (a page size is one
-    of at most 101), so PostgreSQL settles on one generic plan per statement and connection. A
+    of at most 101), so PostgreSQL can settle on one generic plan per statement and connection
+    (it keeps planning a tenant's runs while the generic plan costs more than their own). A
     generic plan is costed for an average tenant; ordered by `id` with the cursor as `id < $n`,
     it may read the newest orders of every tenant by the primary key and filter out the others',
     most of the table for a small tenant. Ordered by `(tenant, id)` with the cursor as
