@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
-from sqlalchemy import ColumnElement, Select, func
+from sqlalchemy import ColumnElement, Select, func, tuple_
 from sqlmodel import SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -83,15 +83,32 @@ def keyset_page(
     after: str | None,
     kind: str,
     newest_first: bool,
+    held: Sequence[tuple[ColumnElement[Any], Any]] = (),
+    limit: Any = None,
 ) -> Q:
     """`query` narrowed to the page after the cursor `after`: `size + 1` rows, the extra one
-    telling whether more follow. Shared by `fetch_page` and the read planner."""
+    telling whether more follow. Shared by `fetch_page` and the read planner.
+
+    `held` names columns that `query`'s conditions hold equal to one value each (a tenant), with
+    that value: the page is ordered by them and then `pk`, and the cursor compares the row
+    `(held..., pk)`, which gives the same rows in the same order and lets an index on
+    `(held..., pk)` bound the read on both sides (a cursor on `pk` alone also fits the primary
+    key). `limit` is the LIMIT's expression (default: `size + 1` as a parameter)."""
+    columns = [column for column, _ in held]
     if after is not None:
         after_pk = parse_cursor(after, kind)
         if after_pk is None:
             raise bad_input("`after` is not a cursor of this list")
-        query = query.where(pk < after_pk if newest_first else pk > after_pk)
-    page: Q = query.order_by(pk.desc() if newest_first else pk.asc()).limit(size + 1)
+        if columns:
+            position = tuple_(*columns, pk)
+            cursor = tuple_(*(value for _, value in held), after_pk)
+            query = query.where(position < cursor if newest_first else position > cursor)
+        else:
+            query = query.where(pk < after_pk if newest_first else pk > after_pk)
+    order = [*columns, pk]
+    page: Q = query.order_by(
+        *(column.desc() if newest_first else column.asc() for column in order)
+    ).limit(size + 1 if limit is None else limit)
     return page
 
 

@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import event
 from sqlalchemy.util import await_only
 
+from app.orders.models import SalesOrder
 from app.services import Services
 from tests.support.api import Factory, GraphQLClient, gid
 
@@ -147,6 +149,147 @@ async def test_a_panel_page_is_the_token_and_one_statement_that_builds_its_json(
     page = statements[1]
     expected = "json_agg" if services.db.engine.dialect.name == "postgresql" else "json_object"
     assert expected in page and "count(" in page.lower(), page
+
+
+PAGES = """query($after: String) { orders(first: 2, after: $after) { totalCount
+    pageInfo { endCursor } edges { node { number customer { name } } } } }"""
+
+
+async def _planned_pages(services: Services, client: GraphQLClient) -> tuple[Any, Any, list[Any]]:
+    """A reseller's first and second page (`PAGES`) through the planner, and the page statements
+    asyncpg ran for them (each with `.query` and `.args`)."""
+    pages: list[Any] = []
+
+    def logged(query: Any) -> None:
+        if _IN_REQUEST.get() and "json_agg" in query.query:
+            pages.append(query)
+
+    def checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        connection_record.driver_connection.add_query_logger(logged)
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "checkout", checkout)
+    reset = _IN_REQUEST.set(True)
+    try:
+        first = (await client.data(PAGES))["orders"]
+        after = first["pageInfo"]["endCursor"]
+        second = (await client.data(PAGES, {"after": after}))["orders"]
+        for _ in range(3):
+            await asyncio.sleep(0)  # asyncpg calls its query loggers with `call_soon`
+    finally:
+        _IN_REQUEST.reset(reset)
+        event.remove(engine, "checkout", checkout)
+    return first, second, pages
+
+
+@pytest.mark.parametrize("settings_overrides", [{"read_planner": True}])
+async def test_a_postgresql_page_is_planned_once_per_connection(
+    api: GraphQLClient, factory: Factory, services: Services
+) -> None:
+    """On PostgreSQL a planned page's statement keeps the viewer's tenant a parameter (one
+    statement for every tenant) and its page size a literal, so after its first runs the server
+    runs one generic plan instead of planning each run anew (as it did with the LIMIT a
+    parameter); the next page adds the cursor."""
+    if services.db.is_sqlite:
+        pytest.skip("PostgreSQL's prepared statements")
+    import asyncpg
+
+    from app.events.transport import asyncpg_dsn
+
+    reseller = await factory.reseller()
+    for _ in range(3):
+        await factory.order(await factory.customer(reseller))
+    await factory.order()  # another reseller's: never counted
+    client = api.as_(await factory.token("RESELLER", reseller=reseller))
+    first, second, pages = await _planned_pages(services, client)
+    assert first["totalCount"] == second["totalCount"] == 3
+    assert len(first["edges"]) == 2 and len(second["edges"]) == 1
+    assert len(pages) == 2, [q.query for q in pages]
+    assert set(pages[0].args) == {reseller.id} and reseller.id in pages[1].args
+    assert len(set(pages[1].args)) == 2  # the tenant and the cursor
+    assert "LIMIT 3" in pages[0].query and "LIMIT 3" in pages[1].query
+    conn = await asyncpg.connect(asyncpg_dsn(services.db.url))
+    try:
+        page = await conn.prepare(pages[1].query)
+        runs = 12
+        for _ in range(runs):
+            assert len(await page.fetch(*pages[1].args)) == 1
+        plans = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+            pages[1].query,
+        )
+    finally:
+        await conn.close()
+    # PostgreSQL plans the first five runs for their values, then settles on the generic plan
+    assert plans is not None and (plans["custom_plans"], plans["generic_plans"]) == (5, runs - 5)
+
+
+def _scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes of an EXPLAIN (FORMAT JSON) plan that read `sales_order`."""
+    return [node for node in _nodes(plan) if node.get("Relation Name") == "sales_order"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"read_planner": True}])
+async def test_a_small_tenants_generic_plan_reads_its_own_index(
+    api: GraphQLClient, factory: Factory, services: Services
+) -> None:
+    """A small reseller's next page, when one other reseller holds 100,000 newer orders: the
+    page statement's generic plan (made for no tenant in particular, the one PostgreSQL reuses)
+    reads the page from the index on (reseller, id), a page's worth of rows; and the plan
+    PostgreSQL runs after many runs reads only the small reseller's rows (its count too: a
+    generic plan would count an average reseller's third of the table, so the server keeps
+    planning this tenant's runs)."""
+    if services.db.is_sqlite:
+        pytest.skip("PostgreSQL's generic plans")
+    import asyncpg
+
+    from app.events.transport import asyncpg_dsn
+
+    small = await factory.reseller()
+    for _ in range(3):
+        await factory.order(await factory.customer(small))
+    template = await factory.order()  # the big reseller's
+    table = SalesOrder.__table__  # type: ignore[attr-defined]
+    copied = ", ".join(c.name for c in table.c if c.name not in ("id", "number"))
+    conn = await asyncpg.connect(asyncpg_dsn(services.db.url))
+    try:
+        await conn.execute(
+            f"INSERT INTO sales_order (number, {copied}) SELECT 'BIG-' || g, {copied}"
+            " FROM sales_order, generate_series(1, 100000) AS g WHERE id = $1",
+            template.id,
+        )
+        await conn.execute("ANALYZE sales_order")
+        client = api.as_(await factory.token("RESELLER", reseller=small))
+        first, second, pages = await _planned_pages(services, client)
+        assert first["totalCount"] == second["totalCount"] == 3
+        assert len(first["edges"]) == 2 and len(second["edges"]) == 1
+        query, args = pages[1].query, pages[1].args
+        assert all(type(value) is int for value in args)
+        values = ", ".join(str(value) for value in args)
+        await conn.execute(f"PREPARE page AS {query}")
+        for _ in range(12):  # past the five runs after which PostgreSQL may choose a generic plan
+            await conn.execute(f"EXECUTE page({values})")
+        chosen = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page({values})")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        generic = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page({values})")
+    finally:
+        await conn.close()
+    # Whichever plan PostgreSQL runs for the small reseller reads its rows only.
+    for scan in _scans(orjson.loads(chosen)[0]["Plan"]):
+        assert scan["Actual Rows"] <= 3 and scan.get("Rows Removed by Filter", 0) == 0, scan
+    # The generic plan reads the page from the reseller's index, from the cursor on.
+    plan = orjson.loads(generic)[0]["Plan"]
+    (page,) = [node for node in _nodes(plan) if node["Node Type"] == "Limit"]
+    scans = _scans(page)
+    assert [scan.get("Index Name") for scan in scans] == ["ix_sales_order_reseller_id_id"], page
+    assert scans[0]["Actual Rows"] == 1 and "$1" in scans[0]["Index Cond"], scans[0]
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found += _nodes(child)
+    return found
 
 
 @pytest.mark.parametrize("settings_overrides", [{"read_planner": True}])

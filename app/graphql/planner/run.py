@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections import namedtuple
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,10 @@ from graphql import (
     VariableNode,
 )
 from graphql.utilities import type_from_ast
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 
 from app.access.viewer import Viewer
 from app.db import CompiledStatement, Database
@@ -184,6 +187,8 @@ def statement(
             after=after,
             kind=ORDERS.kind,
             newest_first=ORDERS.newest_first,
+            held=held_tenant(where),
+            limit=bindparam(None, size + 1, type_=Integer, literal_execute=True),
         )
     except GraphQLError as error:  # a bad `first` or `after`: the executor reports it
         raise NotCovered(error.message) from error
@@ -193,6 +198,45 @@ def statement(
     cache[key] = found
     if len(cache) > STATEMENTS_PER_ROOT:
         cache.popitem(last=False)
+    return found
+
+
+TENANT_KEYS = (ORDER.c.customer_id, ORDER.c.reseller_id)
+"""Columns a page may be held to one value of, each the head of an index `(column, id)`; the
+narrower first."""
+
+
+def held_tenant(where: Sequence[ColumnElement[bool]]) -> list[tuple[ColumnElement[Any], Any]]:
+    """The first of `TENANT_KEYS` that `where` holds equal to a value, with that value: the
+    page is read from the index `(column, id)`.
+
+    The page's statement keeps the tenant a parameter and its LIMIT a literal (a page size is one
+    of at most 101), so PostgreSQL can settle on one generic plan per statement and connection
+    (it keeps planning a tenant's runs while the generic plan costs more than their own). A
+    generic plan is costed for an average tenant; ordered by `id` with the cursor as `id < $n`,
+    it may read the newest orders of every tenant by the primary key and filter out the others',
+    most of the table for a small tenant. Ordered by `(tenant, id)` with the cursor as
+    `(tenant, id) < ($1, $n)`, it reads the tenant's index from the cursor on, page-size rows."""
+    equal: list[tuple[Any, Any]] = []
+    for condition in _conjuncts(where):
+        if isinstance(condition, BinaryExpression) and condition.operator is operators.eq:
+            left, right = condition.left, condition.right
+            if isinstance(right, BindParameter) and right.value is not None:
+                equal.append((left, right.value))
+    for column in TENANT_KEYS:
+        for left, value in equal:
+            if left.compare(column):  # (`left` may be `column` with annotations)
+                return [(column, value)]
+    return []
+
+
+def _conjuncts(where: Sequence[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
+    found: list[ColumnElement[bool]] = []
+    for condition in where:
+        if isinstance(condition, BooleanClauseList) and condition.operator is operators.and_:
+            found += _conjuncts(list(condition.clauses))
+        else:
+            found.append(condition)
     return found
 
 
