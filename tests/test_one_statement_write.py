@@ -23,7 +23,7 @@ from app.orders.service import perform_order_action, report_provisioning_result
 from app.services import Services
 from tests.support.api import Factory
 from tests.support.world import World, make_world
-from tests.support.writes import fail_and_resubmit, written
+from tests.support.writes import counting_order_reads, fail_and_resubmit, written
 
 SUPPORT = Viewer(role=Role.SUPPORT)
 ORDER = SalesOrder.__table__  # type: ignore[attr-defined]
@@ -131,21 +131,6 @@ async def test_a_write_the_guard_cannot_allow_stops_before_anything_iswritten(
             assert customer is not None and customer.on_hold is False, work.__name__
 
 
-def _counting_order_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The ids of the orders the order desk's use cases read from now on (once per run)."""
-    reads: list[int] = []
-    original = service._visible_order
-
-    async def counted(
-        session: AsyncSession, viewer: Viewer, order_id: int, *, failure_mail: bool
-    ) -> Any:
-        reads.append(order_id)
-        return await original(session, viewer, order_id, failure_mail=failure_mail)
-
-    monkeypatch.setattr(service, "_visible_order", counted)
-    return reads
-
-
 @pytest.mark.usefixtures("postgres_only")
 async def test_a_change_of_the_customer_too_is_written_in_a_transaction_by_one_run(
     services: Services, factory: Factory, monkeypatch: pytest.MonkeyPatch
@@ -155,7 +140,7 @@ async def test_a_change_of_the_customer_too_is_written_in_a_transaction_by_one_r
     sees a write), and the use case runs once."""
     order = await factory.order(status="TM")
     assert order.id is not None and order.status == "TM"
-    reads = _counting_order_reads(monkeypatch)
+    reads = counting_order_reads(monkeypatch)
     guarded: list[str] = []
     original_guard = db._before_write
 

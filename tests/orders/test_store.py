@@ -7,17 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, func, select
 
-from app.access.viewer import Viewer
 from app.events.models import TOPIC_INCIDENT, TOPIC_ORDER_STATUS, Event
 from app.notifications.models import Notification
-from app.orders import service
 from app.services import Services
 from tests.incidents.helpers import report_failed
 from tests.support.api import Factory, GraphQLClient
 from tests.support.world import make_world
+from tests.support.writes import counting_order_reads
 
 
 @pytest.fixture
@@ -31,16 +29,7 @@ async def test_a_failure_that_opens_or_joins_an_incident_runs_its_use_case_once(
     world = await make_world(factory, with_tokens=True)
     system = api.as_(world.tokens["system"])
     orders = [await factory.order(world.customer_a1, status="PR") for _ in range(4)]
-    reads: list[int] = []
-    original = service._visible_order
-
-    async def counted(
-        session: AsyncSession, viewer: Viewer, order_id: int, *, failure_mail: bool
-    ) -> Any:
-        reads.append(order_id)
-        return await original(session, viewer, order_id, failure_mail=failure_mail)
-
-    monkeypatch.setattr(service, "_visible_order", counted)
+    reads = counting_order_reads(monkeypatch)
     failed = [await report_failed(system, order) for order in orders]
     # each request read its order once: no second run of the use case
     assert reads == [order.id for order in orders]

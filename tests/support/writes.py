@@ -6,11 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.access.viewer import Viewer
 from app.events.models import Event
 from app.notifications.models import Notification
+from app.orders import service
 from app.orders.flow import Action, FailureReason, ProvisioningOutcome, Role
 from app.orders.models import SalesOrder
 from app.orders.service import perform_order_action, report_provisioning_result
@@ -92,3 +95,18 @@ async def written(services: Services, order: SalesOrder) -> dict[str, Any]:
             for e in events
         ],
     }
+
+
+def counting_order_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ids of the orders the order desk's use cases read from now on (once per run)."""
+    reads: list[int] = []
+    original = service._visible_order
+
+    async def counted(
+        session: AsyncSession, viewer: Viewer, order_id: int, *, failure_mail: bool
+    ) -> Any:
+        reads.append(order_id)
+        return await original(session, viewer, order_id, failure_mail=failure_mail)
+
+    monkeypatch.setattr(service, "_visible_order", counted)
+    return reads
