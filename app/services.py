@@ -82,8 +82,6 @@ class Services:
         async with self.transaction() as session:
             return await work(session)
 
-    def transaction(
-        self, *, one_statement: bool = False
-    ) -> AbstractAsyncContextManager[AsyncSession]:
-        """One write unit of work (`Transactions.transaction`)."""
-        return self.transactions.transaction(one_statement=one_statement)
+    def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """One write transaction (`Transactions.transaction`)."""
+        return self.transactions.transaction()

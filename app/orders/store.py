@@ -226,7 +226,7 @@ async def _save_in_transaction(session: AsyncSession, change: OrderChange) -> No
     if change.failure is None:
         await _save_change(session, change.order, change.values, change.now, event=change.event)
     else:
-        await _fail(session, change, change.failure)
+        await _fail(session, change)
 
 
 async def _save_change(
@@ -306,10 +306,11 @@ async def _save_failure(
     return False
 
 
-async def _fail(session: AsyncSession, change: OrderChange, failure: Failure) -> None:
+async def _fail(session: AsyncSession, change: OrderChange) -> None:
     """In a transaction: the move to PF, its notifications and events, and the incident it may
     open or join (SPEC 10, `app.incidents.rules`), decided under the reason's lock."""
-    order, values = change.order, dict(change.values)
+    order, values, failure = change.order, dict(change.values), change.failure
+    assert failure is not None
     assert order.id is not None
     reason = str(values["failure_reason"])
     joining = await incidents.join_failure(
